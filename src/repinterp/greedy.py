@@ -1,0 +1,127 @@
+"""Greedy boundary selection: submodular cost submodular cover (METHOD §2).
+
+A pure function over the sides matrix: no network involved. ``sides[i, q]`` is True
+when image ``i`` lies on the seed's side of boundary ``q``; an image is *covered* by a
+set ``P`` when it is on the seed's side of every boundary in ``P``::
+
+    P = {}
+    while |covered(P) & diff| > delta:
+        score(h) = (new_same(h) + eps1) / (new_diff(h) + eps2)   for h with new_diff > 0
+        P += argmin score
+    prune: drop h whose removal changes no image's coverage
+
+``new_same(h)`` / ``new_diff(h)`` count covered images of the seed's class / of other
+classes that ``h`` would exclude. Each step is two matrix-vector products over the rows
+still covered, so no Python loop ever runs over images.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Selection", "select_boundaries", "min_feasible_delta"]
+
+EPS1 = 1e-5
+EPS2 = 1e-10
+
+
+@dataclass
+class Selection:
+    """Result of :func:`select_boundaries`.
+
+    Attributes
+    ----------
+    indices
+        Selected columns of ``sides``, in the order the greedy picked them.
+    delta
+        The delta used (other-class images allowed inside the region).
+    min_delta
+        The smallest feasible delta: other-class images on the seed's side of all ``Q``.
+    covered
+        Bool mask ``[N]`` of the images inside the region.
+    """
+
+    indices: torch.Tensor
+    delta: int
+    min_delta: int
+    covered: torch.Tensor
+
+
+def min_feasible_delta(sides: torch.Tensor, same: torch.Tensor) -> int:
+    """Other-class images that no subset of the boundaries can exclude."""
+    return int((sides.all(1) & ~same).sum())
+
+
+def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None = None,
+                      *, prune: bool = True, eps1: float = EPS1,
+                      eps2: float = EPS2) -> Selection:
+    """Select boundaries greedily so at most ``delta`` other-class images stay covered.
+
+    Parameters
+    ----------
+    sides
+        Bool ``[N, Q]``: image ``i`` is on the seed's side of boundary ``q``.
+    same
+        Bool ``[N]``: image ``i`` is predicted as the seed's class.
+    delta
+        Other-class images allowed in the region. ``None`` (default) uses the smallest
+        feasible value; a smaller value than feasible is raised to it with a warning.
+    prune
+        Drop boundaries whose removal changes no image's coverage.
+
+    Notes
+    -----
+    Counts are exact integers held in float64 products.
+    """
+    sides = torch.as_tensor(sides, dtype=torch.bool)
+    same = torch.as_tensor(same, dtype=torch.bool)
+    if sides.ndim != 2 or same.shape != (sides.shape[0],):
+        raise ValueError("sides must be [N, Q] and same [N]")
+    n, q = sides.shape
+    min_delta = min_feasible_delta(sides, same)
+    if delta is None:
+        delta = min_delta
+    elif delta < min_delta:
+        warnings.warn(f"delta={delta} is infeasible with these boundaries; "
+                      f"using the smallest feasible delta {min_delta}", stacklevel=2)
+        delta = min_delta
+
+    rows = torch.arange(n)  # images still covered
+    chosen: list[int] = []
+    diff = ~same
+    while int(diff[rows].sum()) > delta:
+        excl = (~sides[rows]).double()
+        new_same = same[rows].double() @ excl
+        new_diff = diff[rows].double() @ excl
+        score = (new_same + eps1) / (new_diff + eps2)
+        score[new_diff <= 0] = torch.inf
+        h = int(torch.argmin(score))
+        if not torch.isfinite(score[h]):
+            break
+        chosen.append(h)
+        rows = rows[sides[rows, h]]
+
+    idx = torch.tensor(chosen, dtype=torch.long)
+    if prune and chosen:
+        idx = _prune(sides, idx)
+    covered = sides[:, idx].all(1) if len(idx) else torch.ones(n, dtype=torch.bool)
+    return Selection(indices=idx, delta=int(delta), min_delta=min_delta, covered=covered)
+
+
+def _prune(sides: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Drop, in selection order, each boundary that alone excludes no image.
+
+    One pass suffices: removing a redundant boundary never makes a kept one redundant,
+    because an image excluded only by a kept boundary is not excluded by the removed one.
+    """
+    excl = ~sides[:, idx]
+    count = excl.sum(1)
+    keep = np.ones(len(idx), dtype=bool)
+    for j in range(len(idx)):
+        if not bool(((count == 1) & excl[:, j]).any()):
+            keep[j] = False
+            count -= excl[:, j].long()
+    return idx[torch.from_numpy(keep)]

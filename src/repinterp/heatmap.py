@@ -1,0 +1,59 @@
+"""Heat maps shared by a decision region (METHOD §4).
+
+Every variant is a function of the region alone (its boundary normals ``w_h`` reshaped
+to the feature map shape ``C x h x w``) applied to an image's features ``psi(x')``; no
+per-image gradient is taken, so one set of weights explains the whole group.
+
+``lineage``
+    ``a_h[k] = mean_ij w_h[k, i, j]``; ``map_h = ReLU(sum_k a_h[k] psi_k)``, upsampled,
+    min-max normalised; the heat map is the mean over ``h``. As in the RCExplainer code.
+``positive``
+    ``map_h = sum_k ReLU(w_h[k]) * psi_k``: only the feature positions that push the
+    seed's class up across the boundary, spatially resolved. Upsampled, min-max
+    normalised, averaged over ``h``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["METHODS", "region_heatmap", "minmax"]
+
+METHODS = ("lineage", "positive")
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Scale each map of ``[..., H, W]`` to ``[0, 1]``; a constant map becomes 0."""
+    flat = maps.flatten(-2)
+    lo = flat.min(-1, keepdim=True).values
+    span = flat.max(-1, keepdim=True).values - lo
+    out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.zeros_like(flat))
+    return out.view_as(maps)
+
+
+def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[int, int],
+                   method: str = "lineage") -> torch.Tensor:
+    """Heat maps ``[n, H, W]`` in ``[0, 1]`` of ``features [n, C, h, w]``.
+
+    Parameters
+    ----------
+    weights
+        Boundary normals ``[P, C, h, w]`` oriented towards the seed's side.
+    size
+        Output ``(H, W)``, the input image size.
+    method
+        One of :data:`METHODS`.
+    """
+    if features.ndim != 4 or weights.ndim != 4:
+        raise ValueError("heat maps need a convolutional feature layer (C x H x W output)")
+    if method == "lineage":
+        a = weights.mean((2, 3))
+        maps = torch.einsum("pc,nchw->nphw", a, features).relu()
+    elif method == "positive":
+        maps = torch.einsum("pchw,nchw->nphw", weights.relu(), features).relu()
+    else:
+        raise ValueError(f"unknown heat map method {method!r}; choose from {METHODS}")
+    if len(weights) == 0:
+        return torch.zeros(len(features), *size, dtype=features.dtype)
+    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return minmax(up).mean(1)

@@ -1,0 +1,260 @@
+"""The public entry point: :class:`RepresentativeInterpreter`."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .boundaries import Boundaries, bisect_to_boundary, boundaries_at, orient
+from .errors import UserError
+from .greedy import select_boundaries
+from .region import RegionExplanation
+from .split import (NotPiecewiseLinearError, check_head_modules, check_head_numerically,
+                    inference_mode, split_model)
+
+__all__ = ["RepresentativeInterpreter"]
+
+SAMPLING = ("bisection", "shared")
+
+
+def _batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
+    """Yield image batches from a Tensor ``[N, C, H, W]`` or a Dataset (labels ignored)."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4:
+            raise UserError(f"images must be a [N, C, H, W] tensor, got shape "
+                            f"{tuple(images.shape)}")
+        for i in range(0, len(images), batch_size):
+            yield images[i:i + batch_size]
+        return
+    if isinstance(images, Dataset):
+        def collate(items: list) -> torch.Tensor:
+            return torch.stack([it[0] if isinstance(it, (tuple, list)) else it
+                                for it in items])
+        yield from DataLoader(images, batch_size=batch_size, collate_fn=collate)
+        return
+    raise UserError("images must be a torch.Tensor [N, C, H, W] or a torch Dataset")
+
+
+def _num_items(images: Any) -> int:
+    return len(images)
+
+
+class RepresentativeInterpreter:
+    """Representative interpretations of a CNN classifier (Lam, Chu et al., ICCV 2021).
+
+    Parameters
+    ----------
+    model
+        A classifier ``x -> logits``. It is never modified: its training flags are
+        restored after every call and no hook is left on it.
+    layer
+        Feature layer, by name (``named_modules()``) or as a module. ``psi`` is the
+        output of this layer, ``G`` everything after it; ``G`` must be piecewise linear.
+    num_boundaries
+        ``|Q|``, boundaries sampled per seed (``bisection``) or shared by all seeds.
+    sampling
+        ``"bisection"`` (METHOD §1, default): per seed, bisect towards ``|Q|`` random
+        references of other classes. ``"shared"``: one set ``Q`` taken at ``|Q|`` random
+        references (top-1 vs top-2), shared by every seed; much faster for summaries.
+    delta
+        Other-class references allowed in a region; ``None`` = smallest feasible.
+    seed
+        Seed of every random draw; the same seed gives the same results.
+    heatmap_method
+        Default heat map variant (see :mod:`repinterp.heatmap`).
+    approximate
+        Accept a head that is not piecewise linear; boundaries are then local
+        linearisations and every result is flagged ``approximate``.
+    device
+        Where to compute. If it differs from the model's device the split network is
+        copied there; the user's model stays where it is.
+    """
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module, num_boundaries: int = 50,
+                 *, sampling: str = "bisection", delta: int | None = None, seed: int = 0,
+                 heatmap_method: str = "lineage", batch_size: int = 256,
+                 approximate: bool = False, device: str | torch.device | None = None,
+                 progress: bool = True):
+        if sampling not in SAMPLING:
+            raise UserError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+        if num_boundaries < 1:
+            raise UserError("num_boundaries must be at least 1")
+        self.model = model
+        self.split = split_model(model, layer)
+        self.layer = self.split.layer
+        bad = check_head_modules(self.split.head)
+        if bad and not approximate:
+            raise NotPiecewiseLinearError(
+                f"the network after layer {self.layer!r} is not piecewise linear: "
+                f"{bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                + "; choose a later layer or pass approximate=True")
+        self.approximate = bool(bad)
+        param = next(model.parameters(), None)
+        model_device = param.device if param is not None else torch.device("cpu")
+        self.device = torch.device(device) if device is not None else model_device
+        self.dtype = param.dtype if param is not None else torch.float32
+        if self.device != model_device:
+            self.split.features = copy.deepcopy(self.split.features).to(self.device)
+            self.split.head = copy.deepcopy(self.split.head).to(self.device)
+        self.num_boundaries = int(num_boundaries)
+        self.sampling = sampling
+        self.delta = delta
+        self.seed = int(seed)
+        self.heatmap_method = heatmap_method
+        self.batch_size = int(batch_size)
+        self.progress = progress
+
+    # --- network passes ----------------------------------------------------------
+    @torch.no_grad()
+    def features(self, images: Any, *, progress: bool | None = None,
+                 flat: bool = True) -> torch.Tensor:
+        """``psi(images)``: ``[N, D]`` (or ``[N, C, H, W]`` with ``flat=False``)."""
+        show = self.progress if progress is None else progress
+        out = []
+        with inference_mode(self.model):
+            bar = tqdm(total=_num_items(images), desc="features", unit="img",
+                       disable=not show, leave=False)
+            for batch in _batches(images, self.batch_size):
+                f = self.split.features(batch.to(self.device, self.dtype))
+                if not isinstance(f, torch.Tensor):
+                    raise UserError(f"layer {self.layer!r} does not output a tensor")
+                out.append(f)
+                bar.update(len(batch))
+            bar.close()
+        if not out:
+            raise UserError("no images given")
+        feats = torch.cat(out)
+        if not torch.isfinite(feats).all():
+            raise UserError(f"the activations of layer {self.layer!r} contain NaN or "
+                            "infinite values; check the inputs and the weights")
+        return feats.flatten(1) if flat else feats
+
+    @torch.no_grad()
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``G(z)`` for flattened features ``[N, D]``, in batches."""
+        with inference_mode(self.model):
+            return torch.cat([self.split.head(features[i:i + 4096].view(-1, *self.shape_))
+                              for i in range(0, len(features), 4096)])
+
+    # --- fit ---------------------------------------------------------------------
+    def fit(self, references: Any) -> "RepresentativeInterpreter":
+        """Compute and keep the reference features, logits and predictions.
+
+        ``references``: Tensor ``[N, C, H, W]`` or a Dataset of images (labels ignored).
+        """
+        feats = self.features(references, flat=False)
+        self.shape_ = tuple(feats.shape[1:])
+        self.features_ = feats.flatten(1)
+        logits = self.logits(self.features_)
+        top2 = logits.topk(2, 1).values if logits.shape[1] > 1 else None
+        if top2 is None:
+            raise UserError("the model has a single output; need a classifier with "
+                            ">= 2 classes")
+        self.predictions_ = logits.argmax(1).cpu()
+        self.margins_ = (top2[:, 0] - top2[:, 1]).cpu()
+        if not self.approximate:
+            pick = torch.randperm(len(self.features_), generator=self._rng(0))[:8]
+            with inference_mode(self.model):
+                share = check_head_numerically(
+                    self.split.head, self.features_[pick.to(self.device)].view(-1, *self.shape_))
+            if share < 0.5:
+                raise NotPiecewiseLinearError(
+                    f"the network after layer {self.layer!r} is not piecewise linear: "
+                    f"G(z + d) != G(z) + J d at {1 - share:.0%} of the points tested; "
+                    "pass approximate=True to linearise locally")
+        self.shared_ = None
+        if self.sampling == "shared":
+            idx = torch.randperm(len(self.features_), generator=self._rng(1))
+            idx = idx[: self.num_boundaries].to(self.device)
+            with inference_mode(self.model):
+                b = boundaries_at(self.split.head, self.features_[idx], self.shape_)
+            self.shared_ = (b, self.features_ @ b.weights.T + b.biases)
+        return self
+
+    def _rng(self, stream: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + stream)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "features_"):
+            raise RuntimeError("call fit(references) first")
+
+    # --- explain -----------------------------------------------------------------
+    def explain(self, seed: int | torch.Tensor, *, delta: int | None = None,
+                num_boundaries: int | None = None) -> RegionExplanation:
+        """The representative interpretation of ``seed``.
+
+        Parameters
+        ----------
+        seed
+            Index into the references, or an image Tensor ``[C, H, W]``.
+        delta, num_boundaries
+            Override the interpreter's settings for this call.
+        """
+        self._check_fitted()
+        if isinstance(seed, torch.Tensor) and seed.ndim == 3:
+            z0 = self.features(seed[None], progress=False)[0]
+            cls = int(self.logits(z0[None]).argmax(1))
+            index = None
+        elif isinstance(seed, int) or (isinstance(seed, torch.Tensor) and seed.ndim == 0):
+            index = int(seed)
+            if not 0 <= index < len(self.features_):
+                raise UserError(f"seed index {index} out of range 0..{len(self.features_) - 1}")
+            z0 = self.features_[index]
+            cls = int(self.predictions_[index])
+        else:
+            raise UserError("seed must be a reference index or an image tensor [C, H, W]")
+        same = self.predictions_ == cls
+        if bool(same.all()):
+            raise UserError(f"every reference image is predicted as class {cls}; "
+                            "representative interpretations need images of other classes")
+        delta = self.delta if delta is None else delta
+        q = self.num_boundaries if num_boundaries is None else num_boundaries
+
+        with inference_mode(self.model):
+            if self.shared_ is not None:
+                b, values = self.shared_
+                sign = torch.where(b.weights @ z0 + b.biases >= 0, 1.0, -1.0).to(values.dtype)
+                b = orient(b, z0)
+                values = values * sign
+            else:
+                b = self._sample(z0, cls, same, index, q)
+                values = self.features_ @ b.weights.T + b.biases
+        sides = (values >= 0).cpu()
+        sel = select_boundaries(sides, same, delta)
+        chosen = b.select(sel.indices.to(b.weights.device))
+        sel_values = values[:, sel.indices.to(values.device)]
+        inside = sel.covered.nonzero()[:, 0]
+        seed_values = chosen.weights @ z0 + chosen.biases
+        dist = (sel_values[inside.to(values.device)] - seed_values).abs().sum(1).cpu()
+        order = torch.sort(dist, stable=True).indices
+        members = inside[order]
+        purity = float((self.predictions_[members] == cls).float().mean()) if len(members) else 0.0
+        return RegionExplanation(
+            predicted_class=cls, weights=chosen.weights, biases=chosen.biases,
+            boundary_points=chosen.points, pairs=chosen.pairs, delta=sel.delta,
+            min_delta=sel.min_delta, members=members, member_distances=dist[order],
+            purity=purity, seed_index=index, seed_features=z0,
+            approximate=self.approximate, interpreter=self)
+
+    def _sample(self, z0: torch.Tensor, cls: int, same: torch.Tensor, index: int | None,
+                q: int) -> Boundaries:
+        """Bisection sampling (METHOD §1) towards ``q`` random other-class references."""
+        others = (~same).nonzero()[:, 0]
+        gen = self._rng(2 if index is None else 3 + index)
+        pick = others[torch.randperm(len(others), generator=gen)[:q]].to(self.device)
+        with torch.no_grad():
+            points = bisect_to_boundary(self.split.head, z0[None], self.features_[pick],
+                                        cls, self.shape_)
+        c1 = torch.full((len(points),), cls, dtype=torch.long, device=self.device)
+        return orient(boundaries_at(self.split.head, points, self.shape_, c1), z0)
+
+    # --- summary -----------------------------------------------------------------
+    def summarize(self, coverage: float = 0.95, max_regions: int = 10,
+                  classes: list[int] | None = None) -> "Summary":
+        """Peel each predicted class into regions; see :func:`repinterp.summary.summarize`."""
+        from .summary import summarize
+        return summarize(self, coverage=coverage, max_regions=max_regions, classes=classes)

@@ -1,0 +1,121 @@
+"""The project's own demo CNNs, trained on Fashion-MNIST and cached."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .io import atomic_path, write_json
+
+__all__ = ["FashionVGG", "cache_dir", "evaluate_accuracy", "load_demo_model",
+           "train_classifier"]
+
+
+def cache_dir() -> Path:
+    """``$REPINTERP_CACHE``, else ``$XDG_CACHE_HOME/repinterp``, else ``~/.cache/repinterp``."""
+    if os.environ.get("REPINTERP_CACHE"):
+        return Path(os.environ["REPINTERP_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "repinterp"
+
+
+class FashionVGG(nn.Module):
+    """A small VGG-style CNN: two conv blocks (conv, ReLU, max-pool), then a VGG-like
+    fully connected ReLU classifier with dropout. ``features`` outputs ``2w x 7 x 7``."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, in_channels: int = 1):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 256), nn.ReLU(), nn.Dropout(0.3),
+            nn.Linear(256, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+ARCHS = {"vgg": FashionVGG}
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      batch_size: int = 1000) -> float:
+    was = model.training
+    model.eval()
+    try:
+        correct = sum(int((model(images[i:i + batch_size]).argmax(1)
+                           == labels[i:i + batch_size]).sum())
+                      for i in range(0, len(images), batch_size))
+    finally:
+        model.train(was)
+    return correct / len(images)
+
+
+def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                     epochs: int = 3, lr: float = 3e-3, batch_size: int = 128, seed: int = 0,
+                     progress: bool = True) -> nn.Module:
+    """Train with Adam, a one-cycle learning rate and cross-entropy; deterministic for a
+    given ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = epochs * ((len(images) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                pct_start=0.15)
+    model.train()
+    bar = tqdm(total=steps, desc="training", unit="step", disable=not progress, leave=False)
+    for _ in range(epochs):
+        perm = torch.randperm(len(images), generator=gen)
+        for i in range(0, len(images), batch_size):
+            idx = perm[i:i + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    model.eval()
+    return model
+
+
+def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
+                    data_root: str | None = None, progress: bool = True,
+                    retrain: bool = False) -> tuple[nn.Module, dict]:
+    """The demo model, trained on Fashion-MNIST on first use and cached.
+
+    Returns the model (eval mode) and its metadata: training settings, measured test
+    accuracy and training time. The cache key holds every setting.
+    """
+    from .data import load_fashion_mnist
+
+    settings = {"arch": arch, "seed": seed, "epochs": epochs, "lr": 3e-3,
+                "batch_size": 128, "dataset": "fashion-mnist"}
+    key = f"{arch}-e{epochs}-s{seed}"
+    weights = cache_dir() / "models" / f"{key}.pt"
+    meta_file = weights.with_suffix(".json")
+    torch.manual_seed(seed)
+    model = ARCHS[arch]()
+    if weights.exists() and meta_file.exists() and not retrain:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return model.eval(), json.loads(meta_file.read_text())
+    x_train, y_train = load_fashion_mnist("train", data_root)
+    x_test, y_test = load_fashion_mnist("test", data_root)
+    start = time.perf_counter()
+    train_classifier(model, x_train, y_train, epochs=epochs, seed=seed, progress=progress)
+    meta = dict(settings, train_seconds=round(time.perf_counter() - start, 1),
+                test_accuracy=evaluate_accuracy(model, x_test, y_test),
+                torch=torch.__version__)
+    with atomic_path(weights) as tmp:
+        torch.save(model.state_dict(), tmp)
+    write_json(meta_file, meta)
+    return model.eval(), meta
