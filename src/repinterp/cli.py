@@ -48,7 +48,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as exc:
-        raise UserError(f"{path} is not a state dict of the demo architecture ({exc})") from exc
+        raise UserError(f"{path} is not a state dict of the demo architecture "
+                        f"({_first_line(exc)})") from exc
     x, _ = load_fashion_mnist("train", args.data)
     gen = torch.Generator().manual_seed(args.seed)
     idx = torch.randperm(len(x), generator=gen)[:args.references]
@@ -71,6 +72,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
           f"{ri.size} members, {ri.num_boundaries} boundaries, held-out purity "
           f"{stats[id(ri)].purity}; report: {out / 'report.html'}")
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"repinterp: error: {exc}", file=sys.stderr)
+        print(f"repinterp: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("repinterp: interrupted", file=sys.stderr)
@@ -115,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if args.debug:
             raise
-        print(f"repinterp: internal error: {type(exc).__name__}: {exc} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
+        print(f"repinterp: internal error: {type(exc).__name__}: "
+              f"{_one_line(_first_line(exc))} (rerun with --debug for the traceback)",
+              file=sys.stderr)
         return 1
 
 

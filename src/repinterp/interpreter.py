@@ -232,7 +232,7 @@ class RepresentativeInterpreter:
         dist = (sel_values[inside.to(values.device)] - seed_values).abs().sum(1).cpu()
         order = torch.sort(dist, stable=True).indices
         members = inside[order]
-        purity = float((self.predictions_[members] == cls).float().mean()) if len(members) else 0.0
+        purity = int((self.predictions_[members] == cls).sum()) / max(len(members), 1)
         return RegionExplanation(
             predicted_class=cls, weights=chosen.weights, biases=chosen.biases,
             boundary_points=chosen.points, pairs=chosen.pairs, delta=sel.delta,

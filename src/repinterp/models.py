@@ -111,7 +111,8 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
     x_train, y_train = load_fashion_mnist("train", data_root)
     x_test, y_test = load_fashion_mnist("test", data_root)
     start = time.perf_counter()
-    train_classifier(model, x_train, y_train, epochs=epochs, seed=seed, progress=progress)
+    train_classifier(model, x_train, y_train, epochs=epochs, lr=settings["lr"],
+                     batch_size=settings["batch_size"], seed=seed, progress=progress)
     meta = dict(settings, train_seconds=round(time.perf_counter() - start, 1),
                 test_accuracy=evaluate_accuracy(model, x_test, y_test),
                 torch=torch.__version__)

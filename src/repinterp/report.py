@@ -35,7 +35,7 @@ def region_stats(ri: RegionExplanation, features: torch.Tensor,
                  predictions: torch.Tensor) -> RegionStats:
     inside = ri.contains_features(features).cpu()
     n = int(inside.sum())
-    pur = float((predictions[inside] == ri.predicted_class).float().mean()) if n else None
+    pur = int((predictions[inside] == ri.predicted_class).sum()) / n if n else None
     return RegionStats(inside=n, purity=pur)
 
 

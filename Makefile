@@ -1,0 +1,44 @@
+# Two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test evaluate bench data install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# Debian's package puts the IDX files in $(DATA); elsewhere the loader names the options.
+data:
+	@if [ ! -d "$(DATA)" ] && [ -z "$$REPINTERP_DATA" ] && command -v apt-get >/dev/null \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing dataset-fashion-mnist"; \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	fi
+
+demo: install data
+	$(BIN)/repinterp demo --out out/demo
+
+test: install-dev data
+	$(BIN)/python -m pytest
+
+evaluate: install-dev data
+	$(BIN)/repinterp evaluate --out docs
+
+bench: install-dev data
+	$(BIN)/python benchmarks/run.py --out docs
+
+clean:
+	rm -rf out .pytest_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from repinterp.boundaries import bisect_to_boundary, boundaries_at, orient
+from repinterp.split import split_model
+
+from conftest import tiny_cnn, tiny_images
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bisection_boundaries_are_exact_local_affine_maps(seed):
+    model = tiny_cnn(seed).eval()
+    split = split_model(model, "2")
+    x = tiny_images(seed, 200)
+    with torch.no_grad():
+        z = split.features(x)
+    shape = tuple(z.shape[1:])
+    z = z.flatten(1)
+    pred = split.head(z.view(-1, *shape)).argmax(1)
+    cls = int(pred[0])
+    targets = z[pred != cls][:20]
+    pts = bisect_to_boundary(split.head, z[0:1], targets, cls, shape, tol=1e-9)
+    c1 = torch.full((len(pts),), cls)
+    b = boundaries_at(split.head, pts, shape, c1)
+    logits = split.head(pts.view(-1, *shape)).detach()
+    # still classified cls, and the top-2 margin is ~0: the point is on the boundary
+    assert (logits.argmax(1) == cls).all()
+    top2 = logits.topk(2, 1).values
+    assert (top2[:, 0] - top2[:, 1]).max() < 1e-8
+    for q in range(len(pts)):
+        c2 = int(b.pairs[q, 1])
+        def margin(v):
+            out = split.head(v.view(1, *shape))[0]
+            return out[cls] - out[c2]
+        jac = torch.autograd.functional.jacobian(margin, pts[q])
+        torch.testing.assert_close(b.weights[q], jac, rtol=0, atol=1e-12)
+        # w.z + b reproduces the margin at the point and at nearby points of its piece
+        torch.testing.assert_close(b.weights[q] @ pts[q] + b.biases[q], margin(pts[q]).detach(),
+                                   rtol=0, atol=1e-10)
+        step = 1e-7 * (pts[q] - z[0])
+        torch.testing.assert_close(b.weights[q] @ (pts[q] - step) + b.biases[q],
+                                   margin(pts[q] - step).detach(), rtol=0, atol=1e-10)
+
+
+def test_finite_difference_agrees_with_normal(net, images):
+    split = split_model(net.eval(), "2")
+    with torch.no_grad():
+        z = split.features(images[:5])
+    shape = tuple(z.shape[1:])
+    b = boundaries_at(split.head, z.flatten(1), shape)
+    e = torch.zeros(z[0].numel(), dtype=torch.float64)
+    for q in range(5):
+        c1, c2 = b.pairs[q].tolist()
+        for k in (0, 7, 33):
+            e.zero_()
+            e[k] = 1e-6
+            f = lambda v: (lambda o: o[c1] - o[c2])(split.head(v.view(1, *shape))[0]).item()
+            fd = (f(z[q].flatten() + e) - f(z[q].flatten() - e)) / 2e-6
+            assert abs(fd - b.weights[q, k].item()) < 1e-6
+
+
+def test_orient_puts_seed_on_positive_side(net, images):
+    split = split_model(net.eval(), "2")
+    with torch.no_grad():
+        z = split.features(images[:30]).flatten(1)
+    b = boundaries_at(split.head, z, (4, 4, 4))
+    for z0 in z[:5]:
+        o = orient(b, z0)
+        assert (o.weights @ z0 + o.biases >= 0).all()
+        # orientation flips whole hyperplanes: same set of lines
+        ratio = o.biases / b.biases
+        assert torch.allclose(ratio.abs(), torch.ones_like(ratio))

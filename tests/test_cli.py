@@ -1,0 +1,29 @@
+import pytest
+
+from repinterp.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_missing_checkpoint_is_one_line_exit_2(capsys, tmp_path):
+    code, err = run(capsys, "explain", "--model", str(tmp_path / "nope.pt"))
+    assert code == 2
+    assert err.startswith("repinterp: error:") and "does not exist" in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_garbage_checkpoint(capsys, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    code, err = run(capsys, "explain", "--model", str(bad))
+    assert code == 2 and "not a state dict" in err and "\n" not in err
+
+
+def test_usage_error_exit_2():
+    with pytest.raises(SystemExit) as e:
+        main(["explain"])
+    assert e.value.code == 2

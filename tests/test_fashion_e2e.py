@@ -1,0 +1,61 @@
+"""End to end on a small slice of real Fashion-MNIST with a model trained here."""
+import json
+
+import pytest
+import torch
+
+from repinterp import RepresentativeInterpreter
+from repinterp.cli import main
+from repinterp.data import find_fashion_mnist, load_fashion_mnist
+from repinterp.models import FashionVGG, evaluate_accuracy, train_classifier
+from repinterp.report import region_stats
+
+pytestmark = pytest.mark.skipif(find_fashion_mnist() is None,
+                                reason="Fashion-MNIST not installed (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = load_fashion_mnist("train")
+    xt, yt = load_fashion_mnist("test")
+    torch.manual_seed(0)
+    model = FashionVGG(width=8)
+    train_classifier(model, x[:6000], y[:6000], epochs=2, seed=0, progress=False)
+    return model, x[6000:8000], xt[:2000], evaluate_accuracy(model, xt[:2000], yt[:2000])
+
+
+def test_regions_are_pure_on_held_out_images(trained):
+    model, refs, test, acc = trained
+    assert acc > 0.75
+    it = RepresentativeInterpreter(model, "features", num_boundaries=30, progress=False)
+    summary = it.fit(refs).summarize(coverage=0.8, max_regions=3)
+    assert len(summary.classes) >= 9
+    feats = it.features(test)
+    preds = it.logits(feats).argmax(1)
+    stats = [region_stats(ri, feats, preds) for ri in summary.regions]
+    inside = sum(s.inside for s in stats)
+    agree = sum(s.inside * s.purity for s in stats if s.inside)
+    assert inside > 1000
+    assert agree / inside >= 0.9
+    # the reference purity is what delta allows
+    for ri in summary.regions:
+        others = int((it.predictions_[ri.members] != ri.predicted_class).sum())
+        assert others <= ri.delta
+        assert ri.purity == pytest.approx(1 - others / ri.size, abs=1e-12)
+
+
+def test_cli_explain_writes_report(trained, tmp_path):
+    model, *_ = trained
+    ckpt_model = FashionVGG()
+    x, y = load_fashion_mnist("train")
+    train_classifier(ckpt_model, x[:1500], y[:1500], epochs=1, seed=0, progress=False)
+    torch.save(ckpt_model.state_dict(), tmp_path / "m.pt")
+    out = tmp_path / "out"
+    code = main(["explain", "--model", str(tmp_path / "m.pt"), "--layer", "features",
+                 "--seed-index", "3", "--references", "800", "--out", str(out), "--quiet"])
+    assert code == 0
+    data = json.loads((out / "summary.json").read_text())
+    region = data["classes"][0]["regions"][0]
+    assert region["seed_index"] == 3 and region["size"] >= 1
+    html = (out / "report.html").read_text()
+    assert "Region 1" in html and "data:image/png;base64," in html

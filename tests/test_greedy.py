@@ -1,0 +1,100 @@
+import itertools
+import math
+import warnings
+
+import pytest
+import torch
+
+from repinterp.greedy import min_feasible_delta, select_boundaries
+
+
+def random_instance(seed, n=40, q=8):
+    g = torch.Generator().manual_seed(seed)
+    sides = torch.rand(n, q, generator=g) < 0.7
+    same = torch.rand(n, generator=g) < 0.5
+    sides[0] = True  # image 0 is the seed: on its own side of every boundary
+    same[0] = True
+    return sides, same
+
+
+def cost(sides, same, subset):
+    cov = sides[:, list(subset)].all(1) if subset else torch.ones(len(sides), dtype=torch.bool)
+    return int((same & ~cov).sum()), int((~same & cov).sum())
+
+
+def brute_force(sides, same, delta):
+    """Exact optimum and the best sum of single-boundary costs over feasible subsets."""
+    q = sides.shape[1]
+    best, best_modular = math.inf, math.inf
+    for r in range(q + 1):
+        for sub in itertools.combinations(range(q), r):
+            c, d = cost(sides, same, sub)
+            if d <= delta:
+                best = min(best, c)
+                best_modular = min(best_modular, sum(cost(sides, same, (h,))[0] for h in sub))
+    return best, best_modular
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_greedy_vs_brute_force(seed):
+    sides, same = random_instance(seed, q=6 + seed % 7)
+    sel = select_boundaries(sides, same)
+    chosen = sel.indices.tolist()
+    c, d = cost(sides, same, chosen)
+    assert d <= sel.delta == min_feasible_delta(sides, same)
+    assert sel.covered[0]                         # the seed is always inside
+    assert torch.equal(sel.covered, sides[:, sel.indices].all(1))
+    opt, opt_modular = brute_force(sides, same, sel.delta)
+    demand = int((~same).sum()) - sel.delta
+    harmonic = sum(1 / k for k in range(1, demand + 1))
+    assert opt <= c <= harmonic * opt_modular + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_obvious_optimum_is_found(seed):
+    sides, same = random_instance(seed, q=10)
+    # boundary 4 excludes every other-class image and no image of the seed's class
+    sides[:, 4] = same
+    sel = select_boundaries(sides, same)
+    assert sel.indices.tolist() == [4]
+    assert sel.delta == 0
+    assert cost(sides, same, [4]) == (0, 0)
+    assert brute_force(sides, same, 0)[0] == 0
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_pruning_leaves_no_redundant_boundary(seed):
+    sides, same = random_instance(seed, n=60, q=12)
+    sel = select_boundaries(sides, same)
+    full = cost(sides, same, sel.indices.tolist())
+    for j in range(len(sel.indices)):
+        rest = [h for k, h in enumerate(sel.indices.tolist()) if k != j]
+        assert cost(sides, same, rest) != full
+    unpruned = select_boundaries(sides, same, prune=False)
+    assert set(sel.indices.tolist()) <= set(unpruned.indices.tolist())
+    assert cost(sides, same, unpruned.indices.tolist()) == full
+
+
+def test_user_delta_and_infeasible_delta():
+    sides, same = random_instance(3, n=80, q=10)
+    dmin = min_feasible_delta(sides, same)
+    loose = select_boundaries(sides, same, delta=dmin + 10)
+    assert cost(sides, same, loose.indices.tolist())[1] <= dmin + 10
+    assert len(loose.indices) <= len(select_boundaries(sides, same).indices)
+    if dmin > 0:
+        with pytest.warns(UserWarning, match="infeasible"):
+            sel = select_boundaries(sides, same, delta=dmin - 1)
+        assert sel.delta == dmin
+
+
+def test_infeasible_instance_reports_smallest_delta():
+    sides = torch.ones(5, 3, dtype=torch.bool)
+    same = torch.tensor([True, True, False, False, True])
+    sel = select_boundaries(sides, same)
+    assert sel.delta == 2 and sel.min_delta == 2 and len(sel.indices) == 0
+    assert sel.covered.all()
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError):
+        select_boundaries(torch.ones(4, 2, dtype=torch.bool), torch.ones(3, dtype=torch.bool))
