@@ -31,6 +31,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .study import run_evaluation
+    run_evaluation(args.out or "docs", quick=args.quick, seed=args.seed,
+                   archs=tuple(args.archs.split(",")), data_root=args.data,
+                   progress=not args.quiet)
+    return 0
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     import torch
 
@@ -97,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coverage", type=float, default=0.9, help="share of each class to cover")
     p.add_argument("--max-regions", type=int, default=6, help="regions per class at most")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("evaluate", help="the paper's AD/AI protocol against CAM baselines")
+    _common(p)
+    p.add_argument("--data", default=None, help="directory with the Fashion-MNIST IDX files")
+    p.add_argument("--quick", action="store_true", help="small run (one model, 20 seeds)")
+    p.add_argument("--archs", default="vgg,resnet", help="demo architectures, comma separated")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("explain", help="the region of one seed image")
     _common(p)

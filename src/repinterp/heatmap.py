@@ -11,6 +11,19 @@ per-image gradient is taken, so one set of weights explains the whole group.
     ``map_h = sum_k ReLU(w_h[k]) * psi_k``: only the feature positions that push the
     seed's class up across the boundary, spatially resolved. Upsampled, min-max
     normalised, averaged over ``h``.
+``contribution``
+    ``map_h = ReLU(sum_k w_h[k] * psi_k)``: each position's signed contribution to the
+    boundary's margin ``w_h . psi`` (gradient x activation with the region's normals).
+    Upsampled, min-max normalised, averaged over ``h``.
+``margin``
+    ``ReLU(sum_h sum_k w_h[k] * psi_k)``: the contributions to the sum of all margins,
+    so boundaries with larger normals weigh more. Upsampled, min-max normalised.
+``logprob``
+    ``contribution`` with ``w_h`` replaced by ``g_h = grad_z log softmax(G(z))_c`` at the
+    boundary point of ``h``: the contribution of each position to the log-probability of
+    the seed's class, as seen from the region's boundary points (not from the image).
+    The caller passes ``g_h`` as ``weights`` (see
+    :meth:`repinterp.RegionExplanation.heatmap_features`).
 """
 from __future__ import annotations
 
@@ -19,7 +32,7 @@ import torch.nn.functional as F
 
 __all__ = ["METHODS", "region_heatmap", "minmax"]
 
-METHODS = ("lineage", "positive")
+METHODS = ("lineage", "positive", "contribution", "margin", "logprob")
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -38,7 +51,8 @@ def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[in
     Parameters
     ----------
     weights
-        Boundary normals ``[P, C, h, w]`` oriented towards the seed's side.
+        Boundary normals ``[P, C, h, w]`` oriented towards the seed's side (for
+        ``logprob``: the class log-probability gradients at the boundary points).
     size
         Output ``(H, W)``, the input image size.
     method
@@ -51,6 +65,10 @@ def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[in
         maps = torch.einsum("pc,nchw->nphw", a, features).relu()
     elif method == "positive":
         maps = torch.einsum("pchw,nchw->nphw", weights.relu(), features).relu()
+    elif method in ("contribution", "logprob"):
+        maps = torch.einsum("pchw,nchw->nphw", weights, features).relu()
+    elif method == "margin":
+        maps = torch.einsum("pchw,nchw->nhw", weights, features).relu()[:, None]
     else:
         raise ValueError(f"unknown heat map method {method!r}; choose from {METHODS}")
     if len(weights) == 0:

@@ -140,6 +140,14 @@ class RepresentativeInterpreter:
             return torch.cat([self.split.head(features[i:i + 4096].view(-1, *self.shape_))
                               for i in range(0, len(features), 4096)])
 
+    def class_gradients(self, points: torch.Tensor, cls: int) -> torch.Tensor:
+        """``grad_z log softmax(G(z))_cls`` at flattened feature points ``[P, D]``."""
+        z = points.detach().clone().requires_grad_(True)
+        with inference_mode(self.model), torch.enable_grad():
+            lp = self.split.head(z.view(-1, *self.shape_)).log_softmax(1)[:, cls].sum()
+            (g,) = torch.autograd.grad(lp, z)
+        return g
+
     # --- fit ---------------------------------------------------------------------
     def fit(self, references: Any) -> "RepresentativeInterpreter":
         """Compute and keep the reference features, logits and predictions.

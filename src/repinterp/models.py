@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .io import atomic_path, write_json
 
-__all__ = ["FashionVGG", "cache_dir", "evaluate_accuracy", "load_demo_model",
+__all__ = ["ARCHS", "DEMO_LAYERS", "FashionResNet", "FashionVGG", "cache_dir", "evaluate_accuracy", "load_demo_model",
            "train_classifier"]
 
 
@@ -43,7 +44,36 @@ class FashionVGG(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHS = {"vgg": FashionVGG}
+class FashionResNet(nn.Module):
+    """A small ResNet of torchvision ``BasicBlock``s: stem, three residual stages
+    (``w``, ``2w``, ``4w`` channels; 28, 14, 7 pixels), global average pooling, linear.
+    Split after ``layer2``, the head holds a residual block with BatchNorm."""
+
+    def __init__(self, num_classes: int = 10, width: int = 12, in_channels: int = 1):
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        def down(cin: int, cout: int) -> nn.Module:
+            return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=False),
+                                 nn.BatchNorm2d(cout))
+
+        w = width
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(w), nn.ReLU())
+        self.layer1 = BasicBlock(w, w)
+        self.layer2 = BasicBlock(w, 2 * w, stride=2, downsample=down(w, 2 * w))
+        self.layer3 = BasicBlock(2 * w, 4 * w, stride=2, downsample=down(2 * w, 4 * w))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+ARCHS = {"vgg": FashionVGG, "resnet": FashionResNet}
+#: The feature layer each demo architecture is split at.
+DEMO_LAYERS = {"vgg": "features", "resnet": "layer2"}
 
 
 @torch.no_grad()
@@ -103,6 +133,8 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
     key = f"{arch}-e{epochs}-s{seed}"
     weights = cache_dir() / "models" / f"{key}.pt"
     meta_file = weights.with_suffix(".json")
+    if arch not in ARCHS:
+        raise UserError(f"unknown demo architecture {arch!r}; choose from {sorted(ARCHS)}")
     torch.manual_seed(seed)
     model = ARCHS[arch]()
     if weights.exists() and meta_file.exists() and not retrain:

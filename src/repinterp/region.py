@@ -56,6 +56,7 @@ class RegionExplanation:
     seed_features: torch.Tensor
     approximate: bool = False
     interpreter: "RepresentativeInterpreter | None" = field(default=None, repr=False)
+    _class_gradients: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -87,11 +88,21 @@ class RegionExplanation:
         order = torch.sort(dist, stable=True).indices
         return inside[order].cpu(), dist[order].cpu()
 
+    @property
+    def class_gradients(self) -> torch.Tensor:
+        """``[P, D]``: ``grad_z log softmax(G(z))_c`` at each boundary point."""
+        if self._class_gradients is None:
+            self._class_gradients = self.interpreter.class_gradients(
+                self.boundary_points, self.predicted_class)
+        return self._class_gradients
+
     def heatmap_features(self, features: torch.Tensor, size: tuple[int, int],
                          method: str | None = None) -> torch.Tensor:
-        shape = features.shape[1:]
-        w = self.weights.to(features.device, features.dtype).reshape(-1, *shape)
+        """Heat maps ``[n, H, W]`` of feature maps ``[n, C, h, w]``; see
+        :mod:`repinterp.heatmap` for the methods."""
         method = method or (self.interpreter.heatmap_method if self.interpreter else "lineage")
+        normals = self.class_gradients if method == "logprob" else self.weights
+        w = normals.to(features.device, features.dtype).reshape(-1, *features.shape[1:])
         return region_heatmap(w, features, size, method)
 
     # --- on images ---------------------------------------------------------------
