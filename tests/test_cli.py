@@ -10,7 +10,8 @@ def run(capsys, *argv):
 
 
 def test_missing_checkpoint_is_one_line_exit_2(capsys, tmp_path):
-    code, err = run(capsys, "explain", "--model", str(tmp_path / "nope.pt"))
+    code, err = run(capsys, "explain", "--model", str(tmp_path / "nope.pt"),
+                    "--data", str(tmp_path))
     assert code == 2
     assert err.startswith("repinterp: error:") and "does not exist" in err
     assert "\n" not in err and "Traceback" not in err
@@ -19,8 +20,9 @@ def test_missing_checkpoint_is_one_line_exit_2(capsys, tmp_path):
 def test_garbage_checkpoint(capsys, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    code, err = run(capsys, "explain", "--model", str(bad))
-    assert code == 2 and "not a state dict" in err and "\n" not in err
+    code, err = run(capsys, "explain", "--model", str(bad), "--data", str(tmp_path))
+    assert code == 2 and "cannot be loaded safely" in err and "--trust-pickle" in err
+    assert "\n" not in err
 
 
 def test_usage_error_exit_2():

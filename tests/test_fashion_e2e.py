@@ -51,11 +51,16 @@ def test_cli_explain_writes_report(trained, tmp_path):
     train_classifier(ckpt_model, x[:1500], y[:1500], epochs=1, seed=0, progress=False)
     torch.save(ckpt_model.state_dict(), tmp_path / "m.pt")
     out = tmp_path / "out"
+    root = find_fashion_mnist()
+    heldout = next(root.glob("t10k-images*"))
     code = main(["explain", "--model", str(tmp_path / "m.pt"), "--layer", "features",
-                 "--seed-index", "3", "--references", "800", "--out", str(out), "--quiet"])
+                 "--data", str(root), "--heldout", str(heldout), "--seed-index", "3",
+                 "--references", "800", "--out", str(out), "--quiet"])
     assert code == 0
     data = json.loads((out / "summary.json").read_text())
     region = data["classes"][0]["regions"][0]
     assert region["seed_index"] == 3 and region["size"] >= 1
+    assert region["heldout_inside"] > 0 and region["heldout_purity"] > 0.5
+    assert data["meta"]["references"] == 800
     html = (out / "report.html").read_text()
     assert "Region 1" in html and "data:image/png;base64," in html

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from repinterp import RepresentativeInterpreter, UserError
+from repinterp.heatmap import METHODS
 
 
 @pytest.fixture(scope="module", params=["bisection", "shared"])
@@ -39,7 +40,7 @@ def test_image_seed_equals_index_seed_region_membership(fitted, images):
     assert ri.contains(images[4:5])[0]
 
 
-@pytest.mark.parametrize("method", ["lineage", "positive"])
+@pytest.mark.parametrize("method", METHODS)
 def test_heatmaps_in_unit_range_with_input_size(fitted, images, method):
     ri = fitted.explain(0)
     h = ri.heatmap(images[:7], method=method)

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 __all__ = ["main"]
 
@@ -39,52 +39,145 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_explain(args: argparse.Namespace) -> int:
-    import torch
+def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", help="demo architecture (vgg, resnet) or torchvision name")
+    g.add_argument("--weights", help="state dict for --arch (loaded with weights_only)")
+    g.add_argument("--num-classes", type=int, default=None, help="classes of --arch")
+    g.add_argument("--model", help="TorchScript file, a state dict trained by repinterp, "
+                   "or a pickled model with --trust-pickle")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling a whole model (runs code from the file)")
+    if not data:
+        return
+    g.add_argument("--layer", default=None, help="feature layer (see `repinterp layers`)")
+    g.add_argument("--approximate", action="store_true",
+                   help="accept a head that is not piecewise linear (local linearisation)")
+    g.add_argument("--device", default=None, help="cpu or cuda")
+    g.add_argument("--num-boundaries", type=int, default=50)
+    d = p.add_argument_group("images")
+    d.add_argument("--data", required=True, help="folder of images (ImageFolder or flat), "
+                   ".npy/.npz, IDX file, or a folder of MNIST-style IDX files")
+    d.add_argument("--references", type=int, default=None, help="use the first N images")
+    d.add_argument("--size", default=None, help="resize to H,W (or one number)")
+    d.add_argument("--normalize", default=None, help="imagenet, fashion-mnist, none or "
+                   "MEAN,STD (default: imagenet for RGB, none otherwise; fashion-mnist for "
+                   "the demo architectures)")
+    d.add_argument("--strict", action="store_true", help="fail on an unreadable file")
+    d.add_argument("--heldout", default=None, help="held-out images to measure purity on")
 
-    from .data import FASHION_CLASSES, load_fashion_mnist
+
+def _parse_size(spec: str | None) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    try:
+        vals = [int(v) for v in spec.replace("x", ",").split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or min(vals) < 1:
+        raise UserError(f"--size must be H,W or one positive number, got {spec!r}")
+    return (vals[0], vals[-1])
+
+
+def _load(args: argparse.Namespace):
+    """Model, references, optional held-out images, and the interpreter fitted on them."""
+    import warnings
+
     from .interpreter import RepresentativeInterpreter
-    from .models import FashionVGG
-    from .report import region_stats, write_report
+    from .loading import expected_channels, load_images, load_model
+    from .models import ARCHS, DEMO_LAYERS
+
+    model = load_model(arch=args.arch, weights=args.weights, num_classes=args.num_classes,
+                       model_file=args.model, trust_pickle=args.trust_pickle)
+    demo = next((name for name, cls in ARCHS.items() if type(model) is cls), None)
+    layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
+    if layer is None:
+        raise UserError("--layer is required (list the candidates with `repinterp layers`)")
+    normalize = args.normalize or ("fashion-mnist" if demo else None)
+    opts = dict(channels=expected_channels(model), size=_parse_size(args.size),
+                normalize=normalize, strict=args.strict)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        refs = load_images(args.data, limit=args.references, **opts)
+        held = load_images(args.heldout, **opts) if args.heldout else None
+    for w in caught:
+        print(f"repinterp: warning: {w.message}", file=sys.stderr)
+    interp = RepresentativeInterpreter(model, layer, num_boundaries=args.num_boundaries,
+                                       seed=args.seed, approximate=args.approximate,
+                                       device=args.device, progress=not args.quiet)
+    interp.fit(refs.images)
+    return interp, refs, held, opts
+
+
+def _heldout_stats(interp, held, regions) -> dict:
+    from .report import region_stats
+    if held is None:
+        return {}
+    feats = interp.features(held.images)
+    preds = interp.logits(feats).argmax(1).cpu()
+    return {id(ri): region_stats(ri, feats, preds) for ri in regions}
+
+
+def _meta(args: argparse.Namespace, interp, refs) -> dict:
+    return {"model": args.arch or args.model, "layer": interp.layer,
+            "references": len(refs.names), "skipped_files": len(refs.skipped),
+            "approximate": interp.approximate, "seed": args.seed}
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .loading import load_images
+    from .report import write_report
     from .summary import ClassSummary, Summary
 
-    model = FashionVGG()
-    path = Path(args.model)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:
-        raise UserError(f"{path} is not a state dict of the demo architecture "
-                        f"({_first_line(exc)})") from exc
-    x, _ = load_fashion_mnist("train", args.data)
-    gen = torch.Generator().manual_seed(args.seed)
-    idx = torch.randperm(len(x), generator=gen)[:args.references]
-    refs = x[idx]
-    interp = RepresentativeInterpreter(model, args.layer, num_boundaries=args.num_boundaries,
-                                       seed=args.seed, progress=not args.quiet).fit(refs)
-    ri = interp.explain(args.seed_index)
-    x_test, _ = load_fashion_mnist("test", args.data)
-    feats = interp.features(x_test)
-    stats = {id(ri): region_stats(ri, feats, interp.logits(feats).argmax(1).cpu())}
+    interp, refs, held, opts = _load(args)
+    seed_images = {}
+    if args.image:
+        image = load_images(args.image, **opts).images[0]
+        ri = interp.explain(image)
+        seed_images[id(ri)] = image
+        what = args.image
+    else:
+        ri = interp.explain(args.seed_index)
+        what = refs.names[args.seed_index]
+    stats = _heldout_stats(interp, held, [ri])
     covered = int((interp.predictions_[ri.members] == ri.predicted_class).sum())
     n_class = int((interp.predictions_ == ri.predicted_class).sum())
     summary = Summary([ClassSummary(ri.predicted_class, n_class, [ri], covered)], 1.0, 1)
     out = Path(args.out or "out/explain")
-    write_report(out, summary, refs, class_names=FASHION_CLASSES, stats=stats,
-                 names=[f"train[{i}]" for i in idx.tolist()],
-                 title=f"repinterp: region of reference {args.seed_index}",
-                 meta={"model": str(path), "layer": interp.layer, "references": len(refs)})
-    print(f"region of reference {args.seed_index} ({FASHION_CLASSES[ri.predicted_class]}): "
-          f"{ri.size} members, {ri.num_boundaries} boundaries, held-out purity "
-          f"{stats[id(ri)].purity}; report: {out / 'report.html'}")
+    write_report(out, summary, refs.images, stats=stats, names=refs.names,
+                 seed_images=seed_images, title=f"repinterp: region of {what}",
+                 meta=_meta(args, interp, refs))
+    print(f"region of {what} (class {ri.predicted_class}): {ri.size} members, "
+          f"{ri.num_boundaries} boundaries, delta {ri.delta}; report: {out / 'report.html'}")
     return 0
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    interp, refs, held, _ = _load(args)
+    summary = interp.summarize(coverage=args.coverage, max_regions=args.max_regions)
+    stats = _heldout_stats(interp, held, summary.regions)
+    out = Path(args.out or "out/summary")
+    write_report(out, summary, refs.images, stats=stats, names=refs.names,
+                 title="repinterp summary", meta=_meta(args, interp, refs))
+    print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
+          f"report: {out / 'report.html'}")
+    return 0
+
+
+def _cmd_layers(args: argparse.Namespace) -> int:
+    from .loading import load_model
+    from .split import layer_table
+
+    model = load_model(arch=args.arch, weights=args.weights, num_classes=args.num_classes,
+                       model_file=args.model, trust_pickle=args.trust_pickle)
+    rows = layer_table(model)
+    width = max(len(r[0]) for r in rows) if rows else 10
+    print(f"{'layer':{width}}  {'type':18}  head after it")
+    for name, kind, status in rows:
+        print(f"{name:{width}}  {kind:18}  {status}")
+    return 0
 
 
 def _one_line(text: str, limit: int = 400) -> str:
@@ -115,13 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="the region of one seed image")
     _common(p)
-    p.add_argument("--model", required=True, help="state dict of the demo architecture")
-    p.add_argument("--layer", default="features", help="feature layer name")
-    p.add_argument("--data", default=None, help="directory with the Fashion-MNIST IDX files")
-    p.add_argument("--seed-index", type=int, default=0, help="index of the seed reference")
-    p.add_argument("--references", type=int, default=10000)
-    p.add_argument("--num-boundaries", type=int, default=50)
+    _inputs(p)
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed-index", type=int, default=0, help="index of the seed image")
+    seed.add_argument("--image", default=None, help="an outside image file as the seed")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("summarize", help="peel every predicted class into regions")
+    _common(p)
+    _inputs(p)
+    p.add_argument("--coverage", type=float, default=0.9, help="share of each class to cover")
+    p.add_argument("--max-regions", type=int, default=6, help="regions per class at most")
+    p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("layers", help="candidate layers and whether the head is PL")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _inputs(p, data=False)
+    p.set_defaults(func=_cmd_layers)
     return parser
 
 
@@ -142,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"repinterp: internal error: {type(exc).__name__}: "
-              f"{_one_line(_first_line(exc))} (rerun with --debug for the traceback)",
+              f"{_one_line(first_line(exc))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
 

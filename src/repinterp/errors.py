@@ -1,8 +1,17 @@
 """Exceptions that carry a message meant for the user."""
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "first_line"]
 
 
 class UserError(ValueError):
     """Bad input or usage: the CLI prints the message on one line and exits with 2."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (or its type's name)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    # TorchScript puts a generic line first and the real error last
+    return lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]

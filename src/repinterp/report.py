@@ -95,12 +95,14 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
 def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                  class_names: Sequence[str] | None = None,
                  stats: dict[int, RegionStats] | None = None,
-                 names: Sequence[str] | None = None, top: int = 8, far: int = 4,
+                 names: Sequence[str] | None = None,
+                 seed_images: dict[int, torch.Tensor] | None = None, top: int = 8, far: int = 4,
                  title: str = "repinterp report", meta: dict | None = None) -> Path:
     """Write ``report.html`` (images inline) and ``summary.json`` into ``out_dir``.
 
     Both files are written atomically. ``images`` are the references the summary was
-    fitted on, in the same order.
+    fitted on, in the same order; ``seed_images`` maps ``id(region)`` to the seed image
+    of a region explained from an outside image.
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
@@ -120,10 +122,19 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
     for cs, cd in zip(summary.classes, data["classes"]):
         regions = []
         for k, (ri, rd) in enumerate(zip(cs.regions, cd["regions"])):
-            seed = torch.tensor([ri.seed_index]) if ri.seed_index is not None else ri.members[:0]
+            if ri.seed_index is not None:
+                seed_tiles = tiles(ri, torch.tensor([ri.seed_index]))
+            elif seed_images and id(ri) in seed_images:
+                img = seed_images[id(ri)]
+                heat = ri.heatmap_features(ri.seed_features.view(1, *ri.interpreter.shape_),
+                                           size)[0]
+                seed_tiles = [{"png": overlay_png(img, heat), "index": -1,
+                               "name": "outside image", "rank": 0}]
+            else:
+                seed_tiles = []
             n = ri.size
             far_idx = ri.members[max(top, n - far):]
-            regions.append(dict(rd, number=k + 1, seed=tiles(ri, seed),
+            regions.append(dict(rd, number=k + 1, seed=seed_tiles,
                                 top=tiles(ri, ri.members[:top]),
                                 far=tiles(ri, far_idx), far_start=max(top, n - far) + 1))
         sections.append(dict(cd, regions_view=regions))

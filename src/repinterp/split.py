@@ -16,6 +16,8 @@ import contextlib
 import copy
 import difflib
 import operator
+from collections import OrderedDict
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -32,6 +34,7 @@ __all__ = [
     "check_head_modules",
     "check_head_numerically",
     "inference_mode",
+    "layer_table",
     "resolve_layer",
     "split_model",
 ]
@@ -71,8 +74,8 @@ PL_METHODS = {
 class SplitModel:
     """A network split at a layer: ``model(x) == head(features(x))``."""
 
-    features: fx.GraphModule
-    head: fx.GraphModule
+    features: nn.Module
+    head: nn.Module
     layer: str
 
 
@@ -121,6 +124,8 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
         its output must depend on the input only through that output.
     """
     name = resolve_layer(model, layer)
+    if isinstance(model, torch.jit.ScriptModule):
+        return _split_script_sequential(model, name)
     leaf = model.get_submodule(name)
     tracer = _LeafTracer(leaf)
     try:
@@ -169,8 +174,28 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
     return SplitModel(features=features, head=head, layer=name)
 
 
-def check_head_modules(head: fx.GraphModule, layer: str = "") -> list[str]:
+def _split_script_sequential(model: torch.jit.ScriptModule, name: str) -> SplitModel:
+    """TorchScript cannot be traced by fx: split a scripted ``nn.Sequential`` by children."""
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    if getattr(model, "original_name", "") != "Sequential" or name not in names:
+        raise UserError("a TorchScript model can only be split at a top-level layer of a "
+                        "scripted nn.Sequential; for other models pass the Python model "
+                        "(e.g. --arch NAME --weights FILE)")
+    i = names.index(name)
+    return SplitModel(features=nn.Sequential(OrderedDict(children[: i + 1])),
+                      head=nn.Sequential(OrderedDict(children[i + 1:])), layer=name)
+
+
+_PL_NAMES = {cls.__name__ for cls in PL_MODULES}
+
+
+def check_head_modules(head: nn.Module, layer: str = "") -> list[str]:
     """Names of the head's operations that are not known to be piecewise linear."""
+    if not isinstance(head, fx.GraphModule):  # a Sequential of TorchScript modules
+        return [f"module {n!r} ({m.original_name})" for n, m in head.named_modules()
+                if n and not list(m.children())
+                and getattr(m, "original_name", type(m).__name__) not in _PL_NAMES]
     bad = []
     for node in head.graph.nodes:
         if node.op == "call_module":
@@ -202,7 +227,9 @@ def check_head_numerically(head: nn.Module, points: torch.Tensor, *, n_points: i
     linear piece fails, so a PL head scores close to 1 and a smooth head (GELU, Sigmoid:
     second difference ~ ``|d|^2 G''``) close to 0.
     """
-    head64 = copy.deepcopy(head).double().eval()
+    with warnings.catch_warnings():  # TorchScript parameters warn about .grad on copy
+        warnings.simplefilter("ignore", UserWarning)
+        head64 = copy.deepcopy(head).double().eval()
     gen = torch.Generator().manual_seed(seed)
     pts = points[: n_points].detach().to("cpu", torch.float64)
     ok = 0
@@ -215,6 +242,26 @@ def check_head_numerically(head: nn.Module, points: torch.Tensor, *, n_points: i
             second = (gp + gm - 2 * g0).norm()
             ok += bool(second <= rtol * (gp - g0).norm() + 1e-13 * (g0.norm() + 1))
     return ok / max(len(pts), 1)
+
+
+def layer_table(model: nn.Module) -> list[tuple[str, str, str]]:
+    """For every named submodule: its name, type, and whether the network can be split
+    there with a piecewise-linear head (``"piecewise linear"``, or the reason not)."""
+    rows = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        try:
+            split = split_model(model, name)
+            bad = check_head_modules(split.head)
+            status = "piecewise linear" if not bad else f"not PL: {bad[0]}"
+        except UserError as exc:
+            msg = str(exc)
+            status = ("no split: a skip connection bypasses it" if "reads the input" in msg
+                      else "no split: called more than once" if "times in forward" in msg
+                      else f"no split: {msg}")
+        rows.append((name, type(module).__name__, status))
+    return rows
 
 
 @contextlib.contextmanager

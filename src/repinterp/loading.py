@@ -1,0 +1,320 @@
+"""The user's own images and models, with a clear error for every bad input."""
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import UserError, first_line
+
+__all__ = ["ImageSet", "NORMALIZATIONS", "expected_channels", "load_images", "load_model",
+           "parse_normalize"]
+
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "none": ((0.0,), (1.0,)),
+}
+
+
+@dataclass
+class ImageSet:
+    """Images ``[N, C, H, W]`` (normalised), their names, and what was skipped."""
+
+    images: torch.Tensor
+    names: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+
+def parse_normalize(spec: str | None, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``imagenet``, ``fashion-mnist``, ``none`` or ``MEAN,STD`` (one value or one per
+    channel each, e.g. ``0.5,0.5`` or ``0.4,0.4,0.4,0.2,0.2,0.2``). ``None``: ImageNet
+    statistics for RGB, none for other channel counts."""
+    if spec is None:
+        spec = "imagenet" if channels == 3 else "none"
+    if spec in NORMALIZATIONS:
+        mean, std = NORMALIZATIONS[spec]
+    else:
+        try:
+            vals = [float(v) for v in spec.split(",")]
+        except ValueError:
+            vals = []
+        if len(vals) not in (2, 2 * channels) or any(v <= 0 for v in vals[len(vals) // 2:]):
+            raise UserError(f"--normalize must be one of {sorted(NORMALIZATIONS)} or "
+                            f"MEAN,STD with positive STD, got {spec!r}")
+        mean, std = tuple(vals[: len(vals) // 2]), tuple(vals[len(vals) // 2:])
+    if len(mean) not in (1, channels):
+        raise UserError(f"normalisation {spec!r} has {len(mean)} channels, the images {channels}")
+    return mean, std
+
+
+def _to_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
+    """``[N, C, H, W]`` float array converted to ``channels`` (gray <-> RGB)."""
+    c = arr.shape[1]
+    if channels is None or c == channels:
+        return arr
+    if c == 1 and channels == 3:
+        return np.repeat(arr, 3, axis=1)
+    if c in (3, 4) and channels == 1:
+        return (arr[:, :3] * np.array([0.299, 0.587, 0.114])[None, :, None, None]).sum(
+            1, keepdims=True)
+    if c == 4 and channels == 3:
+        return arr[:, :3]
+    raise UserError(f"the images have {c} channels but the model takes {channels}")
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or arr.shape[-2:] == size:
+        return arr
+    t = torch.nn.functional.interpolate(torch.from_numpy(arr).float(), size=size,
+                                        mode="bilinear", align_corners=False, antialias=True)
+    return t.numpy()
+
+
+def _array_images(arr: np.ndarray, source: str) -> np.ndarray:
+    """Bring an array to float ``[N, C, H, W]`` in ``[0, 1]`` when it holds bytes."""
+    if arr.dtype == object or arr.size == 0:
+        raise UserError(f"{source} holds no image array")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise UserError(f"{source} holds {arr.dtype} values, not numbers")
+    scale = 255.0 if arr.dtype == np.uint8 else 1.0
+    arr = arr.astype(np.float32) / scale
+    if arr.ndim == 2:
+        arr = arr[None, None]
+    elif arr.ndim == 3:
+        arr = arr[:, None] if arr.shape[-1] not in (1, 3, 4) else arr[None].transpose(0, 3, 1, 2)
+    elif arr.ndim == 4 and arr.shape[1] not in (1, 3, 4) and arr.shape[-1] in (1, 3, 4):
+        arr = arr.transpose(0, 3, 1, 2)
+    elif arr.ndim != 4:
+        raise UserError(f"{source}: cannot read a {arr.ndim}-d array as images")
+    if not np.isfinite(arr).all():
+        raise UserError(f"{source} contains NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+def _read_image_file(path: Path, mode: str | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im = im.convert(mode or ("RGB" if im.mode not in ("L", "I;16", "I", "F") else "L"))
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(str(exc)) from exc
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _image_files(root: Path) -> list[Path]:
+    """Every non-hidden file under ``root`` (sorted): non-images are reported as skipped."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+    return files
+
+
+def load_images(path: str | os.PathLike, *, channels: int | None = None,
+                size: tuple[int, int] | None = None, normalize: str | None = None,
+                strict: bool = False, limit: int | None = None) -> ImageSet:
+    """Load images from a folder (ImageFolder layout or flat; labels are ignored), a
+    ``.npy``/``.npz`` array, an MNIST-style IDX file, or a single image file.
+
+    Parameters
+    ----------
+    channels
+        Convert to this many channels (gray <-> RGB); ``None`` keeps the files' own.
+    size
+        Resize to ``(H, W)``; ``None`` requires all images to share one size.
+    normalize
+        See :func:`parse_normalize`.
+    strict
+        Fail on an unreadable file instead of skipping it with a warning.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    skipped: list[str] = []
+    idx_files = sorted(path.glob("*idx3-ubyte*")) if path.is_dir() else []
+    if idx_files:  # an MNIST-style folder: take the training images
+        train = [f for f in idx_files if f.name.startswith("train")] or idx_files
+        return load_images(train[0], channels=channels, size=size, normalize=normalize,
+                           strict=strict, limit=limit)
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise UserError(f"{path} holds no files")
+        mode = {1: "L", 3: "RGB"}.get(channels or 0)
+        arrays, names = [], []
+        for f in files:
+            try:
+                a = _read_image_file(f, mode)
+            except ValueError as exc:
+                if strict:
+                    raise UserError(f"{f} is not a readable image ({exc})") from exc
+                skipped.append(str(f.relative_to(path)))
+                continue
+            arrays.append(_resize(a[None], size)[0] if size else a)
+            names.append(str(f.relative_to(path)))
+        if skipped:
+            warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {path}, e.g. "
+                          f"{skipped[0]!r}", stacklevel=2)
+        if not arrays:
+            raise UserError(f"{path} holds no readable image ({len(skipped)} skipped)")
+        shapes = {a.shape[1:] for a in arrays}
+        if len(shapes) > 1:
+            raise UserError(f"the images in {path} have {len(shapes)} different sizes; "
+                            "pass --size H,W to resize them")
+        arr = np.stack(arrays)
+    else:
+        name = path.name.lower()
+        if name.endswith((".npy", ".npz")):
+            try:
+                data = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{path} is not a readable numpy file ({exc})") from exc
+            if isinstance(data, np.lib.npyio.NpzFile):
+                keys = list(data.keys())
+                key = "images" if "images" in keys else ("x" if "x" in keys else keys[0]) \
+                    if keys else None
+                if key is None:
+                    raise UserError(f"{path} holds no arrays")
+                data = data[key]
+            arr = _array_images(data, str(path))
+        elif "idx" in name or "ubyte" in name:
+            from .data import read_idx
+            arr = _array_images(read_idx(path), str(path))
+        else:
+            try:
+                arr = _read_image_file(path, {1: "L", 3: "RGB"}.get(channels or 0))[None]
+            except ValueError as exc:
+                raise UserError(f"{path} is not a readable image ({exc})") from exc
+        names = [f"{path.name}[{i}]" for i in range(len(arr))] if len(arr) > 1 else [path.name]
+        arr = _resize(arr, size)
+    if limit is not None:
+        arr, names = arr[:limit], names[:limit]
+    arr = _to_channels(arr, channels)
+    mean, std = parse_normalize(normalize, arr.shape[1])
+    m = np.asarray(mean, dtype=np.float32)[None, :, None, None]
+    s = np.asarray(std, dtype=np.float32)[None, :, None, None]
+    return ImageSet(torch.from_numpy(((arr - m) / s).astype(np.float32)), names, skipped)
+
+
+def expected_channels(model: nn.Module) -> int | None:
+    """Input channels of the first convolution, if there is one."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)):
+            return m.in_channels
+        if hasattr(m, "original_name") and hasattr(m, "in_channels"):
+            return int(m.in_channels)
+    return None
+
+
+def _torchvision_archs() -> list[str]:
+    import torchvision
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def build_arch(arch: str, num_classes: int | None) -> nn.Module:
+    """A randomly initialised model: a demo architecture or any torchvision classifier."""
+    from .models import ARCHS
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    if arch in ARCHS:
+        return ARCHS[arch](**kwargs)
+    names = _torchvision_archs()
+    if arch not in names:
+        close = difflib.get_close_matches(arch, names + sorted(ARCHS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown architecture {arch!r}{hint}")
+    import torchvision
+    try:
+        return torchvision.models.get_model(arch, weights=None, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot build {arch}: {exc}") from exc
+
+
+def load_model(*, arch: str | None = None, weights: str | None = None,
+               num_classes: int | None = None, model_file: str | None = None,
+               trust_pickle: bool = False) -> nn.Module:
+    """The user's model, in eval mode.
+
+    * ``arch`` (+ ``weights``, a state dict, loaded with ``weights_only=True``): a demo
+      architecture (``vgg``, ``resnet``) or a torchvision name such as ``resnet18``.
+    * ``model_file``: a TorchScript file, a state dict of a demo architecture, or a whole
+      pickled model only when ``trust_pickle`` is set (unpickling runs arbitrary code).
+    """
+    if (arch is None) == (model_file is None):
+        raise UserError("give either --arch NAME [--weights FILE] or --model FILE")
+    if arch is not None:
+        model = build_arch(arch, num_classes)
+        if weights:
+            state = _load_weights_only(Path(weights))
+            if isinstance(state, dict) and "state_dict" in state and isinstance(
+                    state["state_dict"], dict):
+                state = state["state_dict"]
+            if not isinstance(state, dict):
+                raise UserError(f"{weights} is not a state dict")
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                missing = [k for k in model.state_dict() if k not in state]
+                extra = [k for k in state if k not in model.state_dict()]
+                detail = (f"{len(missing)} missing keys, {len(extra)} unexpected keys"
+                          if missing or extra else first_line(exc))
+                raise UserError(f"{weights} does not fit {arch} with "
+                                f"{num_classes or 'default'} classes ({detail}); check "
+                                "--arch and --num-classes") from exc
+        return model.eval()
+    path = Path(model_file)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception:  # noqa: BLE001 - not TorchScript: try a pickled model next
+        pass
+    if not trust_pickle:
+        obj = _load_weights_only(path)
+        if isinstance(obj, dict):
+            demo = _match_demo_arch(obj, num_classes)
+            if demo is not None:
+                return demo.eval()
+        kind = "a state dict: pass --arch NAME --weights FILE" if isinstance(obj, dict) \
+            else "not a TorchScript file"
+        raise UserError(f"{path} is {kind} (a whole pickled model needs --trust-pickle)")
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - anything the unpickler raises
+        raise UserError(f"cannot unpickle {path} ({first_line(exc)})") from exc
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{path} holds a {type(model).__name__}, not a torch model")
+    return model.eval()
+
+
+def _match_demo_arch(state: dict, num_classes: int | None) -> nn.Module | None:
+    """A demo architecture (as trained by this project) that the state dict fits."""
+    from .models import ARCHS
+    for cls in ARCHS.values():
+        model = cls(num_classes=num_classes or 10)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            continue
+        return model
+    return None
+
+
+def _load_weights_only(path: Path):
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise UserError(f"{path} cannot be loaded safely: it is neither TorchScript nor a "
+                        "state dict (weights_only=True); if it is a whole pickled model you "
+                        "trust, use --model FILE --trust-pickle") from exc

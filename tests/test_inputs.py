@@ -1,0 +1,224 @@
+"""Issue: your own model and images. Real files in tmp dirs, randomly initialised
+torchvision models, no downloads."""
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+from repinterp.cli import main
+from repinterp.errors import UserError
+from repinterp.io import atomic_path, write_text
+from repinterp.loading import load_images, load_model
+
+from conftest import tiny_cnn
+
+XSS = "<img src=x onerror=alert(1)>.png"
+
+
+def png(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+@pytest.fixture(scope="module")
+def gray_folder(tmp_path_factory):
+    """8x8 grayscale PNGs in an ImageFolder layout, one corrupt file, one XSS name."""
+    root = tmp_path_factory.mktemp("gray")
+    rng = np.random.default_rng(0)
+    for i in range(90):
+        png(root / f"class{i % 3}" / f"img{i:03d}.png", rng.integers(0, 256, (8, 8), np.uint8))
+    png(root / "class0" / XSS, rng.integers(0, 256, (8, 8), np.uint8))
+    (root / "class1" / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "tiny.pt"
+    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(path))
+    return path
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err.strip()
+
+
+# --- images -----------------------------------------------------------------------
+def test_folder_skips_corrupt_files_and_counts_them(gray_folder):
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        s = load_images(gray_folder)
+    assert s.images.shape == (91, 1, 8, 8) and s.skipped == ["class1/notes.txt"]
+    assert f"class0/{XSS}" in s.names
+    with pytest.raises(UserError, match="notes.txt is not a readable image"):
+        load_images(gray_folder, strict=True)
+
+
+def test_flat_folder_npy_npz_idx_and_single_file(tmp_path):
+    arr = np.random.default_rng(1).integers(0, 256, (5, 6, 7), np.uint8)
+    for i, a in enumerate(arr):
+        png(tmp_path / "flat" / f"{i}.png", a)
+    flat = load_images(tmp_path / "flat", normalize="none")
+    np.save(tmp_path / "a.npy", arr)
+    np.savez(tmp_path / "b.npz", images=arr)
+    idx = tmp_path / "x-idx3-ubyte"
+    idx.write_bytes(b"\x00\x00\x08\x03" + np.array([5, 6, 7], ">u4").tobytes() + arr.tobytes())
+    for src in (tmp_path / "a.npy", tmp_path / "b.npz", idx):
+        other = load_images(src, normalize="none")
+        torch.testing.assert_close(other.images, flat.images)
+    one = load_images(tmp_path / "flat" / "3.png", normalize="none")
+    torch.testing.assert_close(one.images[0], flat.images[3])
+
+
+def test_channels_resize_and_default_normalisation(gray_folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rgb = load_images(gray_folder, channels=3, size=(16, 12))
+        raw = load_images(gray_folder, channels=1, normalize="none")
+    assert rgb.images.shape == (91, 3, 16, 12)
+    # ImageNet statistics by default for RGB: channel c = (v - mean_c) / std_c
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    v = rgb.images * std[None, :, None, None] + mean[None, :, None, None]
+    torch.testing.assert_close(v[:, 0], v[:, 2], atol=1e-5, rtol=0)
+    assert raw.images.min() >= 0 and raw.images.max() <= 1
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p.mkdir(), "holds no files"),
+    (lambda p: None, "does not exist"),
+    (lambda p: np.save(p.with_suffix(".npy"), np.full((2, 4, 4), np.nan)), "NaN"),
+])
+def test_bad_image_inputs(tmp_path, make, match):
+    target = tmp_path / "data"
+    make(target)
+    src = target.with_suffix(".npy") if match == "NaN" else target
+    with pytest.raises(UserError, match=match):
+        load_images(src)
+
+
+def test_mixed_sizes_need_size(tmp_path):
+    png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    png(tmp_path / "b.png", np.zeros((9, 8), np.uint8))
+    with pytest.raises(UserError, match="--size"):
+        load_images(tmp_path)
+    assert load_images(tmp_path, size=(8, 8)).images.shape == (2, 1, 8, 8)
+
+
+# --- models -----------------------------------------------------------------------
+def test_torchvision_arch_with_state_dict(tmp_path):
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(num_classes=3)
+    torch.save(ref.state_dict(), tmp_path / "r.pt")
+    model = load_model(arch="resnet18", weights=str(tmp_path / "r.pt"), num_classes=3)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 ref.state_dict().values()))
+    with pytest.raises(UserError, match="does not fit resnet18 with 10 classes"):
+        load_model(arch="resnet18", weights=str(tmp_path / "r.pt"), num_classes=10)
+    with pytest.raises(UserError, match="did you mean resnet18"):
+        load_model(arch="resnet81")
+
+
+def test_pickled_model_needs_trust(tmp_path, tiny_script):
+    torch.save(nn.Sequential(nn.Linear(2, 2)), tmp_path / "whole.pt")
+    with pytest.raises(UserError, match="--trust-pickle"):
+        load_model(model_file=str(tmp_path / "whole.pt"))
+    assert isinstance(load_model(model_file=str(tmp_path / "whole.pt"), trust_pickle=True),
+                      nn.Sequential)
+    assert isinstance(load_model(model_file=str(tiny_script)), torch.jit.ScriptModule)
+
+
+# --- command line -------------------------------------------------------------------
+def test_explain_and_summarize_own_folder(capsys, gray_folder, tiny_script, tmp_path):
+    out = tmp_path / "out"
+    before = set(os.listdir(tmp_path))
+    code, stdout, err = cli(capsys, "summarize", "--model", tiny_script, "--layer", "2",
+                            "--data", gray_folder, "--out", out, "--quiet",
+                            "--num-boundaries", "10")
+    assert code == 0, err
+    assert "skipped 1 unreadable" in err
+    data = json.loads((out / "summary.json").read_text())
+    assert data["meta"]["skipped_files"] == 1
+    assert set(os.listdir(tmp_path)) - before == {"out"}       # nothing outside --out
+    assert sorted(os.listdir(out)) == ["report.html", "summary.json"]
+    html = (out / "report.html").read_text()
+    assert XSS not in html and "onerror=alert(1)&gt;.png" in html
+    code, stdout, err = cli(capsys, "explain", "--model", tiny_script, "--layer", "2",
+                            "--data", gray_folder, "--image", gray_folder / "class2/img005.png",
+                            "--out", out / "one", "--quiet")
+    assert code == 0, err
+    assert "outside image" in (out / "one" / "report.html").read_text()
+
+
+def test_cli_bad_inputs_one_line_exit_2(capsys, gray_folder, tiny_script, tmp_path):
+    cases = [
+        (["--layer", "22"], "layer '22' not found"),
+        (["--layer", "2", "--size", "12,12"], "cannot take images of shape (1, 12, 12)"),
+        (["--layer", "2", "--strict"], "not a readable image"),
+    ]
+    for extra, match in cases:
+        code, _, err = cli(capsys, "explain", "--model", tiny_script, "--data", gray_folder,
+                           "--quiet", "--out", tmp_path / "x", *extra)
+        last = err.splitlines()[-1]             # warnings (skipped files) come first
+        assert code == 2 and match in last and last.startswith("repinterp: error:"), err
+        assert "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(capsys, "explain", "--model", tiny_script, "--layer", "2",
+                       "--data", tmp_path / "empty")
+    assert code == 2 and "holds no files" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_one_class_and_non_pl_head(capsys, tmp_path):
+    torch.manual_seed(0)
+    gelu = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 8),
+                         nn.GELU(), nn.Linear(8, 2))
+    torch.jit.script(gelu).save(str(tmp_path / "g.pt"))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((40, 8, 8)).astype(np.float32))
+    args = ["explain", "--model", tmp_path / "g.pt", "--layer", "1", "--data",
+            tmp_path / "x.npy", "--quiet", "--out", tmp_path / "o"]
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and "module '4' (GELU)" in err and "approximate" in err
+    code, _, err = cli(capsys, *args, "--approximate")
+    if code == 0:
+        assert json.loads((tmp_path / "o/summary.json").read_text())["classes"][0][
+            "regions"][0]["approximate"] is True
+    else:  # a random head may put every image in one class: said plainly
+        assert code == 2 and "every reference image is predicted as class" in err
+
+
+def test_internal_error_exit_1(capsys, monkeypatch, tiny_script, gray_folder):
+    import repinterp.interpreter as mod
+    monkeypatch.setattr(mod.RepresentativeInterpreter, "summarize",
+                        lambda *a, **k: (_ for _ in ()).throw(KeyError("boom")))
+    code, _, err = cli(capsys, "summarize", "--model", tiny_script, "--layer", "2",
+                       "--data", gray_folder, "--quiet")
+    last = err.splitlines()[-1]
+    assert code == 1 and last.startswith("repinterp: internal error: KeyError")
+    assert "--debug" in last and "Traceback" not in err
+
+
+def test_failed_write_keeps_previous_file(tmp_path):
+    target = tmp_path / "report.html"
+    write_text(target, "good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "good"
+    assert os.listdir(tmp_path) == ["report.html"]
+
+
+def test_layers_command(capsys):
+    code, out, _ = cli(capsys, "layers", "--arch", "resnet18", "--num-classes", "3")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("layer3 "))
+    assert "piecewise linear" in line
+    assert "skip connection" in next(ln for ln in out.splitlines()
+                                     if ln.startswith("layer3.0.conv1 "))
