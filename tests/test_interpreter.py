@@ -93,3 +93,57 @@ def test_one_class_only_is_reported(net, images):
     it.fit(images[keep])
     with pytest.raises(UserError, match="every reference image is predicted as class"):
         it.explain(0)
+
+
+@pytest.mark.parametrize("sampling", ["bisection", "shared"])
+def test_linear_prefix_fast_path_equals_direct_product(net, images, sampling):
+    from repinterp.split import linear_prefix
+    fast = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling=sampling,
+                                     seed=1, progress=False).fit(images)
+    slow = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling=sampling,
+                                     seed=1, progress=False, use_prefix=False).fit(images)
+    assert linear_prefix(fast.split.head) is net[4]
+    assert fast.store_.prefix is not None and slow.store_.prefix is None
+    w, b = fast.explain(0).weights, fast.explain(0).biases
+    torch.testing.assert_close(fast.store_.side_values(w, b), slow.store_.side_values(w, b),
+                               rtol=0, atol=1e-10)
+    for seed in range(0, 60, 7):
+        a, c = fast.explain(seed), slow.explain(seed)
+        assert torch.equal(a.members, c.members)
+        assert torch.equal(a.weights, c.weights) and a.delta == c.delta
+        torch.testing.assert_close(a.member_distances, c.member_distances, rtol=1e-9, atol=1e-9)
+
+
+def test_half_precision_store(net, images):
+    full = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False,
+                                     use_prefix=False).fit(images)
+    half = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False,
+                                     use_prefix=False, feature_dtype=torch.float16).fit(images)
+    assert half.features_.dtype == torch.float16
+    assert half.store_.nbytes * 4 == full.store_.nbytes        # float64 -> float16
+    ra, rb = full.explain(3), half.explain(3)
+    overlap = len(set(ra.members.tolist()) & set(rb.members.tolist()))
+    assert overlap >= 0.9 * max(ra.size, rb.size)
+
+
+def test_locate_puts_images_in_their_largest_containing_region(fitted):
+    s = fitted.summarize(coverage=0.9, max_regions=3)
+    feats = fitted.features_
+    where = s.locate_features(feats, fitted.predictions_)
+    regions = s.regions
+    for i in range(len(feats)):
+        c = int(fitted.predictions_[i])
+        own = [k for k, r in enumerate(regions) if r.predicted_class == c
+               and bool(r.contains_features(feats[i:i + 1])[0])]
+        assert int(where[i]) == (min(own) if own else -1)
+
+
+def test_channels_last_copy_gives_the_same_features(net, images):
+    fast = RepresentativeInterpreter(net, "2", progress=False)
+    plain = RepresentativeInterpreter(net, "2", progress=False, channels_last=False)
+    assert fast.channels_last and not plain.channels_last
+    assert fast._feature_net is not plain.split.features
+    torch.testing.assert_close(fast.features(images), plain.features(images),
+                               rtol=1e-12, atol=1e-12)
+    # the user's parameters keep their layout
+    assert net[0].weight.is_contiguous()

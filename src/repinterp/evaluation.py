@@ -194,7 +194,7 @@ def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
         for hm in heatmaps:
             score(f"RI ({hm})", ri_idx, lambda: ri.heatmap_features(fmap[ri_fi], size, hm),
                   cls)
-        eu = torch.cdist(interp.features_[s][None], feats)[0].topk(kmax, largest=False).indices
+        eu = torch.cdist(interp.store_.rows(s)[None], feats)[0].topk(kmax, largest=False).indices
         seed_img = references[s].to(interp.device, interp.dtype)
         for cam in cams:
             w = cam_weights(cam, model, layer, seed_img, cls)

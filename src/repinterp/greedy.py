@@ -11,8 +11,8 @@ set ``P`` when it is on the seed's side of every boundary in ``P``::
     prune: drop h whose removal changes no image's coverage
 
 ``new_same(h)`` / ``new_diff(h)`` count covered images of the seed's class / of other
-classes that ``h`` would exclude. Each step is two matrix-vector products over the rows
-still covered, so no Python loop ever runs over images.
+classes that ``h`` would exclude. Each step is one matrix product over the images
+covered, so no Python loop ever runs over images.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
 
     Notes
     -----
-    Counts are exact integers held in float64 products.
+    Each step is one ``[2, N] x [N, Q]`` float32 product (exact for counts < 2**24).
     """
     sides = torch.as_tensor(sides, dtype=torch.bool)
     same = torch.as_tensor(same, dtype=torch.bool)
@@ -89,20 +89,20 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
                       f"using the smallest feasible delta {min_delta}", stacklevel=2)
         delta = min_delta
 
-    rows = torch.arange(n)  # images still covered
+    # counts stay below 2**24, so float32 products are exact integers
+    excl = (~sides).to(torch.float32)                       # [N, Q]
+    covered = torch.ones(n, dtype=torch.bool)
+    groups = torch.stack([same, ~same]).to(torch.float32)   # [2, N]
     chosen: list[int] = []
-    diff = ~same
-    while int(diff[rows].sum()) > delta:
-        excl = (~sides[rows]).double()
-        new_same = same[rows].double() @ excl
-        new_diff = diff[rows].double() @ excl
-        score = (new_same + eps1) / (new_diff + eps2)
+    while int((covered & ~same).sum()) > delta:
+        new_same, new_diff = (groups * covered) @ excl      # [2, Q]
+        score = (new_same.double() + eps1) / (new_diff.double() + eps2)
         score[new_diff <= 0] = torch.inf
         h = int(torch.argmin(score))
         if not torch.isfinite(score[h]):
             break
         chosen.append(h)
-        rows = rows[sides[rows, h]]
+        covered &= sides[:, h]
 
     idx = torch.tensor(chosen, dtype=torch.long)
     if prune and chosen:

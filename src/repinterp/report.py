@@ -112,7 +112,7 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
     def tiles(ri: RegionExplanation, idx: torch.Tensor) -> list[dict]:
         if len(idx) == 0:
             return []
-        heat = ri.heatmap_features(ri.interpreter.features_[idx].view(
+        heat = ri.heatmap_features(ri.interpreter.store_.rows(idx).view(
             len(idx), *ri.interpreter.shape_), size)
         return [{"png": overlay_png(images[i], h), "index": int(i),
                  "name": names[i] if names else None, "rank": r}

@@ -35,6 +35,7 @@ __all__ = [
     "check_head_numerically",
     "inference_mode",
     "layer_table",
+    "linear_prefix",
     "resolve_layer",
     "split_model",
 ]
@@ -242,6 +243,28 @@ def check_head_numerically(head: nn.Module, points: torch.Tensor, *, n_points: i
             second = (gp + gm - 2 * g0).norm()
             ok += bool(second <= rtol * (gp - g0).norm() + 1e-13 * (g0.norm() + 1))
     return ok / max(len(pts), 1)
+
+
+def linear_prefix(head: nn.Module) -> nn.Linear | None:
+    """The head's first ``nn.Linear`` when the features reach it only through flattening
+    (``Flatten(1)``, ``torch.flatten(x, 1)``, Dropout, Identity), else ``None``."""
+    if not isinstance(head, fx.GraphModule):
+        return None
+    node = next(n for n in head.graph.nodes if n.op == "placeholder")
+    while len(node.users) == 1:
+        (user,) = node.users
+        if user.op == "call_module":
+            mod = head.get_submodule(user.target)
+            if isinstance(mod, nn.Linear):
+                return mod
+            if not (isinstance(mod, (nn.Dropout, nn.Identity)) or (
+                    isinstance(mod, nn.Flatten) and mod.start_dim == 1 and mod.end_dim == -1)):
+                return None
+        elif not (user.op == "call_function" and user.target is torch.flatten
+                  and tuple(user.args[1:]) == (1,) and not user.kwargs):
+            return None
+        node = user
+    return None
 
 
 def layer_table(model: nn.Module) -> list[tuple[str, str, str]]:

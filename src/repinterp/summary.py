@@ -43,6 +43,25 @@ class Summary:
     def regions(self) -> list[RegionExplanation]:
         return [r for c in self.classes for r in c.regions]
 
+    def locate_features(self, features: torch.Tensor,
+                        predictions: torch.Tensor) -> torch.Tensor:
+        """For each feature vector ``[n, D]``, the index (into :attr:`regions`) of the
+        largest region of its predicted class that contains it, or -1.
+
+        This is how a new image is explained: by the region it falls in.
+        """
+        where = torch.full((len(features),), -1, dtype=torch.long)
+        preds = predictions.cpu()
+        k = 0
+        for cs in self.classes:
+            of_class = (preds == cs.cls).nonzero()[:, 0]
+            for ri in cs.regions:  # largest first: the first match wins
+                free = of_class[where[of_class] < 0]
+                inside = ri.contains_features(features[free.to(features.device)]).cpu()
+                where[free[inside]] = k
+                k += 1
+        return where
+
 
 def summarize(interp: "RepresentativeInterpreter", coverage: float = 0.95,
               max_regions: int = 10, classes: list[int] | None = None) -> Summary:

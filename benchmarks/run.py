@@ -1,0 +1,282 @@
+"""Performance benchmark: every figure is a ratio measured in the same run.
+
+    make bench            # = python benchmarks/run.py --out docs
+
+Writes docs/performance.md, docs/performance.json and docs/performance-scaling.png.
+Uses the cached demo VGG model and Fashion-MNIST (training split as references, test
+split for the heat-map comparison).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from repinterp import RepresentativeInterpreter
+from repinterp.data import load_fashion_mnist
+from repinterp.io import write_bytes, write_json, write_text
+from repinterp.models import load_demo_model
+
+BATCH = 256
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def bare_forward(features, images):
+    """The plain loop a user would write: no_grad, batches, nothing kept."""
+    with torch.no_grad():
+        for i in range(0, len(images), BATCH):
+            features(images[i:i + BATCH])
+
+
+def channels_last(module):
+    return copy.deepcopy(module).to(memory_format=torch.channels_last)
+
+
+def fit(model, refs, **kw):
+    return RepresentativeInterpreter(model, "features", seed=0, progress=False,
+                                     batch_size=BATCH, **kw).fit(refs)
+
+
+def bench_fit(model, refs, repeats=3):
+    """Interleaved runs; medians of fit, of the plain forward of ``model.features`` and
+    of the same forward on a channels-last copy with channels-last inputs."""
+    bare, bare_cl, ours = [], [], []
+    feats_cl = channels_last(model.features)
+    refs_cl = refs.contiguous(memory_format=torch.channels_last)
+    for _ in range(repeats):
+        bare.append(timed(bare_forward, model.features, refs)[0])
+        bare_cl.append(timed(bare_forward, feats_cl, refs_cl)[0])
+        ours.append(timed(fit, model, refs)[0])
+    return statistics.median(ours), statistics.median(bare), statistics.median(bare_cl)
+
+
+def bench_explain(interp, n_seeds=10):
+    seeds = torch.randperm(len(interp.store_), generator=torch.Generator().manual_seed(5))
+    return statistics.median(timed(interp.explain, int(s))[0] for s in seeds[:n_seeds])
+
+
+def heatmaps_ours(interp, summary, images):
+    """Features, prediction, region lookup and region heat map for every image."""
+    maps = []
+    regions = summary.regions
+    first = {}
+    k = 0
+    for c in summary.classes:
+        first[c.cls] = k
+        k += len(c.regions)
+    for i in range(0, len(images), BATCH):
+        x = images[i:i + BATCH]
+        feats = interp.features(x, progress=False, flat=False)
+        preds = interp.logits(feats.flatten(1)).argmax(1)
+        where = summary.locate_features(feats.flatten(1), preds)
+        # an image outside every region of its class gets the class's largest region
+        where = torch.where(where >= 0, where,
+                            torch.tensor([first[int(p)] for p in preds.tolist()]))
+        out = torch.empty(len(x), *x.shape[-2:])
+        for r in where.unique().tolist():
+            sel = (where == r).nonzero()[:, 0]
+            out[sel] = regions[r].heatmap_features(feats[sel], tuple(x.shape[-2:]))
+        maps.append(out)
+    return torch.cat(maps)
+
+
+def heatmaps_cam(cam_cls, model, images):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    import contextlib
+    out = []
+    with cam_cls(model, [model.features]) as cam, contextlib.redirect_stderr(io.StringIO()):
+        cam.batch_size = BATCH
+        for i in range(0, len(images), BATCH):
+            x = images[i:i + BATCH]
+            with torch.no_grad():
+                preds = model(x).argmax(1).tolist()
+            out.append(torch.as_tensor(cam(x, targets=[ClassifierOutputTarget(p)
+                                                       for p in preds])))
+    model.eval()
+    return torch.cat(out)
+
+
+MEMORY_CHILD = r"""
+import json, sys, threading, time, os, torch
+from repinterp import RepresentativeInterpreter
+from repinterp.data import load_fashion_mnist
+from repinterp.models import load_demo_model
+n, dtype = int(sys.argv[1]), sys.argv[2]
+model, _ = load_demo_model(progress=False)
+x, _ = load_fashion_mnist("train")
+refs = x[:n].clone(); del x
+RepresentativeInterpreter(model, "features", progress=False).fit(refs[:300])  # warm up
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
+peak, stop = [0], [False]
+def watch():
+    while not stop[0]:
+        peak[0] = max(peak[0], rss()); time.sleep(0.002)
+before = rss()
+t = threading.Thread(target=watch); t.start()
+it = RepresentativeInterpreter(model, "features", progress=False,
+                               feature_dtype=getattr(torch, dtype)).fit(refs)
+stop[0] = True; t.join()
+peak[0] = max(peak[0], rss())
+model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps({"n": n, "dtype": dtype, "before": before, "peak": peak[0],
+                  "fit_peak_bytes": peak[0] - before, "features_bytes":
+                  it.store_.z.numel() * it.store_.z.element_size(),
+                  "store_bytes": it.store_.nbytes, "model_bytes": model_bytes}))
+"""
+
+
+def bench_memory(n, dtype):
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n), dtype],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def plot_scaling(rows):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ns = [r["n"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key, label in [("fit_s", "fit"), ("bare_s", "bare feature forward"),
+                       ("summary_s", "summary (95% per class)"),
+                       ("explain_s", "explain (median)")]:
+        ax.plot(ns, [r[key] for r in rows], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("references N")
+    ax.set_ylabel("seconds")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title("repinterp scaling, demo VGG, 2 CPU cores")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="docs")
+    parser.add_argument("--sizes", default="1000,5000,10000,30000,60000")
+    parser.add_argument("--heatmap-images", type=int, default=10000)
+    parser.add_argument("--scorecam-images", type=int, default=256)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model, meta = load_demo_model(progress=False)
+    x, _ = load_fashion_mnist("train")
+    xt, _ = load_fashion_mnist("test")
+    res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU threads, torch "
+                      f"{torch.__version__}, {torch.get_num_threads()} torch threads",
+           "model": f"demo VGG, test accuracy {meta['test_accuracy']:.4f}",
+           "batch_size": BATCH, "num_boundaries": 50}
+
+    # 1, 2, 3, 6: fit / explain / summary against N
+    rows = []
+    for n in [int(v) for v in args.sizes.split(",")]:
+        refs = x[:n]
+        fit_s, bare_s, bare_cl_s = bench_fit(model, refs, repeats=3 if n <= 30000 else 2)
+        interp = fit(model, refs)
+        explain_s = bench_explain(interp)
+        summary_s, summary = timed(interp.summarize, coverage=0.95, max_regions=10 ** 6)
+        shared = fit(model, refs, sampling="shared")
+        shared_s, shared_sum = timed(shared.summarize, coverage=0.95, max_regions=10 ** 6)
+        rows.append({"n": n, "fit_s": fit_s, "bare_s": bare_s, "fit_over_bare": fit_s / bare_s,
+                     "bare_cl_s": bare_cl_s, "fit_over_bare_cl": fit_s / bare_cl_s,
+                     "explain_s": explain_s, "explain_over_fit": explain_s / fit_s,
+                     "summary_s": summary_s, "summary_over_fit": summary_s / fit_s,
+                     "summary_regions": len(summary.regions),
+                     "shared_summary_s": shared_s, "shared_summary_over_fit": shared_s / fit_s,
+                     "shared_summary_regions": len(shared_sum.regions)})
+        print(json.dumps(rows[-1]), flush=True)
+        if n == max(int(v) for v in args.sizes.split(",")):
+            big_interp, big_summary = interp, summary
+    res["scaling"] = rows
+
+    # 4: heat maps for every test image, ours vs pytorch-grad-cam
+    from pytorch_grad_cam import GradCAM, ScoreCAM
+    imgs = xt[: args.heatmap_images]
+    ours_s, ours = timed(heatmaps_ours, big_interp, big_summary, imgs)
+    gc_s, _ = timed(heatmaps_cam, GradCAM, model, imgs)
+    model_cl = channels_last(model)
+    gc_cl_s, _ = timed(heatmaps_cam, GradCAM, model_cl,
+                       imgs.contiguous(memory_format=torch.channels_last))
+    sc_imgs = imgs[: args.scorecam_images]
+    ours_small_s, _ = timed(heatmaps_ours, big_interp, big_summary, sc_imgs)
+    sc_s, _ = timed(heatmaps_cam, ScoreCAM, model, sc_imgs)
+    res["heatmaps"] = {"images": len(imgs), "ours_s": ours_s, "gradcam_s": gc_s,
+                       "gradcam_over_ours": gc_s / ours_s, "gradcam_cl_s": gc_cl_s,
+                       "gradcam_cl_over_ours": gc_cl_s / ours_s,
+                       "scorecam_images": len(sc_imgs), "ours_small_s": ours_small_s,
+                       "scorecam_s": sc_s, "scorecam_over_ours": sc_s / ours_small_s}
+    print(json.dumps(res["heatmaps"]), flush=True)
+
+    # 5: peak memory of fit at N = 60k
+    mem = [bench_memory(60000, d) for d in ("float32", "float16")]
+    for m in mem:
+        m["peak_over_features_plus_model"] = m["fit_peak_bytes"] / (
+            m["features_bytes"] + m["model_bytes"])
+        per_image = m["fit_peak_bytes"] / m["n"]
+        m["largest_n_24gib"] = int((24 * 2 ** 30 - m["before"]) / per_image)
+    res["memory"] = mem
+    print(json.dumps(mem), flush=True)
+
+    out = Path(args.out)
+    write_json(out / "performance.json", res)
+    write_bytes(out / "performance-scaling.png", plot_scaling(rows))
+    write_text(out / "performance-results.md", render(res))
+
+
+def render(res: dict) -> str:
+    rows = res["scaling"]
+    hm, mem = res["heatmaps"], res["memory"]
+    lines = ["# Performance results (generated by `make bench`)", "",
+             f"Machine: {res['machine']}. Model: {res['model']}. Batch size "
+             f"{res['batch_size']}, |Q| = {res['num_boundaries']}. Every figure is a ratio "
+             "of two timings taken in the same run.", "",
+             "| N | fit / bare forward | fit / bare forward, channels-last | explain / fit | "
+             "summary / fit (regions) | shared-mode summary / fit (regions) | fit s | "
+             "explain ms | summary s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['n']} | {r['fit_over_bare']:.3f} | {r['fit_over_bare_cl']:.3f} | "
+                     f"{100 * r['explain_over_fit']:.2f}% "
+                     f"| {r['summary_over_fit']:.2f} ({r['summary_regions']}) | "
+                     f"{r['shared_summary_over_fit']:.2f} ({r['shared_summary_regions']}) | "
+                     f"{r['fit_s']:.2f} | {1000 * r['explain_s']:.0f} | {r['summary_s']:.1f} |")
+    lines += ["", f"Heat maps for {hm['images']} test images through the summary's regions "
+              f"(N = {rows[-1]['n']}): ours {hm['ours_s']:.2f} s, pytorch-grad-cam Grad-CAM "
+              f"{hm['gradcam_s']:.2f} s: **Grad-CAM / ours = {hm['gradcam_over_ours']:.2f}x**; "
+              f"Grad-CAM on a channels-last copy of the model {hm['gradcam_cl_s']:.2f} s: "
+              f"**{hm['gradcam_cl_over_ours']:.2f}x**. "
+              f"Score-CAM on {hm['scorecam_images']} images: {hm['scorecam_s']:.2f} s vs ours "
+              f"{hm['ours_small_s']:.2f} s: **{hm['scorecam_over_ours']:.0f}x**.", "",
+              "| store | fit peak (MiB) | features + model (MiB) | ratio | largest N in 24 GiB (extrapolated) |",
+              "|---|---|---|---|---|"]
+    for m in mem:
+        lines.append(f"| {m['dtype']} | {m['fit_peak_bytes'] / 2 ** 20:.0f} | "
+                     f"{(m['features_bytes'] + m['model_bytes']) / 2 ** 20:.0f} | "
+                     f"{m['peak_over_features_plus_model']:.2f} | {m['largest_n_24gib']:,} |")
+    lines += ["", "![scaling](performance-scaling.png)", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
