@@ -70,3 +70,28 @@ def test_orient_puts_seed_on_positive_side(net, images):
         # orientation flips whole hyperplanes: same set of lines
         ratio = o.biases / b.biases
         assert torch.allclose(ratio.abs(), torch.ones_like(ratio))
+
+
+@pytest.mark.parametrize("use_prefix", [True, False])
+def test_interpreter_boundaries_are_exact_on_the_full_head(use_prefix):
+    """The sampling path through the head's linear prefix gives the same exact LDBs."""
+    from repinterp import RepresentativeInterpreter
+    model = tiny_cnn(0).eval()
+    x = tiny_images(0, 200)
+    it = RepresentativeInterpreter(model, "2", num_boundaries=15, progress=False,
+                                   use_prefix=use_prefix).fit(x)
+    assert (it.store_.rest is not None) == use_prefix
+    ri = it.explain(5)
+    head, shape = it.split.head, it.shape_
+    for q in range(ri.num_boundaries):
+        c1, c2 = ri.pairs[q].tolist()
+        def margin(v):
+            out = head(v.view(1, *shape))[0]
+            return out[c1] - out[c2]
+        p = ri.boundary_points[q]
+        assert abs(float(margin(p))) < 1e-5               # bisection tolerance
+        jac = torch.autograd.functional.jacobian(margin, p)
+        sign = 1.0 if torch.allclose(ri.weights[q], jac, atol=1e-10) else -1.0
+        torch.testing.assert_close(ri.weights[q], sign * jac, rtol=0, atol=1e-10)
+        torch.testing.assert_close(ri.weights[q] @ p + ri.biases[q],
+                                   sign * margin(p).detach(), rtol=0, atol=1e-10)

@@ -121,3 +121,26 @@ def test_model_is_left_as_found(net, images):
     assert all(p.grad is None for p in net.parameters())
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules()) == hooks
     net.eval()
+
+
+def test_interpreter_on_random_resnet18_split_at_layer3():
+    """Residual blocks, BatchNorm (eval), average pooling and flattening in the head."""
+    torch.manual_seed(1)
+    model = torchvision.models.resnet18(num_classes=3).double().eval()
+    x = torch.randn(60, 3, 32, 32, dtype=torch.float64)
+    fc, model.fc = model.fc, nn.Identity()
+    with torch.no_grad():                 # centre the random logits: several classes occur
+        pooled = model(x)
+        fc.weight.normal_()
+        fc.bias.copy_(-(pooled @ fc.weight.T).mean(0))
+    model.fc = fc
+    it = RepresentativeInterpreter(model, "layer3", num_boundaries=10, progress=False).fit(x)
+    assert len(set(it.predictions_.tolist())) > 1
+    assert it.store_.prefix is None        # the head starts with a residual block
+    seed = int((it.predictions_ == it.predictions_.mode().values).nonzero()[0, 0])
+    ri = it.explain(seed)
+    with torch.no_grad():
+        z = it.features(x)
+    inside = ((z @ ri.weights.T + ri.biases) >= 0).all(1)
+    assert set(ri.members.tolist()) == set(inside.nonzero()[:, 0].tolist())
+    assert inside[seed] and ri.num_boundaries >= 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Boundaries", "bisect_to_boundary", "boundaries_at", "orient"]
+__all__ = ["Boundaries", "bisect_segments", "bisect_to_boundary", "boundaries_at", "orient"]
 
 
 @dataclass
@@ -63,14 +63,15 @@ def boundaries_at(head: nn.Module, points: torch.Tensor, shape: tuple[int, ...],
 
 
 @torch.no_grad()
-def bisect_to_boundary(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor,
-                       cls: int, shape: tuple[int, ...], *, max_iter: int = 40,
-                       tol: float = 1e-5) -> torch.Tensor:
-    """For every segment ``origin -> targets[q]``, the last point still classified ``cls``.
+def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor, cls: int,
+                    shape: tuple[int, ...], *, max_iter: int = 40,
+                    tol: float = 1e-5) -> torch.Tensor:
+    """For every segment ``origin -> targets[q]``, the position ``t [Q, 1]`` of the last
+    point still classified ``cls``.
 
     Bisection on ``t`` in ``[0, 1]`` keeps ``lo`` classified ``cls`` and ``hi`` not; it
     stops after ``max_iter`` halvings or once every ``lo`` point has a top-2 margin below
-    ``tol``. Returns the ``lo`` points ``[Q, D]``.
+    ``tol``.
     """
     direction = targets - origin
     lo = torch.zeros(len(targets), 1, dtype=origin.dtype, device=origin.device)
@@ -86,7 +87,13 @@ def bisect_to_boundary(head: nn.Module, origin: torch.Tensor, targets: torch.Ten
         lo_margin = torch.where(inside, margin, lo_margin)
         if bool((lo_margin < tol).all()):
             break
-    return origin + lo * direction
+    return lo
+
+
+def bisect_to_boundary(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor,
+                       cls: int, shape: tuple[int, ...], **kw) -> torch.Tensor:
+    """The points ``[Q, D]`` of :func:`bisect_segments`."""
+    return origin + bisect_segments(head, origin, targets, cls, shape, **kw) * (targets - origin)
 
 
 def orient(b: Boundaries, z0: torch.Tensor) -> Boundaries:

@@ -150,7 +150,10 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
     features.recompile()
 
     head_graph = fx.Graph()
-    z = head_graph.placeholder("z")
+    # a fresh argument name: the traced model may itself have an input called "z"
+    taken = {n.target for n in graph.nodes if n.op == "placeholder"}
+    z = head_graph.placeholder(next(f"z{i}" if i else "z" for i in range(len(taken) + 1)
+                                    if (f"z{i}" if i else "z") not in taken))
     env = {}
     inputs = []
     for node in graph.nodes:

@@ -9,6 +9,9 @@ cheap:
   linear layer's output, hence ``Z w = (Z A^T) g``. ``P = Z A^T + a`` is captured once,
   during the logits pass of ``fit`` (no extra work), and ``g = pinv(A^T) w``; each
   explanation then costs ``N x out`` instead of ``N x D`` (``3136 -> 256`` for the demo).
+  Bisection runs in that space too: along a segment ``p = A z + a`` moves linearly, so
+  only the rest of the head (``rest``) is evaluated, and a boundary found there with
+  normal ``g`` is ``w = g A``, ``b = b_p + g . a`` in feature space.
 * **Half-precision storage.** ``dtype=torch.float16`` halves the memory of ``Z``; every
   product upcasts one chunk at a time.
 """
@@ -50,6 +53,8 @@ class FeatureStore:
         self.z = features
         self.compute_dtype = compute_dtype
         self.prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.linear: nn.Linear | None = None
+        self.rest: nn.Module | None = None
 
     def __len__(self) -> int:
         return self.z.shape[0]
@@ -59,13 +64,21 @@ class FeatureStore:
         extra = sum(t.numel() * t.element_size() for t in self.prefix) if self.prefix else 0
         return self.z.numel() * self.z.element_size() + extra
 
-    def set_prefix(self, linear: nn.Linear, projected: torch.Tensor) -> None:
-        """Use ``projected = Z A^T + a`` (``[N, out]``) of the head's first ``linear``."""
+    def set_prefix(self, linear: nn.Linear, projected: torch.Tensor,
+                   rest: nn.Module | None = None) -> None:
+        """Use ``projected = Z A^T + a`` (``[N, out]``) of the head's first ``linear``;
+        ``rest`` is the head after it."""
+        self.linear, self.rest = linear, rest
         a = linear.weight.detach().to(torch.float64)
         pinv = torch.linalg.pinv(a.T)                     # [out, D]
         bias = (linear.bias.detach() if linear.bias is not None
                 else torch.zeros(a.shape[0])).to(torch.float64)
         self.prefix = (projected, pinv.to(projected.device), bias.to(projected.device))
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """``A z + a`` for feature vectors ``[n, D]`` (requires a prefix)."""
+        return torch.nn.functional.linear(z.to(self.linear.weight), self.linear.weight,
+                                          self.linear.bias)
 
     def rows(self, idx: torch.Tensor | slice | int) -> torch.Tensor:
         """Features of the given references in the compute dtype."""
