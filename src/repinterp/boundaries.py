@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Boundaries", "bisect_segments", "bisect_to_boundary", "boundaries_at", "orient"]
+__all__ = ["Boundaries", "bisect_segments", "bisect_to_boundary", "boundaries_at", "orient",
+           "orientation"]
 
 
 @dataclass
@@ -96,7 +97,12 @@ def bisect_to_boundary(head: nn.Module, origin: torch.Tensor, targets: torch.Ten
     return origin + bisect_segments(head, origin, targets, cls, shape, **kw) * (targets - origin)
 
 
+def orientation(b: Boundaries, z0: torch.Tensor) -> torch.Tensor:
+    """``[Q]`` signs: +1 where ``z0`` is on the non-negative side of a boundary, else -1."""
+    return torch.where(b.weights @ z0.to(b.weights) + b.biases >= 0, 1.0, -1.0).to(b.weights)
+
+
 def orient(b: Boundaries, z0: torch.Tensor) -> Boundaries:
     """Flip boundaries so that ``z0`` lies on the non-negative side of each."""
-    sign = torch.where(b.weights @ z0 + b.biases >= 0, 1.0, -1.0).to(b.weights.dtype)
+    sign = orientation(b, z0)
     return Boundaries(b.weights * sign[:, None], b.biases * sign, b.points, b.pairs)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .boundaries import (Boundaries, bisect_segments, bisect_to_boundary, boundaries_at,
-                         orient)
+                         orient, orientation)
 from .errors import UserError, first_line
 from .greedy import select_boundaries
 from .region import RegionExplanation
@@ -40,10 +40,6 @@ def _batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
         yield from DataLoader(images, batch_size=batch_size, collate_fn=collate)
         return
     raise UserError("images must be a torch.Tensor [N, C, H, W] or a torch Dataset")
-
-
-def _num_items(images: Any) -> int:
-    return len(images)
 
 
 def _fast_copy(features: nn.Module) -> nn.Module:
@@ -155,7 +151,7 @@ class RepresentativeInterpreter:
         ``dtype`` stores it in another dtype, e.g. float16.
         """
         show = self.progress if progress is None else progress
-        n = _num_items(images)
+        n = len(images)
         out: torch.Tensor | None = None
         done = 0
         with inference_mode(self.model):
@@ -304,9 +300,9 @@ class RepresentativeInterpreter:
         with inference_mode(self.model):
             if self.shared_ is not None:
                 b, values = self.shared_
-                sign = torch.where(b.weights @ z0 + b.biases >= 0, 1.0, -1.0).to(values.dtype)
+                sign = orientation(b, z0)
                 b = orient(b, z0)
-                values = values * sign
+                values = values * sign.to(values)
             else:
                 b = self._sample(z0, cls, same, index, q)
                 values = self.store_.side_values(b.weights, b.biases)
