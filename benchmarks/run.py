@@ -177,7 +177,7 @@ def plot_scaling(rows):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="docs")
-    parser.add_argument("--sizes", default="1000,5000,10000,30000,60000")
+    parser.add_argument("--sizes", default="1000,5000,10000,20000,30000,60000")
     parser.add_argument("--heatmap-images", type=int, default=10000)
     parser.add_argument("--scorecam-images", type=int, default=256)
     args = parser.parse_args()

@@ -89,20 +89,22 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
                       f"using the smallest feasible delta {min_delta}", stacklevel=2)
         delta = min_delta
 
-    # counts stay below 2**24, so float32 products are exact integers
-    excl = (~sides).to(torch.float32)                       # [N, Q]
-    covered = torch.ones(n, dtype=torch.bool)
-    groups = torch.stack([same, ~same]).to(torch.float32)   # [2, N]
+    # Only the images still covered matter: each step works on them alone and drops the
+    # ones the chosen boundary excludes. Counts stay below 2**24, so float32 is exact.
+    rows_sides = sides
+    excl = (~sides).to(torch.float32)                       # [n_covered, Q]
+    groups = torch.stack([same, ~same]).to(torch.float32)   # [2, n_covered]
     chosen: list[int] = []
-    while int((covered & ~same).sum()) > delta:
-        new_same, new_diff = (groups * covered) @ excl      # [2, Q]
+    while int(groups[1].sum()) > delta:
+        new_same, new_diff = groups @ excl                  # [2, Q]
         score = (new_same.double() + eps1) / (new_diff.double() + eps2)
         score[new_diff <= 0] = torch.inf
         h = int(torch.argmin(score))
         if not torch.isfinite(score[h]):
             break
         chosen.append(h)
-        covered &= sides[:, h]
+        keep = rows_sides[:, h]
+        rows_sides, excl, groups = rows_sides[keep], excl[keep], groups[:, keep]
 
     idx = torch.tensor(chosen, dtype=torch.long)
     if prune and chosen:
