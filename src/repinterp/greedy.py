@@ -108,13 +108,16 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
 
     idx = torch.tensor(chosen, dtype=torch.long)
     if prune and chosen:
-        idx = _prune(sides, idx)
-    covered = sides[:, idx].all(1) if len(idx) else torch.ones(n, dtype=torch.bool)
+        idx, excluded_by = _prune(sides, idx)
+        covered = excluded_by == 0
+    else:
+        covered = sides[:, idx].all(1) if len(idx) else torch.ones(n, dtype=torch.bool)
     return Selection(indices=idx, delta=int(delta), min_delta=min_delta, covered=covered)
 
 
-def _prune(sides: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Drop, in selection order, each boundary that alone excludes no image.
+def _prune(sides: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop, in selection order, each boundary that alone excludes no image. Returns the
+    kept indices and, per image, how many kept boundaries exclude it.
 
     One pass suffices: removing a redundant boundary never makes a kept one redundant,
     because an image excluded only by a kept boundary is not excluded by the removed one.
@@ -126,4 +129,4 @@ def _prune(sides: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if not bool(((count == 1) & excl[:, j]).any()):
             keep[j] = False
             count -= excl[:, j].long()
-    return idx[torch.from_numpy(keep)]
+    return idx[torch.from_numpy(keep)], count
