@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from .region import RegionExplanation
 from .split import (NotPiecewiseLinearError, check_head_modules, check_head_numerically,
                     inference_mode, linear_prefix, split_model)
 from .store import FeatureStore, capture_outputs
+
+if TYPE_CHECKING:
+    from .summary import Summary
 
 __all__ = ["RepresentativeInterpreter"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -114,9 +114,9 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
             return []
         heat = ri.heatmap_features(ri.interpreter.store_.rows(idx).view(
             len(idx), *ri.interpreter.shape_), size)
-        return [{"png": overlay_png(images[i], h), "index": int(i),
-                 "name": names[i] if names else None, "rank": r}
-                for r, (i, h) in zip(range(len(idx)), zip(idx.tolist(), heat))]
+        return [{"png": overlay_png(images[i], h), "index": i,
+                 "name": names[i] if names else None}
+                for i, h in zip(idx.tolist(), heat, strict=True)]
 
     sections = []
     for cs, cd in zip(summary.classes, data["classes"]):
@@ -129,7 +129,7 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                 heat = ri.heatmap_features(ri.seed_features.view(1, *ri.interpreter.shape_),
                                            size)[0]
                 seed_tiles = [{"png": overlay_png(img, heat), "index": -1,
-                               "name": "outside image", "rank": 0}]
+                               "name": "outside image"}]
             else:
                 seed_tiles = []
             n = ri.size
