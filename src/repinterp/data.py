@@ -52,12 +52,13 @@ def _find_file(root: Path, stem: str) -> Path | None:
 
 
 def find_fashion_mnist(root: str | os.PathLike | None = None) -> Path | None:
-    """The first directory holding the Fashion-MNIST IDX files, or None."""
-    dirs = [Path(root)] if root else []
-    env = os.environ.get("REPINTERP_DATA")
-    if env:
-        dirs.append(Path(env))
-    dirs += DEFAULT_DATA_DIRS + [_cache_dir() / "fashion-mnist"]
+    """The first directory holding the Fashion-MNIST IDX files, or None. A directory the
+    user names is the only one searched."""
+    if root:
+        dirs = [Path(root)]
+    else:
+        env = os.environ.get("REPINTERP_DATA")
+        dirs = ([Path(env)] if env else []) + DEFAULT_DATA_DIRS + [_cache_dir() / "fashion-mnist"]
     for d in dirs:
         if all(_find_file(d, f) for pair in _FILES.values() for f in pair):
             return d
