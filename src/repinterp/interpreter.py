@@ -350,11 +350,7 @@ class RepresentativeInterpreter:
         shape = (pt.shape[1],)
         t = bisect_segments(store.rest, p0[None], pt, cls, shape)
         bp = boundaries_at(store.rest, p0 + t * (pt - p0), shape, c1)
-        a = store.linear.weight.detach()
-        a_b = (store.linear.bias.detach() if store.linear.bias is not None
-               else torch.zeros(a.shape[0], dtype=a.dtype, device=a.device))
-        w = bp.weights.to(a.dtype) @ a
-        b = bp.biases + bp.weights.to(a.dtype) @ a_b
+        w, b = store.lift(bp.weights, bp.biases)
         return orient(Boundaries(w, b, z0 + t * (targets - z0), bp.pairs), z0)
 
     # --- summary -----------------------------------------------------------------

@@ -71,9 +71,21 @@ class FeatureStore:
         self.linear, self.rest = linear, rest
         a = linear.weight.detach().to(torch.float64)
         pinv = torch.linalg.pinv(a.T)                     # [out, D]
-        bias = (linear.bias.detach() if linear.bias is not None
-                else torch.zeros(a.shape[0])).to(torch.float64)
+        bias = self._linear_bias().to(torch.float64)
         self.prefix = (projected, pinv.to(projected.device), bias.to(projected.device))
+
+    def _linear_bias(self) -> torch.Tensor:
+        w = self.linear.weight.detach()
+        return (self.linear.bias.detach() if self.linear.bias is not None
+                else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
+
+    def lift(self, normals: torch.Tensor, biases: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A boundary ``g . p + b_p = 0`` in the prefix's output space ``p = A z + a`` as
+        ``w . z + b = 0`` in feature space: ``w = g A``, ``b = b_p + g . a``."""
+        a = self.linear.weight.detach()
+        g = normals.to(a.dtype)
+        return g @ a, biases + g @ self._linear_bias()
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         """``A z + a`` for feature vectors ``[n, D]`` (requires a prefix)."""
