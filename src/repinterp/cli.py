@@ -110,12 +110,8 @@ def _load(args: argparse.Namespace):
 
 
 def _heldout_stats(interp, held, regions) -> dict:
-    from .report import region_stats
-    if held is None:
-        return {}
-    feats = interp.features(held.images)
-    preds = interp.logits(feats).argmax(1).cpu()
-    return {id(ri): region_stats(ri, feats, preds) for ri in regions}
+    from .report import heldout_stats
+    return heldout_stats(interp, interp.features(held.images), regions) if held else {}
 
 
 def _meta(args: argparse.Namespace, interp, refs) -> dict:

@@ -10,7 +10,7 @@ import torch
 from .data import FASHION_CLASSES, load_fashion_mnist
 from .interpreter import RepresentativeInterpreter
 from .models import load_demo_model
-from .report import region_stats, write_report
+from .report import heldout_stats, write_report
 
 __all__ = ["run_demo"]
 
@@ -37,8 +37,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
                                        seed=seed, progress=progress).fit(refs)
     summary = interp.summarize(coverage=coverage, max_regions=max_regions)
     test_feats = interp.features(x_test)
-    test_pred = interp.logits(test_feats).argmax(1).cpu()
-    stats = {id(ri): region_stats(ri, test_feats, test_pred) for ri in summary.regions}
+    stats = heldout_stats(interp, test_feats, summary.regions)
 
     inside = sum(s.inside for s in stats.values())
     agree = sum(s.inside * s.purity for s in stats.values() if s.purity is not None)

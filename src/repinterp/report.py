@@ -17,7 +17,7 @@ from .io import write_json, write_text
 from .region import RegionExplanation
 from .summary import Summary
 
-__all__ = ["RegionStats", "overlay_png", "region_stats", "summary_dict", "write_report"]
+__all__ = ["RegionStats", "heldout_stats", "overlay_png", "region_stats", "summary_dict", "write_report"]
 
 _JET = colormaps["jet"]
 
@@ -37,6 +37,14 @@ def region_stats(ri: RegionExplanation, features: torch.Tensor,
     n = int(inside.sum())
     pur = int((predictions[inside] == ri.predicted_class).sum()) / n if n else None
     return RegionStats(inside=n, purity=pur)
+
+
+def heldout_stats(interp: Any, features: torch.Tensor,
+                  regions: Sequence[RegionExplanation]) -> dict[int, RegionStats]:
+    """:func:`region_stats` of every region on held-out ``features`` ``[n, D]``, keyed by
+    ``id(region)``; predictions come from the interpreter's head."""
+    preds = interp.logits(features).argmax(1).cpu()
+    return {id(ri): region_stats(ri, features, preds) for ri in regions}
 
 
 def _to_display(image: torch.Tensor) -> np.ndarray:
