@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test evaluate bench data install install-dev clean
+.PHONY: demo test lint evaluate bench data install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,16 @@ data:
 demo: install data
 	$(BIN)/repinterp demo --out out/demo
 
-test: install-dev data
+test: install-dev data lint
 	$(BIN)/python -m pytest
 
+# ruff and the import-linter layering contracts (pyproject.toml)
+lint: install-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+
 evaluate: install-dev data
-	$(BIN)/repinterp evaluate --out docs
+	$(BIN)/python benchmarks/evaluate.py --out docs
 
 bench: install-dev data
 	$(BIN)/python benchmarks/run.py --out docs

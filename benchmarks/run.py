@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from repinterp import RepresentativeInterpreter
-from repinterp.data import load_fashion_mnist
-from repinterp.io import write_bytes, write_json, write_text
-from repinterp.models import load_demo_model
+from repinterp.app.io import write_bytes, write_json, write_text
+from repinterp.demo.data import load_fashion_mnist
+from repinterp.demo.models import load_demo_model
 
 BATCH = 256
 
@@ -83,8 +83,8 @@ def heatmaps_ours(interp, summary, images):
         k += len(c.regions)
     for i in range(0, len(images), BATCH):
         x = images[i:i + BATCH]
-        feats = interp.features(x, progress=False, flat=False)
-        preds = interp.logits(feats.flatten(1)).argmax(1)
+        feats = interp.network_.features(x, progress=False, flat=False)
+        preds = interp.network_.logits(feats.flatten(1)).argmax(1)
         where = summary.locate_features(feats.flatten(1), preds)
         # an image outside every region of its class gets the class's largest region
         where = torch.where(where >= 0, where,
@@ -98,8 +98,9 @@ def heatmaps_ours(interp, summary, images):
 
 
 def heatmaps_cam(cam_cls, model, images):
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     import contextlib
+
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     out = []
     with cam_cls(model, [model.features]) as cam, contextlib.redirect_stderr(io.StringIO()):
         cam.batch_size = BATCH
@@ -116,8 +117,8 @@ def heatmaps_cam(cam_cls, model, images):
 MEMORY_CHILD = r"""
 import json, sys, threading, time, os, torch
 from repinterp import RepresentativeInterpreter
-from repinterp.data import load_fashion_mnist
-from repinterp.models import load_demo_model
+from repinterp.demo.data import load_fashion_mnist
+from repinterp.demo.models import load_demo_model
 n, dtype = int(sys.argv[1]), sys.argv[2]
 model, _ = load_demo_model(progress=False)
 x, _ = load_fashion_mnist("train")
@@ -196,7 +197,7 @@ def main() -> None:
         refs = x[:n]
         fit_s, bare_s, bare_cl_s = bench_fit(model, refs, repeats=3)
         interp = fit(model, refs)
-        head_s = min(timed(interp.logits, interp.store_.z)[0] for _ in range(3))
+        head_s = min(timed(interp.network_.logits, interp.store_.z)[0] for _ in range(3))
         explain_s = bench_explain(interp)
         summary_s, summary = timed(interp.summarize, coverage=0.95, max_regions=10 ** 6)
         shared_s, shared_sum = float("nan"), None
@@ -279,7 +280,8 @@ def render(res: dict) -> str:
               f"**{hm['gradcam_cl_over_ours']:.2f}x**. "
               f"Score-CAM on {hm['scorecam_images']} images: {hm['scorecam_s']:.2f} s vs ours "
               f"{hm['ours_small_s']:.2f} s: **{hm['scorecam_over_ours']:.0f}x**.", "",
-              "| store | fit peak (MiB) | features + model (MiB) | ratio | largest N in 24 GiB (extrapolated) |",
+              "| store | fit peak (MiB) | features + model (MiB) | ratio "
+              "| largest N in 24 GiB (extrapolated) |",
               "|---|---|---|---|---|"]
     for m in mem:
         lines.append(f"| {m['dtype']} | {m['fit_peak_bytes'] / 2 ** 20:.0f} | "

@@ -1,6 +1,9 @@
 """Small seeded piecewise-linear networks with known structure, for exact tests."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -38,3 +41,7 @@ def net() -> nn.Module:
 @pytest.fixture(scope="session")
 def images() -> torch.Tensor:
     return tiny_images(0)
+
+
+# the benchmark code (the paper's protocol with its CAM baselines) is tested from here
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -1,10 +1,9 @@
 import pytest
 import torch
 
-from repinterp.boundaries import bisect_to_boundary, boundaries_at, orient
-from repinterp.split import split_model
-
 from conftest import tiny_cnn, tiny_images
+from repinterp.core.boundaries import bisect_to_boundary, boundaries_at, flip, orientation
+from repinterp.core.split import split_model
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -59,39 +58,44 @@ def test_finite_difference_agrees_with_normal(net, images):
             assert abs(fd - b.weights[q, k].item()) < 1e-6
 
 
-def test_orient_puts_seed_on_positive_side(net, images):
+def test_flip_orients_the_seed_and_swaps_pairs(net, images):
     split = split_model(net.eval(), "2")
     with torch.no_grad():
         z = split.features(images[:30]).flatten(1)
     b = boundaries_at(split.head, z, (4, 4, 4))
     for z0 in z[:5]:
-        o = orient(b, z0)
+        signs = orientation(b.weights @ z0 + b.biases)
+        o = flip(b, signs)
         assert (o.weights @ z0 + o.biases >= 0).all()
-        # orientation flips whole hyperplanes: same set of lines
-        ratio = o.biases / b.biases
-        assert torch.allclose(ratio.abs(), torch.ones_like(ratio))
+        assert torch.equal(o.weights, b.weights * signs[:, None])
+        assert torch.equal(o.biases, b.biases * signs)
+        flipped = signs < 0
+        assert torch.equal(o.pairs[flipped], b.pairs[flipped].flip(1))
+        assert torch.equal(o.pairs[~flipped], b.pairs[~flipped])
 
 
+@pytest.mark.parametrize("sampling", ["bisection", "shared"])
 @pytest.mark.parametrize("use_prefix", [True, False])
-def test_interpreter_boundaries_are_exact_on_the_full_head(use_prefix):
-    """The sampling path through the head's linear prefix gives the same exact LDBs."""
+def test_interpreter_boundaries_are_exact_on_the_full_head(use_prefix, sampling):
+    """Both sampling paths, through the head's linear prefix or not, give LDBs exact at
+    their points: ``w = grad (G_c1 - G_c2)`` there, with the pair's order after flipping."""
     from repinterp import RepresentativeInterpreter
     model = tiny_cnn(0).eval()
     x = tiny_images(0, 200)
     it = RepresentativeInterpreter(model, "2", num_boundaries=15, progress=False,
-                                   use_prefix=use_prefix).fit(x)
-    assert (it.store_.rest is not None) == use_prefix
-    ri = it.explain(5)
-    head, shape = it.split.head, it.shape_
-    for q in range(ri.num_boundaries):
-        c1, c2 = ri.pairs[q].tolist()
+                                   sampling=sampling, use_prefix=use_prefix).fit(x)
+    assert (it.store_.projected is not None) == use_prefix
+    region = it.explain(5)
+    head, shape = it.network_.head, it.network_.feature_shape
+    for q in range(region.num_boundaries):
+        c1, c2 = region.pairs[q].tolist()
         def margin(v):
             out = head(v.view(1, *shape))[0]
             return out[c1] - out[c2]
-        p = ri.boundary_points[q]
-        assert abs(float(margin(p))) < 1e-5               # bisection tolerance
+        p = region.boundary_points[q]
+        if sampling == "bisection":
+            assert abs(float(margin(p))) < 1e-5               # bisection tolerance
         jac = torch.autograd.functional.jacobian(margin, p)
-        sign = 1.0 if torch.allclose(ri.weights[q], jac, atol=1e-10) else -1.0
-        torch.testing.assert_close(ri.weights[q], sign * jac, rtol=0, atol=1e-10)
-        torch.testing.assert_close(ri.weights[q] @ p + ri.biases[q],
-                                   sign * margin(p).detach(), rtol=0, atol=1e-10)
+        torch.testing.assert_close(region.weights[q], jac, rtol=0, atol=1e-10)
+        torch.testing.assert_close(region.weights[q] @ p + region.biases[q],
+                                   margin(p).detach(), rtol=0, atol=1e-10)

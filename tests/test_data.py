@@ -3,8 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
-from repinterp.data import load_fashion_mnist, read_idx
-from repinterp.errors import UserError
+from repinterp.core.errors import UserError
+from repinterp.demo.data import load_fashion_mnist, read_idx
 
 
 def test_missing_and_empty_data_dirs_name_both_options(tmp_path):

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from repinterp import RepresentativeInterpreter
+from repinterp.app.report import region_stats
 from repinterp.cli import main
-from repinterp.data import find_fashion_mnist, load_fashion_mnist
-from repinterp.models import FashionVGG, evaluate_accuracy, train_classifier
-from repinterp.report import region_stats
+from repinterp.demo.data import find_fashion_mnist, load_fashion_mnist
+from repinterp.demo.models import FashionVGG, evaluate_accuracy, train_classifier
 
 pytestmark = pytest.mark.skipif(find_fashion_mnist() is None,
                                 reason="Fashion-MNIST not installed (make test installs it)")
@@ -30,9 +30,9 @@ def test_regions_are_pure_on_held_out_images(trained):
     it = RepresentativeInterpreter(model, "features", num_boundaries=30, progress=False)
     summary = it.fit(refs).summarize(coverage=0.8, max_regions=3)
     assert len(summary.classes) >= 9
-    feats = it.features(test)
-    preds = it.logits(feats).argmax(1)
-    stats = [region_stats(ri, feats, preds) for ri in summary.regions]
+    feats = it.network_.features(test)
+    preds = it.network_.logits(feats).argmax(1)
+    stats = [region_stats(r, feats, preds) for r in summary.regions]
     inside = sum(s.inside for s in stats)
     agree = sum(s.inside * s.purity for s in stats if s.inside)
     assert inside > 1000

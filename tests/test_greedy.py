@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from repinterp.greedy import min_feasible_delta, select_boundaries
+from repinterp.core.greedy import count_dtype, min_feasible_delta, select_boundaries
 
 
 def random_instance(seed, n=40, q=8):
@@ -97,3 +97,33 @@ def test_infeasible_instance_reports_smallest_delta():
 def test_bad_shapes_raise():
     with pytest.raises(ValueError):
         select_boundaries(torch.ones(4, 2, dtype=torch.bool), torch.ones(3, dtype=torch.bool))
+
+
+def hand_instance():
+    """Seed s0 and s1..s3 of the seed's class, d1..d3 of others. Boundary h excludes:
+    h0: d1 d2 d3 s1 s2   h1: d3   h2: d3 s3   h3: d1 d2   h4: d1 d2 (a copy of h3)."""
+    excl = {0: "d1 d2 d3 s1 s2", 1: "d3", 2: "d3 s3", 3: "d1 d2", 4: "d1 d2"}
+    names = ["s0", "s1", "s2", "s3", "d1", "d2", "d3"]
+    sides = torch.tensor([[n not in excl[h].split() for h in range(5)] for n in names])
+    same = torch.tensor([n.startswith("s") for n in names])
+    return sides, same
+
+
+def test_greedy_trace_pins_the_ratio_score_epsilons_and_ties():
+    sides, same = hand_instance()
+    # step 1: scores (new_same + 1e-5) / (new_diff + 1e-10): h0 2/3, h1 1e-5, h2 1,
+    # h3 = h4 = 5e-6 -> h3 (the lowest index of a tie), although h0 excludes most others;
+    # step 2 (d3 left): h0 2/1, h1 1e-5, h2 1 -> h1
+    sel = select_boundaries(sides, same, prune=False)
+    assert sel.indices.tolist() == [3, 1]
+    assert sel.covered.tolist() == [True, True, True, True, False, False, False]
+    # without eps1 the zero-cost h1 and h3 tie at 0 and the lower index wins
+    assert select_boundaries(sides, same, eps1=0.0, prune=False).indices.tolist() == [1, 3]
+    # "largest new_diff first" would have taken h0 and lost s1, s2: the ratio does not
+    assert 0 not in sel.indices.tolist()
+
+
+def test_counts_are_exact_at_any_size():
+    assert count_dtype(2 ** 24 - 1) == torch.float32
+    assert count_dtype(2 ** 24) == torch.float64
+    assert float(torch.tensor(2.0 ** 24, dtype=torch.float32) + 1) == 2.0 ** 24  # why

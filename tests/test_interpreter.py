@@ -1,8 +1,15 @@
+import copy
+import pickle
+import warnings
+
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from repinterp import RepresentativeInterpreter, UserError
-from repinterp.heatmap import METHODS
+from conftest import tiny_cnn, tiny_images
+from repinterp import NotFittedError, Region, RepresentativeInterpreter, Summary, UserError
+from repinterp.core.boundaries import Boundaries
 
 
 @pytest.fixture(scope="module", params=["bisection", "shared"])
@@ -14,40 +21,38 @@ def fitted(request, net, images):
 
 def test_members_contains_rank_agree_with_boundaries(fitted, images):
     for seed in (0, 5, 17):
-        ri = fitted.explain(seed)
+        region = fitted.explain(seed)
         z = fitted.features_
-        inside = ((z @ ri.weights.T + ri.biases) >= 0).all(1)
+        inside = ((z @ region.weights.T + region.biases) >= 0).all(1)
         assert inside[seed]
-        assert set(ri.members.tolist()) == set(inside.nonzero()[:, 0].tolist())
-        assert torch.equal(ri.contains(images), inside)
-        idx, dist = ri.rank(images)
-        assert torch.equal(idx, ri.members)
+        assert set(region.members.tolist()) == set(inside.nonzero()[:, 0].tolist())
+        assert torch.equal(fitted.contains(region, images), inside)
+        idx, dist = fitted.rank(region, images)
+        assert torch.equal(idx, region.members)
         # semantic distance straight from the formula, in float64
-        ref = torch.stack([(ri.weights @ z[seed] - ri.weights @ z[i]).abs().sum()
+        ref = torch.stack([(region.weights @ z[seed] - region.weights @ z[i]).abs().sum()
                            for i in idx.tolist()])
         torch.testing.assert_close(dist, ref)
-        assert (dist[1:] >= dist[:-1]).all() and dist[0] == 0
-        assert ri.members[0] == seed
-        assert ri.predicted_class == int(fitted.predictions_[seed])
-        others_inside = int((fitted.predictions_[ri.members] != ri.predicted_class).sum())
-        assert others_inside <= ri.delta
-        assert ri.purity == pytest.approx(1 - others_inside / ri.size)
+        assert (dist[1:] >= dist[:-1]).all() and dist[0] < 1e-12  # recomputed features
+        assert region.members[0] == seed
+        assert region.predicted_class == int(fitted.predictions_[seed])
+        others_inside = int((fitted.predictions_[region.members]
+                             != region.predicted_class).sum())
+        assert others_inside <= region.delta
+        assert region.purity == pytest.approx(1 - others_inside / region.size)
 
 
-def test_image_seed_equals_index_seed_region_membership(fitted, images):
-    ri = fitted.explain(images[4])
-    assert ri.seed_index is None
-    assert ri.contains(images[4:5])[0]
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_heatmaps_in_unit_range_with_input_size(fitted, images, method):
-    ri = fitted.explain(0)
-    h = ri.heatmap(images[:7], method=method)
-    assert h.shape == (7, 8, 8)
-    assert h.min() >= 0 and h.max() <= 1
-    assert h.max() > 0
-    assert torch.equal(ri.heatmap(images[3], method=method)[0], h[3])
+def test_image_seed_gives_the_index_seed_region(net, images):
+    """With shared boundaries nothing random depends on how the seed is given: the
+    region of image 4 is the region of reference 4."""
+    it = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling="shared",
+                                   progress=False).fit(images)
+    by_image, by_index = it.explain(images[4]), it.explain(4)
+    assert by_image.seed_index is None and by_index.seed_index == 4
+    assert torch.equal(by_image.members, by_index.members)
+    torch.testing.assert_close(by_image.weights, by_index.weights, rtol=0, atol=1e-12)
+    assert torch.equal(by_image.pairs, by_index.pairs)
+    assert it.contains(by_image, images[4:5])[0]
 
 
 def test_same_seed_same_result(net, images):
@@ -74,17 +79,19 @@ def test_summary_covers_classes_and_orders_regions(fitted):
 
 def test_errors(net, images):
     it = RepresentativeInterpreter(net, "2", progress=False)
-    with pytest.raises(RuntimeError, match="fit"):
-        it.explain(0)
     it.fit(images)
     with pytest.raises(UserError, match="out of range"):
         it.explain(10_000)
+    with pytest.raises(UserError, match="integer"):
+        it.explain(1.5)
     with pytest.raises(UserError, match="Tensor"):
-        it.fit([1, 2, 3])
-    with pytest.raises(UserError, match="sampling"):
-        RepresentativeInterpreter(net, "2", sampling="nope")
+        RepresentativeInterpreter(net, "2", progress=False).fit([1, 2, 3])
+    with pytest.raises(UserError, match="sampling"):  # parameters are checked in fit
+        RepresentativeInterpreter(net, "2", sampling="nope").fit(images)
     with pytest.raises(UserError, match="NaN"):
-        it.features(images[:2] * float("nan"))
+        it.network_.features(images[:2] * float("nan"))
+    with pytest.raises(UserError, match="coverage"):
+        it.summarize(coverage=0)
 
 
 def test_one_class_only_is_reported(net, images):
@@ -97,21 +104,18 @@ def test_one_class_only_is_reported(net, images):
 
 @pytest.mark.parametrize("sampling", ["bisection", "shared"])
 def test_linear_prefix_fast_path_equals_direct_product(net, images, sampling):
-    from repinterp.split import linear_prefix
     fast = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling=sampling,
                                      seed=1, progress=False).fit(images)
     slow = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling=sampling,
                                      seed=1, progress=False, use_prefix=False).fit(images)
-    assert linear_prefix(fast.split.head) is net[4]
-    assert fast.store_.prefix is not None and slow.store_.prefix is None
-    w, b = fast.explain(0).weights, fast.explain(0).biases
-    torch.testing.assert_close(fast.store_.side_values(w, b), slow.store_.side_values(w, b),
-                               rtol=0, atol=1e-10)
+    assert fast.store_.projected is not None and slow.store_.projected is None
+    assert fast.store_.working_shape == (16,)
     for seed in range(0, 60, 7):
         a, c = fast.explain(seed), slow.explain(seed)
-        assert torch.equal(a.members, c.members)
-        assert torch.equal(a.weights, c.weights) and a.delta == c.delta
-        torch.testing.assert_close(a.member_distances, c.member_distances, rtol=1e-9, atol=1e-9)
+        assert torch.equal(a.members, c.members) and a.delta == c.delta
+        torch.testing.assert_close(a.weights, c.weights, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(a.member_distances, c.member_distances, rtol=1e-9,
+                                   atol=1e-9)
 
 
 def test_half_precision_store(net, images):
@@ -139,11 +143,146 @@ def test_locate_puts_images_in_their_largest_containing_region(fitted):
 
 
 def test_channels_last_copy_gives_the_same_features(net, images):
-    fast = RepresentativeInterpreter(net, "2", progress=False)
-    plain = RepresentativeInterpreter(net, "2", progress=False, channels_last=False)
-    assert fast.channels_last and not plain.channels_last
-    assert fast._feature_net is not plain.split.features
-    torch.testing.assert_close(fast.features(images), plain.features(images),
-                               rtol=1e-12, atol=1e-12)
-    # the user's parameters keep their layout
-    assert net[0].weight.is_contiguous()
+    fast = RepresentativeInterpreter(net, "2", progress=False).fit(images)
+    plain = RepresentativeInterpreter(net, "2", progress=False, channels_last=False).fit(images)
+    assert fast.network_.channels_last and not plain.network_.channels_last
+    torch.testing.assert_close(fast.features_, plain.features_, rtol=1e-12, atol=1e-12)
+    assert net[0].weight.is_contiguous()  # the user's parameters keep their layout
+
+
+# --- regressions: one test per bug of issue 8 -------------------------------------------
+def _agreement(interp, model, x):
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        try:
+            return float((interp.predictions_ == model(x).argmax(1)).double().mean())
+        finally:
+            model.train(was)
+
+
+def test_bug1_fit_uses_the_current_weights(images):
+    """Was 44% agreement: the feature copy was made at construction."""
+    model = tiny_cnn(0)
+    it = RepresentativeInterpreter(model, "2", progress=False)
+    model.load_state_dict(tiny_cnn(5).state_dict())
+    it.fit(images)
+    assert _agreement(it, model, images) == 1.0
+
+
+def test_bug1_a_weight_change_after_fit_warns(images):
+    model = tiny_cnn(0)
+    it = RepresentativeInterpreter(model, "2", num_boundaries=5, progress=False).fit(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        it.explain(0)                                   # unchanged: no warning
+    with torch.no_grad():
+        model[4].weight.mul_(2)
+    with pytest.warns(UserWarning, match="changed since fit") as caught:
+        it.explain(0)
+    assert caught[0].filename == __file__               # points at the caller
+
+
+def test_bug2_device_copies_run_in_eval_mode(images):
+    """Was 68% agreement: copies for another device kept the training flags."""
+    base = tiny_cnn(0)
+    model = nn.Sequential(*base[:5], nn.Dropout(0.5), *base[5:]).train()
+    it = RepresentativeInterpreter(model, "2", device="cpu:0", progress=False).fit(images)
+    assert _agreement(it, copy.deepcopy(model), images) == 1.0
+    assert model.training                               # the user's flag is kept
+    assert not any(m.training for m in it.network_.head.modules())
+
+
+def test_bug3_num_boundaries_is_honoured_with_shared_sampling(net, images):
+    it = RepresentativeInterpreter(net, "2", num_boundaries=30, sampling="shared",
+                                   progress=False).fit(images)
+    bank = it.bank_
+    for seed in (0, 9, 21):
+        region = it.explain(seed, num_boundaries=3)
+        lifted, _ = it.store_.lift(bank.weights[:3], bank.biases[:3])
+        for w in region.weights:   # every selected boundary is one of the first three
+            assert min(float((w - s * v).abs().max()) for v in lifted for s in (1, -1)) < 1e-12
+    with pytest.raises(UserError, match="exceeds the 30 shared"):
+        it.explain(0, num_boundaries=31)
+
+
+@pytest.mark.parametrize("sampling", ["bisection", "shared"])
+def test_bug4_flipped_boundaries_swap_their_class_pair(net, images, sampling):
+    """Was 12 of 20 shared-mode rows holding grad(G_c2 - G_c1) under the label (c1, c2)."""
+    it = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling=sampling,
+                                   progress=False).fit(images)
+    head, shape = it.network_.head, it.network_.feature_shape
+    rows = 0
+    for seed in range(0, 60, 6):
+        region = it.explain(seed)
+        for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(),
+                                  region.boundary_points, strict=True):
+            z = p.clone().requires_grad_(True)
+            out = head(z.view(1, *shape))[0]
+            (g,) = torch.autograd.grad(out[c1] - out[c2], z)
+            torch.testing.assert_close(w, g, rtol=0, atol=1e-10)
+            rows += 1
+    assert rows > 10
+
+
+def test_bug5_seed_on_a_boundary_stays_in_its_region():
+    """Was 52 of 60 seeds outside their own region: boundaries through the seed were
+    oriented by a feature-space product and judged by the prefix-space product."""
+    net32, x = tiny_cnn(0, torch.float32), tiny_images(0, dtype=torch.float32)
+    it = RepresentativeInterpreter(net32, "2", num_boundaries=20, sampling="shared",
+                                   progress=False).fit(x)
+    bank = it.bank_
+    p = it.store_.projected
+    for s in range(60):
+        through = -(bank.weights @ p[s])        # every boundary through the seed
+        it.bank_ = Boundaries(bank.weights, through, bank.points, bank.pairs)
+        it.bank_values_ = it.store_.side_values(bank.weights, through)
+        region = it.explain(s)
+        assert s in set(region.members.tolist())
+        assert (region.seed_values >= 0).all()
+
+
+def test_bug6_not_fitted_is_a_value_and_attribute_error(net):
+    it = RepresentativeInterpreter(net, "2")
+    for call in (lambda: it.explain(0), lambda: it.summarize(),
+                 lambda: it.heatmap(None, None), lambda: it.features_):
+        with pytest.raises(NotFittedError, match="fit"):
+            call()
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
+    assert not hasattr(it, "features_")
+
+
+def test_bug7_integer_like_indices(fitted):
+    expected = fitted.explain(7).members
+    for seed in (np.int64(7), np.int32(7), torch.tensor(7), torch.tensor([7])[0]):
+        assert torch.equal(fitted.explain(seed).members, expected)
+
+
+def test_bug8_infeasible_delta_warns_at_the_caller(net, images):
+    it = RepresentativeInterpreter(net, "2", num_boundaries=3, progress=False).fit(images)
+    region = it.explain(0)
+    if region.min_delta == 0:
+        pytest.skip("feasible with delta 0 here")
+    with pytest.warns(UserWarning, match="infeasible") as caught:
+        it.explain(0, delta=region.min_delta - 1)
+    assert caught[0].filename == __file__
+
+
+# --- plain values ------------------------------------------------------------------
+def test_region_and_summary_are_small_plain_values(net, images, tmp_path):
+    it = RepresentativeInterpreter(net, "2", num_boundaries=10, progress=False).fit(images)
+    summary = it.summarize(coverage=0.8, max_regions=2)
+    blob = pickle.dumps(summary)
+    region_bytes = sum(r.weights.numel() * 2 * 8 + r.members.numel() * 16
+                       for r in summary.regions)
+    assert len(blob) < region_bytes + 20_000 < it.store_.nbytes
+    assert "RepresentativeInterpreter" not in str(blob)
+    path = tmp_path / "s.pt"
+    torch.save(summary.to_dict(), path)
+    back = Summary.from_dict(torch.load(path, weights_only=True))
+    for a, b in zip(summary.regions, back.regions, strict=True):
+        assert isinstance(b, Region) and torch.equal(a.weights, b.weights)
+        assert torch.equal(a.members, b.members) and a.feature_shape == b.feature_shape
+    feats = it.features_
+    assert torch.equal(summary.locate_features(feats, it.predictions_),
+                        back.locate_features(feats, it.predictions_))

@@ -3,11 +3,16 @@ import torch
 import torchvision
 from torch import nn
 
-from repinterp import NotPiecewiseLinearError, RepresentativeInterpreter
-from repinterp.split import (check_head_modules, check_head_numerically, resolve_layer,
-                             split_model)
-
 from conftest import tiny_images
+from repinterp import NotPiecewiseLinearError, RepresentativeInterpreter
+from repinterp.core.split import (
+    AFFINE,
+    NOT_PIECEWISE_LINEAR,
+    PIECEWISE_LINEAR,
+    head_verdict,
+    resolve_layer,
+    split_model,
+)
 
 
 def mlp_head(act: nn.Module) -> nn.Module:
@@ -18,23 +23,35 @@ def mlp_head(act: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("act,name", [(nn.GELU(), "GELU"), (nn.Sigmoid(), "Sigmoid")])
 def test_smooth_head_is_refused_naming_the_module(act, name):
+    x = tiny_images(0, 20)
     with pytest.raises(NotPiecewiseLinearError, match=rf"module '4' \({name}\)"):
-        RepresentativeInterpreter(mlp_head(act), "1")
+        RepresentativeInterpreter(mlp_head(act), "1").fit(x)
     # a ValueError, so callers can catch the generic type
     with pytest.raises(ValueError):
-        RepresentativeInterpreter(mlp_head(act), "1")
+        RepresentativeInterpreter(mlp_head(act), "1").fit(x)
 
 
-def test_approximate_accepts_smooth_head_and_flags_it():
-    x = tiny_images(0, 60)
-    it = RepresentativeInterpreter(mlp_head(nn.GELU()), "1", approximate=True,
+def test_approximate_accepts_smooth_head_and_flags_every_result():
+    model = mlp_head(nn.GELU())
+    x = tiny_images(0, 120)
+    with torch.no_grad():  # centre the last layer so that several classes are predicted
+        h = model[:5](x)
+        model[5].bias.copy_(-(h @ model[5].weight.T).mean(0))
+    it = RepresentativeInterpreter(model, "1", approximate=True, num_boundaries=10,
                                    progress=False).fit(x)
-    assert it.approximate
+    assert it.approximate_ and len(set(it.predictions_.tolist())) > 1
+    summary = it.summarize(max_regions=2)
+    assert summary.regions and all(r.approximate for r in summary.regions)
+    assert summary.meta["approximate"] is True
+
+
+def test_approximate_on_a_piecewise_linear_head_is_exact(net, images):
+    it = RepresentativeInterpreter(net, "2", approximate=True, progress=False).fit(images)
+    assert not it.approximate_ and not it.explain(0).approximate
 
 
 class SneakyReLU(nn.ReLU):
-    """Passes the module whitelist and, posing as a torch.nn module, is kept whole by
-    torch.fx, but is smooth: only the numerical check can catch it."""
+    """A whitelisted type whose forward was overridden: the graph cannot vouch for it."""
 
     __module__ = "torch.nn.modules.activation"
 
@@ -42,34 +59,39 @@ class SneakyReLU(nn.ReLU):
         return torch.tanh(x)
 
 
-def test_numerical_check_catches_overridden_forward():
-    model = mlp_head(SneakyReLU())
-    it = RepresentativeInterpreter(model, "1", progress=False)
-    with pytest.raises(NotPiecewiseLinearError, match="G\\(z \\+ d\\)"):
-        it.fit(tiny_images(0, 40))
+def test_overridden_forward_is_not_trusted():
+    verdict = head_verdict(split_model(mlp_head(SneakyReLU()), "1").head)
+    assert verdict.kind == NOT_PIECEWISE_LINEAR
+    assert verdict.reasons == ("module '4' (SneakyReLU)",)
 
 
-def test_numerical_check_scores():
-    z = torch.randn(8, 4, 8, 8, dtype=torch.float64)
-    for act, lo, hi in [(nn.ReLU(), 0.75, 1.0), (nn.Tanh(), 0.0, 0.0), (nn.GELU(), 0.0, 0.0)]:
-        head = mlp_head(act)[2:]
-        assert lo <= check_head_numerically(head, z) <= hi
+def test_verdicts_from_the_graph():
+    head = mlp_head(nn.ReLU())
+    assert head_verdict(split_model(head, "1").head).kind == PIECEWISE_LINEAR
+    assert head_verdict(split_model(head, "4").head).kind == AFFINE   # Linear only
 
 
-def test_function_calls_in_head_are_checked():
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3)
-            self.fc = nn.Linear(72, 2)
+class Scaled(nn.Module):
+    """``x * parameter`` is linear in x; ``x * sigmoid(x)`` is not."""
 
-        def forward(self, x):
-            z = self.conv(x)
-            return self.fc(torch.flatten(torch.sigmoid(z) * 2, 1))
+    def __init__(self, gated: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.scale = nn.Parameter(torch.ones(1, 2, 1, 1))
+        self.fc = nn.Linear(72, 2)
+        self.gated = gated
 
-    split = split_model(M(), "conv")
-    bad = check_head_modules(split.head)
-    assert any("sigmoid" in b for b in bad) and len(bad) == 1
+    def forward(self, x):
+        z = self.conv(x)
+        z = z * torch.sigmoid(z) if self.gated else torch.relu(z * self.scale) / 2
+        return self.fc(torch.flatten(z, 1))
+
+
+def test_products_are_linear_only_with_one_moving_factor():
+    assert head_verdict(split_model(Scaled(False), "conv").head).kind == PIECEWISE_LINEAR
+    bad = head_verdict(split_model(Scaled(True), "conv").head)
+    assert bad.kind == NOT_PIECEWISE_LINEAR
+    assert bad.reasons == ("function 'sigmoid'", "function 'mul'")
 
 
 def test_unknown_layer_suggests_close_names(net):
@@ -88,7 +110,7 @@ def test_resnet_split_at_layer3_reproduces_the_model():
     model = torchvision.models.resnet18(num_classes=4).double().eval()
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     split = split_model(model, model.layer3)
-    assert not check_head_modules(split.head)  # residual blocks, BN, pooling: all PL
+    assert head_verdict(split.head).kind == PIECEWISE_LINEAR  # residual, BN, pooling
     with torch.no_grad():
         torch.testing.assert_close(split.head(split.features(x)), model(x))
 
@@ -112,14 +134,17 @@ def test_model_is_left_as_found(net, images):
     flags = [m.training for m in net.modules()]
     grads = [p.requires_grad for p in net.parameters()]
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules())
+    state = {k: v.clone() for k, v in net.state_dict().items()}
     it = RepresentativeInterpreter(net, "2", num_boundaries=10, progress=False).fit(images)
-    ri = it.explain(0)
-    ri.heatmap(images[:2])
+    region = it.explain(0)
+    for method in ("margin", "logprob"):
+        it.heatmap(region, images[:2], method)
     it.summarize(max_regions=1)
     assert [m.training for m in net.modules()] == flags
     assert [p.requires_grad for p in net.parameters()] == grads
     assert all(p.grad is None for p in net.parameters())
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules()) == hooks
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
     net.eval()
 
 
@@ -136,11 +161,10 @@ def test_interpreter_on_random_resnet18_split_at_layer3():
     model.fc = fc
     it = RepresentativeInterpreter(model, "layer3", num_boundaries=10, progress=False).fit(x)
     assert len(set(it.predictions_.tolist())) > 1
-    assert it.store_.prefix is None        # the head starts with a residual block
+    assert it.store_.projected is None     # the head starts with a residual block
     seed = int((it.predictions_ == it.predictions_.mode().values).nonzero()[0, 0])
-    ri = it.explain(seed)
-    with torch.no_grad():
-        z = it.features(x)
-    inside = ((z @ ri.weights.T + ri.biases) >= 0).all(1)
-    assert set(ri.members.tolist()) == set(inside.nonzero()[:, 0].tolist())
-    assert inside[seed] and ri.num_boundaries >= 1
+    region = it.explain(seed)
+    z = it.network_.features(x)
+    inside = ((z @ region.weights.T + region.biases) >= 0).all(1)
+    assert set(region.members.tolist()) == set(inside.nonzero()[:, 0].tolist())
+    assert inside[seed] and region.num_boundaries >= 1

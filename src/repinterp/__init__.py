@@ -2,15 +2,21 @@
 
 >>> from repinterp import RepresentativeInterpreter
 >>> interp = RepresentativeInterpreter(model, layer="features").fit(images)
->>> ri = interp.explain(0)
->>> ri.members[:10], ri.heatmap(images[ri.members[:10]])
-"""
-from .errors import UserError
-from .interpreter import RepresentativeInterpreter
-from .region import RegionExplanation
-from .split import NotPiecewiseLinearError, split_model
-from .summary import Summary, summarize
+>>> region = interp.explain(0)
+>>> region.members[:10], interp.heatmap(region, images[region.members[:10]])
 
-__all__ = ["NotPiecewiseLinearError", "RegionExplanation", "RepresentativeInterpreter",
-           "Summary", "UserError", "split_model", "summarize"]
-__version__ = "0.1.0"
+The method's core is :mod:`repinterp.core`; :mod:`repinterp.app` loads the user's
+images and models and writes reports; :mod:`repinterp.demo` is the built-in
+Fashion-MNIST demo; :mod:`repinterp.cli` is the command line.
+"""
+from .core.errors import NotFittedError, NotPiecewiseLinearError, UserError
+from .core.interpreter import RepresentativeInterpreter
+from .core.network import SplitNetwork
+from .core.region import Region
+from .core.split import head_verdict, layer_table, split_model, suggest_layer
+from .core.summary import ClassSummary, Summary
+
+__all__ = ["ClassSummary", "NotFittedError", "NotPiecewiseLinearError", "Region",
+           "RepresentativeInterpreter", "SplitNetwork", "Summary", "UserError",
+           "head_verdict", "layer_table", "split_model", "suggest_layer"]
+__version__ = "0.2.0"

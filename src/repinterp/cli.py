@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError, first_line
+from .core.errors import UserError, first_line
 
 __all__ = ["main"]
 
@@ -23,19 +23,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
     figures = run_demo(args.out or "out/demo", seed=args.seed, references=args.references,
                        coverage=args.coverage, max_regions=args.max_regions,
                        data_root=args.data, progress=not args.quiet)
     print(json.dumps(figures, indent=2))
-    return 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .study import run_evaluation
-    run_evaluation(args.out or "docs", quick=args.quick, seed=args.seed,
-                   archs=tuple(args.archs.split(",")), data_root=args.data,
-                   progress=not args.quiet)
     return 0
 
 
@@ -65,6 +57,9 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    "the demo architectures)")
     d.add_argument("--strict", action="store_true", help="fail on an unreadable file")
     d.add_argument("--heldout", default=None, help="held-out images to measure purity on")
+    d.add_argument("--class-names", default=None,
+                   help="file with one class name per line (default: the torchvision "
+                   "weights' categories for --weights-enum, else class indices)")
 
 
 def _parse_size(spec: str | None) -> tuple[int, int] | None:
@@ -79,20 +74,22 @@ def _parse_size(spec: str | None) -> tuple[int, int] | None:
     return (vals[0], vals[-1])
 
 
-def _load(args: argparse.Namespace):
-    """Model, references, optional held-out images, and the interpreter fitted on them."""
-    import warnings
-
-    from .interpreter import RepresentativeInterpreter
-    from .loading import expected_channels, load_images, load_model
-    from .models import ARCHS, DEMO_LAYERS
+def _model(args: argparse.Namespace):
+    """The model, and the name of its demo architecture (or None)."""
+    from .app.loading import load_model
+    from .demo.models import ARCHS
 
     model = load_model(arch=args.arch, weights=args.weights, num_classes=args.num_classes,
-                       model_file=args.model, trust_pickle=args.trust_pickle)
-    demo = next((name for name, cls in ARCHS.items() if type(model) is cls), None)
-    layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
-    if layer is None:
-        raise UserError("--layer is required (list the candidates with `repinterp layers`)")
+                       model_file=args.model, trust_pickle=args.trust_pickle, archs=ARCHS)
+    return model, next((name for name, cls in ARCHS.items() if type(model) is cls), None)
+
+
+def _references(args: argparse.Namespace, model, demo: str | None):
+    """The references, the held-out images (or None) and the loading options."""
+    import warnings
+
+    from .app.loading import expected_channels, load_images
+
     normalize = args.normalize or ("fashion-mnist" if demo else None)
     opts = dict(channels=expected_channels(model), size=_parse_size(args.size),
                 normalize=normalize, strict=args.strict)
@@ -102,60 +99,147 @@ def _load(args: argparse.Namespace):
         held = load_images(args.heldout, **opts) if args.heldout else None
     for w in caught:
         print(f"repinterp: warning: {w.message}", file=sys.stderr)
+    return refs, held, opts
+
+
+def _load(args: argparse.Namespace):
+    """The interpreter fitted on the references, the references, the held-out images,
+    the loading options and the demo architecture's name (or None)."""
+    from .core.interpreter import RepresentativeInterpreter
+    from .demo.models import DEMO_LAYERS
+
+    model, demo = _model(args)
+    layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
+    if layer is None:
+        raise UserError("--layer is required (list the candidates with `repinterp layers`)")
+    refs, held, opts = _references(args, model, demo)
     interp = RepresentativeInterpreter(model, layer, num_boundaries=args.num_boundaries,
                                        seed=args.seed, approximate=args.approximate,
                                        device=args.device, progress=not args.quiet)
     interp.fit(refs.images)
-    return interp, refs, held, opts
+    return interp, refs, held, opts, demo
 
 
-def _heldout_stats(interp, held, regions) -> dict:
-    from .report import heldout_stats
-    return heldout_stats(interp, interp.features(held.images), regions) if held else {}
+def _class_names(args: argparse.Namespace, demo: str | None) -> list[str] | None:
+    if args.class_names:
+        path = Path(args.class_names)
+        if not path.is_file():
+            raise UserError(f"{path} does not exist")
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        return [n for n in names if n]
+    if demo:
+        from .demo.data import FASHION_CLASSES
+        return FASHION_CLASSES
+    return None
+
+
+def _heldout_stats(interp, held, regions) -> list | None:
+    from .app.report import heldout_stats
+    if not held:
+        return None
+    feats = interp.network_.features(held.images)
+    return heldout_stats(regions, feats, interp.network_.logits(feats).argmax(1))
 
 
 def _meta(args: argparse.Namespace, interp, refs) -> dict:
-    return {"model": args.arch or args.model, "layer": interp.layer,
+    return {"model": args.arch or args.model, "layer": interp.layer_,
             "references": len(refs.names), "skipped_files": len(refs.skipped),
-            "approximate": interp.approximate, "seed": args.seed}
+            "approximate": interp.approximate_, "seed": args.seed}
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .loading import load_images
-    from .report import write_report
-    from .summary import ClassSummary, Summary
+    from .app.loading import load_images
+    from .app.report import write_report
+    from .core.summary import ClassSummary, Summary
 
-    interp, refs, held, opts = _load(args)
+    if args.summary:
+        return _explain_from_summary(args)
+    interp, refs, held, opts, demo = _load(args)
     seed_images = {}
     if args.image:
         image = load_images(args.image, **opts).images[0]
-        ri = interp.explain(image)
-        seed_images[id(ri)] = image
+        region = interp.explain(image)
+        seed_images[0] = image
         what = args.image
     else:
-        ri = interp.explain(args.seed_index)
+        region = interp.explain(args.seed_index)
         what = refs.names[args.seed_index]
-    stats = _heldout_stats(interp, held, [ri])
-    covered = int((interp.predictions_[ri.members] == ri.predicted_class).sum())
-    n_class = int((interp.predictions_ == ri.predicted_class).sum())
-    summary = Summary([ClassSummary(ri.predicted_class, n_class, [ri], covered)], 1.0, 1)
+    stats = _heldout_stats(interp, held, [region])
+    preds = interp.predictions_
+    covered = int((preds[region.members] == region.predicted_class).sum())
+    n_class = int((preds == region.predicted_class).sum())
+    summary = Summary([ClassSummary(region.predicted_class, n_class, [region], covered)],
+                      1.0, 1, layer=interp.layer_)
     out = Path(args.out or "out/explain")
-    write_report(out, summary, refs.images, stats=stats, names=refs.names,
-                 seed_images=seed_images, title=f"repinterp: region of {what}",
-                 meta=_meta(args, interp, refs))
-    print(f"region of {what} (class {ri.predicted_class}): {ri.size} members, "
-          f"{ri.num_boundaries} boundaries, delta {ri.delta}; report: {out / 'report.html'}")
+    write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
+                 names=refs.names, seed_images=seed_images,
+                 class_names=_class_names(args, demo),
+                 title=f"repinterp: region of {what}", meta=_meta(args, interp, refs))
+    print(f"region of {what} (class {region.predicted_class}): {region.size} members, "
+          f"{region.num_boundaries} boundaries, delta {region.delta}; "
+          f"report: {out / 'report.html'}")
+    return 0
+
+
+def _explain_from_summary(args: argparse.Namespace) -> int:
+    """``explain --summary DIR --image FILE``: the region of a saved summary that the image
+    falls in, without refitting."""
+    from .app.io import load_summary
+    from .app.loading import load_images
+    from .app.report import write_report
+    from .core.network import SplitNetwork
+    from .core.summary import ClassSummary, Summary
+
+    if not args.image:
+        raise UserError("explain --summary needs --image FILE")
+    summary = load_summary(args.summary)
+    model, demo = _model(args)
+    refs, _, opts = _references(args, model, demo)
+    expected = summary.meta.get("references")
+    if expected is not None and expected != len(refs.images):
+        raise UserError(f"the summary was made from {expected} references, --data gives "
+                        f"{len(refs.images)}; pass the same --data and --references")
+    net = SplitNetwork(model, summary.layer, approximate=bool(summary.meta.get(
+        "approximate")), device=args.device, progress=not args.quiet)
+    image = load_images(args.image, **opts).images[0]
+    z = net.features(image[None], progress=False)
+    pred = net.logits(z).argmax(1).cpu()
+    where = int(summary.locate_features(z, pred)[0])
+    names = _class_names(args, demo)
+    cname = names[int(pred)] if names and int(pred) < len(names) else str(int(pred))
+    if where < 0:
+        print(f"{args.image} (predicted {cname}) falls in none of the summary's regions "
+              "of its class")
+        return 0
+    region = summary.regions[where]
+    cs = next(c for c in summary.classes if c.cls == region.predicted_class)
+    one = Summary([ClassSummary(cs.cls, cs.n_images, [region], region.size)], 1.0, 1,
+                  layer=summary.layer, meta=summary.meta)
+    method = summary.meta.get("heatmap_method", "margin")
+    out = Path(args.out or "out/explain")
+    write_report(out, one, refs.images,
+                 heatmap=lambda r, imgs: net.heatmap(r, imgs, method),
+                 names=refs.names, seed_images={0: image} if region.seed_index is None
+                 else None, class_names=names, title=f"repinterp: region of {args.image}",
+                 meta={"image": args.image, "summary": str(args.summary),
+                       "region": where + 1, "layer": summary.layer})
+    print(f"{args.image} (predicted {cname}) falls in region {where + 1} of the summary: "
+          f"{region.size} members; report: {out / 'report.html'}")
     return 0
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .app.io import save_summary
+    from .app.report import write_report
 
-    interp, refs, held, _ = _load(args)
+    interp, refs, held, _, demo = _load(args)
     summary = interp.summarize(coverage=args.coverage, max_regions=args.max_regions)
+    summary.meta.update(model=args.arch or args.model, data=args.data)
     stats = _heldout_stats(interp, held, summary.regions)
     out = Path(args.out or "out/summary")
-    write_report(out, summary, refs.images, stats=stats, names=refs.names,
+    save_summary(out / "summary.pt", summary)
+    write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
+                 names=refs.names, class_names=_class_names(args, demo),
                  title="repinterp summary", meta=_meta(args, interp, refs))
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
           f"report: {out / 'report.html'}")
@@ -163,16 +247,19 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    from .loading import load_model
-    from .split import layer_table
+    from .core.split import layer_table, suggest_layer
 
-    model = load_model(arch=args.arch, weights=args.weights, num_classes=args.num_classes,
-                       model_file=args.model, trust_pickle=args.trust_pickle)
+    model, _ = _model(args)
     rows = layer_table(model)
-    width = max(len(r[0]) for r in rows) if rows else 10
-    print(f"{'layer':{width}}  {'type':18}  head after it")
-    for name, kind, status in rows:
-        print(f"{name:{width}}  {kind:18}  {status}")
+    best = suggest_layer(model, rows)
+    width = max(len(r.name) for r in rows) if rows else 10
+    print(f"  {'layer':{width}}  {'type':18}  head after it")
+    for r in rows:
+        mark = "*" if r.name == best else " "
+        print(f"{mark} {r.name:{width}}  {r.type:18}  {r.describe()}")
+    print(f"suggested layer: {best}" if best else
+          "no layer leaves a piecewise-linear head with a kink; --approximate accepts "
+          "other heads")
     return 0
 
 
@@ -195,19 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-regions", type=int, default=6, help="regions per class at most")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("evaluate", help="the paper's AD/AI protocol against CAM baselines")
-    _common(p)
-    p.add_argument("--data", default=None, help="directory with the Fashion-MNIST IDX files")
-    p.add_argument("--quick", action="store_true", help="small run (one model, 20 seeds)")
-    p.add_argument("--archs", default="vgg,resnet", help="demo architectures, comma separated")
-    p.set_defaults(func=_cmd_evaluate)
-
     p = sub.add_parser("explain", help="the region of one seed image")
     _common(p)
     _inputs(p)
     seed = p.add_mutually_exclusive_group()
     seed.add_argument("--seed-index", type=int, default=0, help="index of the seed image")
     seed.add_argument("--image", default=None, help="an outside image file as the seed")
+    p.add_argument("--summary", default=None, help="with --image: a summary directory "
+                   "(or its summary.pt) to locate the image in, without refitting")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("summarize", help="peel every predicted class into regions")
@@ -217,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-regions", type=int, default=6, help="regions per class at most")
     p.set_defaults(func=_cmd_summarize)
 
-    p = sub.add_parser("layers", help="candidate layers and whether the head is PL")
+    p = sub.add_parser("layers", help="candidate layers, the verdict on the head after "
+                       "each, and a suggestion")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _inputs(p, data=False)
     p.set_defaults(func=_cmd_layers)

@@ -1,11 +1,20 @@
 """Exceptions that carry a message meant for the user."""
 from __future__ import annotations
 
-__all__ = ["UserError", "first_line"]
+__all__ = ["NotFittedError", "NotPiecewiseLinearError", "UserError", "first_line"]
 
 
 class UserError(ValueError):
     """Bad input or usage: the CLI prints the message on one line and exits with 2."""
+
+
+class NotFittedError(UserError, AttributeError):
+    """A method that needs :meth:`fit` was called before it (as scikit-learn's
+    ``NotFittedError``: both a ``ValueError`` and an ``AttributeError``)."""
+
+
+class NotPiecewiseLinearError(UserError):
+    """The head after the chosen layer is not piecewise linear."""
 
 
 def first_line(exc: BaseException) -> str:

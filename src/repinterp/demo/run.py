@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from ..app.io import save_summary
+from ..app.report import heldout_stats, write_report
+from ..core.interpreter import RepresentativeInterpreter
 from .data import FASHION_CLASSES, load_fashion_mnist
-from .interpreter import RepresentativeInterpreter
 from .models import load_demo_model
-from .report import heldout_stats, write_report
 
 __all__ = ["run_demo"]
 
@@ -36,18 +37,20 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     interp = RepresentativeInterpreter(model, "features", num_boundaries=num_boundaries,
                                        seed=seed, progress=progress).fit(refs)
     summary = interp.summarize(coverage=coverage, max_regions=max_regions)
-    test_feats = interp.features(x_test)
-    stats = heldout_stats(interp, test_feats, summary.regions)
+    net = interp.network_
+    test_feats = net.features(x_test)
+    test_preds = net.logits(test_feats).argmax(1).cpu()
+    stats = heldout_stats(summary.regions, test_feats, test_preds)
 
-    inside = sum(s.inside for s in stats.values())
-    agree = sum(s.inside * s.purity for s in stats.values() if s.purity is not None)
+    inside = sum(s.inside for s in stats)
+    agree = sum(s.inside * s.purity for s in stats if s.purity is not None)
     union = torch.zeros(len(x_test), dtype=torch.bool)
-    for ri in summary.regions:
-        union |= ri.contains_features(test_feats).cpu()
+    for region in summary.regions:
+        union |= region.contains_features(test_feats).cpu()
     figures = {
         "model": f"{meta['arch']} trained {meta['epochs']} epochs, seed {meta['seed']}",
         "test_accuracy": round(meta["test_accuracy"], 4),
-        "layer": interp.layer, "references": len(refs), "num_boundaries": num_boundaries,
+        "layer": interp.layer_, "references": len(refs), "num_boundaries": num_boundaries,
         "seed": seed, "regions": len(summary.regions),
         "regions_per_class": {FASHION_CLASSES[c.cls]: len(c.regions) for c in summary},
         "coverage_per_class": {FASHION_CLASSES[c.cls]: round(c.coverage, 4) for c in summary},
@@ -56,8 +59,11 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     }
     figures["seconds"] = round(time.perf_counter() - start, 1)
     names = [f"train[{i}]" for i in idx.tolist()]
-    report = write_report(out, summary, refs, class_names=FASHION_CLASSES, stats=stats,
-                          names=names, title="repinterp demo: Fashion-MNIST", meta=figures)
+    summary.meta.update(model=figures["model"], data="fashion-mnist train")
+    save_summary(Path(out) / "summary.pt", summary)
+    report = write_report(out, summary, refs, heatmap=interp.heatmap,
+                          class_names=FASHION_CLASSES, stats=stats, names=names,
+                          title="repinterp demo: Fashion-MNIST", meta=figures)
     log(f"{len(summary.regions)} regions; held-out purity {figures['heldout_pooled_purity']}; "
         f"report: {report}")
     return figures

@@ -1,15 +1,16 @@
 import math
 
 import numpy as np
+import pytest
 import torch
+from protocol import cam_weights, evaluate_seeds, reused_cam
 from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
-
-from repinterp import RepresentativeInterpreter
-from repinterp.evaluation import (average_drop_increase, cam_weights, evaluate_seeds,
-                                  keep_top, paired_ci, reused_cam)
+from torch import nn
 
 from conftest import tiny_cnn, tiny_images
+from repinterp import RepresentativeInterpreter
+from repinterp.core.metrics import average_drop_increase, keep_top, paired_ci
 
 
 def test_keep_top_keeps_exactly_the_top_share():
@@ -64,14 +65,44 @@ def test_paired_ci():
     assert mean == 1.0 and lo == 1.0 and hi == 1.0
 
 
-def test_protocol_runs_on_tiny_model():
+def test_drop_and_increase_on_known_probabilities():
+    """Two classes, logits (x, 0): Y_0 = sigmoid(x). Image 0: Y 3/4 -> 1/2 (drop 1/3);
+    image 1: 1/2 -> 3/4 (increase); image 2: unchanged (neither)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(1, 2)).double()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0], [0.0]]))
+        model[1].bias.zero_()
+    log3 = math.log(3.0)
+    x = torch.tensor([[log3], [0.0], [1.0]], dtype=torch.float64).view(3, 1, 1, 1)
+    masked = torch.tensor([[0.0], [log3], [1.0]], dtype=torch.float64).view(3, 1, 1, 1)
+    drop, inc = average_drop_increase(model, x, masked, 0)
+    torch.testing.assert_close(drop, torch.tensor([1 / 3, 0.0, 0.0], dtype=torch.float64),
+                               rtol=0, atol=1e-15)
+    assert inc.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_protocol_scores_are_the_metric_on_the_retrieved_images():
+    """One seed, k = 5: the RI row is the mean drop of the region heat map over the five
+    nearest unseen images of the region, and the Grad-CAM row the same for the seed's
+    weights reused on the five Euclidean neighbours."""
     model = tiny_cnn(0, dtype=torch.float32)
     refs, unseen = tiny_images(0, 200, torch.float32), tiny_images(5, 100, torch.float32)
     it = RepresentativeInterpreter(model, "2", num_boundaries=10, progress=False).fit(refs)
-    res = evaluate_seeds(it, refs, unseen, [0, 1, 2], ks=(5, 10), progress=False)
-    t = res.table()
-    assert {"RI (lineage)", "Grad-CAM (reused)", "Grad-CAM++ (reused)", "Score-CAM (reused)",
-            "RI retrieval + Grad-CAM++ (reused)", "own Grad-CAM++ (RI retrieval)"} <= set(t)
-    for row in t.values():
-        for ad, ai in row.values():
-            assert (0 <= ad <= 100 and 0 <= ai <= 100) or math.isnan(ad)
+    res = evaluate_seeds(it, refs, unseen, [3], ks=(5,), heatmaps=("margin",),
+                         cams=("Grad-CAM",), extra_rows=False, progress=False)
+    region = it.explain(3)
+    idx, _ = it.rank(region, unseen)
+    idx = idx[:5]
+    assert len(idx) == 5
+    x = unseen[idx]
+    drop, inc = average_drop_increase(model, x, keep_top(x, it.heatmap(region, x)),
+                                      region.predicted_class)
+    assert res.ad["RI (margin)"][5][0] == pytest.approx(float(drop.mean()), abs=1e-6)
+    assert res.ai["RI (margin)"][5][0] == pytest.approx(float(inc.mean()), abs=1e-12)
+    feats = it.network_.features(unseen)
+    eu = torch.cdist(it.features_[3:4], feats)[0].topk(5, largest=False).indices
+    w = cam_weights("Grad-CAM", model, model[1], refs[3], region.predicted_class)
+    xe = unseen[eu]
+    heat = reused_cam(w, it.network_.unflatten(feats[eu]), (8, 8))
+    drop, _ = average_drop_increase(model, xe, keep_top(xe, heat), region.predicted_class)
+    assert res.ad["Grad-CAM (reused)"][5][0] == pytest.approx(float(drop.mean()), abs=1e-6)

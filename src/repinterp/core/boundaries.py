@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Boundaries", "bisect_segments", "bisect_to_boundary", "boundaries_at", "orient",
+__all__ = ["Boundaries", "bisect_segments", "bisect_to_boundary", "boundaries_at", "flip",
            "orientation"]
 
 
@@ -33,7 +33,7 @@ class Boundaries:
     def __len__(self) -> int:
         return self.weights.shape[0]
 
-    def select(self, idx: torch.Tensor) -> "Boundaries":
+    def select(self, idx: torch.Tensor) -> Boundaries:
         return Boundaries(self.weights[idx], self.biases[idx], self.points[idx],
                           self.pairs[idx])
 
@@ -97,12 +97,18 @@ def bisect_to_boundary(head: nn.Module, origin: torch.Tensor, targets: torch.Ten
     return origin + bisect_segments(head, origin, targets, cls, shape, **kw) * (targets - origin)
 
 
-def orientation(b: Boundaries, z0: torch.Tensor) -> torch.Tensor:
-    """``[Q]`` signs: +1 where ``z0`` is on the non-negative side of a boundary, else -1."""
-    return torch.where(b.weights @ z0.to(b.weights) + b.biases >= 0, 1.0, -1.0).to(b.weights)
+def flip(b: Boundaries, signs: torch.Tensor) -> Boundaries:
+    """Multiply each boundary by its sign (``[Q]``, +1 or -1). A flipped boundary's class
+    pair is swapped too, so that ``weights[q]`` stays ``grad (G_c1 - G_c2)`` for
+    ``(c1, c2) = pairs[q]``."""
+    s = signs.to(b.weights)
+    swap = (signs < 0).to(b.pairs.device)[:, None]
+    return Boundaries(b.weights * s[:, None], b.biases * s, b.points,
+                      torch.where(swap, b.pairs.flip(1), b.pairs))
 
 
-def orient(b: Boundaries, z0: torch.Tensor) -> Boundaries:
-    """Flip boundaries so that ``z0`` lies on the non-negative side of each."""
-    sign = orientation(b, z0)
-    return Boundaries(b.weights * sign[:, None], b.biases * sign, b.points, b.pairs)
+def orientation(seed_values: torch.Tensor) -> torch.Tensor:
+    """``[Q]`` signs that put the seed on the non-negative side of every boundary, from
+    its side values ``w . psi(x) + b`` as membership computes them (so that the seed
+    always lies in its own region, whatever the rounding)."""
+    return torch.where(seed_values >= 0, 1.0, -1.0).to(seed_values.dtype)

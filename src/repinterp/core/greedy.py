@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Selection", "select_boundaries", "min_feasible_delta"]
+__all__ = ["Selection", "count_dtype", "min_feasible_delta", "select_boundaries"]
 
 EPS1 = 1e-5
 EPS2 = 1e-10
@@ -50,6 +50,11 @@ class Selection:
     covered: torch.Tensor
 
 
+def count_dtype(n: int) -> torch.dtype:
+    """The float dtype in which sums of ``n`` zeros and ones are exact."""
+    return torch.float32 if n < 2 ** 24 else torch.float64
+
+
 def min_feasible_delta(sides: torch.Tensor, same: torch.Tensor) -> int:
     """Other-class images that no subset of the boundaries can exclude."""
     return int((sides.all(1) & ~same).sum())
@@ -74,7 +79,8 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
 
     Notes
     -----
-    Each step is one ``[2, N] x [N, Q]`` float32 product (exact for counts < 2**24).
+    Each step is one ``[2, N] x [N, Q]`` product of 0/1 matrices: in float32 below
+    ``2**24`` images (every count exact), in float64 above (exact below ``2**53``).
     """
     sides = torch.as_tensor(sides, dtype=torch.bool)
     same = torch.as_tensor(same, dtype=torch.bool)
@@ -90,10 +96,11 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
         delta = min_delta
 
     # Only the images still covered matter: each step works on them alone and drops the
-    # ones the chosen boundary excludes. Counts stay below 2**24, so float32 is exact.
+    # ones the chosen boundary excludes.
+    dtype = count_dtype(n)
     rows_sides = sides
-    excl = (~sides).to(torch.float32)                       # [n_covered, Q]
-    groups = torch.stack([same, ~same]).to(torch.float32)   # [2, n_covered]
+    excl = (~sides).to(dtype)                               # [n_covered, Q]
+    groups = torch.stack([same, ~same]).to(dtype)           # [2, n_covered]
     chosen: list[int] = []
     while int(groups[1].sum()) > delta:
         new_same, new_diff = groups @ excl                  # [2, Q]

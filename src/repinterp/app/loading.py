@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import difflib
+import gzip
 import os
+import struct
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError, first_line
+from ..core.errors import UserError, first_line
 
-__all__ = ["ImageSet", "NORMALIZATIONS", "expected_channels", "load_images", "load_model",
-           "parse_normalize"]
+__all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "expected_channels", "load_images",
+           "load_model", "parse_normalize", "read_idx"]
 
 NORMALIZATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -53,6 +56,26 @@ def parse_normalize(spec: str | None, channels: int) -> tuple[tuple[float, ...],
         raise UserError(f"normalisation {spec!r} has {len(mean)} channels, the images {channels}")
     return mean, std
 
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+               0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype_code not in _IDX_DTYPES:
+            raise ValueError("bad magic number")
+        shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        arr = np.frombuffer(data, dtype=_IDX_DTYPES[dtype_code], offset=4 + 4 * ndim)
+        return arr.reshape(shape)
+    except (OSError, ValueError, struct.error, EOFError) as exc:
+        raise UserError(f"{path} is not a readable IDX file ({exc})") from exc
 
 def _to_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
     """``[N, C, H, W]`` float array converted to ``channels`` (gray <-> RGB)."""
@@ -151,6 +174,8 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
         mode = {1: "L", 3: "RGB"}.get(channels or 0)
         arrays, names = [], []
         for f in files:
+            if limit is not None and len(arrays) >= limit:
+                break  # --references N: read only as many files as needed
             try:
                 a = _read_image_file(f, mode)
             except ValueError as exc:
@@ -186,7 +211,6 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
                 data = data[key]
             arr = _array_images(data, str(path))
         elif "idx" in name or "ubyte" in name:
-            from .data import read_idx
             arr = _array_images(read_idx(path), str(path))
         else:
             try:
@@ -219,15 +243,17 @@ def _torchvision_archs() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def build_arch(arch: str, num_classes: int | None) -> nn.Module:
-    """A randomly initialised model: a demo architecture or any torchvision classifier."""
-    from .models import ARCHS
+def build_arch(arch: str, num_classes: int | None,
+               archs: Mapping[str, Callable[..., nn.Module]] | None = None) -> nn.Module:
+    """A randomly initialised model: one of ``archs`` (name -> constructor taking
+    ``num_classes``) or any torchvision classifier."""
+    archs = archs or {}
     kwargs = {"num_classes": num_classes} if num_classes else {}
-    if arch in ARCHS:
-        return ARCHS[arch](**kwargs)
+    if arch in archs:
+        return archs[arch](**kwargs)
     names = _torchvision_archs()
     if arch not in names:
-        close = difflib.get_close_matches(arch, names + sorted(ARCHS), n=3)
+        close = difflib.get_close_matches(arch, names + sorted(archs), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown architecture {arch!r}{hint}")
     import torchvision
@@ -239,18 +265,20 @@ def build_arch(arch: str, num_classes: int | None) -> nn.Module:
 
 def load_model(*, arch: str | None = None, weights: str | None = None,
                num_classes: int | None = None, model_file: str | None = None,
-               trust_pickle: bool = False) -> nn.Module:
+               trust_pickle: bool = False,
+               archs: Mapping[str, Callable[..., nn.Module]] | None = None) -> nn.Module:
     """The user's model, in eval mode.
 
-    * ``arch`` (+ ``weights``, a state dict, loaded with ``weights_only=True``): a demo
-      architecture (``vgg``, ``resnet``) or a torchvision name such as ``resnet18``.
-    * ``model_file``: a TorchScript file, a state dict of a demo architecture, or a whole
+    * ``arch`` (+ ``weights``, a state dict, loaded with ``weights_only=True``): one of
+      ``archs`` (the CLI passes the demo architectures ``vgg``, ``resnet``) or a
+      torchvision name such as ``resnet18``.
+    * ``model_file``: a TorchScript file, a state dict of one of ``archs``, or a whole
       pickled model only when ``trust_pickle`` is set (unpickling runs arbitrary code).
     """
     if (arch is None) == (model_file is None):
         raise UserError("give either --arch NAME [--weights FILE] or --model FILE")
     if arch is not None:
-        model = build_arch(arch, num_classes)
+        model = build_arch(arch, num_classes, archs)
         if weights:
             state = _load_weights_only(Path(weights))
             if isinstance(state, dict) and "state_dict" in state and isinstance(
@@ -281,7 +309,7 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
     if not trust_pickle:
         obj = _load_weights_only(path)
         if isinstance(obj, dict):
-            demo = _match_demo_arch(obj, num_classes)
+            demo = _match_arch(obj, num_classes, archs or {})
             if demo is not None:
                 return demo.eval()
         kind = "a state dict: pass --arch NAME --weights FILE" if isinstance(obj, dict) \
@@ -296,10 +324,10 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
     return model.eval()
 
 
-def _match_demo_arch(state: dict, num_classes: int | None) -> nn.Module | None:
-    """A demo architecture (as trained by this project) that the state dict fits."""
-    from .models import ARCHS
-    for cls in ARCHS.values():
+def _match_arch(state: dict, num_classes: int | None,
+               archs: Mapping[str, Callable[..., nn.Module]]) -> nn.Module | None:
+    """One of ``archs`` (e.g. the demo architectures) that the state dict fits."""
+    for cls in archs.values():
         model = cls(num_classes=num_classes or 10)
         try:
             model.load_state_dict(state)

@@ -1,4 +1,7 @@
-"""`repinterp evaluate`: the paper's protocol on the demo models, written under ``docs/``.
+"""The paper's protocol on the demo models, written under ``docs/`` (``make evaluate``):
+
+    python benchmarks/evaluate.py --out docs [--quick]
+
 
 Seeds are reference indices drawn from one permutation: the first ``dev_seeds`` choose
 the default heat map (on the first architecture only), the next ``seeds`` are reported.
@@ -6,22 +9,22 @@ The two sets never overlap, so no reported number was tuned on.
 """
 from __future__ import annotations
 
+import argparse
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
+from protocol import CAM_METHODS, KS, EvalResult, evaluate_seeds
 
-from .data import load_fashion_mnist
-from .evaluation import CAM_METHODS, KS, EvalResult, evaluate_seeds, paired_ci
-from .heatmap import METHODS as HEATMAPS
-from .interpreter import RepresentativeInterpreter
-from .io import write_bytes, write_json, write_text
-from .models import DEMO_LAYERS, load_demo_model
-
-__all__ = ["choose_heatmap", "run_evaluation"]
+from repinterp import RepresentativeInterpreter
+from repinterp.app.io import write_bytes, write_json, write_text
+from repinterp.core.heatmap import METHODS as HEATMAPS
+from repinterp.core.metrics import paired_ci
+from repinterp.demo.data import load_fashion_mnist
+from repinterp.demo.models import DEMO_LAYERS, load_demo_model
 
 
 def choose_heatmap(res: EvalResult) -> str:
@@ -70,7 +73,8 @@ def _plot(res: EvalResult, rows: list[str], title: str) -> bytes:
     for r in rows:
         axes[0].plot(res.ks, [t[r][k][0] for k in res.ks], marker="o", label=r)
         axes[1].plot(res.ks, [t[r][k][1] for k in res.ks], marker="o", label=r)
-    for ax, name in zip(axes, ["mAD (%) - lower is better", "mAI (%) - higher is better"]):
+    for ax, name in zip(axes, ["mAD (%) - lower is better", "mAI (%) - higher is better"],
+                        strict=True):
         ax.set_xlabel("k (retrieved unseen images)")
         ax.set_title(name)
         ax.set_xticks(res.ks)
@@ -115,7 +119,7 @@ def run_evaluation(out: str | Path = "docs", *, quick: bool = False, seed: int =
                                   "mask_value": "0 in normalised input space (dataset mean)",
                                   "quick": quick, "seed": seed}, "models": {}}
     md = ["# Evaluation results (generated)\n",
-          f"Command: `repinterp evaluate{' --quick' if quick else ''} --out {out}`. "
+          f"Command: `python benchmarks/evaluate.py{' --quick' if quick else ''} --out {out}`. "
           f"{n_refs} reference images (training split), unseen images: the 10,000 test "
           f"images, {n_dev} development seeds (choose the heat map), {n_seeds} reported "
           "seeds (disjoint). Numbers are percentages.\n"]
@@ -138,15 +142,15 @@ def run_evaluation(out: str | Path = "docs", *, quick: bool = False, seed: int =
                              progress=progress)
         ri_row = f"RI ({default})"
         comp_md, comp = _comparisons(res, ri_row)
-        results["models"][arch] = dict(_serialise(res), comparisons=comp, layer=interp.layer,
+        results["models"][arch] = dict(_serialise(res), comparisons=comp, layer=interp.layer_,
                                        test_accuracy=meta["test_accuracy"])
         rows = [ri_row, *(f"{c} (reused)" for c in CAM_METHODS),
                 "RI retrieval + Grad-CAM++ (reused)", "own Grad-CAM++ (RI retrieval)"]
         plot = f"evaluation-{arch}{'-quick' if quick else ''}.png"
         write_bytes(out / plot, _plot(res, rows, f"{arch} (test acc "
                                       f"{100 * meta['test_accuracy']:.1f}%), split at "
-                                      f"{interp.layer}, {n_seeds} seeds"))
-        md += [f"## {arch}, split at `{interp.layer}`, test accuracy "
+                                      f"{interp.layer_}, {n_seeds} seeds"))
+        md += [f"## {arch}, split at `{interp.layer_}`, test accuracy "
                f"{100 * meta['test_accuracy']:.2f}%, {n_seeds} reported seeds\n",
                _tables(res), f"\nPaired differences over seeds, RI = `{ri_row}`, 95% "
                "bootstrap CI (10,000 resamples):\n\n", comp_md,
@@ -160,3 +164,16 @@ def run_evaluation(out: str | Path = "docs", *, quick: bool = False, seed: int =
     write_text(out / f"evaluation-results{suffix}.md", "\n".join(md))
     log(f"wrote {out / f'evaluation-results{suffix}.md'} in {results['seconds']} s")
     return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs")
+    parser.add_argument("--quick", action="store_true", help="one model, 20 seeds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--archs", default="vgg,resnet")
+    parser.add_argument("--data", default=None, help="Fashion-MNIST IDX directory")
+    parser.add_argument("--quiet", action="store_true")
+    a = parser.parse_args()
+    run_evaluation(a.out, quick=a.quick, seed=a.seed, archs=tuple(a.archs.split(",")),
+                   data_root=a.data, progress=not a.quiet)

@@ -2,27 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .io import atomic_path, write_json
+from ..app.io import atomic_path, write_json
+from ..core.errors import UserError
+from .data import cache_dir, load_fashion_mnist
 
-__all__ = ["ARCHS", "DEMO_LAYERS", "FashionResNet", "FashionVGG", "cache_dir", "evaluate_accuracy", "load_demo_model",
-           "train_classifier"]
-
-
-def cache_dir() -> Path:
-    """``$REPINTERP_CACHE``, else ``$XDG_CACHE_HOME/repinterp``, else ``~/.cache/repinterp``."""
-    if os.environ.get("REPINTERP_CACHE"):
-        return Path(os.environ["REPINTERP_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "repinterp"
+__all__ = ["ARCHS", "DEMO_LAYERS", "FashionResNet", "FashionVGG", "evaluate_accuracy",
+           "load_demo_model", "train_classifier"]
 
 
 class FashionVGG(nn.Module):
@@ -126,8 +117,6 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
     Returns the model (eval mode) and its metadata: training settings, measured test
     accuracy and training time. The cache key holds every setting.
     """
-    from .data import load_fashion_mnist
-
     settings = {"arch": arch, "seed": seed, "epochs": epochs, "lr": 3e-3,
                 "batch_size": 128, "dataset": "fashion-mnist"}
     key = f"{arch}-e{epochs}-s{seed}"
@@ -135,8 +124,9 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
     meta_file = weights.with_suffix(".json")
     if arch not in ARCHS:
         raise UserError(f"unknown demo architecture {arch!r}; choose from {sorted(ARCHS)}")
-    torch.manual_seed(seed)
-    model = ARCHS[arch]()
+    with torch.random.fork_rng():  # seeded initial weights; the caller's RNG is untouched
+        torch.manual_seed(seed)
+        model = ARCHS[arch]()
     if weights.exists() and meta_file.exists() and not retrain:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return model.eval(), json.loads(meta_file.read_text())

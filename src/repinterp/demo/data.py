@@ -1,18 +1,17 @@
 """Fashion-MNIST (and any MNIST-style IDX files) as normalised tensors."""
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..app.loading import read_idx
+from ..core.errors import UserError
 
-__all__ = ["FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "DEFAULT_DATA_DIRS",
-           "find_fashion_mnist", "load_fashion_mnist", "read_idx"]
+__all__ = ["FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "DEFAULT_DATA_DIRS", "cache_dir",
+           "find_fashion_mnist", "load_fashion_mnist"]
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                    "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -21,25 +20,6 @@ FASHION_STD = 0.3530
 DEFAULT_DATA_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
-           0x0E: ">f8"}
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a numpy array."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype_code not in _DTYPES:
-            raise ValueError("bad magic number")
-        shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-        arr = np.frombuffer(data, dtype=_DTYPES[dtype_code], offset=4 + 4 * ndim)
-        return arr.reshape(shape)
-    except (OSError, ValueError, struct.error, EOFError) as exc:
-        raise UserError(f"{path} is not a readable IDX file ({exc})") from exc
 
 
 def _find_file(root: Path, stem: str) -> Path | None:
@@ -58,16 +38,19 @@ def find_fashion_mnist(root: str | os.PathLike | None = None) -> Path | None:
         dirs = [Path(root)]
     else:
         env = os.environ.get("REPINTERP_DATA")
-        dirs = ([Path(env)] if env else []) + DEFAULT_DATA_DIRS + [_cache_dir() / "fashion-mnist"]
+        dirs = ([Path(env)] if env else []) + DEFAULT_DATA_DIRS + [cache_dir() / "fashion-mnist"]
     for d in dirs:
         if all(_find_file(d, f) for pair in _FILES.values() for f in pair):
             return d
     return None
 
 
-def _cache_dir() -> Path:
-    from .models import cache_dir
-    return cache_dir()
+def cache_dir() -> Path:
+    """``$REPINTERP_CACHE``, else ``$XDG_CACHE_HOME/repinterp``, else ``~/.cache/repinterp``."""
+    if os.environ.get("REPINTERP_CACHE"):
+        return Path(os.environ["REPINTERP_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "repinterp"
 
 
 def _download(dest: Path) -> Path:
@@ -103,7 +86,7 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = No
             raise UserError(
                 f"no Fashion-MNIST IDX files in {root or 'the default places'}; install "
                 "Debian's `dataset-fashion-mnist` or pass --data DIR with the IDX files")
-        where = _download(_cache_dir() / "fashion-mnist")
+        where = _download(cache_dir() / "fashion-mnist")
         where = find_fashion_mnist(where) or where
     img_file, lab_file = (_find_file(where, f) for f in _FILES[split])
     images = torch.from_numpy(read_idx(img_file).astype(np.float32) / 255.0).unsqueeze(1)

@@ -1,5 +1,5 @@
-"""The paper's evaluation protocol (METHOD §5): Average Drop and Average Increase of
-heat maps on *unseen* images retrieved for a seed.
+"""The paper's evaluation protocol (METHOD §5), benchmark code outside the library:
+Average Drop and Average Increase of heat maps on *unseen* images retrieved for a seed.
 
 For a seed ``x`` of predicted class ``c``:
 
@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,13 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .heatmap import METHODS as HEATMAPS
-from .interpreter import RepresentativeInterpreter
-from .split import inference_mode
+from repinterp import RepresentativeInterpreter
+from repinterp.core.errors import UserError
+from repinterp.core.heatmap import METHODS as HEATMAPS
+from repinterp.core.metrics import average_drop_increase, keep_top
+from repinterp.core.network import inference_mode
 
-__all__ = ["CAM_METHODS", "EvalResult", "average_drop_increase", "cam_weights",
-           "evaluate_seeds", "keep_top", "paired_ci", "reused_cam"]
+__all__ = ["CAM_METHODS", "KS", "EvalResult", "cam_weights", "evaluate_seeds", "own_cam",
+           "reused_cam"]
 
 KS = (5, 10, 20, 50)
 
@@ -54,35 +54,8 @@ def _cam_classes() -> dict[str, type]:
 CAM_METHODS = ("Grad-CAM", "Grad-CAM++", "Score-CAM")
 
 
-def keep_top(images: torch.Tensor, heat: torch.Tensor, keep: float = 0.2,
-             baseline: float = 0.0) -> torch.Tensor:
-    """Keep the ``keep`` share of pixels with the highest heat (``ceil(keep * H * W)``
-    pixels, ties by index), set the rest of every channel to ``baseline``."""
-    n, _, h, w = images.shape
-    m = math.ceil(keep * h * w)
-    idx = heat.reshape(n, -1).topk(m, dim=1, sorted=False).indices
-    mask = torch.zeros(n, h * w, dtype=torch.bool, device=images.device)
-    mask.scatter_(1, idx.to(images.device), True)
-    mask = mask.view(n, 1, h, w)
-    return torch.where(mask, images, torch.full_like(images, baseline))
 
 
-@torch.no_grad()
-def average_drop_increase(model: nn.Module, images: torch.Tensor, masked: torch.Tensor,
-                          cls: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image: ``max(0, Y - Y') / Y`` and ``1[Y < Y']`` for class ``cls``.
-
-    ``max(0, Y - Y') / Y = max(0, 1 - exp(log Y' - log Y))``, computed from float64
-    log-softmax so that probabilities near 1 stay distinct.
-    """
-    with inference_mode(model):
-        y = model(images).double().log_softmax(1)
-        y2 = model(masked).double().log_softmax(1)
-    c = torch.as_tensor(cls).expand(len(images)).to(y.device)
-    lp, lp2 = y.gather(1, c[:, None])[:, 0], y2.gather(1, c[:, None])[:, 0]
-    # in float64 log space: a float32 softmax rounds confident images to exactly 1.0,
-    # where no increase could ever be seen
-    return (1 - (lp2 - lp).exp()).clamp_min(0), (lp < lp2).double()
 
 
 def cam_weights(method: str, model: nn.Module, layer: nn.Module, image: torch.Tensor,
@@ -139,21 +112,11 @@ class EvalResult:
                 for r in self.ad}
 
 
-def paired_ci(a: np.ndarray, b: np.ndarray, *, n_boot: int = 10000, seed: int = 0,
-              level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``a - b`` over seeds where both are defined, and its bootstrap CI."""
-    ok = ~(np.isnan(a) | np.isnan(b))
-    d = (a - b)[ok]
-    if len(d) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return float(d.mean()), float(lo), float(hi)
 
 
 def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
-                   unseen: torch.Tensor, seeds: list[int], *, ks: tuple[int, ...] = KS, keep: float = 0.2,
+                   unseen: torch.Tensor, seeds: list[int], *, ks: tuple[int, ...] = KS,
+                   keep: float = 0.2,
                    heatmaps: tuple[str, ...] = HEATMAPS, cams: tuple[str, ...] = CAM_METHODS,
                    extra_rows: bool = True, progress: bool = True,
                    log: Callable[[str], None] | None = None) -> EvalResult:
@@ -164,13 +127,13 @@ def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
     and with ``extra_rows`` ``RI retrieval + Grad-CAM++ (reused)`` and ``own Grad-CAM++``
     on RI's retrieval.
     """
-    interp._check_fitted()
     model = interp.model
-    layer = model.get_submodule(interp.layer)
+    layer = model.get_submodule(interp.layer_)
+    net = interp.network_
     kmax = max(ks)
     size = tuple(unseen.shape[-2:])
-    feats = interp.features(unseen, progress=progress)      # [M, D]
-    fmap = feats.view(-1, *interp.shape_)
+    feats = net.features(unseen, progress=progress)      # [M, D]
+    fmap = net.unflatten(feats)
     res = EvalResult(seeds=list(seeds), ks=tuple(ks))
     rows: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     n_ri: list[int] = []
@@ -180,22 +143,24 @@ def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
         if len(idx) == 0:
             rows.setdefault(name, []).append((np.zeros(0), np.zeros(0)))
             return
-        x = unseen[idx.cpu()].to(interp.device, interp.dtype)
+        x = unseen[idx.cpu()].to(net.device, net.dtype)
         drop, inc = average_drop_increase(model, x, keep_top(x, heat().to(x), keep), cls)
         rows.setdefault(name, []).append((drop.cpu().numpy(), inc.cpu().numpy()))
 
     for s in tqdm(seeds, desc="evaluate", unit="seed", disable=not progress, leave=False):
-        ri = interp.explain(s)
-        cls = ri.predicted_class
-        ri_idx, _ = ri.rank_features(feats)
+        region = interp.explain(s)
+        cls = region.predicted_class
+        ri_idx, _ = region.rank_features(feats)
         ri_idx = ri_idx[:kmax]
         ri_fi = ri_idx.to(fmap.device)
         n_ri.append(len(ri_idx))
         for hm in heatmaps:
-            score(f"RI ({hm})", ri_idx, lambda: ri.heatmap_features(fmap[ri_fi], size, hm),
+            score(f"RI ({hm})", ri_idx, lambda: region.heatmap_features(
+                fmap[ri_fi], size, hm, net.class_gradients(region.boundary_points, cls)
+                if hm == "logprob" else None),
                   cls)
         eu = torch.cdist(interp.store_.rows(s)[None], feats)[0].topk(kmax, largest=False).indices
-        seed_img = references[s].to(interp.device, interp.dtype)
+        seed_img = references[s].to(net.device, net.dtype)
         for cam in cams:
             w = cam_weights(cam, model, layer, seed_img, cls)
             score(f"{cam} (reused)", eu, lambda: reused_cam(w, fmap[eu], size), cls)
@@ -204,7 +169,7 @@ def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
                       lambda: reused_cam(w, fmap[ri_fi], size), cls)
         if extra_rows:
             score("own Grad-CAM++ (RI retrieval)", ri_idx, lambda: own_cam(
-                "Grad-CAM++", model, layer, unseen[ri_idx].to(interp.device, interp.dtype),
+                "Grad-CAM++", model, layer, unseen[ri_idx].to(net.device, net.dtype),
                 cls), cls)
     for name, per_seed in rows.items():
         res.ad[name], res.ai[name] = {}, {}

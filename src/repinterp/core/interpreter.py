@@ -1,0 +1,332 @@
+"""The public entry point: :class:`RepresentativeInterpreter`."""
+from __future__ import annotations
+
+import operator
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .boundaries import Boundaries, bisect_segments, boundaries_at, flip, orientation
+from .errors import NotFittedError, UserError
+from .greedy import min_feasible_delta, select_boundaries
+from .network import SplitNetwork
+from .region import Region
+from .split import linear_prefix, split_model
+from .store import FeatureStore
+from .summary import ClassSummary, Summary
+
+__all__ = ["RepresentativeInterpreter"]
+
+SAMPLING = ("bisection", "shared")
+
+
+class RepresentativeInterpreter:
+    """Representative interpretations of a CNN classifier (Lam, Chu et al., ICCV 2021).
+
+    >>> interp = RepresentativeInterpreter(model, layer="layer3").fit(images)
+    >>> region = interp.explain(0)           # the region of reference 0
+    >>> region.members[:10]                  # the images it holds for, nearest first
+    >>> interp.heatmap(region, images[region.members[:10]])
+
+    Parameters
+    ----------
+    model
+        A classifier ``x -> logits``. Never modified: :meth:`fit` works on private copies
+        (eval mode), so a fitted interpreter describes the model as it was at ``fit``;
+        changing the model's weights afterwards warns until ``fit`` is called again.
+    layer
+        Feature layer, by name (``named_modules()``) or as a module. ``psi`` is its
+        output, ``G`` everything after it; ``G`` must be piecewise linear.
+    num_boundaries
+        ``|Q|``: boundaries sampled per seed (``bisection``) or shared by all seeds.
+    sampling
+        ``"bisection"`` (METHOD §1, default): per seed, bisect towards ``|Q|`` random
+        references of other classes. ``"shared"``: one set ``Q`` taken at ``|Q|`` random
+        references (top-1 vs top-2), shared by every seed; faster for summaries.
+    delta
+        Other-class references allowed in a region; ``None`` = smallest feasible.
+    seed
+        Seed of every random draw; the same seed gives the same results.
+    heatmap_method
+        Default heat map (:mod:`repinterp.core.heatmap`). ``margin`` was chosen on
+        development seeds of the paper's protocol (``docs/evaluation.md``); the paper's
+        lineage variant is ``lineage``.
+    approximate
+        Accept a head that is not piecewise linear; its boundaries are then local
+        linearisations and every result is flagged ``approximate``.
+    device
+        Where to compute (default: the model's device).
+    feature_dtype
+        Storage dtype of the reference features (default: the model's); ``torch.float16``
+        halves their memory, products are still computed in the model's dtype.
+    use_prefix
+        Work in the output space of the head's first linear layer when there is one
+        (exact; see :mod:`repinterp.core.store`).
+    channels_last
+        On the CPU, run the feature extractor in channels-last format.
+
+    Attributes
+    ----------
+    network_ : SplitNetwork
+        The private copies of ``psi`` and ``G``.
+    store_ : FeatureStore
+        The reference features (and projections).
+    predictions_, margins_ : Tensor
+        ``Class(x)`` and the top-2 logit margin of every reference.
+    bank_ : Boundaries or None
+        With shared sampling, the shared boundaries (working space), and ``bank_values_``
+        their side values at every reference.
+    """
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module, num_boundaries: int = 50,
+                 *, sampling: str = "bisection", delta: int | None = None, seed: int = 0,
+                 heatmap_method: str = "margin", batch_size: int = 256,
+                 approximate: bool = False, device: str | torch.device | None = None,
+                 feature_dtype: torch.dtype | None = None, progress: bool = True,
+                 use_prefix: bool = True, channels_last: bool = True):
+        self.model = model
+        self.layer = layer
+        self.num_boundaries = num_boundaries
+        self.sampling = sampling
+        self.delta = delta
+        self.seed = seed
+        self.heatmap_method = heatmap_method
+        self.batch_size = batch_size
+        self.approximate = approximate
+        self.device = device
+        self.feature_dtype = feature_dtype
+        self.progress = progress
+        self.use_prefix = use_prefix
+        self.channels_last = channels_last
+
+    # --- fit ---------------------------------------------------------------------
+    def fit(self, references: Any) -> RepresentativeInterpreter:
+        """Split the model, copy it privately, and keep the references' features,
+        predictions and margins.
+
+        ``references``: Tensor ``[N, C, H, W]`` or a Dataset of images (labels ignored).
+        One pass of the feature extractor and one of the head; when the head starts with
+        a linear layer its outputs are kept too (see :mod:`repinterp.core.store`).
+        """
+        if self.sampling not in SAMPLING:
+            raise UserError(f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
+        if int(self.num_boundaries) < 1:
+            raise UserError("num_boundaries must be at least 1")
+        net = SplitNetwork(self.model, self.layer, approximate=self.approximate,
+                           device=self.device, channels_last=self.channels_last,
+                           batch_size=self.batch_size, progress=self.progress)
+        z = net.features(references, dtype=self.feature_dtype)
+        prefix = linear_prefix(net.head) if self.use_prefix else None
+        sink: list[torch.Tensor] = []
+        logits = net.logits(z, capture=prefix, sink=sink)
+        if logits.shape[1] < 2:
+            raise UserError("the model has a single output; need a classifier with "
+                            ">= 2 classes")
+        store = FeatureStore(z, net.dtype, net.head, None if prefix is None else
+                             (prefix, torch.cat(sink), split_model(net.head, prefix).head))
+        top2 = logits.topk(2, 1).values
+        self.network_ = net
+        self.store_ = store
+        self.predictions_ = logits.argmax(1).cpu()
+        self.margins_ = (top2[:, 0] - top2[:, 1]).cpu()
+        self.bank_, self.bank_values_ = None, None
+        if self.sampling == "shared":
+            idx = torch.randperm(len(store), generator=self._rng(1))
+            idx = idx[: int(self.num_boundaries)].to(net.device)
+            bank = boundaries_at(store.rest, store.working_rows(idx), self._working_shape())
+            self.bank_ = Boundaries(bank.weights, bank.biases, store.rows(idx), bank.pairs)
+            self.bank_values_ = store.side_values(bank.weights, bank.biases)
+        return self
+
+    @property
+    def layer_(self) -> str:
+        """The feature layer's qualified name."""
+        return self._fitted().network_.layer
+
+    @property
+    def approximate_(self) -> bool:
+        """True when the head is not piecewise linear (results are linearisations)."""
+        return self._fitted().network_.approximate
+
+    @property
+    def features_(self) -> torch.Tensor:
+        """The stored reference features ``[N, D]`` (in the store's dtype)."""
+        return self._fitted().store_.z
+
+    def _fitted(self) -> RepresentativeInterpreter:
+        if not hasattr(self, "store_"):
+            raise NotFittedError("this RepresentativeInterpreter is not fitted yet: call "
+                                 "fit(references) first")
+        if self.network_.is_stale():
+            warnings.warn("the model's weights changed since fit; results describe the "
+                          "model as it was then: call fit again", stacklevel=3)
+        return self
+
+    def _rng(self, stream: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + stream)
+
+    def _working_shape(self) -> tuple[int, ...]:
+        return self.store_.working_shape or self.network_.feature_shape
+
+    # --- explain -----------------------------------------------------------------
+    def _seed(self, seed: Any) -> tuple[int | None, torch.Tensor, int]:
+        """Index (or None), flattened features and predicted class of a seed."""
+        if isinstance(seed, torch.Tensor) and seed.ndim == 3:
+            z0 = self.network_.features(seed[None], progress=False)[0]
+            return None, z0, int(self.network_.logits(z0[None]).argmax(1))
+        try:
+            index = operator.index(seed.item() if isinstance(seed, torch.Tensor)
+                                   and seed.ndim == 0 else seed)
+        except TypeError:
+            raise UserError("seed must be a reference index (an integer) or an image "
+                            "tensor [C, H, W]") from None
+        if not 0 <= index < len(self.store_):
+            raise UserError(f"seed index {index} out of range 0..{len(self.store_) - 1}")
+        return index, self.store_.rows(index), int(self.predictions_[index])
+
+    def explain(self, seed: Any, *, delta: int | None = None,
+                num_boundaries: int | None = None) -> Region:
+        """The representative interpretation of ``seed``.
+
+        Parameters
+        ----------
+        seed
+            An integer index into the references (any integer-like value), or an image
+            Tensor ``[C, H, W]``.
+        delta, num_boundaries
+            Override the interpreter's settings for this call (with shared sampling,
+            ``num_boundaries`` uses the first that many boundaries of the bank).
+        """
+        self._fitted()
+        index, z0, cls = self._seed(seed)
+        same = self.predictions_ == cls
+        if bool(same.all()):
+            raise UserError(f"every reference image is predicted as class {cls}; "
+                            "representative interpretations need images of other classes")
+        q = int(self.num_boundaries if num_boundaries is None else num_boundaries)
+        if q < 1:
+            raise UserError("num_boundaries must be at least 1")
+        store = self.store_
+        if self.bank_ is not None:
+            if q > len(self.bank_):
+                raise UserError(f"num_boundaries={q} exceeds the {len(self.bank_)} shared "
+                                "boundaries sampled at fit; raise num_boundaries there")
+            b = self.bank_.select(torch.arange(q, device=self.bank_.weights.device))
+            values = self.bank_values_[:, :q]
+        else:
+            b = self._sample(z0, cls, same, index, q)
+            values = store.side_values(b.weights, b.biases)
+        # the seed's own values from the same product as everyone's, so that it always
+        # lands on the side it is oriented to
+        seed_values = values[index] if index is not None else store.side_values(
+            b.weights, b.biases, points=store.to_working(z0[None]))[0]
+        signs = orientation(seed_values)
+        b, values, seed_values = flip(b, signs), values * signs, seed_values * signs
+
+        delta = self.delta if delta is None else delta
+        sides = (values >= 0).cpu()
+        if delta is not None:
+            min_delta = min_feasible_delta(sides, same)
+            if delta < min_delta:
+                warnings.warn(f"delta={delta} is infeasible with these boundaries; using "
+                              f"the smallest feasible delta {min_delta}", stacklevel=2)
+                delta = min_delta
+        sel = select_boundaries(sides, same, delta)
+        pick = sel.indices.to(values.device)
+        chosen = b.select(pick.to(b.weights.device))
+        weights, biases = store.lift(chosen.weights, chosen.biases)
+        inside = sel.covered.nonzero()[:, 0]
+        dist = (values[inside.to(values.device)][:, pick] - seed_values[pick]).abs().sum(1).cpu()
+        order = torch.sort(dist, stable=True).indices
+        members = inside[order]
+        purity = int((self.predictions_[members] == cls).sum()) / max(len(members), 1)
+        return Region(
+            predicted_class=cls, weights=weights, biases=biases,
+            boundary_points=chosen.points, pairs=chosen.pairs, delta=sel.delta,
+            min_delta=sel.min_delta, members=members, member_distances=dist[order],
+            purity=purity, seed_index=index, seed_values=seed_values[pick],
+            feature_shape=tuple(self.network_.feature_shape),
+            approximate=self.network_.approximate)
+
+    def _sample(self, z0: torch.Tensor, cls: int, same: torch.Tensor, index: int | None,
+                q: int) -> Boundaries:
+        """Bisection sampling (METHOD §1) towards ``q`` random other-class references, in
+        the store's working space; the points are returned in feature space."""
+        store = self.store_
+        others = (~same).nonzero()[:, 0]
+        gen = self._rng(2 if index is None else 3 + index)
+        pick = others[torch.randperm(len(others), generator=gen)[:q]].to(self.network_.device)
+        p0 = store.working_rows(index) if index is not None else store.to_working(z0[None])[0]
+        pt = store.working_rows(pick)
+        shape = self._working_shape()
+        t = bisect_segments(store.rest, p0[None], pt, cls, shape)
+        c1 = torch.full((len(pick),), cls, dtype=torch.long, device=pt.device)
+        found = boundaries_at(store.rest, p0 + t * (pt - p0), shape, c1)
+        points = z0 + t.to(z0) * (store.rows(pick) - z0)
+        return Boundaries(found.weights, found.biases, points, found.pairs)
+
+    # --- summary -----------------------------------------------------------------
+    def summarize(self, coverage: float = 0.95, max_regions: int = 10,
+                  classes: list[int] | None = None) -> Summary:
+        """Peel each predicted class into regions.
+
+        For each predicted class ``c``: take as seed the remaining reference of class
+        ``c`` with the largest top-2 margin, explain it, mark every class-``c`` reference
+        inside its region as covered, and repeat until the covered share reaches
+        ``coverage`` or ``max_regions`` regions were found. Regions come largest first.
+        """
+        self._fitted()
+        if not 0 < coverage <= 1:
+            raise UserError("coverage must be in (0, 1]")
+        if max_regions < 1:
+            raise UserError("max_regions must be at least 1")
+        preds, margins = self.predictions_, self.margins_
+        wanted = sorted(set(preds.tolist())) if classes is None else list(classes)
+        out = []
+        with tqdm(total=len(wanted) * max_regions, desc="summary", unit="region",
+                  disable=not self.progress, leave=False) as bar:
+            for c in wanted:
+                of_class = preds == c
+                n = int(of_class.sum())
+                covered = torch.zeros_like(of_class)
+                left = of_class.clone()
+                regions: list[Region] = []
+                while (len(regions) < max_regions and left.any()
+                       and int(covered.sum()) < coverage * n):
+                    seed = int(torch.where(left, margins, -torch.inf).argmax())
+                    region = self.explain(seed)
+                    inside = torch.zeros_like(of_class)
+                    inside[region.members] = True
+                    covered |= inside & of_class
+                    left &= ~inside
+                    left[seed] = False
+                    regions.append(region)
+                    bar.update(1)
+                bar.update(max_regions - len(regions))
+                regions.sort(key=lambda r: -r.size)
+                out.append(ClassSummary(cls=int(c), n_images=n, regions=regions,
+                                        covered=int(covered.sum())))
+        return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
+                       layer=self.network_.layer,
+                       meta={"references": len(self.store_), "seed": int(self.seed),
+                             "num_boundaries": int(self.num_boundaries),
+                             "sampling": self.sampling, "heatmap_method": self.heatmap_method,
+                             "approximate": self.network_.approximate})
+
+    # --- operations on images ------------------------------------------------------
+    def contains(self, region: Region, images: Any) -> torch.Tensor:
+        """Bool ``[n]``: which images fall inside ``region``."""
+        return self._fitted().network_.contains(region, images)
+
+    def rank(self, region: Region, images: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the images inside ``region``, nearest to its seed first, and their
+        semantic distances; images outside are left out."""
+        return self._fitted().network_.rank(region, images)
+
+    def heatmap(self, region: Region, images: Any, method: str | None = None) -> torch.Tensor:
+        """Heat maps ``[n, H, W]`` in ``[0, 1]``: the same region weights for every image
+        (see :mod:`repinterp.core.heatmap`; default ``heatmap_method``)."""
+        return self._fitted().network_.heatmap(region, images, method or self.heatmap_method)

@@ -1,0 +1,125 @@
+"""A decision region: the representative interpretation of one seed (METHOD §2-4).
+
+A :class:`Region` is a plain value (tensors and numbers): it pickles small, can be saved
+and loaded, and knows nothing of the network. What needs the network (``contains``,
+``rank`` and ``heatmap`` on *images*) goes through
+:class:`repinterp.RepresentativeInterpreter`; here everything works on features.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from .heatmap import region_heatmap
+
+__all__ = ["Region"]
+
+
+@dataclass
+class Region:
+    """The region of a seed: a convex cell of feature space cut by the selected boundaries.
+
+    Attributes
+    ----------
+    predicted_class
+        ``Class(x)`` of the seed.
+    weights, biases
+        ``[P, D]``, ``[P]``: the selected boundaries in flattened feature space, oriented
+        so that the seed has ``w . psi(x) + b >= 0``. An image is inside when that holds
+        for every boundary.
+    boundary_points
+        ``[P, D]``: where each boundary was sampled.
+    pairs
+        ``[P, 2]``: the classes ``(c1, c2)`` of each boundary, ``weights[p]`` being
+        ``grad (G_c1 - G_c2)`` at its point.
+    delta, min_delta
+        Other-class references allowed inside, and the smallest feasible value.
+    members
+        Reference indices inside the region, ranked by semantic distance (ascending).
+    member_distances
+        ``Dist(x, x') = sum_h |w_h . psi(x) - w_h . psi(x')|`` of each member.
+    purity
+        Share of members predicted as ``predicted_class``.
+    seed_index
+        Index of the seed in the references, or ``None`` for an outside image.
+    seed_values
+        ``[P]``: ``w_h . psi(x) + b_h`` of the seed (all ``>= 0``), the origin of the
+        semantic distance.
+    feature_shape
+        Shape of one feature map, ``(C, H, W)``.
+    approximate
+        True when the head is not piecewise linear and the boundaries are only local
+        linearisations.
+    """
+
+    predicted_class: int
+    weights: torch.Tensor
+    biases: torch.Tensor
+    boundary_points: torch.Tensor
+    pairs: torch.Tensor
+    delta: int
+    min_delta: int
+    members: torch.Tensor
+    member_distances: torch.Tensor
+    purity: float
+    seed_index: int | None
+    seed_values: torch.Tensor
+    feature_shape: tuple[int, ...]
+    approximate: bool = False
+
+    @property
+    def size(self) -> int:
+        """Number of references inside the region."""
+        return len(self.members)
+
+    @property
+    def num_boundaries(self) -> int:
+        return len(self.weights)
+
+    def to_dict(self) -> dict:
+        """Plain data (tensors, numbers, tuples): ``torch.save`` it, load it with
+        ``weights_only=True`` and rebuild with :meth:`from_dict`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Region:
+        data = dict(data, feature_shape=tuple(data["feature_shape"]))
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+    # --- on features -------------------------------------------------------------
+    def side_values(self, features: torch.Tensor) -> torch.Tensor:
+        """``w . z + b`` for flattened features ``[n, D]`` -> ``[n, P]``."""
+        w = self.weights.to(features.device, features.dtype)
+        return features.flatten(1) @ w.T + self.biases.to(features.device, features.dtype)
+
+    def contains_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Bool ``[n]``: which feature vectors lie inside the region."""
+        return (self.side_values(features) >= 0).all(1)
+
+    def distances_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Semantic distance of each feature vector to the seed."""
+        seed = self.seed_values.to(features.device, features.dtype)
+        return (self.side_values(features) - seed).abs().sum(1)
+
+    def rank_features(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the feature vectors inside the region, nearest first, and their
+        semantic distances."""
+        inside = self.contains_features(features).nonzero()[:, 0]
+        dist = self.distances_features(features[inside])
+        order = torch.sort(dist, stable=True).indices
+        return inside[order].cpu(), dist[order].cpu()
+
+    def heatmap_features(self, feature_maps: torch.Tensor, size: tuple[int, int],
+                         method: str = "margin", normals: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+        """Heat maps ``[n, H, W]`` of feature maps ``[n, C, h, w]``
+        (:func:`repinterp.core.heatmap.region_heatmap`). ``normals`` replaces the
+        boundary normals (``logprob`` needs the class gradients at the boundary points,
+        which :meth:`RepresentativeInterpreter.heatmap` computes)."""
+        if method == "logprob" and normals is None:
+            raise ValueError("the logprob heat map needs the class gradients at the "
+                             "boundary points: use RepresentativeInterpreter.heatmap")
+        w = self.weights if normals is None else normals
+        w = w.to(feature_maps.device, feature_maps.dtype).reshape(-1, *feature_maps.shape[1:])
+        return region_heatmap(w, feature_maps, size, method)

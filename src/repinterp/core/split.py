@@ -1,0 +1,416 @@
+"""Split a CNN at a feature layer into psi (features) and G (head).
+
+The split is done with :mod:`torch.fx`: the network is traced with the chosen layer
+kept as a leaf, the graph is cut at that layer's output and every later node becomes
+the head ``G``. Both halves share the user's submodules (no copy of the weights) and
+nothing is registered on the user's model.
+
+The head must be piecewise linear (PL) for the boundaries of METHOD §1 to be exact.
+:func:`head_verdict` classifies every operation of the traced head: affine, a kink
+(ReLU-like, max-pooling) or neither; :func:`layer_table` and :func:`suggest_layer` apply
+it to every candidate layer.
+"""
+from __future__ import annotations
+
+import difflib
+import operator
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UserError
+
+__all__ = ["AFFINE", "NOT_PIECEWISE_LINEAR", "PIECEWISE_LINEAR", "HeadVerdict", "LayerInfo",
+           "SplitModel", "head_verdict", "layer_table", "linear_prefix", "resolve_layer",
+           "split_model", "suggest_layer"]
+
+
+@dataclass
+class SplitModel:
+    """A network split at a layer: ``model(x) == head(features(x))``."""
+
+    features: nn.Module
+    head: nn.Module
+    layer: str
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
+    """Return the qualified name of ``layer`` inside ``model``.
+
+    Raises
+    ------
+    ValueError
+        If the name does not exist (the closest names are suggested) or the module is
+        not part of ``model``.
+    """
+    if isinstance(layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is layer:
+                if name == "":
+                    raise UserError("the layer cannot be the whole model")
+                return name
+        raise UserError("the given layer module is not a submodule of the model")
+    names = [n for n, _ in model.named_modules() if n]
+    if layer not in names:
+        close = difflib.get_close_matches(str(layer), names, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UserError(f"layer {layer!r} not found in the model{hint}")
+    return layer
+
+
+class _LeafTracer(fx.Tracer):
+    def __init__(self, leaf: nn.Module):
+        super().__init__()
+        self.leaf = leaf
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return m is self.leaf or super().is_leaf_module(m, qualname)
+
+
+def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
+    """Cut ``model`` after ``layer`` into a feature extractor and a head.
+
+    Parameters
+    ----------
+    model
+        Any module that :mod:`torch.fx` can trace with ``layer`` kept whole.
+    layer
+        Name (as in ``named_modules()``) or the module itself. Everything computed after
+        its output must depend on the input only through that output.
+    """
+    name = resolve_layer(model, layer)
+    if isinstance(model, torch.jit.ScriptModule):
+        return _split_script_sequential(model, name)
+    leaf = model.get_submodule(name)
+    tracer = _LeafTracer(leaf)
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many types for untraceable code
+        raise UserError(f"could not trace the model with torch.fx ({exc})") from exc
+    cut = [n for n in graph.nodes if n.op == "call_module" and n.target == name]
+    if len(cut) != 1:
+        raise UserError(f"layer {name!r} is called {len(cut)} times in forward; need once")
+    cut_node = cut[0]
+
+    feat_graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in graph.nodes:
+        env[node] = feat_graph.node_copy(node, lambda n: env[n])
+        if node is cut_node:
+            break
+    feat_graph.output(env[cut_node])
+    features = fx.GraphModule(tracer.root, feat_graph)
+    features.graph.eliminate_dead_code()
+    features.recompile()
+
+    head_graph = fx.Graph()
+    # a fresh argument name: the traced model may itself have an input called "z"
+    taken = {n.target for n in graph.nodes if n.op == "placeholder"}
+    z = head_graph.placeholder(next(f"z{i}" if i else "z" for i in range(len(taken) + 1)
+                                    if (f"z{i}" if i else "z") not in taken))
+    env = {}
+    inputs = []
+    for node in graph.nodes:
+        if node is cut_node:
+            env[node] = z
+            continue
+        env[node] = head_graph.node_copy(node, lambda n: env[n])
+        if node.op == "placeholder":
+            inputs.append(env[node])
+    head = fx.GraphModule(tracer.root, head_graph)
+    head_graph = head.graph
+    head_graph.eliminate_dead_code()
+    for node in inputs:
+        if node.users:
+            users = ", ".join(str(u.target) for u in node.users)
+            verdict = head_verdict(head)
+            also = "" if verdict.exact else f"; the rest is also {verdict.describe()}"
+            raise UserError(
+                f"the network after layer {name!r} still reads the input directly "
+                f"(through {users}); choose a layer that all later computation goes "
+                f"through{also}")
+        head_graph.erase_node(node)
+    head.recompile()
+    return SplitModel(features=features, head=head, layer=name)
+
+
+def _split_script_sequential(model: torch.jit.ScriptModule, name: str) -> SplitModel:
+    """TorchScript cannot be traced by fx: split a scripted ``nn.Sequential`` by children."""
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    if getattr(model, "original_name", "") != "Sequential" or name not in names:
+        raise UserError("a TorchScript model can only be split at a top-level layer of a "
+                        "scripted nn.Sequential; for other models pass the Python model "
+                        "(e.g. --arch NAME --weights FILE)")
+    i = names.index(name)
+    return SplitModel(features=nn.Sequential(OrderedDict(children[: i + 1])),
+                      head=nn.Sequential(OrderedDict(children[i + 1:])), layer=name)
+
+
+#: Affine module types (BatchNorm and Dropout in eval mode, as every private copy runs).
+AFFINE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten,
+    nn.Unflatten, nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Dropout,
+    nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.ZeroPad2d,
+    nn.ConstantPad2d, nn.ChannelShuffle,
+)
+#: Piecewise-linear module types with kinks.
+KINK_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Hardtanh, nn.PReLU, nn.MaxPool1d, nn.MaxPool2d,
+    nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
+AFFINE_FUNCTIONS = {
+    operator.add, operator.iadd, operator.sub, operator.isub, operator.neg,
+    operator.getitem, operator.pos, torch.add, torch.sub, torch.neg, torch.flatten,
+    torch.cat, torch.concat, torch.stack, torch.reshape, torch.mean, torch.sum,
+    torch.transpose, torch.permute, torch.squeeze, torch.unsqueeze, torch.chunk,
+    torch.split, torch.narrow, torch.roll, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.dropout,
+    F.dropout1d, F.dropout2d, F.linear, F.conv1d, F.conv2d, F.pad, F.batch_norm,
+    F.channel_shuffle, torch.channel_shuffle,
+}
+KINK_FUNCTIONS = {
+    torch.relu, F.relu, F.relu_, F.leaky_relu, F.relu6, F.hardtanh, F.prelu,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+    torch.maximum, torch.minimum, torch.max, torch.min, torch.clamp, torch.abs,
+}
+#: Linear in one argument when every other argument is a constant (does not depend on z).
+SCALING_FUNCTIONS = {operator.mul, operator.imul, operator.truediv, torch.mul,
+                     torch.div, operator.matmul, torch.matmul}
+AFFINE_METHODS = {
+    "view", "reshape", "flatten", "add", "add_", "sub", "sub_", "mean", "sum", "permute",
+    "contiguous", "squeeze", "unsqueeze", "transpose", "expand", "expand_as", "__add__",
+    "__sub__", "__radd__", "neg", "chunk", "split", "narrow", "repeat", "unflatten",
+    "view_as", "reshape_as", "clone", "to", "type_as", "float", "double",
+}
+KINK_METHODS = {"relu", "relu_", "clamp", "clamp_", "clamp_min", "clamp_min_", "max",
+                "min", "abs", "maximum", "minimum"}
+SCALING_METHODS = {"mul", "mul_", "div", "div_", "__mul__", "__truediv__", "__rmul__",
+                   "matmul"}
+#: Shape queries: their results are integers, not features.
+SHAPE_METHODS = {"size", "dim", "numel", "shape", "__len__"}
+SHAPE_FUNCTIONS = {getattr, len, torch.numel}
+
+AFFINE, PIECEWISE_LINEAR, NOT_PIECEWISE_LINEAR = "affine", "piecewise linear", \
+    "not piecewise linear"
+
+
+@dataclass(frozen=True)
+class HeadVerdict:
+    """What the traced graph of a head says about it.
+
+    ``kind`` is :data:`AFFINE` (no kink after the layer: every decision region is a
+    whole class, so regions explain nothing), :data:`PIECEWISE_LINEAR` (what the method
+    needs) or :data:`NOT_PIECEWISE_LINEAR`; ``reasons`` names each operation that is not
+    piecewise linear or could not be classified.
+    """
+
+    kind: str
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        """True when boundaries are exact: the head is (piecewise) affine."""
+        return self.kind != NOT_PIECEWISE_LINEAR
+
+    def describe(self) -> str:
+        if self.exact:
+            return self.kind
+        more = f" (and {len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""
+        return f"{self.kind}: {self.reasons[0]}{more}"
+
+
+def _module_kind(mod: nn.Module) -> str | None:
+    """``"affine"``, ``"kink"`` or None (unknown) for a leaf module of the graph. A known
+    type whose ``forward`` was overridden by a subclass is unknown."""
+    for kinds, label in ((AFFINE_MODULES, "affine"), (KINK_MODULES, "kink")):
+        base = next((t for t in kinds if isinstance(mod, t)), None)
+        if base is not None:
+            return label if type(mod).forward is base.forward else None
+    return None
+
+
+_TABLES = {
+    "call_function": (AFFINE_FUNCTIONS, KINK_FUNCTIONS, SCALING_FUNCTIONS,
+                      {operator.truediv, torch.div}),
+    "call_method": (AFFINE_METHODS, KINK_METHODS, SCALING_METHODS,
+                    {"div", "div_", "__truediv__"}),
+}
+
+
+def _node_kind(head: fx.GraphModule, node: fx.Node, varying: set[fx.Node]) -> str | None:
+    """``"affine"``, ``"kink"`` or None for a node whose output depends on the input."""
+    if node.op == "call_module":
+        return _module_kind(head.get_submodule(node.target))
+    if node.op not in _TABLES:
+        return None
+    affine, kink, scaling, division = _TABLES[node.op]
+    target = node.target
+    if target in affine:
+        return "affine"
+    if target in kink:
+        return "kink"
+    if target in scaling:  # linear iff one factor moves and it is not a divisor
+        moving = [a for a in node.all_input_nodes if a in varying]
+        divisor_moves = target in division and len(node.args) > 1 and node.args[1] in varying
+        return "affine" if len(moving) == 1 and not divisor_moves else None
+    return None
+
+
+def _describe(head: nn.Module, node: fx.Node) -> str:
+    if node.op == "call_module":
+        mod = head.get_submodule(node.target)
+        return f"module {node.target!r} ({type(mod).__name__})"
+    if node.op == "call_function":
+        return f"function {getattr(node.target, '__name__', str(node.target))!r}"
+    return f"method {node.target!r}"
+
+
+def head_verdict(head: nn.Module) -> HeadVerdict:
+    """Classify every operation of the head from its traced graph.
+
+    Only operations whose output depends on the head's input are classified; shape
+    queries (``x.size(0)``) and constants are skipped. A product or quotient is affine
+    when exactly one factor depends on the input (the divisor must not). The head is
+    affine when every operation is, piecewise linear when the rest are ReLU-like kinks or
+    max-pooling, and otherwise not piecewise linear, with the operations named.
+    Departure: an operation that cannot be classified (an unknown function, a known
+    module whose ``forward`` a subclass overrode) makes the verdict "not piecewise
+    linear" rather than being tested numerically: no single-step numerical test tells a
+    deep ReLU head from a smooth one (``docs/method.md``).
+    """
+    if not isinstance(head, fx.GraphModule):  # a Sequential of TorchScript modules
+        return _script_verdict(head)
+    varying: set[fx.Node] = set()
+    bad: list[str] = []
+    kinks = 0
+    for node in head.graph.nodes:
+        if node.op == "placeholder":
+            varying.add(node)
+            continue
+        if node.op in ("output", "get_attr") or not any(
+                a in varying for a in node.all_input_nodes):
+            continue
+        if (node.op == "call_method" and node.target in SHAPE_METHODS) or (
+                node.op == "call_function" and node.target in SHAPE_FUNCTIONS):
+            continue
+        varying.add(node)
+        kind = _node_kind(head, node, varying)
+        if kind is None:
+            bad.append(_describe(head, node))
+        kinks += kind == "kink"
+    if bad:
+        return HeadVerdict(NOT_PIECEWISE_LINEAR, tuple(bad))
+    return HeadVerdict(PIECEWISE_LINEAR if kinks else AFFINE)
+
+
+def _script_verdict(head: nn.Module) -> HeadVerdict:
+    names = {"affine": {t.__name__ for t in AFFINE_MODULES},
+             "kink": {t.__name__ for t in KINK_MODULES}}
+    bad, kinks = [], 0
+    for name, mod in head.named_modules():
+        if not name or list(mod.children()):
+            continue
+        kind = getattr(mod, "original_name", type(mod).__name__)
+        if kind in names["kink"]:
+            kinks += 1
+        elif kind not in names["affine"]:
+            bad.append(f"module {name!r} ({kind})")
+    if bad:
+        return HeadVerdict(NOT_PIECEWISE_LINEAR, tuple(bad))
+    return HeadVerdict(PIECEWISE_LINEAR if kinks else AFFINE)
+
+
+def linear_prefix(head: nn.Module) -> nn.Linear | None:
+    """The head's first ``nn.Linear`` when the features reach it only through flattening
+    (``Flatten(1)``, ``torch.flatten(x, 1)``, Dropout, Identity), else ``None``."""
+    if not isinstance(head, fx.GraphModule):
+        return None
+    node = next(n for n in head.graph.nodes if n.op == "placeholder")
+    while len(node.users) == 1:
+        (user,) = node.users
+        if user.op == "call_module":
+            mod = head.get_submodule(user.target)
+            if isinstance(mod, nn.Linear):
+                return mod
+            if not (isinstance(mod, (nn.Dropout, nn.Identity)) or (
+                    isinstance(mod, nn.Flatten) and mod.start_dim == 1 and mod.end_dim == -1)):
+                return None
+        elif not (user.op == "call_function" and user.target is torch.flatten
+                  and tuple(user.args[1:]) == (1,) and not user.kwargs):
+            return None
+        node = user
+    return None
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A candidate split: the layer's name and type, and the verdict on the head after it
+    (``verdict`` is None and ``problem`` says why when the network cannot be cut there)."""
+
+    name: str
+    type: str
+    verdict: HeadVerdict | None
+    problem: str | None = None
+
+    def describe(self) -> str:
+        if self.verdict is None:
+            return f"no split: {self.problem}"
+        if self.verdict.kind == AFFINE:
+            return "affine head: every region is a whole class (uninformative)"
+        return self.verdict.describe()
+
+
+def layer_table(model: nn.Module) -> list[LayerInfo]:
+    """Every named submodule of ``model`` as a candidate split, with its verdict."""
+    rows = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        try:
+            info = LayerInfo(name, type(module).__name__,
+                             head_verdict(split_model(model, name).head))
+        except UserError as exc:
+            msg = str(exc)
+            problem = ("a skip connection bypasses it" if "reads the input" in msg
+                       else "called more than once" if "times in forward" in msg else msg)
+            info = LayerInfo(name, type(module).__name__, None, problem)
+        rows.append(info)
+    return rows
+
+
+def _has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in module.modules())
+
+
+def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str | None:
+    """The layer to split at: the last convolutional block whose head is still
+    piecewise linear with a kink (the paper splits after the last convolutional block).
+
+    From the model's top level: among the children that hold a convolution, take the
+    last one whose head has a kink, unless the last of them has an affine head and is
+    made of blocks: then the same inside it, if it finds one (ResNet's ``layer4`` ->
+    ``layer4.0``). ``rows`` reuses a :func:`layer_table`.
+    """
+    info = {r.name: r for r in (rows if rows is not None else layer_table(model))}
+
+    def kind(name: str) -> str | None:
+        v = info[name].verdict if name in info else None
+        return v.kind if v is not None else None
+
+    def pick(prefix: str, module: nn.Module) -> str | None:
+        convs = [(f"{prefix}{n}", m) for n, m in module.named_children() if _has_conv(m)]
+        if not convs:
+            return None
+        last_name, last = convs[-1]
+        blocks = [c for c in last.children() if _has_conv(c) and list(c.children())]
+        inner = pick(f"{last_name}.", last) if kind(last_name) == AFFINE and blocks else None
+        good = [n for n, _ in convs if kind(n) == PIECEWISE_LINEAR]
+        return inner or (good[-1] if good else None)
+
+    return pick("", model)

@@ -1,0 +1,106 @@
+"""The reference features and the one product every explanation needs.
+
+``side_values = Z W^T + b`` gives every reference's side of every boundary: the only pass
+over all ``N x D`` features an explanation makes. Two things make it cheap:
+
+* **Linear prefix.** When the head starts with ``Flatten -> Linear(A, a)`` (VGG-style
+  classifiers), ``p = A z + a`` is captured once during the logits pass of ``fit``, and
+  boundaries are sampled in that *working space*: along a segment ``p`` moves linearly,
+  so only the head after the linear layer (``rest``) is evaluated, and a boundary there,
+  ``g . p + c = 0``, gives side values ``P g + c`` in ``N x out`` (``3136 -> 256`` for the
+  demo). In feature space the same boundary is ``w = A^T g``, ``b = c + g . a``
+  (:meth:`FeatureStore.lift`), used for heat maps and for new images. No inverse of
+  ``A`` is ever formed.
+* **Half-precision storage.** ``features`` may be float16; every product upcasts one
+  chunk at a time.
+
+Without a prefix the working space is feature space and ``rest`` is the whole head.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["FeatureStore"]
+
+CHUNK = 8192
+
+
+class FeatureStore:
+    """Flattened reference features ``[N, D]``, optionally with their projections
+    ``P = Z A^T + a`` by the head's first linear layer.
+
+    Parameters
+    ----------
+    features
+        ``[N, D]`` features, kept in their own dtype (e.g. float16).
+    compute_dtype
+        The dtype of every product (the model's dtype).
+    head
+        The head ``G`` (feature maps -> logits); it is ``rest`` when there is no prefix.
+    prefix
+        ``(linear, projected, rest)``: the head's first ``nn.Linear``, ``P`` ``[N, out]``
+        and the head after the linear layer.
+    """
+
+    def __init__(self, features: torch.Tensor, compute_dtype: torch.dtype, head: nn.Module,
+                 prefix: tuple[nn.Linear, torch.Tensor, nn.Module] | None = None):
+        self.z = features
+        self.compute_dtype = compute_dtype
+        self.linear, self.projected, self.rest = prefix if prefix else (None, None, head)
+
+    def __len__(self) -> int:
+        return self.z.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: features and projections."""
+        extra = 0 if self.projected is None else \
+            self.projected.numel() * self.projected.element_size()
+        return self.z.numel() * self.z.element_size() + extra
+
+    @property
+    def working_shape(self) -> tuple[int, ...] | None:
+        """Shape ``rest`` takes per point in the working space (None: the feature map)."""
+        return None if self.projected is None else (self.projected.shape[1],)
+
+    def rows(self, idx: torch.Tensor | slice | int) -> torch.Tensor:
+        """Features of the given references in the compute dtype."""
+        return self.z[idx].to(self.compute_dtype)
+
+    def working_rows(self, idx: torch.Tensor | slice | int) -> torch.Tensor:
+        """The given references in the working space, in the compute dtype."""
+        return self.rows(idx) if self.projected is None else \
+            self.projected[idx].to(self.compute_dtype)
+
+    def to_working(self, z: torch.Tensor) -> torch.Tensor:
+        """Feature vectors ``[n, D]`` in the working space."""
+        if self.linear is None:
+            return z.to(self.compute_dtype)
+        return nn.functional.linear(z.to(self.linear.weight), self.linear.weight,
+                                    self.linear.bias)
+
+    def lift(self, normals: torch.Tensor, biases: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Working-space boundaries ``g . p + c = 0`` as ``w . z + b = 0`` in feature
+        space: ``w = A^T g``, ``b = c + g . a`` (the identity without a prefix)."""
+        if self.linear is None:
+            return normals, biases
+        a = self.linear.weight.detach()
+        g = normals.to(a.dtype)
+        bias = self.linear.bias
+        return g @ a, biases + (g @ bias.detach() if bias is not None else 0)
+
+    def side_values(self, normals: torch.Tensor, biases: torch.Tensor,
+                    points: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, Q]`` values ``g . p + c`` of working-space boundaries at every reference
+        (or at working-space ``points`` ``[n, *]``), chunk by chunk in the compute dtype."""
+        w = normals.T.to(self.compute_dtype)
+        c = biases.to(self.compute_dtype)
+        if points is not None:
+            return torch.addmm(c, points.flatten(1).to(self.compute_dtype), w)
+        data = self.z if self.projected is None else self.projected
+        if data.dtype == self.compute_dtype:
+            return torch.addmm(c, data, w)
+        return torch.cat([torch.addmm(c, data[i:i + CHUNK].to(self.compute_dtype), w)
+                          for i in range(0, len(data), CHUNK)])

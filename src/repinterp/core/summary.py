@@ -1,0 +1,87 @@
+"""A whole-dataset summary: a few regions per predicted class, as plain values.
+
+Built by :meth:`repinterp.RepresentativeInterpreter.summarize`; here only the value, its
+plain-data form for saving (:meth:`Summary.to_dict`), and locating new images.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .region import Region
+
+__all__ = ["ClassSummary", "Summary"]
+
+
+@dataclass
+class ClassSummary:
+    """Regions of one predicted class, largest first."""
+
+    cls: int
+    n_images: int
+    regions: list[Region]
+    covered: int
+
+    @property
+    def coverage(self) -> float:
+        """Share of the class's references inside at least one of its regions."""
+        return self.covered / self.n_images if self.n_images else 0.0
+
+
+@dataclass
+class Summary:
+    """Regions of every predicted class, with what is needed to use them again: the
+    layer they live after and, in ``meta``, free-form facts (model, references, seed)."""
+
+    classes: list[ClassSummary]
+    coverage_target: float
+    max_regions: int
+    layer: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[ClassSummary]:
+        return iter(self.classes)
+
+    @property
+    def regions(self) -> list[Region]:
+        """Every region, class by class, largest first within a class."""
+        return [r for c in self.classes for r in c.regions]
+
+    def to_dict(self) -> dict:
+        """Plain data (tensors, numbers, strings): ``torch.save`` it and load it with
+        ``weights_only=True``; :meth:`from_dict` rebuilds the summary."""
+        return {"classes": [{"cls": c.cls, "n_images": c.n_images, "covered": c.covered,
+                             "regions": [r.to_dict() for r in c.regions]}
+                            for c in self.classes],
+                "coverage_target": self.coverage_target, "max_regions": self.max_regions,
+                "layer": self.layer, "meta": dict(self.meta)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Summary:
+        classes = [ClassSummary(cls=c["cls"], n_images=c["n_images"], covered=c["covered"],
+                                regions=[Region.from_dict(r) for r in c["regions"]])
+                   for c in data["classes"]]
+        return cls(classes=classes, coverage_target=data["coverage_target"],
+                   max_regions=data["max_regions"], layer=data.get("layer", ""),
+                   meta=dict(data.get("meta", {})))
+
+    def locate_features(self, features: torch.Tensor,
+                        predictions: torch.Tensor) -> torch.Tensor:
+        """For each feature vector ``[n, D]``, the index (into :attr:`regions`) of the
+        largest region of its predicted class that contains it, or -1.
+
+        This is how a new image is explained: by the region it falls in.
+        """
+        where = torch.full((len(features),), -1, dtype=torch.long)
+        preds = predictions.cpu()
+        k = 0
+        for cs in self.classes:
+            of_class = (preds == cs.cls).nonzero()[:, 0]
+            for region in cs.regions:  # largest first: the first match wins
+                free = of_class[where[of_class] < 0]
+                inside = region.contains_features(features[free.to(features.device)]).cpu()
+                where[free[inside]] = k
+                k += 1
+        return where
