@@ -63,32 +63,69 @@ def boundaries_at(head: nn.Module, points: torch.Tensor, shape: tuple[int, ...],
     return Boundaries(w, b, points.detach(), torch.stack([c1, c2], 1))
 
 
+def _margin(head: nn.Module, z: torch.Tensor, shape: tuple[int, ...], cls: int
+            ) -> torch.Tensor:
+    """``G_cls(z) - max_{c != cls} G_c(z)`` for points ``[n, D]``: > 0 where ``cls`` wins."""
+    logits = _logits(head, z, shape)
+    own = logits[:, cls].clone()
+    logits[:, cls] = -torch.inf
+    return own - logits.max(1).values
+
+
 @torch.no_grad()
 def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor, cls: int,
                     shape: tuple[int, ...], *, max_iter: int = 40,
                     tol: float = 1e-5) -> torch.Tensor:
     """For every segment ``origin -> targets[q]``, the position ``t [Q, 1]`` of the last
-    point still classified ``cls``.
+    point still classified ``cls``: a point on the decision boundary.
 
-    Bisection on ``t`` in ``[0, 1]`` keeps ``lo`` classified ``cls`` and ``hi`` not; it
-    stops after ``max_iter`` halvings or once every ``lo`` point has a top-2 margin below
-    ``tol``.
+    Along a segment the margin ``m(t) = G_cls - max_{c != cls} G_c`` is piecewise linear
+    in ``t`` for a PL head, so the search is *regula falsi* on the bracket ``[lo, hi]``
+    (``m(lo) >= 0 > m(hi)``), with the Illinois safeguard (the endpoint kept twice in a
+    row has its margin halved) and a bisection step whenever a step shrinks the bracket
+    by less than half. Once the bracket lies in one linear piece the next step is exact.
+    Only unfinished segments go through the head. A segment is finished when
+    ``m(lo) < tol`` (as the paper lineage's bisection) or after ``max_iter`` steps; ``tol``
+    is raised to the rounding floor of the logits, ``64 eps max|G(origin)|`` (about
+    ``1e-5`` for float32 logits of size 1), below which margins are rounding noise.
+    Departure from the lineage: bisection there (about 20-40 head passes); here typically
+    3-8 (``docs/performance.md``).
     """
     direction = targets - origin
-    lo = torch.zeros(len(targets), 1, dtype=origin.dtype, device=origin.device)
+    n = len(targets)
+    lo = torch.zeros(n, dtype=origin.dtype, device=origin.device)
     hi = torch.ones_like(lo)
-    lo_margin = torch.full_like(lo, torch.inf)
+    scale = float(_logits(head, origin, shape).abs().max())
+    # below the rounding floor of the logits a margin is noise: never ask for less
+    tol = max(tol, 64 * torch.finfo(origin.dtype).eps * scale)
+    m_lo = _margin(head, origin, shape, cls).expand(n).clone()   # true margins at lo
+    m_hi = _margin(head, targets, shape, cls)
+    w_lo, w_hi = m_lo.clone(), m_hi.clone()        # the secant's (Illinois-weighted) ones
+    # a target still classified cls (a tie at the end of the segment): the end is the point
+    done = m_hi >= 0
+    lo = torch.where(done, hi, lo)
+    kept = torch.zeros(n, dtype=torch.int8, device=origin.device)  # +1 lo kept, -1 hi kept
+    bisect = torch.zeros(n, dtype=torch.bool, device=origin.device)
     for _ in range(max_iter):
-        mid = (lo + hi) / 2
-        top2 = _logits(head, origin + mid * direction, shape).topk(2, 1)
-        inside = (top2.indices[:, :1] == cls)
-        lo = torch.where(inside, mid, lo)
-        hi = torch.where(inside, hi, mid)
-        margin = top2.values[:, :1] - top2.values[:, 1:]
-        lo_margin = torch.where(inside, margin, lo_margin)
-        if bool((lo_margin < tol).all()):
+        act = (~done & (m_lo >= tol)).nonzero()[:, 0]
+        if len(act) == 0:
             break
-    return lo
+        a, b = lo[act], hi[act]
+        t = a + w_lo[act] * (b - a) / (w_lo[act] - w_hi[act])
+        t = torch.where(bisect[act] | ~((t > a) & (t < b)), (a + b) / 2, t)
+        m = _margin(head, origin + t[:, None] * direction[act], shape, cls)
+        inside = m >= 0
+        lo[act], hi[act] = torch.where(inside, t, a), torch.where(inside, b, t)
+        m_lo[act] = torch.where(inside, m, m_lo[act])
+        m_hi[act] = torch.where(inside, m_hi[act], m)
+        side = torch.where(inside, -1, 1).to(kept.dtype)       # the endpoint not moved
+        again = kept[act] == side
+        # Illinois: an endpoint kept twice in a row counts half in the next secant
+        w_lo[act] = torch.where(inside, m, torch.where(again, w_lo[act] / 2, w_lo[act]))
+        w_hi[act] = torch.where(inside, torch.where(again, w_hi[act] / 2, w_hi[act]), m)
+        kept[act] = side
+        bisect[act] = (hi[act] - lo[act]) > (b - a) / 2          # too slow: halve next
+    return lo[:, None]
 
 
 def bisect_to_boundary(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor,

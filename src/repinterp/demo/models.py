@@ -124,17 +124,18 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
     meta_file = weights.with_suffix(".json")
     if arch not in ARCHS:
         raise UserError(f"unknown demo architecture {arch!r}; choose from {sorted(ARCHS)}")
-    with torch.random.fork_rng():  # seeded initial weights; the caller's RNG is untouched
+    # seeded initial weights and dropout masks; the caller's RNG is left untouched
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = ARCHS[arch]()
-    if weights.exists() and meta_file.exists() and not retrain:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return model.eval(), json.loads(meta_file.read_text())
-    x_train, y_train = load_fashion_mnist("train", data_root)
-    x_test, y_test = load_fashion_mnist("test", data_root)
-    start = time.perf_counter()
-    train_classifier(model, x_train, y_train, epochs=epochs, lr=settings["lr"],
-                     batch_size=settings["batch_size"], seed=seed, progress=progress)
+        if weights.exists() and meta_file.exists() and not retrain:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            return model.eval(), json.loads(meta_file.read_text())
+        x_train, y_train = load_fashion_mnist("train", data_root)
+        x_test, y_test = load_fashion_mnist("test", data_root)
+        start = time.perf_counter()
+        train_classifier(model, x_train, y_train, epochs=epochs, lr=settings["lr"],
+                         batch_size=settings["batch_size"], seed=seed, progress=progress)
     meta = dict(settings, train_seconds=round(time.perf_counter() - start, 1),
                 test_accuracy=evaluate_accuracy(model, x_test, y_test),
                 torch=torch.__version__)
