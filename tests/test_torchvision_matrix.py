@@ -3,10 +3,9 @@ layer: the verdict on the head, and for piecewise-linear heads, boundaries that 
 at their points (top-2 margin about 0, normal = gradient of G_c1 - G_c2 there)."""
 import pytest
 import torch
+from torchvision_matrix import MATRIX, build, diversify, table
 
 from repinterp import NotPiecewiseLinearError, RepresentativeInterpreter, head_verdict, split_model
-
-from torchvision_matrix import MATRIX, build, diversify, table
 
 PL = [m for m in MATRIX if m[3] == "piecewise linear"]
 NOT_PL = [m for m in MATRIX if m[3] != "piecewise linear"]
