@@ -286,3 +286,34 @@ def test_region_and_summary_are_small_plain_values(net, images, tmp_path):
     feats = it.features_
     assert torch.equal(summary.locate_features(feats, it.predictions_),
                         back.locate_features(feats, it.predictions_))
+
+
+def test_bug8_references_limit_reads_only_what_it_needs(tmp_path):
+    """Was: every file of the folder was read before keeping N (a corrupt file after the
+    first N failed --strict)."""
+    from PIL import Image
+
+    from repinterp.app.loading import load_images
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / f"a{i}.png")
+    (tmp_path / "z_broken.png").write_bytes(b"not an image")
+    got = load_images(tmp_path, limit=3, strict=True)
+    assert got.names == ["a0.png", "a1.png", "a2.png"]
+    with pytest.raises(UserError, match="z_broken.png"):
+        load_images(tmp_path, strict=True)
+
+
+def test_bug8_demo_model_leaves_the_global_rng_alone(tmp_path, monkeypatch):
+    """Was: torch.manual_seed(seed) in the demo model code reset the caller's RNG."""
+    import json
+
+    from repinterp.demo.models import FashionVGG, load_demo_model
+    monkeypatch.setenv("REPINTERP_CACHE", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    torch.save(FashionVGG().state_dict(), tmp_path / "models" / "vgg-e3-s0.pt")
+    (tmp_path / "models" / "vgg-e3-s0.json").write_text(json.dumps({"arch": "vgg"}))
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    load_demo_model()
+    assert torch.equal(torch.rand(3), expected)
