@@ -58,8 +58,8 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     d.add_argument("--strict", action="store_true", help="fail on an unreadable file")
     d.add_argument("--heldout", default=None, help="held-out images to measure purity on")
     d.add_argument("--class-names", default=None,
-                   help="file with one class name per line (default: the torchvision "
-                   "weights' categories for --weights-enum, else class indices)")
+                   help="file with one class name per line (default: Fashion-MNIST's "
+                   "for the demo architectures, else class indices)")
 
 
 def _parse_size(spec: str | None) -> tuple[int, int] | None:

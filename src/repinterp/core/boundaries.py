@@ -63,13 +63,17 @@ def boundaries_at(head: nn.Module, points: torch.Tensor, shape: tuple[int, ...],
     return Boundaries(w, b, points.detach(), torch.stack([c1, c2], 1))
 
 
+def _margin_of(logits: torch.Tensor, cls: int) -> torch.Tensor:
+    """``G_cls - max_{c != cls} G_c`` of logits ``[n, K]``: > 0 where ``cls`` wins."""
+    others = logits.clone()
+    others[:, cls] = -torch.inf
+    return logits[:, cls] - others.max(1).values
+
+
 def _margin(head: nn.Module, z: torch.Tensor, shape: tuple[int, ...], cls: int
             ) -> torch.Tensor:
-    """``G_cls(z) - max_{c != cls} G_c(z)`` for points ``[n, D]``: > 0 where ``cls`` wins."""
-    logits = _logits(head, z, shape)
-    own = logits[:, cls].clone()
-    logits[:, cls] = -torch.inf
-    return own - logits.max(1).values
+    """:func:`_margin_of` at points ``[n, D]``."""
+    return _margin_of(_logits(head, z, shape), cls)
 
 
 @torch.no_grad()
@@ -88,17 +92,18 @@ def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor
     ``m(lo) < tol`` (as the paper lineage's bisection) or after ``max_iter`` steps; ``tol``
     is raised to the rounding floor of the logits, ``64 eps max|G(origin)|`` (about
     ``1e-5`` for float32 logits of size 1), below which margins are rounding noise.
-    Departure from the lineage: bisection there (about 20-40 head passes); here typically
-    3-8 (``docs/performance.md``).
+    Departure from the lineage: bisection there (about 40 head passes). Measured on
+    resnet50 at 224x224 (``docs/performance.md``): 43 of 50 segments finished within 20
+    passes, 7 ran to ``max_iter``.
     """
     direction = targets - origin
     n = len(targets)
     lo = torch.zeros(n, dtype=origin.dtype, device=origin.device)
     hi = torch.ones_like(lo)
-    scale = float(_logits(head, origin, shape).abs().max())
+    at_origin = _logits(head, origin, shape)
     # below the rounding floor of the logits a margin is noise: never ask for less
-    tol = max(tol, 64 * torch.finfo(origin.dtype).eps * scale)
-    m_lo = _margin(head, origin, shape, cls).expand(n).clone()   # true margins at lo
+    tol = max(tol, 64 * torch.finfo(origin.dtype).eps * float(at_origin.abs().max()))
+    m_lo = _margin_of(at_origin, cls).expand(n).clone()   # true margins at lo
     m_hi = _margin(head, targets, shape, cls)
     w_lo, w_hi = m_lo.clone(), m_hi.clone()        # the secant's (Illinois-weighted) ones
     # a target still classified cls (a tie at the end of the segment): the end is the point

@@ -61,8 +61,8 @@ def min_feasible_delta(sides: torch.Tensor, same: torch.Tensor) -> int:
 
 
 def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None = None,
-                      *, prune: bool = True, eps1: float = EPS1,
-                      eps2: float = EPS2) -> Selection:
+                      *, prune: bool = True, eps1: float = EPS1, eps2: float = EPS2,
+                      stacklevel: int = 2) -> Selection:
     """Select boundaries greedily so at most ``delta`` other-class images stay covered.
 
     Parameters
@@ -76,6 +76,9 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
         feasible value; a smaller value than feasible is raised to it with a warning.
     prune
         Drop boundaries whose removal changes no image's coverage.
+    stacklevel
+        Of the infeasible-delta warning: 2 names the caller of this function; a wrapper
+        passes 3 to name its own caller.
 
     Notes
     -----
@@ -92,7 +95,7 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
         delta = min_delta
     elif delta < min_delta:
         warnings.warn(f"delta={delta} is infeasible with these boundaries; "
-                      f"using the smallest feasible delta {min_delta}", stacklevel=2)
+                      f"using the smallest feasible delta {min_delta}", stacklevel=stacklevel)
         delta = min_delta
 
     # Only the images still covered matter: each step works on them alone and drops the

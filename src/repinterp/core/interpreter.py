@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .boundaries import Boundaries, bisect_segments, boundaries_at, flip, orientation
 from .errors import NotFittedError, UserError
-from .greedy import min_feasible_delta, select_boundaries
+from .greedy import select_boundaries
 from .network import SplitNetwork
 from .region import Region
 from .split import linear_prefix, split_model
@@ -227,14 +227,7 @@ class RepresentativeInterpreter:
         b, values, seed_values = flip(b, signs), values * signs, seed_values * signs
 
         delta = self.delta if delta is None else delta
-        sides = (values >= 0).cpu()
-        if delta is not None:
-            min_delta = min_feasible_delta(sides, same)
-            if delta < min_delta:
-                warnings.warn(f"delta={delta} is infeasible with these boundaries; using "
-                              f"the smallest feasible delta {min_delta}", stacklevel=2)
-                delta = min_delta
-        sel = select_boundaries(sides, same, delta)
+        sel = select_boundaries((values >= 0).cpu(), same, delta, stacklevel=3)
         pick = sel.indices.to(values.device)
         chosen = b.select(pick.to(b.weights.device))
         weights, biases = store.lift(chosen.weights, chosen.biases)
