@@ -74,6 +74,8 @@ class RepresentativeInterpreter:
         The private copies of ``psi`` and ``G``.
     store_ : FeatureStore
         The reference features (and projections).
+    logits_ : Tensor
+        ``G(psi(x))`` of every reference ``[N, K]`` (on the compute device).
     predictions_, margins_ : Tensor
         ``Class(x)`` and the top-2 logit margin of every reference.
     bank_ : Boundaries or None
@@ -130,6 +132,7 @@ class RepresentativeInterpreter:
         top2 = logits.topk(2, 1).values
         self.network_ = net
         self.store_ = store
+        self.logits_ = logits
         self.predictions_ = logits.argmax(1).cpu()
         self.margins_ = (top2[:, 0] - top2[:, 1]).cpu()
         self.bank_, self.bank_values_ = None, None
@@ -255,7 +258,8 @@ class RepresentativeInterpreter:
         p0 = store.working_rows(index) if index is not None else store.to_working(z0[None])[0]
         pt = store.working_rows(pick)
         shape = self._working_shape()
-        t = bisect_segments(store.rest, p0[None], pt, cls, shape)
+        t = bisect_segments(store.rest, p0[None], pt, cls, shape,
+                            target_logits=self.logits_[pick])
         c1 = torch.full((len(pick),), cls, dtype=torch.long, device=pt.device)
         found = boundaries_at(store.rest, p0 + t * (pt - p0), shape, c1)
         points = z0 + t.to(z0) * (store.rows(pick) - z0)
