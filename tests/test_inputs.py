@@ -10,6 +10,7 @@ import torch
 import torchvision
 from PIL import Image
 from torch import nn
+from torchvision_matrix import diversify
 
 from conftest import tiny_cnn
 from repinterp.app.io import atomic_path, write_text
@@ -247,6 +248,54 @@ def test_layers_command(capsys):
     assert "affine head" in lines["layer4"]
     assert "skip connection" in lines["layer3.0.conv1"]
     assert out.splitlines()[-1] == "suggested layer: layer4.0"
+    assert "layer3.0.downsample.0" not in lines                  # depth 4: not listed
+    assert out.splitlines()[-2].startswith("(6 deeper layers not listed")
+    code, out, _ = cli(capsys, "layers", "--arch", "resnet18", "--depth", "1")
+    names = [ln[2:].split()[0] for ln in out.splitlines()[1:-2]]
+    assert names == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
+                     "layer4", "avgpool", "fc"]
+    # the suggestion looks inside layer4 even when the rows stop above it
+    assert out.splitlines()[-1] == "suggested layer: layer4.0"
+    code, out, _ = cli(capsys, "layers", "--arch", "resnet18", "--depth", "0")
+    assert "layer3.0.downsample.0" in out and "deeper" not in out
+    code, _, err = cli(capsys, "layers", "--arch", "resnet18", "--depth", "-1")
+    assert code == 2 and "--depth must be" in err
+
+
+def test_store_options_and_weights_class_names(capsys, tmp_path):
+    """--feature-dtype, --store-dir and class names from torchvision weights' metadata
+    (nothing downloaded) on a 3-class resnet18 at 64x64."""
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        png(tmp_path / "imgs" / f"c{i % 2}" / f"{i}.png",
+            rng.integers(0, 256, (64, 64, 3), np.uint8))
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    diversify(model, load_images(tmp_path / "imgs", channels=3).images)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    (tmp_path / "store").mkdir()
+    base = ["summarize", "--arch", "resnet18", "--num-classes", "3", "--weights",
+            tmp_path / "w.pt", "--layer", "layer3", "--data", tmp_path / "imgs", "--quiet",
+            "--num-boundaries", "5"]
+    code, _, err = cli(capsys, *base, "--out", tmp_path / "a")
+    assert code == 0, err
+    code, _, err = cli(capsys, *base, "--out", tmp_path / "b", "--store-dir",
+                       tmp_path / "store", "--class-names", "ResNet18_Weights.IMAGENET1K_V1")
+    assert code == 0, err
+    assert list((tmp_path / "store").iterdir()) == []
+    a = json.loads((tmp_path / "a/summary.json").read_text())
+    b = json.loads((tmp_path / "b/summary.json").read_text())
+    assert [r["top_members"] for c in a["classes"] for r in c["regions"]] == \
+        [r["top_members"] for c in b["classes"] for r in c["regions"]]
+    html = (tmp_path / "b/report.html").read_text()
+    assert "tench" in html or "goldfish" in html or "great white shark" in html
+    code, _, err = cli(capsys, *base, "--out", tmp_path / "c", "--feature-dtype", "bfloat16")
+    assert code == 0, err
+    code, _, err = cli(capsys, *base, "--out", tmp_path / "d", "--class-names",
+                       "ResNet18_Weights.NOPE")
+    assert code == 2 and "not a torchvision weights name" in err
+    with pytest.raises(SystemExit):
+        main([str(a) for a in base] + ["--feature-dtype", "int8"])
 
 
 def test_not_fitted_is_exit_2(capsys, monkeypatch, tiny_script, gray_folder):

@@ -14,6 +14,8 @@ from .core.errors import UserError, first_line
 
 __all__ = ["main"]
 
+FEATURE_DTYPES = ("float32", "float16", "bfloat16")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory")
@@ -34,7 +36,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--arch", help="demo architecture (vgg, resnet) or torchvision name")
-    g.add_argument("--weights", help="state dict for --arch (loaded with weights_only)")
+    g.add_argument("--weights", help="state dict for --arch (loaded with weights_only), or "
+                   "torchvision weights such as ResNet50_Weights.IMAGENET1K_V2 (from "
+                   "torch's hub cache; class names from their metadata)")
     g.add_argument("--num-classes", type=int, default=None, help="classes of --arch")
     g.add_argument("--model", help="TorchScript file, a state dict trained by repinterp, "
                    "or a pickled model with --trust-pickle")
@@ -47,6 +51,10 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    help="accept a head that is not piecewise linear (local linearisation)")
     g.add_argument("--device", default=None, help="cpu or cuda")
     g.add_argument("--num-boundaries", type=int, default=50)
+    g.add_argument("--feature-dtype", choices=sorted(FEATURE_DTYPES), default=None,
+                   help="storage dtype of the reference features (default: the model's)")
+    g.add_argument("--store-dir", default=None, help="keep the reference features in a "
+                   "memory-mapped file in this directory instead of memory")
     d = p.add_argument_group("images")
     d.add_argument("--data", required=True, help="folder of images (ImageFolder or flat), "
                    ".npy/.npz, IDX file, or a folder of MNIST-style IDX files")
@@ -58,8 +66,10 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     d.add_argument("--strict", action="store_true", help="fail on an unreadable file")
     d.add_argument("--heldout", default=None, help="held-out images to measure purity on")
     d.add_argument("--class-names", default=None,
-                   help="file with one class name per line (default: Fashion-MNIST's "
-                   "for the demo architectures, else class indices)")
+                   help="file with one class name per line, or torchvision weights whose "
+                   "categories to use (default: those of --weights when it names "
+                   "torchvision weights, Fashion-MNIST's for the demo architectures, "
+                   "else class indices)")
 
 
 def _parse_size(spec: str | None) -> tuple[int, int] | None:
@@ -113,20 +123,23 @@ def _load(args: argparse.Namespace):
     if layer is None:
         raise UserError("--layer is required (list the candidates with `repinterp layers`)")
     refs, held, opts = _references(args, model, demo)
-    interp = RepresentativeInterpreter(model, layer, num_boundaries=args.num_boundaries,
-                                       seed=args.seed, approximate=args.approximate,
-                                       device=args.device, progress=not args.quiet)
+    import torch
+    interp = RepresentativeInterpreter(
+        model, layer, num_boundaries=args.num_boundaries, seed=args.seed,
+        approximate=args.approximate, device=args.device, progress=not args.quiet,
+        feature_dtype=getattr(torch, args.feature_dtype) if args.feature_dtype else None,
+        store_dir=args.store_dir)
     interp.fit(refs.images)
     return interp, refs, held, opts, demo
 
 
 def _class_names(args: argparse.Namespace, demo: str | None) -> list[str] | None:
+    from .app.loading import load_class_names, torchvision_weights
+
     if args.class_names:
-        path = Path(args.class_names)
-        if not path.is_file():
-            raise UserError(f"{path} does not exist")
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        return [n for n in names if n]
+        return load_class_names(args.class_names)
+    if args.weights and torchvision_weights(args.weights) is not None:
+        return load_class_names(args.weights)
     if demo:
         from .demo.data import FASHION_CLASSES
         return FASHION_CLASSES
@@ -249,14 +262,21 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
 def _cmd_layers(args: argparse.Namespace) -> int:
     from .core.split import layer_table, suggest_layer
 
+    if args.depth < 0:
+        raise UserError(f"--depth must be 0 (all) or positive, got {args.depth}")
     model, _ = _model(args)
-    rows = layer_table(model)
+    depth = None if args.depth == 0 else args.depth
+    rows = layer_table(model, max_depth=depth)
     best = suggest_layer(model, rows)
+    hidden = sum(1 for name, _ in model.named_modules() if name) - len(rows)
     width = max(len(r.name) for r in rows) if rows else 10
     print(f"  {'layer':{width}}  {'type':18}  head after it")
     for r in rows:
         mark = "*" if r.name == best else " "
         print(f"{mark} {r.name:{width}}  {r.type:18}  {r.describe()}")
+    if hidden:
+        print(f"({hidden} deeper layers not listed: --depth {(depth or 0) + 1} or --depth 0 "
+              "for all)")
     print(f"suggested layer: {best}" if best else
           "no layer leaves a piecewise-linear head with a kink; --approximate accepts "
           "other heads")
@@ -302,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("layers", help="candidate layers, the verdict on the head after "
                        "each, and a suggestion")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--depth", type=int, default=3, help="list layers down to this many "
+                   "levels (1: the model's children; 0: all); each costs one trace")
     _inputs(p, data=False)
     p.set_defaults(func=_cmd_layers)
     return parser

@@ -263,6 +263,33 @@ def build_arch(arch: str, num_classes: int | None,
         raise UserError(f"cannot build {arch}: {exc}") from exc
 
 
+def torchvision_weights(name: str):
+    """The torchvision weights enum named ``name`` (``ResNet50_Weights.IMAGENET1K_V2``),
+    or None when ``name`` does not look like one (a file name, say)."""
+    if "_Weights." not in name or Path(name).exists():
+        return None
+    from torchvision.models import get_weight
+    try:
+        return get_weight(name)
+    except (KeyError, ValueError, AttributeError):
+        raise UserError(f"{name!r} is not a torchvision weights name (e.g. "
+                        "ResNet50_Weights.IMAGENET1K_V2)") from None
+
+
+def load_class_names(spec: str) -> list[str]:
+    """Class names from a file (one per line) or from a torchvision weights enum's
+    ``meta["categories"]`` (nothing is downloaded)."""
+    enum = torchvision_weights(spec)
+    if enum is not None:
+        return list(enum.meta["categories"])
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist (give a file with one class name per line "
+                        "or a torchvision weights name)")
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    return [n for n in names if n]
+
+
 def load_model(*, arch: str | None = None, weights: str | None = None,
                num_classes: int | None = None, model_file: str | None = None,
                trust_pickle: bool = False,
@@ -271,7 +298,9 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
 
     * ``arch`` (+ ``weights``, a state dict, loaded with ``weights_only=True``): one of
       ``archs`` (the CLI passes the demo architectures ``vgg``, ``resnet``) or a
-      torchvision name such as ``resnet18``.
+      torchvision name such as ``resnet18``. ``weights`` may also name torchvision
+      weights (``ResNet50_Weights.IMAGENET1K_V2``): their file is taken from torch's hub
+      cache, and fetched only if missing there.
     * ``model_file``: a TorchScript file, a state dict of one of ``archs``, or a whole
       pickled model only when ``trust_pickle`` is set (unpickling runs arbitrary code).
     """
@@ -279,8 +308,17 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
         raise UserError("give either --arch NAME [--weights FILE] or --model FILE")
     if arch is not None:
         model = build_arch(arch, num_classes, archs)
-        if weights:
+        enum = torchvision_weights(weights) if weights else None
+        if enum is not None:
+            try:
+                state = enum.get_state_dict(progress=False, check_hash=True)
+            except Exception as exc:  # noqa: BLE001 - URLError, hash mismatch, ...
+                raise UserError(f"cannot get the {weights} file ({first_line(exc)}); put "
+                                f"{enum.url.rsplit('/', 1)[-1]} in torch's hub cache "
+                                "(~/.cache/torch/hub/checkpoints)") from exc
+        elif weights:
             state = _load_weights_only(Path(weights))
+        if weights:
             if isinstance(state, dict) and "state_dict" in state and isinstance(
                     state["state_dict"], dict):
                 state = state["state_dict"]

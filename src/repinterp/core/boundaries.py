@@ -92,7 +92,9 @@ def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor
     ``m(lo) < tol`` (as the paper lineage's bisection), when its whole bracket is within
     the head's rounding noise (``m(lo) - m(hi) < 256 eps max|G(origin)|``: both ends are
     zero to the precision the head is evaluated in, and a further step only follows the
-    noise), or after ``max_iter`` steps; ``tol`` is raised to ``64 eps max|G(origin)|``.
+    noise), when no float ``t`` is left between ``lo`` and ``hi`` (the noise jumps by
+    more than that between neighbouring points), or after ``max_iter`` steps; ``tol`` is
+    raised to ``64 eps max|G(origin)|``.
     ``target_logits`` (``G`` at the targets, when already known) saves the first pass.
     Departure from the lineage: bisection there (about 40 head passes). Measured on
     resnet50 at 224x224 in float32 (``docs/performance.md``): 19 passes for 50 segments,
@@ -118,7 +120,8 @@ def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor
     kept = torch.zeros(n, dtype=torch.int8, device=origin.device)  # +1 lo kept, -1 hi kept
     bisect = torch.zeros(n, dtype=torch.bool, device=origin.device)
     for _ in range(max_iter):
-        act = (~done & (m_lo >= tol) & (m_lo - m_hi >= noise)).nonzero()[:, 0]
+        open_ = torch.nextafter(lo, hi) < hi        # a float t still lies inside
+        act = (~done & open_ & (m_lo >= tol) & (m_lo - m_hi >= noise)).nonzero()[:, 0]
         if len(act) == 0:
             break
         a, b = lo[act], hi[act]

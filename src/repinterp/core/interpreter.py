@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import operator
+import os
 import warnings
 from typing import Any
 
@@ -61,7 +62,12 @@ class RepresentativeInterpreter:
         Where to compute (default: the model's device).
     feature_dtype
         Storage dtype of the reference features (default: the model's); ``torch.float16``
-        halves their memory, products are still computed in the model's dtype.
+        or ``torch.bfloat16`` halve their memory, products are still computed in the
+        model's dtype.
+    store_dir
+        Keep the reference features in a memory-mapped file in this directory (on the
+        CPU; unlinked at once, so nothing is left behind) instead of memory: ``N`` is
+        then bounded by disk; products read it in chunks of about 64 MB.
     use_prefix
         Work in the output space of the head's first linear layer when there is one
         (exact; see :mod:`repinterp.core.store`).
@@ -87,7 +93,8 @@ class RepresentativeInterpreter:
                  *, sampling: str = "bisection", delta: int | None = None, seed: int = 0,
                  heatmap_method: str = "margin", batch_size: int = 256,
                  approximate: bool = False, device: str | torch.device | None = None,
-                 feature_dtype: torch.dtype | None = None, progress: bool = True,
+                 feature_dtype: torch.dtype | None = None,
+                 store_dir: str | os.PathLike | None = None, progress: bool = True,
                  use_prefix: bool = True, channels_last: bool = True):
         self.model = model
         self.layer = layer
@@ -100,6 +107,7 @@ class RepresentativeInterpreter:
         self.approximate = approximate
         self.device = device
         self.feature_dtype = feature_dtype
+        self.store_dir = store_dir
         self.progress = progress
         self.use_prefix = use_prefix
         self.channels_last = channels_last
@@ -120,7 +128,7 @@ class RepresentativeInterpreter:
         net = SplitNetwork(self.model, self.layer, approximate=self.approximate,
                            device=self.device, channels_last=self.channels_last,
                            batch_size=self.batch_size, progress=self.progress)
-        z = net.features(references, dtype=self.feature_dtype)
+        z = net.features(references, dtype=self.feature_dtype, storage=self.store_dir)
         prefix = linear_prefix(net.head) if self.use_prefix else None
         sink: list[torch.Tensor] = []
         logits = net.logits(z, capture=prefix, sink=sink)
@@ -128,7 +136,8 @@ class RepresentativeInterpreter:
             raise UserError("the model has a single output; need a classifier with "
                             ">= 2 classes")
         store = FeatureStore(z, net.dtype, net.head, None if prefix is None else
-                             (prefix, torch.cat(sink), split_model(net.head, prefix).head))
+                             (prefix, torch.cat(sink), split_model(net.head, prefix).head),
+                             device=net.device)
         top2 = logits.topk(2, 1).values
         self.network_ = net
         self.store_ = store

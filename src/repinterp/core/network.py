@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
+import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -23,10 +26,12 @@ from tqdm.auto import tqdm
 from .errors import NotPiecewiseLinearError, UserError, first_line
 from .region import Region
 from .split import HeadVerdict, head_verdict, split_model
+from .store import chunk_rows
 
 __all__ = ["SplitNetwork", "batches", "inference_mode", "model_fingerprint"]
 
-HEAD_CHUNK = 4096
+# the head's activations per point, as a multiple of its input, when sizing chunks
+HEAD_ACTIVATION_FACTOR = 4
 
 
 def batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
@@ -88,6 +93,26 @@ def _private_copy(module: nn.Module, device: torch.device, channels_last: bool =
                             and src.op != "placeholder":
                         net.get_submodule(node.target).inplace = True
     return net
+
+
+def _mapped(directory: str | os.PathLike, shape: tuple[int, ...], dtype: torch.dtype
+            ) -> torch.Tensor:
+    """An uninitialised CPU tensor backed by an unlinked file in ``directory``."""
+    size = math.prod(shape)
+    nbytes = size * torch.empty((), dtype=dtype).element_size()
+    if not os.path.isdir(directory):
+        raise UserError(f"store directory {os.fspath(directory)} does not exist")
+    fd, path = tempfile.mkstemp(prefix="repinterp-features-", suffix=".bin", dir=directory)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, max(nbytes, 1))
+        except OSError as exc:
+            raise UserError(f"cannot reserve {nbytes / 2**30:.2f} GiB for the features in "
+                            f"{os.fspath(directory)}: {exc.strerror}") from None
+        return torch.from_file(path, shared=True, size=size, dtype=dtype).view(shape)
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 class SplitNetwork:
@@ -161,9 +186,16 @@ class SplitNetwork:
 
     @torch.no_grad()
     def features(self, images: Any, *, flat: bool = True, dtype: torch.dtype | None = None,
-                 progress: bool | None = None) -> torch.Tensor:
+                 progress: bool | None = None, storage: str | os.PathLike | None = None
+                 ) -> torch.Tensor:
         """``psi(images)``: ``[N, D]`` (``[N, C, H, W]`` with ``flat=False``), allocated
-        once and filled batch by batch; ``dtype`` stores it in another dtype."""
+        once and filled batch by batch; ``dtype`` stores it in another dtype.
+
+        ``storage``: a directory; the result then lives in a memory-mapped file there
+        (on the CPU), so that ``N`` is bounded by disk, not memory. The file is reserved
+        in full before the first batch (a full disk is an error, not a crash later) and
+        unlinked at once: its space returns when the tensor is freed, nothing is left.
+        """
         show = self.progress if progress is None else progress
         n = len(images)
         out: torch.Tensor | None = None
@@ -182,8 +214,9 @@ class SplitNetwork:
                                     "or infinite values; check the inputs and the weights")
                 if out is None:
                     self.feature_shape = tuple(f.shape[1:])
-                    out = torch.empty((n, *f.shape[1:]), dtype=dtype or f.dtype,
-                                      device=f.device)
+                    shape = (n, *f.shape[1:])
+                    out = (torch.empty(shape, dtype=dtype or f.dtype, device=f.device)
+                           if storage is None else _mapped(storage, shape, dtype or f.dtype))
                 out[done:done + len(f)] = f
                 done += len(f)
                 bar.update(len(batch))
@@ -206,10 +239,11 @@ class SplitNetwork:
         """
         hook = (capture.register_forward_hook(lambda m, i, o: sink.append(o.detach()))
                 if capture is not None else None)
+        step = chunk_rows(z.shape[1] * 4 * HEAD_ACTIVATION_FACTOR, most=4096)
         try:
             return torch.cat([self._run(self.head, self.unflatten(
-                z[i:i + HEAD_CHUNK].to(self.device, self.dtype)))
-                for i in range(0, len(z), HEAD_CHUNK)])
+                z[i:i + step].to(self.device, self.dtype)))
+                for i in range(0, len(z), step)])
         finally:
             if hook is not None:
                 hook.remove()

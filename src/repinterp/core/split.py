@@ -366,22 +366,25 @@ class LayerInfo:
         return self.verdict.describe()
 
 
-def layer_table(model: nn.Module) -> list[LayerInfo]:
-    """Every named submodule of ``model`` as a candidate split, with its verdict."""
-    rows = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-        try:
-            info = LayerInfo(name, type(module).__name__,
-                             head_verdict(split_model(model, name).head))
-        except UserError as exc:
-            msg = str(exc)
-            problem = ("a skip connection bypasses it" if "reads the input" in msg
-                       else "called more than once" if "times in forward" in msg else msg)
-            info = LayerInfo(name, type(module).__name__, None, problem)
-        rows.append(info)
-    return rows
+def layer_info(model: nn.Module, name: str) -> LayerInfo:
+    """The verdict on the head after the submodule ``name`` (one trace of ``model``)."""
+    module = model.get_submodule(name)
+    try:
+        return LayerInfo(name, type(module).__name__,
+                         head_verdict(split_model(model, name).head))
+    except UserError as exc:
+        msg = str(exc)
+        problem = ("a skip connection bypasses it" if "reads the input" in msg
+                   else "called more than once" if "times in forward" in msg else msg)
+        return LayerInfo(name, type(module).__name__, None, problem)
+
+
+def layer_table(model: nn.Module, max_depth: int | None = None) -> list[LayerInfo]:
+    """Every named submodule of ``model`` (down to ``max_depth`` dots-plus-one levels:
+    ``1`` = the children) as a candidate split, with its verdict. Each row costs one
+    trace of the model."""
+    return [layer_info(model, name) for name, _ in model.named_modules()
+            if name and (max_depth is None or name.count(".") < max_depth)]
 
 
 def _has_conv(module: nn.Module) -> bool:
@@ -395,12 +398,15 @@ def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str 
     From the model's top level: among the children that hold a convolution, take the
     last one whose head has a kink, unless the last of them has an affine head and is
     made of blocks: then the same inside it, if it finds one (ResNet's ``layer4`` ->
-    ``layer4.0``). ``rows`` reuses a :func:`layer_table`.
+    ``layer4.0``). ``rows`` reuses verdicts already computed (:func:`layer_table`); the
+    others are computed for the layers looked at only.
     """
-    info = {r.name: r for r in (rows if rows is not None else layer_table(model))}
+    info = {r.name: r for r in rows or []}
 
     def kind(name: str) -> str | None:
-        v = info[name].verdict if name in info else None
+        if name not in info:
+            info[name] = layer_info(model, name)
+        v = info[name].verdict
         return v.kind if v is not None else None
 
     def pick(prefix: str, module: nn.Module) -> str | None:

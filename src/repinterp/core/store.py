@@ -11,8 +11,11 @@ over all ``N x D`` features an explanation makes. Two things make it cheap:
   demo). In feature space the same boundary is ``w = A^T g``, ``b = c + g . a``
   (:meth:`FeatureStore.lift`), used for heat maps and for new images. No inverse of
   ``A`` is ever formed.
-* **Half-precision storage.** ``features`` may be float16; every product upcasts one
-  chunk at a time.
+* **Half-precision or on-disk storage.** ``features`` may be float16 or bfloat16, and
+  may live in a memory-mapped file (:func:`repinterp.core.network.SplitNetwork.features`
+  with ``storage=``) on the CPU while products run on another device: every product then
+  reads, moves and upcasts one chunk of about 64 MB at a time, so that the memory a
+  product needs beyond its ``[N, Q]`` result is a few chunks, whatever ``N``.
 
 Without a prefix the working space is feature space and ``rest`` is the whole head.
 """
@@ -23,7 +26,12 @@ from torch import nn
 
 __all__ = ["FeatureStore"]
 
-CHUNK = 8192
+CHUNK_BYTES = 1 << 26
+
+
+def chunk_rows(row_bytes: int, most: int = 8192) -> int:
+    """Rows of ``row_bytes`` each that fit in one chunk of about 64 MB (1 to ``most``)."""
+    return max(1, min(most, CHUNK_BYTES // max(int(row_bytes), 1)))
 
 
 class FeatureStore:
@@ -34,8 +42,9 @@ class FeatureStore:
     ----------
     features
         ``[N, D]`` features, kept in their own dtype (e.g. float16).
-    compute_dtype
-        The dtype of every product (the model's dtype).
+    compute_dtype, device
+        The dtype of every product (the model's dtype) and where products run (default:
+        where ``features`` are).
     head
         The head ``G`` (feature maps -> logits); it is ``rest`` when there is no prefix.
     prefix
@@ -44,9 +53,11 @@ class FeatureStore:
     """
 
     def __init__(self, features: torch.Tensor, compute_dtype: torch.dtype, head: nn.Module,
-                 prefix: tuple[nn.Linear, torch.Tensor, nn.Module] | None = None):
+                 prefix: tuple[nn.Linear, torch.Tensor, nn.Module] | None = None,
+                 device: torch.device | None = None):
         self.z = features
         self.compute_dtype = compute_dtype
+        self.device = features.device if device is None else torch.device(device)
         self.linear, self.projected, self.rest = prefix if prefix else (None, None, head)
 
     def __len__(self) -> int:
@@ -66,17 +77,17 @@ class FeatureStore:
 
     def rows(self, idx: torch.Tensor | slice | int) -> torch.Tensor:
         """Features of the given references in the compute dtype."""
-        return self.z[idx].to(self.compute_dtype)
+        return self.z[idx].to(self.device, self.compute_dtype)
 
     def working_rows(self, idx: torch.Tensor | slice | int) -> torch.Tensor:
         """The given references in the working space, in the compute dtype."""
         return self.rows(idx) if self.projected is None else \
-            self.projected[idx].to(self.compute_dtype)
+            self.projected[idx].to(self.device, self.compute_dtype)
 
     def to_working(self, z: torch.Tensor) -> torch.Tensor:
         """Feature vectors ``[n, D]`` in the working space."""
         if self.linear is None:
-            return z.to(self.compute_dtype)
+            return z.to(self.device, self.compute_dtype)
         return nn.functional.linear(z.to(self.linear.weight), self.linear.weight,
                                     self.linear.bias)
 
@@ -100,7 +111,8 @@ class FeatureStore:
         if points is not None:
             return torch.addmm(c, points.flatten(1).to(self.compute_dtype), w)
         data = self.z if self.projected is None else self.projected
-        if data.dtype == self.compute_dtype:
+        if data.dtype == self.compute_dtype and data.device == w.device:
             return torch.addmm(c, data, w)
-        return torch.cat([torch.addmm(c, data[i:i + CHUNK].to(self.compute_dtype), w)
-                          for i in range(0, len(data), CHUNK)])
+        step = chunk_rows(data.shape[1] * data.element_size())
+        return torch.cat([torch.addmm(c, data[i:i + step].to(w.device, self.compute_dtype), w)
+                          for i in range(0, len(data), step)])
