@@ -55,6 +55,9 @@ class RepresentativeInterpreter:
         Default heat map (:mod:`repinterp.core.heatmap`). ``margin`` was chosen on
         development seeds of the paper's protocol (``docs/evaluation.md``); the paper's
         lineage variant is ``lineage``.
+    batch_size
+        Images per batch through the network (default: 256, fewer for large images; see
+        :func:`repinterp.core.network.auto_batch_size`).
     approximate
         Accept a head that is not piecewise linear; its boundaries are then local
         linearisations and every result is flagged ``approximate``.
@@ -91,7 +94,7 @@ class RepresentativeInterpreter:
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, num_boundaries: int = 50,
                  *, sampling: str = "bisection", delta: int | None = None, seed: int = 0,
-                 heatmap_method: str = "margin", batch_size: int = 256,
+                 heatmap_method: str = "margin", batch_size: int | None = None,
                  approximate: bool = False, device: str | torch.device | None = None,
                  feature_dtype: torch.dtype | None = None,
                  store_dir: str | os.PathLike | None = None, progress: bool = True,

@@ -28,10 +28,23 @@ from .region import Region
 from .split import HeadVerdict, head_verdict, split_model
 from .store import chunk_rows
 
-__all__ = ["SplitNetwork", "batches", "inference_mode", "model_fingerprint"]
+__all__ = ["SplitNetwork", "auto_batch_size", "batches", "inference_mode", "model_fingerprint"]
 
 # the head's activations per point, as a multiple of its input, when sizing chunks
 HEAD_ACTIVATION_FACTOR = 4
+
+
+def auto_batch_size(images: Any, device: torch.device) -> int:
+    """Images per batch when none is given: 256, fewer for large images so that a batch
+    holds at most ``2**20`` input numbers on the CPU (6 images at 3x224x224, where the
+    activations of a ResNet-50 are about 13 MB per image; smaller batches were also
+    faster there) or ``2**24`` on an accelerator (111 at 224)."""
+    first = images[0] if len(images) else None
+    if isinstance(first, (tuple, list)):
+        first = first[0]
+    numel = first.numel() if isinstance(first, torch.Tensor) else 1
+    budget = 2 ** 20 if device.type == "cpu" else 2 ** 24
+    return max(1, min(256, budget // max(numel, 1)))
 
 
 def batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
@@ -134,12 +147,13 @@ class SplitNetwork:
         Run the feature extractor in channels-last format on the CPU (about 2x faster
         convolutions with oneDNN; same numbers up to float rounding).
     batch_size, progress
-        Images per batch in :meth:`features`, and whether to show a progress bar.
+        Images per batch in :meth:`features` (None: :func:`auto_batch_size`), and whether
+        to show a progress bar.
     """
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, *, approximate: bool = False,
                  device: str | torch.device | None = None, channels_last: bool = True,
-                 batch_size: int = 256, progress: bool = True):
+                 batch_size: int | None = None, progress: bool = True):
         split = split_model(model, layer)
         self.layer = split.layer
         self.verdict: HeadVerdict = head_verdict(split.head)
@@ -155,7 +169,7 @@ class SplitNetwork:
             isinstance(m, nn.Conv2d) for m in split.features.modules()))
         self.psi = _private_copy(split.features, self.device, self.channels_last)
         self.head = _private_copy(split.head, self.device)
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.progress = progress
         self.input_shape: tuple[int, ...] | None = None
         self.feature_shape: tuple[int, ...] | None = None
@@ -201,7 +215,8 @@ class SplitNetwork:
         out: torch.Tensor | None = None
         done = 0
         with tqdm(total=n, desc="features", unit="img", disable=not show, leave=False) as bar:
-            for batch in batches(images, self.batch_size):
+            size = self.batch_size or auto_batch_size(images, self.device)
+            for batch in batches(images, size):
                 self.input_shape = tuple(batch.shape[1:])
                 batch = batch.to(self.device, self.dtype)
                 if self.channels_last and batch.ndim == 4:
