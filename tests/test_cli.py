@@ -25,7 +25,11 @@ def test_garbage_checkpoint(capsys, tmp_path):
     assert "\n" not in err
 
 
-def test_usage_error_exit_2():
+def test_usage_error_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["explain"])
+        main(["explain", "--no-such-option"])
     assert e.value.code == 2
+    assert main(["explain"]) == 2
+    assert "give either --arch" in capsys.readouterr().err
+    assert main(["explain", "--arch", "resnet18", "--layer", "layer3"]) == 2
+    assert capsys.readouterr().err.strip() == "repinterp: error: --data is required"

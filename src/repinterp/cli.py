@@ -56,8 +56,9 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     g.add_argument("--store-dir", default=None, help="keep the reference features in a "
                    "memory-mapped file in this directory instead of memory")
     d = p.add_argument_group("images")
-    d.add_argument("--data", required=True, help="folder of images (ImageFolder or flat), "
-                   ".npy/.npz, IDX file, or a folder of MNIST-style IDX files")
+    d.add_argument("--data", default=None, help="folder of images (ImageFolder or flat), "
+                   ".npy/.npz, IDX file, or a folder of MNIST-style IDX files (required "
+                   "except with --index)")
     d.add_argument("--references", type=int, default=None, help="use the first N images")
     d.add_argument("--size", default=None, help="resize to H,W (or one number)")
     d.add_argument("--normalize", default=None, help="imagenet, fashion-mnist, none or "
@@ -94,15 +95,23 @@ def _model(args: argparse.Namespace):
     return model, next((name for name, cls in ARCHS.items() if type(model) is cls), None)
 
 
+def _load_options(args: argparse.Namespace, model, demo: str | None) -> dict:
+    from .app.loading import expected_channels
+
+    normalize = args.normalize or ("fashion-mnist" if demo else None)
+    return dict(channels=expected_channels(model), size=_parse_size(args.size),
+                normalize=normalize, strict=args.strict)
+
+
 def _references(args: argparse.Namespace, model, demo: str | None):
     """The references, the held-out images (or None) and the loading options."""
     import warnings
 
-    from .app.loading import expected_channels, load_images
+    from .app.loading import load_images
 
-    normalize = args.normalize or ("fashion-mnist" if demo else None)
-    opts = dict(channels=expected_channels(model), size=_parse_size(args.size),
-                normalize=normalize, strict=args.strict)
+    if args.data is None:
+        raise UserError("--data is required")
+    opts = _load_options(args, model, demo)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         refs = load_images(args.data, limit=args.references, **opts)
@@ -165,6 +174,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .app.report import write_report
     from .core.summary import ClassSummary, Summary
 
+    if args.index:
+        return _explain_index(args)
     if args.summary:
         return _explain_from_summary(args)
     interp, refs, held, opts, demo = _load(args)
@@ -245,6 +256,8 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
     from .app.io import save_summary
     from .app.report import write_report
 
+    if args.index:
+        return _summarize_index(args)
     interp, refs, held, _, demo = _load(args)
     summary = interp.summarize(coverage=args.coverage, max_regions=args.max_regions)
     summary.meta.update(model=args.arch or args.model, data=args.data)
@@ -283,6 +296,137 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_spec(args: argparse.Namespace) -> dict:
+    """The model options as the index manifest records them (absolute paths)."""
+    def absolute(p: str | None) -> str | None:
+        return str(Path(p).resolve()) if p and Path(p).exists() else p
+    return {"arch": args.arch, "weights": absolute(args.weights),
+            "num_classes": args.num_classes, "model_file": absolute(args.model),
+            "trust_pickle": bool(args.trust_pickle)}
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    import functools
+
+    from .app.index import build_index, load_index
+    from .app.loading import ImageSource, load_model
+    from .demo.models import ARCHS, DEMO_LAYERS
+
+    if Path(args.model_arg).exists():
+        args.model = args.model_arg
+    else:
+        args.arch = args.model_arg
+    model, demo = _model(args)
+    layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
+    if layer is None:
+        raise UserError("--layer is required (list the candidates with `repinterp layers`)")
+    if args.data is None:
+        raise UserError("--data is required")
+    source = ImageSource(str(Path(args.data).resolve()), **_load_options(args, model, demo))
+    spec = _model_spec(args)
+    out = build_index(model, layer, source, args.out or "out/index", bank=args.bank,
+                      pilot=args.pilot, seed=args.seed, shard_size=args.shard_size,
+                      engine=args.engine, workers=args.workers, ray_address=args.ray_address,
+                      load_model=functools.partial(load_model, archs=ARCHS, **spec),
+                      model_description=spec, device=args.device,
+                      progress=not args.quiet)
+    index = load_index(out).index
+    print(f"indexed {len(index)} images against {len(index.bank)} boundaries "
+          f"({index.nbytes / 2**20:.1f} MiB of rows): {out}")
+    return 0
+
+
+def _index_and_model(args: argparse.Namespace):
+    """The index of ``--index`` (checked against the model) and the model: from the
+    options given, else from the manifest."""
+    from .app.index import load_index
+    from .app.loading import load_model
+    from .demo.models import ARCHS
+
+    manifest = load_index(args.index).manifest
+    if args.arch or args.model:
+        model, _ = _model(args)
+    elif isinstance(manifest["model"], dict):
+        model = load_model(archs=ARCHS, **manifest["model"])
+    else:
+        raise UserError(f"the index in {args.index} was built from a Python model: pass "
+                        "--arch/--weights or --model")
+    return load_index(args.index, model), model
+
+
+class _IndexedImages:
+    """The indexed images, read from their source when a report needs them."""
+
+    def __init__(self, source, items: list[int]):
+        self.source, self.items = source, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx):
+        import torch
+        if isinstance(idx, int) or (isinstance(idx, torch.Tensor) and idx.ndim == 0):
+            i = self.items[int(idx)]
+            return self.source.read(i, i + 1)[0][0]
+        return torch.stack([self[int(i)] for i in idx])
+
+
+def _summarize_index(args: argparse.Namespace) -> int:
+    from .app.io import save_summary
+    from .app.report import write_report
+    from .core.network import SplitNetwork
+
+    loaded, model = _index_and_model(args)
+    index, names, manifest = loaded.index, loaded.names, loaded.manifest
+    summary = index.summarize(coverage=args.coverage, max_regions=args.max_regions,
+                              progress=not args.quiet)
+    summary.meta.update(model=manifest["model"], data=manifest["data"]["path"])
+    net = SplitNetwork(model, index.layer, device=args.device, progress=False)
+    out = Path(args.out or "out/summary")
+    save_summary(out / "summary.pt", summary)
+    write_report(out, summary, _IndexedImages(loaded.source(), loaded.items),
+                 heatmap=net.heatmap, names=names,
+                 class_names=_class_names(args, None), title="repinterp summary (index)",
+                 meta={"index": str(args.index), "layer": index.layer,
+                       "references": len(index), "bank": len(index.bank)})
+    print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
+          f"index of {len(index)} images; report: {out / 'report.html'}")
+    return 0
+
+
+def _explain_index(args: argparse.Namespace) -> int:
+    from .app.loading import load_images
+    from .app.report import write_report
+    from .core.index import IndexWorker
+    from .core.summary import ClassSummary, Summary
+
+    if not args.image:
+        raise UserError("explain --index needs --image FILE")
+    loaded, model = _index_and_model(args)
+    index, names = loaded.index, loaded.names
+    opts = {k: loaded.manifest["data"][k] for k in ("channels", "size", "normalize")}
+    image = load_images(args.image, **opts).images[0]
+    worker = IndexWorker(model, index.layer, index.bank, device=args.device)
+    region = index.explain(worker.rows(image[None]))
+    net = worker.network
+    preds = index.rows.predictions
+    cls = region.predicted_class
+    summary = Summary([ClassSummary(cls, int((preds == cls).sum()), [region],
+                                    int((preds[region.members] == cls).sum()))], 1.0, 1,
+                      layer=index.layer)
+    out = Path(args.out or "out/explain")
+    write_report(out, summary, _IndexedImages(loaded.source(), loaded.items),
+                 heatmap=net.heatmap, names=names, seed_images={0: image},
+                 class_names=_class_names(args, None),
+                 title=f"repinterp: region of {args.image} (index)",
+                 meta={"image": args.image, "index": str(args.index)})
+    closest = ", ".join(names[int(i)] for i in region.members[:5])
+    print(f"{args.image} (class {cls}): region of {region.size} indexed images, "
+          f"{region.num_boundaries} boundaries; closest: {closest}; "
+          f"report: {out / 'report.html'}")
+    return 0
+
+
 def _one_line(text: str, limit: int = 400) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -310,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--image", default=None, help="an outside image file as the seed")
     p.add_argument("--summary", default=None, help="with --image: a summary directory "
                    "(or its summary.pt) to locate the image in, without refitting")
+    p.add_argument("--index", default=None, help="with --image: a region index "
+                   "(`repinterp index`): the image's region and closest indexed images")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("summarize", help="peel every predicted class into regions")
@@ -317,7 +463,24 @@ def build_parser() -> argparse.ArgumentParser:
     _inputs(p)
     p.add_argument("--coverage", type=float, default=0.9, help="share of each class to cover")
     p.add_argument("--max-regions", type=int, default=6, help="regions per class at most")
+    p.add_argument("--index", default=None, help="summarise a region index "
+                   "(`repinterp index`) instead of fitting on --data")
     p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("index", help="index every image's side of a bank of boundaries "
+                       "(in-process or on Ray Data), for summaries beyond memory")
+    _common(p)
+    p.add_argument("model_arg", metavar="MODEL", help="a model file (as --model) or an "
+                   "architecture name (as --arch)")
+    _inputs(p)
+    p.add_argument("--bank", type=int, default=1024, help="boundaries in the bank")
+    p.add_argument("--pilot", type=int, default=2000, help="pilot images the bank is "
+                   "sampled from")
+    p.add_argument("--shard-size", type=int, default=4096, help="images per shard")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: CPUs)")
+    p.add_argument("--ray-address", default=None, help="join a running Ray cluster")
+    p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("layers", help="candidate layers, the verdict on the head after "
                        "each, and a suggestion")

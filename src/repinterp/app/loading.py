@@ -221,11 +221,94 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
         arr = _resize(arr, size)
     if limit is not None:
         arr, names = arr[:limit], names[:limit]
+    return ImageSet(_finish(arr, channels, normalize), names, skipped)
+
+
+def _finish(arr: np.ndarray, channels: int | None, normalize: str | None) -> torch.Tensor:
+    """Channels converted and normalised: the model's input."""
     arr = _to_channels(arr, channels)
     mean, std = parse_normalize(normalize, arr.shape[1])
     m = np.asarray(mean, dtype=np.float32)[None, :, None, None]
     s = np.asarray(std, dtype=np.float32)[None, :, None, None]
-    return ImageSet(torch.from_numpy(((arr - m) / s).astype(np.float32)), names, skipped)
+    return torch.from_numpy(((arr - m) / s).astype(np.float32))
+
+
+@dataclass
+class ImageSource:
+    """Images read a range at a time, for passes over more images than memory holds.
+
+    A plain, picklable description (path and loading options) of the same inputs as
+    :func:`load_images`: a folder (files in sorted order) or an array file (``.npy``,
+    ``.npz``, IDX, or an MNIST-style folder). ``items`` are the files or array rows;
+    :meth:`read` returns the readable images of a range with their item numbers.
+    """
+
+    path: str
+    channels: int | None = None
+    size: tuple[int, int] | None = None
+    normalize: str | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        root = Path(self.path)
+        if not root.exists():
+            raise UserError(f"{root} does not exist")
+        idx = sorted(root.glob("*idx3-ubyte*")) if root.is_dir() else []
+        if idx:
+            root = ([f for f in idx if f.name.startswith("train")] or idx)[0]
+        self._array: np.ndarray | None = None
+        if root.is_dir():
+            self._files = _image_files(root)
+            if not self._files:
+                raise UserError(f"{root} holds no files")
+            self._root = root
+        else:
+            self._files, self._root = None, root
+            self._count = len(self._load_array())
+
+    def _load_array(self) -> np.ndarray:
+        if self._array is None:
+            whole = load_images(self._root, channels=self.channels, size=self.size,
+                                normalize="none", strict=self.strict)
+            self._array = whole.images.numpy()
+        return self._array
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_array"] = None             # each process reads the array itself
+        return state
+
+    def __len__(self) -> int:
+        return len(self._files) if self._files is not None else self._count
+
+    def read(self, start: int, end: int) -> tuple[torch.Tensor, list[int], list[str]]:
+        """Images of items ``start..end-1`` (unreadable files skipped, or an error with
+        ``strict``), their item numbers and names."""
+        if self._files is None:
+            arr = self._load_array()[start:end]
+            items = list(range(start, min(end, len(self))))
+            names = [f"{self._root.name}[{i}]" for i in items]
+            return _finish(arr, self.channels, self.normalize), items, names
+        mode = {1: "L", 3: "RGB"}.get(self.channels or 0)
+        arrays, items, names = [], [], []
+        for i in range(start, min(end, len(self))):
+            f = self._files[i]
+            try:
+                a = _read_image_file(f, mode)
+            except ValueError as exc:
+                if self.strict:
+                    raise UserError(f"{f} is not a readable image ({exc})") from exc
+                continue
+            arrays.append(_resize(a[None], self.size)[0] if self.size else a)
+            items.append(i)
+            names.append(str(f.relative_to(self._root)))
+        if not arrays:
+            return torch.empty(0), items, names
+        shapes = {a.shape[1:] for a in arrays}
+        if len(shapes) > 1:
+            raise UserError(f"the images in {self._root} have {len(shapes)} different "
+                            "sizes; pass --size H,W to resize them")
+        return _finish(np.stack(arrays), self.channels, self.normalize), items, names
 
 
 def expected_channels(model: nn.Module) -> int | None:

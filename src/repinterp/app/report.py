@@ -52,6 +52,22 @@ def heldout_stats(regions: Sequence[Region], features: torch.Tensor,
     return [region_stats(r, features, preds) for r in regions]
 
 
+def heldout_figures(regions: Sequence[Region], features: torch.Tensor,
+                    predictions: torch.Tensor) -> dict:
+    """Pooled figures of ``regions`` on held-out images: ``pooled_purity`` (of the images
+    inside a region, counted once per region, the share predicted as its class),
+    ``share_in_a_region`` (images inside at least one region) and the per-region
+    :class:`RegionStats` (``stats``)."""
+    stats = heldout_stats(regions, features, predictions)
+    inside = sum(s.inside for s in stats)
+    agree = sum(s.inside * s.purity for s in stats if s.purity is not None)
+    union = torch.zeros(len(features), dtype=torch.bool)
+    for region in regions:
+        union |= region.contains_features(features).cpu()
+    return {"pooled_purity": agree / inside if inside else None,
+            "share_in_a_region": float(union.float().mean()), "stats": stats}
+
+
 def _to_display(image: torch.Tensor) -> np.ndarray:
     """``[C, H, W]`` -> ``[H, W, 3]`` in ``[0, 1]``, min-max scaled for display."""
     a = image.detach().float().cpu()

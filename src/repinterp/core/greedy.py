@@ -101,12 +101,11 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
     # Only the images still covered matter: each step works on them alone and drops the
     # ones the chosen boundary excludes.
     dtype = count_dtype(n)
-    rows_sides = sides
-    excl = (~sides).to(dtype)                               # [n_covered, Q]
+    rows_sides = sides                                      # [n_covered, Q]
     groups = torch.stack([same, ~same]).to(dtype)           # [2, n_covered]
     chosen: list[int] = []
     while int(groups[1].sum()) > delta:
-        new_same, new_diff = groups @ excl                  # [2, Q]
+        new_same, new_diff = _exclusions(groups, rows_sides)   # [2, Q]
         score = (new_same.double() + eps1) / (new_diff.double() + eps2)
         score[new_diff <= 0] = torch.inf
         h = int(torch.argmin(score))
@@ -114,7 +113,7 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
             break
         chosen.append(h)
         keep = rows_sides[:, h]
-        rows_sides, excl, groups = rows_sides[keep], excl[keep], groups[:, keep]
+        rows_sides, groups = rows_sides[keep], groups[:, keep]
 
     idx = torch.tensor(chosen, dtype=torch.long)
     if prune and chosen:
@@ -123,6 +122,16 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
     else:
         covered = sides[:, idx].all(1) if len(idx) else torch.ones(n, dtype=torch.bool)
     return Selection(indices=idx, delta=int(delta), min_delta=min_delta, covered=covered)
+
+
+def _exclusions(groups: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
+    """``groups @ ~sides``: per boundary, how many images of each group it excludes,
+    ``[2, Q]``, the 0/1 matrix made about 64 MB at a time (not all ``N x Q`` at once)."""
+    step = max(1, (1 << 24) // max(sides.shape[1], 1))
+    out = torch.zeros(2, sides.shape[1], dtype=groups.dtype)
+    for i in range(0, sides.shape[0], step):
+        out += groups[:, i:i + step] @ (~sides[i:i + step]).to(groups.dtype)
+    return out
 
 
 def _prune(sides: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

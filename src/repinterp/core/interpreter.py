@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .boundaries import Boundaries, bisect_segments, boundaries_at, flip, orientation
 from .errors import NotFittedError, UserError
@@ -17,7 +16,7 @@ from .network import SplitNetwork
 from .region import Region
 from .split import linear_prefix, split_model
 from .store import FeatureStore
-from .summary import ClassSummary, Summary
+from .summary import Summary, peel
 
 __all__ = ["RepresentativeInterpreter"]
 
@@ -216,14 +215,7 @@ class RepresentativeInterpreter:
             ``num_boundaries`` uses the first that many boundaries of the bank).
         """
         self._fitted()
-        index, z0, cls = self._seed(seed)
-        same = self.predictions_ == cls
-        if bool(same.all()):
-            raise UserError(f"every reference image is predicted as class {cls}; "
-                            "representative interpretations need images of other classes")
-        q = int(self.num_boundaries if num_boundaries is None else num_boundaries)
-        if q < 1:
-            raise UserError("num_boundaries must be at least 1")
+        index, z0, cls, same, q = self._prepare(seed, num_boundaries)
         store = self.store_
         if self.bank_ is not None:
             if q > len(self.bank_):
@@ -259,6 +251,28 @@ class RepresentativeInterpreter:
             feature_shape=tuple(self.network_.feature_shape),
             approximate=self.network_.approximate)
 
+    def sample_boundaries(self, seed: Any, num_boundaries: int | None = None) -> Boundaries:
+        """Bisection sampling (METHOD §1) from ``seed`` (an index or an image) towards
+        ``num_boundaries`` random references of other classes: boundaries in the store's
+        working space (:mod:`repinterp.core.store`), not oriented; points in feature
+        space. :meth:`explain` selects from these; a region index banks them."""
+        self._fitted()
+        index, z0, cls, same, q = self._prepare(seed, num_boundaries)
+        return self._sample(z0, cls, same, index, q)
+
+    def _prepare(self, seed: Any, num_boundaries: int | None
+                 ) -> tuple[int | None, torch.Tensor, int, torch.Tensor, int]:
+        """Index, features, class, same-class mask and ``|Q|`` of a seed, checked."""
+        index, z0, cls = self._seed(seed)
+        same = self.predictions_ == cls
+        if bool(same.all()):
+            raise UserError(f"every reference image is predicted as class {cls}; "
+                            "representative interpretations need images of other classes")
+        q = int(self.num_boundaries if num_boundaries is None else num_boundaries)
+        if q < 1:
+            raise UserError("num_boundaries must be at least 1")
+        return index, z0, cls, same, q
+
     def _sample(self, z0: torch.Tensor, cls: int, same: torch.Tensor, index: int | None,
                 q: int) -> Boundaries:
         """Bisection sampling (METHOD §1) towards ``q`` random other-class references, in
@@ -288,36 +302,8 @@ class RepresentativeInterpreter:
         ``coverage`` or ``max_regions`` regions were found. Regions come largest first.
         """
         self._fitted()
-        if not 0 < coverage <= 1:
-            raise UserError("coverage must be in (0, 1]")
-        if max_regions < 1:
-            raise UserError("max_regions must be at least 1")
-        preds, margins = self.predictions_, self.margins_
-        wanted = sorted(set(preds.tolist())) if classes is None else list(classes)
-        out = []
-        with tqdm(total=len(wanted) * max_regions, desc="summary", unit="region",
-                  disable=not self.progress, leave=False) as bar:
-            for c in wanted:
-                of_class = preds == c
-                n = int(of_class.sum())
-                covered = torch.zeros_like(of_class)
-                left = of_class.clone()
-                regions: list[Region] = []
-                while (len(regions) < max_regions and left.any()
-                       and int(covered.sum()) < coverage * n):
-                    seed = int(torch.where(left, margins, -torch.inf).argmax())
-                    region = self.explain(seed)
-                    inside = torch.zeros_like(of_class)
-                    inside[region.members] = True
-                    covered |= inside & of_class
-                    left &= ~inside
-                    left[seed] = False
-                    regions.append(region)
-                    bar.update(1)
-                bar.update(max_regions - len(regions))
-                regions.sort(key=lambda r: -r.size)
-                out.append(ClassSummary(cls=int(c), n_images=n, regions=regions,
-                                        covered=int(covered.sum())))
+        out = peel(self.predictions_, self.margins_, self.explain, coverage, max_regions,
+                   classes, self.progress)
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
                        layer=self.network_.layer,
                        meta={"references": len(self.store_), "seed": int(self.seed),

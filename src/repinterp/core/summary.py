@@ -5,14 +5,16 @@ plain-data form for saving (:meth:`Summary.to_dict`), and locating new images.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
+from .errors import UserError
 from .region import Region
 
-__all__ = ["ClassSummary", "Summary"]
+__all__ = ["ClassSummary", "Summary", "peel"]
 
 
 @dataclass
@@ -85,3 +87,42 @@ class Summary:
                 where[free[inside]] = k
                 k += 1
         return where
+
+
+def peel(predictions: torch.Tensor, margins: torch.Tensor,
+         explain: Callable[[int], Region], coverage: float, max_regions: int,
+         classes: list[int] | None = None, progress: bool = False) -> list[ClassSummary]:
+    """Peel each predicted class into regions: take as seed the remaining image of the
+    class with the largest top-2 margin, ``explain`` it, mark every image of the class
+    inside its region as covered, and repeat until the covered share reaches
+    ``coverage`` or ``max_regions`` regions were found. Regions come largest first."""
+    if not 0 < coverage <= 1:
+        raise UserError("coverage must be in (0, 1]")
+    if max_regions < 1:
+        raise UserError("max_regions must be at least 1")
+    wanted = sorted(set(predictions.tolist())) if classes is None else list(classes)
+    out = []
+    with tqdm(total=len(wanted) * max_regions, desc="summary", unit="region",
+              disable=not progress, leave=False) as bar:
+        for c in wanted:
+            of_class = predictions == c
+            n = int(of_class.sum())
+            covered = torch.zeros_like(of_class)
+            left = of_class.clone()
+            regions: list[Region] = []
+            while (len(regions) < max_regions and left.any()
+                   and int(covered.sum()) < coverage * n):
+                seed = int(torch.where(left, margins, -torch.inf).argmax())
+                region = explain(seed)
+                inside = torch.zeros_like(of_class)
+                inside[region.members] = True
+                covered |= inside & of_class
+                left &= ~inside
+                left[seed] = False
+                regions.append(region)
+                bar.update(1)
+            bar.update(max_regions - len(regions))
+            regions.sort(key=lambda r: -r.size)
+            out.append(ClassSummary(cls=int(c), n_images=n, regions=regions,
+                                    covered=int(covered.sum())))
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..app.io import save_summary
-from ..app.report import heldout_stats, write_report
+from ..app.report import heldout_figures, write_report
 from ..core.interpreter import RepresentativeInterpreter
 from .data import FASHION_CLASSES, load_fashion_mnist
 from .models import load_demo_model
@@ -40,13 +40,8 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     net = interp.network_
     test_feats = net.features(x_test)
     test_preds = net.logits(test_feats).argmax(1).cpu()
-    stats = heldout_stats(summary.regions, test_feats, test_preds)
-
-    inside = sum(s.inside for s in stats)
-    agree = sum(s.inside * s.purity for s in stats if s.purity is not None)
-    union = torch.zeros(len(x_test), dtype=torch.bool)
-    for region in summary.regions:
-        union |= region.contains_features(test_feats).cpu()
+    held = heldout_figures(summary.regions, test_feats, test_preds)
+    stats = held["stats"]
     figures = {
         "model": f"{meta['arch']} trained {meta['epochs']} epochs, seed {meta['seed']}",
         "test_accuracy": round(meta["test_accuracy"], 4),
@@ -54,8 +49,9 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
         "seed": seed, "regions": len(summary.regions),
         "regions_per_class": {FASHION_CLASSES[c.cls]: len(c.regions) for c in summary},
         "coverage_per_class": {FASHION_CLASSES[c.cls]: round(c.coverage, 4) for c in summary},
-        "heldout_pooled_purity": round(agree / inside, 4) if inside else None,
-        "heldout_share_in_a_region": round(float(union.float().mean()), 4),
+        "heldout_pooled_purity": None if held["pooled_purity"] is None
+        else round(held["pooled_purity"], 4),
+        "heldout_share_in_a_region": round(held["share_in_a_region"], 4),
     }
     figures["seconds"] = round(time.perf_counter() - start, 1)
     names = [f"train[{i}]" for i in idx.tolist()]

@@ -1,0 +1,94 @@
+"""The region index against the per-seed bisection summary, on the same references.
+
+    python benchmarks/index_quality.py [--references 60000] [--banks 512,1024,2048]
+
+The cached demo VGG; Fashion-MNIST training images as references, the test split as
+held-out images. For the per-seed summary (RepresentativeInterpreter.summarize) and for
+an index summary per bank size (``build_index`` in-process, pilot 2,000 images): regions,
+regions per class, region sizes, held-out pooled purity and share of test images in a
+region, and the seconds each took. Prints JSON lines; ``--out FILE`` writes them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from repinterp import RepresentativeInterpreter
+from repinterp.app.index import build_index, load_index
+from repinterp.app.io import write_json
+from repinterp.app.loading import ImageSource
+from repinterp.app.report import heldout_figures
+from repinterp.demo.data import load_fashion_mnist
+from repinterp.demo.models import load_demo_model
+
+
+def figures(summary, test_feats, test_preds) -> dict:
+    held = heldout_figures(summary.regions, test_feats, test_preds)
+    sizes = [r.size for r in summary.regions]
+    return {"regions": len(summary.regions),
+            "regions_per_class": [len(c.regions) for c in summary.classes],
+            "coverage_per_class": [round(c.coverage, 4) for c in summary.classes],
+            "median_region_size": statistics.median(sizes),
+            "largest_region": max(sizes),
+            "heldout_pooled_purity": held["pooled_purity"],
+            "heldout_share_in_a_region": held["share_in_a_region"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--references", type=int, default=60000)
+    p.add_argument("--banks", default="512,1024,2048")
+    p.add_argument("--pilot", type=int, default=2000)
+    p.add_argument("--coverage", type=float, default=0.9)
+    p.add_argument("--max-regions", type=int, default=6)
+    p.add_argument("--skip-per-seed", action="store_true")
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    model, _ = load_demo_model(progress=False)
+    x, _ = load_fashion_mnist("train")
+    xt, _ = load_fashion_mnist("test")
+    refs = x[: a.references]
+    rows = []
+    interp = RepresentativeInterpreter(model, "features", progress=False).fit(refs)
+    test_feats = interp.network_.features(xt)
+    test_preds = interp.network_.logits(test_feats).argmax(1).cpu()
+    if not a.skip_per_seed:
+        start = time.perf_counter()
+        summary = interp.summarize(coverage=a.coverage, max_regions=a.max_regions)
+        row = {"method": "per-seed bisection, |Q| = 50",
+               "seconds": time.perf_counter() - start,
+               **figures(summary, test_feats, test_preds)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    del interp
+    with tempfile.TemporaryDirectory() as tmp:
+        arr = Path(tmp) / "refs.npy"
+        np.save(arr, refs.numpy())
+        source = ImageSource(str(arr), channels=1, normalize="none")
+        for bank in [int(b) for b in a.banks.split(",")]:
+            start = time.perf_counter()
+            out = build_index(model, "features", source, Path(tmp) / f"idx{bank}",
+                              bank=bank, pilot=a.pilot, progress=False)
+            built = time.perf_counter() - start
+            index = load_index(out).index
+            start = time.perf_counter()
+            summary = index.summarize(coverage=a.coverage, max_regions=a.max_regions)
+            row = {"method": f"index, bank {bank}, pilot {a.pilot}", "index_seconds": built,
+                   "seconds": time.perf_counter() - start, "row_bytes": index.nbytes,
+                   **figures(summary, test_feats, test_preds)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if a.out:
+        write_json(Path(a.out), {"references": a.references, "coverage": a.coverage,
+                                 "max_regions": a.max_regions, "rows": rows})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Region index at scale, measured in one run (demo VGG, Fashion-MNIST).
+
+    python benchmarks/index_scale.py [--sizes 70000,1000000] [--ray-n 70000]
+
+* throughput: building the index of N images in-process / a bare forward pass of the
+  whole model over the same images (same batch size), and on Ray Data with 2 workers
+  (a local Ray started as users start it: ``ray.init(num_cpus=2)``);
+* driver memory: peak resident memory of the process that loads the index and builds a
+  summary from it, against N: rows only, O(N x |bank|);
+* summary time from the index against N.
+
+N up to 70,000 takes every Fashion-MNIST image (train then test); beyond, images are
+augmented deterministically on the fly (:class:`AugmentedFashion`): image ``i`` is image
+``i mod 70000`` shifted by ``(dy, dx)`` pixels, the ``i // 70000``-th of the 25 shifts in
+``-2..2 x -2..2`` taken in a fixed order (nothing is stored: every worker recomputes it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from repinterp.app.index import build_index  # noqa: E402
+from repinterp.demo.data import load_fashion_mnist  # noqa: E402
+from repinterp.demo.models import load_demo_model  # noqa: E402
+
+SHIFTS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+SHIFTS.sort(key=lambda s: (abs(s[0]) + abs(s[1]), s))        # (0, 0) first
+
+
+@dataclass
+class AugmentedFashion:
+    """``n`` Fashion-MNIST images (normalised, ``[1, 28, 28]``), train then test, then
+    shifted copies; a picklable image source for :func:`build_index`."""
+
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _base(self) -> torch.Tensor:
+        if getattr(self, "_cache", None) is None:
+            train, _ = load_fashion_mnist("train")
+            test, _ = load_fashion_mnist("test")
+            self._cache = torch.cat([train, test])
+        return self._cache
+
+    def __getstate__(self) -> dict:
+        return {"n": self.n}
+
+    def read(self, start: int, end: int) -> tuple[torch.Tensor, list[int], list[str]]:
+        base = self._base()
+        items = list(range(start, min(end, self.n)))
+        idx = torch.tensor(items)
+        out = base[idx % len(base)].clone()
+        for k in sorted(set((idx // len(base)).tolist())):
+            if k == 0:
+                continue
+            dy, dx = SHIFTS[k % len(SHIFTS)]
+            sel = (idx // len(base)) == k
+            out[sel] = torch.roll(base[idx[sel] % len(base)], shifts=(dy, dx), dims=(2, 3))
+        return out, items, [f"fmnist-aug[{i}]" for i in items]
+
+
+def bare_forward(model, source, batch: int) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(source), 4096):
+            x = source.read(i, i + 4096)[0]
+            for j in range(0, len(x), batch):
+                model(x[j:j + batch])
+    return time.perf_counter() - start
+
+
+SUMMARY_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[2])
+from real_size import PeakMemory
+from repinterp.app.index import load_index
+with PeakMemory() as mem:
+    t = time.perf_counter()
+    index = load_index(sys.argv[1]).index
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    summary = index.summarize(coverage=0.9, max_regions=6)
+    summary_s = time.perf_counter() - t
+print(json.dumps({"n": len(index), "row_bytes": index.nbytes, "load_s": load_s,
+                  "summary_s": summary_s, "regions": len(summary.regions),
+                  "driver_peak_bytes": mem.peak[0] - mem.before[0]}))
+"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", default="70000,1000000")
+    p.add_argument("--ray-n", type=int, default=70000)
+    p.add_argument("--bank", type=int, default=1024)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    model, _ = load_demo_model(progress=False)
+    res = {"bank": a.bank, "rows": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(v) for v in a.sizes.split(",")]:
+            source = AugmentedFashion(n)
+            batch = 256
+            bare = bare_forward(model, source, batch)
+            out = Path(tmp) / f"idx{n}"
+            start = time.perf_counter()
+            build_index(model, "features", source, out, bank=a.bank, progress=False,
+                        batch_size=batch, shard_size=16384)
+            local = time.perf_counter() - start
+            row = {"n": n, "bare_forward_s": bare, "index_local_s": local,
+                   "local_over_bare": local / bare,
+                   "disk_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
+            if n == a.ray_n:
+                import ray
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                try:
+                    start = time.perf_counter()
+                    build_index(model, "features", source, Path(tmp) / f"ray{n}",
+                                bank=a.bank, progress=False, batch_size=batch,
+                                shard_size=16384, engine="ray", workers=2)
+                    row["index_ray2_s"] = time.perf_counter() - start
+                    row["ray2_over_local"] = row["index_ray2_s"] / local
+                finally:
+                    ray.shutdown()
+            child = subprocess.run([sys.executable, "-c", SUMMARY_CHILD, str(out),
+                                    str(Path(__file__).resolve().parent)],
+                                   capture_output=True, text=True, check=True)
+            row.update(json.loads(child.stdout.strip().splitlines()[-1]))
+            res["rows"].append(row)
+            print(json.dumps(row), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

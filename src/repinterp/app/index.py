@@ -1,0 +1,301 @@
+"""A region index on disk, built in-process or on Ray Data.
+
+Directory format (version 1)::
+
+    DIR/manifest.json          what the rows were made from (below); written last
+    DIR/bank.pt                the candidate boundaries (torch.save, weights_only)
+    DIR/shards/part-00000.parquet ...
+
+``manifest.json``: ``version``, ``model`` (how to load it: the command line's model
+options, or ``"python object"``), ``model_digest`` (SHA-256 of every parameter and
+buffer), ``layer``, ``data`` (path and loading options), ``items`` (images in the
+source), ``shard_size``, ``bank``, ``pilot``, ``per_origin``, ``seed``,
+``feature_shape``, ``classes``. Shard ``k`` holds the readable items
+``k * shard_size .. (k + 1) * shard_size - 1``, one row each: ``item`` (int64), ``name``
+(string), ``prediction`` (int32), ``margin`` (float32), ``signs`` (bit-packed side
+signs, ``ceil(bank / 8)`` bytes) and ``values`` (float16 side values, ``2 * bank``
+bytes). Every file is written to a temporary name and renamed, so a file that exists is
+complete; an interrupted build resumes from the shards that exist, and a shard written
+twice (a retried task) is the same file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..core.errors import UserError, first_line
+from ..core.index import Bank, IndexRows, IndexWorker, RegionIndex, sample_bank
+from ..core.interpreter import RepresentativeInterpreter
+from .io import atomic_path, write_json
+from .loading import ImageSource
+
+__all__ = ["INDEX_VERSION", "LoadedIndex", "build_index", "load_index", "model_digest"]
+
+INDEX_VERSION = 1
+ENGINES = ("local", "ray")
+
+
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for name, t in [*model.state_dict().items()]:
+        if not isinstance(t, torch.Tensor):
+            continue
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                 if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _shard_path(out: Path, k: int) -> Path:
+    return out / "shards" / f"part-{k:05d}.parquet"
+
+
+def _write_shard(path: Path, items: list[int], names: list[str], rows: IndexRows) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "item": pa.array(items, pa.int64()),
+        "name": pa.array(names, pa.string()),
+        "prediction": pa.array(rows.predictions.numpy().astype(np.int32)),
+        "margin": pa.array(rows.margins.numpy().astype(np.float32)),
+        "signs": pa.array([r.tobytes() for r in rows.signs.numpy()], pa.binary()),
+        "values": pa.array([r.tobytes() for r in rows.values.view(torch.int16).numpy()],
+                           pa.binary()),
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _read_shard(path: Path, bank: int) -> tuple[list[int], list[str], IndexRows]:
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(path).to_pydict()
+        n = len(t["item"])
+        signs = np.frombuffer(b"".join(t["signs"]), np.uint8).reshape(n, math.ceil(bank / 8))
+        values = np.frombuffer(b"".join(t["values"]), np.float16).reshape(n, bank)
+    except Exception as exc:  # noqa: BLE001 - pyarrow and numpy raise many types
+        raise UserError(f"the index shard {path} is corrupt ({first_line(exc)}); delete it "
+                        "and run `repinterp index` again to rebuild it") from exc
+    return t["item"], t["name"], IndexRows(
+        torch.tensor(t["prediction"], dtype=torch.long),
+        torch.tensor(t["margin"], dtype=torch.float32),
+        torch.from_numpy(signs.copy()), torch.from_numpy(values.copy()))
+
+
+@dataclass
+class _Job:
+    """Everything a worker needs to index shards: picklable, sent once per worker."""
+
+    out: str
+    source: ImageSource
+    load_model: Callable[[], nn.Module]
+    layer: str
+    bank: dict
+    shard_size: int
+    batch_size: int | None
+    device: str | None
+
+    def worker(self) -> IndexWorker:
+        return IndexWorker(self.load_model(), self.layer, Bank.from_dict(self.bank),
+                           batch_size=self.batch_size, device=self.device)
+
+    def run(self, worker: IndexWorker, k: int) -> int:
+        """Index shard ``k`` and write it; returns its row count."""
+        start = k * self.shard_size
+        images, items, names = self.source.read(start, start + self.shard_size)
+        if items:
+            rows = worker.rows(images)
+        else:
+            empty = len(self.bank["working_biases"])
+            rows = IndexRows(torch.empty(0, dtype=torch.long), torch.empty(0),
+                             torch.empty(0, math.ceil(empty / 8), dtype=torch.uint8),
+                             torch.empty(0, empty, dtype=torch.float16))
+        _write_shard(_shard_path(Path(self.out), k), items, names, rows)
+        return len(items)
+
+
+class _RayIndexer:
+    """A Ray Data actor: holds the model (built once) and indexes whole shards."""
+
+    def __init__(self, job: _Job):
+        torch.set_num_threads(max(1, int(os.environ.get("REPINTERP_ACTOR_THREADS", "1"))))
+        self.job = job
+        self.worker = job.worker()
+
+    def __call__(self, batch: dict) -> dict:
+        shards = [int(k) for k in batch["shard"]]
+        return {"shard": np.array(shards), "rows": np.array(
+            [self.job.run(self.worker, k) for k in shards])}
+
+
+def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
+             progress: bool) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--engine ray needs Ray: pip install 'repinterp[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        ds = ray.data.from_items([{"shard": k} for k in todo])
+        gpus = 1 if job.device and str(job.device).startswith("cuda") else 0
+        ds.map_batches(_RayIndexer, fn_constructor_kwargs={"job": job}, batch_size=1,
+                       concurrency=workers, num_cpus=1, num_gpus=gpus,
+                       max_restarts=-1, max_task_retries=-1).materialize()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def build_index(model: nn.Module, layer: str, source: ImageSource, out: str | os.PathLike,
+                *, bank: int = 1024, pilot: int = 2000, per_origin: int = 50,
+                seed: int = 0, shard_size: int = 4096, engine: str = "local",
+                workers: int | None = None, ray_address: str | None = None,
+                load_model: Callable[[], nn.Module] | None = None,
+                model_description: Any = "python object", batch_size: int | None = None,
+                device: str | None = None, progress: bool = True) -> Path:
+    """Build (or resume) the region index of every image of ``source`` in ``out``.
+
+    A pilot sample of ``pilot`` images (drawn with ``seed``) is fitted and ``bank``
+    boundaries are sampled from it (:func:`repinterp.core.index.sample_bank`); then every
+    shard of ``shard_size`` images is indexed by ``engine``: ``"local"`` in this process,
+    ``"ray"`` on Ray Data (an actor per worker, each building the model once with
+    ``load_model``; ``ray_address`` joins a running cluster, else a local Ray starts with
+    ``workers`` CPUs). Shards already in ``out`` are kept (resume); the manifest must
+    then match. Returns ``out``.
+    """
+    if engine not in ENGINES:
+        raise UserError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if bank < 1 or pilot < 2 or shard_size < 1:
+        raise UserError("bank and shard_size must be >= 1 and pilot >= 2")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    digest = model_digest(model)
+    manifest = {"version": INDEX_VERSION, "model": model_description,
+                "model_digest": digest, "layer": str(layer), "data": asdict(source),
+                "items": len(source), "shard_size": shard_size, "bank": bank,
+                "pilot": pilot, "per_origin": per_origin, "seed": seed}
+    old = _read_manifest(out) if (out / "manifest.json").exists() else None
+    if old is not None:
+        for key in ("version", "model_digest", "layer", "data", "items", "shard_size",
+                    "bank", "pilot", "per_origin", "seed"):
+            if old.get(key) != manifest[key]:
+                raise UserError(f"{out} holds an index with another {key} "
+                                f"({old.get(key)!r}); choose another --out or delete it")
+        boundaries = _read_bank(out)
+        manifest = old
+    else:
+        gen = torch.Generator().manual_seed(int(seed))
+        picks = sorted(torch.randperm(len(source), generator=gen)[:pilot].tolist())
+        reads = [source.read(i, i + 1) for i in picks]
+        images = torch.cat([r[0] for r in reads if r[1]])
+        interp = RepresentativeInterpreter(model, layer, seed=seed, progress=False,
+                                           batch_size=batch_size, device=device).fit(images)
+        boundaries = sample_bank(interp, bank, per_origin, seed)
+        manifest.update(layer=interp.layer_, bank=len(boundaries),
+                        feature_shape=list(interp.network_.feature_shape),
+                        classes=int(interp.logits_.shape[1]))
+        with atomic_path(out / "bank.pt") as tmp:
+            torch.save(boundaries.to_dict(), tmp)
+        write_json(out / "manifest.json", manifest)
+    for stale in (out / "shards").glob("*.tmp*") if (out / "shards").exists() else []:
+        stale.unlink()                                   # a killed writer's leftovers
+    shards = math.ceil(len(source) / shard_size)
+    todo = [k for k in range(shards) if not _shard_path(out, k).exists()]
+    job = _Job(str(out), source, load_model or (lambda: model), manifest["layer"],
+               boundaries.to_dict(), shard_size, batch_size, device)
+    if engine == "ray":
+        _run_ray(job, todo, workers or os.cpu_count() or 1, ray_address, progress)
+    elif todo:
+        worker = job.worker()
+        for k in tqdm(todo, desc="index", unit="shard", disable=not progress, leave=False):
+            job.run(worker, k)
+    return out
+
+
+def _read_manifest(out: Path) -> dict:
+    path = out / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{out} is not a region index (no manifest.json); build one with "
+                        "`repinterp index`")
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is corrupt ({first_line(exc)})") from exc
+    if not isinstance(m, dict) or m.get("version") != INDEX_VERSION:
+        raise UserError(f"{path} is not a version {INDEX_VERSION} index manifest")
+    return m
+
+
+def _read_bank(out: Path) -> Bank:
+    try:
+        return Bank.from_dict(torch.load(out / "bank.pt", weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - missing, truncated, not a bank
+        raise UserError(f"{out / 'bank.pt'} is missing or corrupt ({first_line(exc)})") \
+            from exc
+
+
+@dataclass
+class LoadedIndex:
+    """An index read from disk: the index, per row the source item and name, and the
+    manifest."""
+
+    index: RegionIndex
+    items: list[int]
+    names: list[str]
+    manifest: dict
+
+    def source(self) -> ImageSource:
+        """The images the index was built from."""
+        return ImageSource(**self.manifest["data"])
+
+
+def load_index(path: str | os.PathLike, model: nn.Module | None = None) -> LoadedIndex:
+    """The index in ``path``. With ``model``, checks that it is the model the index was
+    built from."""
+    out = Path(path)
+    manifest = _read_manifest(out)
+    if model is not None and model_digest(model) != manifest["model_digest"]:
+        raise UserError(f"the model does not match the index in {out} (built from "
+                        f"{manifest['model']!r}, another set of weights)")
+    bank = _read_bank(out)
+    shards = math.ceil(manifest["items"] / manifest["shard_size"])
+    missing = [k for k in range(shards) if not _shard_path(out, k).exists()]
+    if missing:
+        raise UserError(f"the index in {out} is incomplete: {len(missing)} of {shards} "
+                        "shards missing; run `repinterp index` again to resume")
+    parts, names, all_items = [], [], []
+    for k in range(shards):
+        items, nm, rows = _read_shard(_shard_path(out, k), len(bank))
+        lo, hi = k * manifest["shard_size"], (k + 1) * manifest["shard_size"]
+        if any(not lo <= i < hi for i in items) or items != sorted(set(items)):
+            raise UserError(f"the index shard {_shard_path(out, k)} holds rows of another "
+                            "shard or twice the same row; delete it and resume")
+        parts.append(rows)
+        names += nm
+        all_items += items
+    index = RegionIndex(bank, IndexRows.cat(parts), tuple(manifest["feature_shape"]),
+                        layer=manifest["layer"],
+                        meta={"seed": manifest["seed"], "index": str(out)})
+    return LoadedIndex(index, all_items, names, manifest)

@@ -1,0 +1,263 @@
+"""A region index: every image's side of a bank of boundaries, without its features.
+
+The greedy, the ranking, the summary and locating a new image need, for each image, only
+its prediction and, for each candidate boundary, its side and its value
+``w . psi(x) + b``. A *bank* of boundaries is sampled once on a pilot sample
+(:func:`sample_bank`: bisection from pilot images of every predicted class towards
+pilot images of other classes, as the per-seed sampling of METHOD §1 does); then one
+streaming pass (:func:`index_rows`, batch by batch) keeps per image its prediction, top-2
+margin, the signs of its side values bit-packed and the values in float16. Memory is
+``O(N x |bank|)``, never ``O(N x D)``.
+
+Departure from the paper: a seed's boundaries come from the bank, not from bisection
+towards references of other classes from the seed itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .boundaries import Boundaries, flip
+from .errors import UserError
+from .greedy import select_boundaries
+from .network import SplitNetwork
+from .region import Region
+from .split import linear_prefix
+from .summary import Summary, peel
+
+__all__ = ["Bank", "IndexRows", "IndexWorker", "RegionIndex", "pack_signs", "sample_bank",
+           "unpack_signs"]
+
+_BIT = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def pack_signs(values: torch.Tensor) -> torch.Tensor:
+    """``values >= 0`` of ``[n, B]`` values as ``[n, ceil(B / 8)]`` uint8, most significant
+    bit first (``numpy.packbits`` order)."""
+    bits = (values >= 0).to(torch.uint8).cpu()
+    pad = (-bits.shape[1]) % 8
+    if pad:
+        bits = torch.nn.functional.pad(bits, (0, pad))
+    return (bits.view(len(bits), -1, 8) * _BIT).sum(2, dtype=torch.uint8)
+
+
+def unpack_signs(packed: torch.Tensor, size: int) -> torch.Tensor:
+    """Bool ``[n, size]`` from :func:`pack_signs`."""
+    bits = (packed[:, :, None] & _BIT) != 0
+    return bits.reshape(len(packed), -1)[:, :size]
+
+
+@dataclass
+class Bank:
+    """Candidate boundaries shared by every image of an index.
+
+    ``working``: the boundaries where side values are computed (the store's working
+    space, :mod:`repinterp.core.store`: the output of the head's first linear layer when
+    ``prefix``, else feature space); ``weights``, ``biases``: the same in flattened
+    feature space (for heat maps and regions).
+    """
+
+    working: Boundaries
+    weights: torch.Tensor
+    biases: torch.Tensor
+    prefix: bool = False
+
+    def __len__(self) -> int:
+        return len(self.working)
+
+    def to_dict(self) -> dict:
+        """Plain tensors (``torch.save``, loaded with ``weights_only=True``); the
+        feature-space boundaries only when they differ from the working ones."""
+        w = self.working
+        same = self.weights.data_ptr() == w.weights.data_ptr()
+        return {"working_weights": w.weights.cpu(), "working_biases": w.biases.cpu(),
+                "points": w.points.cpu(), "pairs": w.pairs.cpu(),
+                "weights": None if same else self.weights.cpu(),
+                "biases": None if same else self.biases.cpu(), "prefix": self.prefix}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Bank:
+        working = Boundaries(d["working_weights"], d["working_biases"], d["points"],
+                             d["pairs"])
+        if d["weights"] is None:
+            return cls(working, working.weights, working.biases, bool(d["prefix"]))
+        return cls(working, d["weights"], d["biases"], bool(d["prefix"]))
+
+
+def sample_bank(interp: Any, size: int, per_origin: int = 50, seed: int = 0) -> Bank:
+    """``size`` boundaries from a fitted :class:`RepresentativeInterpreter` on a pilot
+    sample: origins taken round robin over the predicted classes (each class's pilot
+    images in random order), each bisected towards ``per_origin`` random pilot images of
+    other classes (:meth:`RepresentativeInterpreter.sample_boundaries`)."""
+    if size < 1:
+        raise UserError("the bank needs at least one boundary")
+    preds = interp.predictions_
+    classes = sorted(set(preds.tolist()))
+    if len(classes) < 2:
+        raise UserError("the pilot images are all predicted as one class; a bank needs "
+                        "at least two")
+    gen = torch.Generator().manual_seed(int(seed))
+    queues = {c: (preds == c).nonzero()[:, 0][torch.randperm(int((preds == c).sum()),
+                                                             generator=gen)].tolist()
+              for c in classes}
+    parts: list[Boundaries] = []
+    total = 0
+    while total < size and any(queues.values()):
+        for c in classes:
+            if total >= size or not queues[c]:
+                continue
+            origin = queues[c].pop(0)
+            b = interp.sample_boundaries(origin, min(per_origin, size - total))
+            parts.append(b)
+            total += len(b)
+    working = Boundaries(*(torch.cat([getattr(p, f) for p in parts])
+                           for f in ("weights", "biases", "points", "pairs")))
+    weights, biases = interp.store_.lift(working.weights, working.biases)
+    return Bank(working, weights, biases, prefix=interp.store_.linear is not None)
+
+
+@dataclass
+class IndexRows:
+    """Per image: ``predictions [n]``, top-2 ``margins [n]``, ``signs [n, ceil(B/8)]``
+    (bit-packed ``value >= 0``) and ``values [n, B]`` in float16."""
+
+    predictions: torch.Tensor
+    margins: torch.Tensor
+    signs: torch.Tensor
+    values: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    @classmethod
+    def cat(cls, parts: list[IndexRows]) -> IndexRows:
+        return cls(*(torch.cat([getattr(p, f) for p in parts])
+                     for f in ("predictions", "margins", "signs", "values")))
+
+
+class IndexWorker:
+    """What one worker holds to index images: the split network (private copies) and
+    the bank in its working space. :meth:`rows` is the only computation of an index
+    pass, so every engine gives the same rows for the same images.
+
+    Parameters
+    ----------
+    model, layer
+        As for :class:`RepresentativeInterpreter` (the bank must come from the same).
+    bank
+        The candidate boundaries.
+    batch_size, device
+        As for :class:`~repinterp.core.network.SplitNetwork`.
+    """
+
+    def __init__(self, model: torch.nn.Module, layer: str | torch.nn.Module, bank: Bank,
+                 *, batch_size: int | None = None, device: str | None = None,
+                 approximate: bool = False):
+        self.network = SplitNetwork(model, layer, batch_size=batch_size, device=device,
+                                    approximate=approximate, progress=False)
+        self.linear = linear_prefix(self.network.head) if bank.prefix else None
+        if bank.prefix and self.linear is None:
+            raise UserError("the bank lives after the head's first linear layer, which "
+                            "this network does not start its head with")
+        d = self.network.device
+        self.normals = bank.working.weights.T.to(d, self.network.dtype).contiguous()
+        self.offsets = bank.working.biases.to(d, self.network.dtype)
+
+    @torch.no_grad()
+    def rows(self, images: torch.Tensor) -> IndexRows:
+        """Index rows of ``images``: features, logits, working space, side values against
+        the bank; the features are dropped batch by batch."""
+        net = self.network
+        z = net.features(images, progress=False)
+        logits = net.logits(z)
+        p = z if self.linear is None else torch.nn.functional.linear(
+            z, self.linear.weight, self.linear.bias)
+        values = torch.addmm(self.offsets, p, self.normals)
+        top2 = logits.topk(2, 1).values
+        return IndexRows(logits.argmax(1).cpu(), (top2[:, 0] - top2[:, 1]).float().cpu(),
+                         pack_signs(values), values.to(torch.float16).cpu())
+
+
+@dataclass
+class RegionIndex:
+    """A bank and the index rows of ``N`` images: greedy, ranking, summaries and locating
+    new images work from it alone (no features, no network).
+
+    Regions built here carry the bank's feature-space boundaries, so heat maps and
+    membership of new images work as for any :class:`Region`.
+    """
+
+    bank: Bank
+    rows: IndexRows
+    feature_shape: tuple[int, ...]
+    layer: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the per-image rows (what grows with ``N``)."""
+        r = self.rows
+        return sum(t.numel() * t.element_size()
+                   for t in (r.predictions, r.margins, r.signs, r.values))
+
+    def explain(self, seed: int | IndexRows, *, delta: int | None = None,
+                num_boundaries: int | None = None) -> Region:
+        """The region of an indexed image (its row number) or of an outside image (its
+        :class:`IndexRows`, from :meth:`IndexWorker.rows`).
+
+        ``num_boundaries`` restricts the candidates to the first that many of the bank.
+        """
+        b = len(self.bank) if num_boundaries is None else int(num_boundaries)
+        if not 1 <= b <= len(self.bank):
+            raise UserError(f"num_boundaries must be in 1..{len(self.bank)}")
+        if isinstance(seed, IndexRows):
+            if len(seed) != 1:
+                raise UserError("explain takes the rows of one outside image")
+            index, row = None, seed
+        else:
+            index = int(seed)
+            if not 0 <= index < len(self):
+                raise UserError(f"seed index {index} out of range 0..{len(self) - 1}")
+            row = IndexRows(*(getattr(self.rows, f)[index:index + 1] for f in
+                              ("predictions", "margins", "signs", "values")))
+        cls = int(row.predictions[0])
+        seed_values = row.values[0, :b].float()
+        preds = self.rows.predictions
+        same = preds == cls
+        if bool(same.all()):
+            raise UserError(f"every indexed image is predicted as class {cls}")
+        # sides from the exact signs (the values are float16)
+        seed_side = unpack_signs(row.signs, b)[0]
+        sides = unpack_signs(self.rows.signs, b) == seed_side   # on the seed's side
+        sel = select_boundaries(sides, same, delta, stacklevel=3)
+        pick = sel.indices
+        inside = sel.covered.nonzero()[:, 0]
+        signs = torch.where(seed_side, 1.0, -1.0)[pick]
+        values = self.rows.values[inside][:, pick].float() * signs
+        origin = seed_values[pick] * signs
+        dist = (values - origin).abs().sum(1)
+        order = torch.sort(dist, stable=True).indices
+        members = inside[order]
+        chosen = flip(self.bank.working.select(pick), signs)
+        purity = int((preds[members] == cls).sum()) / max(len(members), 1)
+        return Region(
+            predicted_class=int(cls), weights=self.bank.weights[pick] * signs[:, None],
+            biases=self.bank.biases[pick] * signs, boundary_points=chosen.points,
+            pairs=chosen.pairs, delta=sel.delta, min_delta=sel.min_delta, members=members,
+            member_distances=dist[order], purity=purity, seed_index=index,
+            seed_values=origin.clamp_min(0), feature_shape=tuple(self.feature_shape))
+
+    def summarize(self, coverage: float = 0.95, max_regions: int = 10,
+                  classes: list[int] | None = None, progress: bool = False) -> Summary:
+        """Peel each predicted class into regions as
+        :meth:`RepresentativeInterpreter.summarize` does (:func:`peel`)."""
+        out = peel(self.rows.predictions, self.rows.margins, self.explain, coverage,
+                   max_regions, classes, progress)
+        return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
+                       layer=self.layer, meta={**self.meta, "references": len(self),
+                                               "bank": len(self.bank)})
