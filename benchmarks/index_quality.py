@@ -44,7 +44,7 @@ def figures(summary, test_feats, test_preds) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--references", type=int, default=60000)
-    p.add_argument("--banks", default="512,1024,2048")
+    p.add_argument("--banks", default="1024,2048")
     p.add_argument("--pilot", type=int, default=2000)
     p.add_argument("--coverage", type=float, default=0.9)
     p.add_argument("--max-regions", type=int, default=6)
@@ -78,13 +78,23 @@ def main() -> None:
                               bank=bank, pilot=a.pilot, progress=False)
             built = time.perf_counter() - start
             index = load_index(out).index
-            start = time.perf_counter()
-            summary = index.summarize(coverage=a.coverage, max_regions=a.max_regions)
-            row = {"method": f"index, bank {bank}, pilot {a.pilot}", "index_seconds": built,
-                   "seconds": time.perf_counter() - start, "row_bytes": index.nbytes,
-                   **figures(summary, test_feats, test_preds)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            variants = [("whole bank, min_purity 0.995 (default)", {})]
+            if bank == 1024:
+                variants += [("whole bank, smallest feasible delta only",
+                              {"min_purity": None}),
+                             ("nearest 50 of the class, min_purity 0.995",
+                              {"num_boundaries": 50}),
+                             ("whole bank, min_purity 0.99", {"min_purity": 0.99})]
+            for name, kw in variants:
+                start = time.perf_counter()
+                summary = index.summarize(coverage=a.coverage, max_regions=a.max_regions,
+                                          **kw)
+                row = {"method": f"index, bank {bank}, pilot {a.pilot}: {name}",
+                       "index_seconds": built, "seconds": time.perf_counter() - start,
+                       "row_bytes": index.nbytes,
+                       **figures(summary, test_feats, test_preds)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if a.out:
         write_json(Path(a.out), {"references": a.references, "coverage": a.coverage,
                                  "max_regions": a.max_regions, "rows": rows})

@@ -53,17 +53,26 @@ def test_index_rows_are_the_side_values_of_the_bank(indexed):
 
 
 @pytest.mark.parametrize("seed", [0, 5, 17, 123])
-def test_index_region_equals_the_greedy_on_exact_sides(indexed, seed):
+@pytest.mark.parametrize("q, min_purity", [(None, None), (12, None), (None, 0.97)])
+def test_index_region_equals_the_greedy_on_exact_sides(indexed, seed, q, min_purity):
     """The slow reference straight from the formulas: sides of every reference from the
-    full-precision product, oriented by the seed, through the greedy; then membership
-    and distances from the feature-space boundaries of the region."""
+    full-precision product, oriented by the seed, the candidates (the ``q`` boundaries
+    of the seed's class nearest to it, ``|g . p + c| / |g|``) through the float greedy;
+    then membership from the feature-space boundaries of the region."""
     interp, bank, index, _ = indexed
     values = interp.store_.side_values(bank.working.weights, bank.working.biases)
     cls = int(interp.predictions_[seed])
-    sides = (values >= 0) == (values[seed] >= 0)
+    cand = torch.arange(len(bank))
+    if q is not None:
+        of_cls = [k for k in range(len(bank)) if cls in bank.working.pairs[k].tolist()]
+        dist = [abs(float(values[seed, k])) / float(bank.working.weights[k].norm())
+                for k in of_cls]
+        cand = torch.tensor([of_cls[i] for i in np.argsort(dist, kind="stable")[:q]])
+    sides = ((values >= 0) == (values[seed] >= 0))[:, cand]
     same = interp.predictions_ == cls
-    ref = select_boundaries(sides, same)
-    region = index.explain(seed)
+    ref = select_boundaries(sides, same, min_purity=min_purity)
+    region = index.explain(seed, num_boundaries=q, min_purity=min_purity)
+    assert region.num_boundaries == len(ref.indices)
     assert set(region.members.tolist()) == set(ref.covered.nonzero()[:, 0].tolist())
     assert region.members[0] == seed and region.delta == ref.delta
     # the region's feature-space boundaries hold its members and no one else

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Selection", "count_dtype", "min_feasible_delta", "select_boundaries"]
+__all__ = ["Selection", "count_dtype", "min_feasible_delta", "pack_columns",
+           "select_boundaries", "select_boundaries_bits"]
 
 EPS1 = 1e-5
 EPS2 = 1e-10
@@ -62,7 +63,7 @@ def min_feasible_delta(sides: torch.Tensor, same: torch.Tensor) -> int:
 
 def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None = None,
                       *, prune: bool = True, eps1: float = EPS1, eps2: float = EPS2,
-                      stacklevel: int = 2) -> Selection:
+                      min_purity: float | None = None, stacklevel: int = 2) -> Selection:
     """Select boundaries greedily so at most ``delta`` other-class images stay covered.
 
     Parameters
@@ -76,6 +77,11 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
         feasible value; a smaller value than feasible is raised to it with a warning.
     prune
         Drop boundaries whose removal changes no image's coverage.
+    min_purity
+        Also stop as soon as the images still covered are at least this share of the
+        seed's class (departure from the paper, whose only stop is ``delta``): with many
+        candidate boundaries the smallest feasible delta is near 0 and reaching it cuts
+        away much of the seed's class for a few hard images of other classes.
     stacklevel
         Of the infeasible-delta warning: 2 names the caller of this function; a wrapper
         passes 3 to name its own caller.
@@ -104,7 +110,9 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
     rows_sides = sides                                      # [n_covered, Q]
     groups = torch.stack([same, ~same]).to(dtype)           # [2, n_covered]
     chosen: list[int] = []
-    while int(groups[1].sum()) > delta:
+    ratio = None if min_purity is None else (1 - min_purity) / min_purity
+    while int(groups[1].sum()) > delta and not (
+            ratio is not None and float(groups[1].sum()) <= ratio * float(groups[0].sum())):
         new_same, new_diff = _exclusions(groups, rows_sides)   # [2, Q]
         score = (new_same.double() + eps1) / (new_diff.double() + eps2)
         score[new_diff <= 0] = torch.inf
@@ -122,6 +130,85 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
     else:
         covered = sides[:, idx].all(1) if len(idx) else torch.ones(n, dtype=torch.bool)
     return Selection(indices=idx, delta=int(delta), min_delta=min_delta, covered=covered)
+
+
+def select_boundaries_bits(excluded: np.ndarray, n: int, same: torch.Tensor,
+                           delta: int | None = None, *, prune: bool = True,
+                           eps1: float = EPS1, eps2: float = EPS2,
+                           min_purity: float | None = None,
+                           stacklevel: int = 2) -> Selection:
+    """:func:`select_boundaries` on bitsets: the same choices, counted with popcounts.
+
+    ``excluded``: ``[Q, W]`` uint64, row ``q`` the images *not* on the seed's side of
+    boundary ``q`` as a bitset over ``n`` images (``numpy.packbits`` order, little-endian
+    words, bits beyond ``n`` zero). Each step is two ANDs and popcounts over ``Q x n / 64``
+    words, so a large bank costs ``n / 8`` bytes per candidate, not ``n`` floats.
+    """
+    same_np = np.asarray(torch.as_tensor(same, dtype=torch.bool).cpu())
+    if excluded.ndim != 2 or same_np.shape != (n,):
+        raise ValueError("excluded must be [Q, W] and same [n]")
+    q = excluded.shape[0]
+    valid = _bits(np.ones(n, dtype=bool), excluded.shape[1])
+    s_bits, d_bits = _bits(same_np, excluded.shape[1]), _bits(~same_np, excluded.shape[1])
+    anywhere = np.bitwise_or.reduce(excluded, axis=0) if q else np.zeros_like(valid)
+    min_delta = _count(d_bits & ~anywhere)
+    if delta is None:
+        delta = min_delta
+    elif delta < min_delta:
+        warnings.warn(f"delta={delta} is infeasible with these boundaries; "
+                      f"using the smallest feasible delta {min_delta}", stacklevel=stacklevel)
+        delta = min_delta
+    ratio = None if min_purity is None else (1 - min_purity) / min_purity
+    covered = valid.copy()
+    chosen: list[int] = []
+    while True:
+        n_diff, n_same = _count(covered & d_bits), _count(covered & s_bits)
+        if n_diff <= delta or (ratio is not None and n_diff <= ratio * n_same):
+            break
+        new_same = np.bitwise_count(excluded & (covered & s_bits)).sum(1, dtype=np.int64)
+        new_diff = np.bitwise_count(excluded & (covered & d_bits)).sum(1, dtype=np.int64)
+        score = (torch.from_numpy(new_same).double() + eps1) / \
+            (torch.from_numpy(new_diff).double() + eps2)
+        score[torch.from_numpy(new_diff) <= 0] = torch.inf
+        h = int(torch.argmin(score))
+        if not torch.isfinite(score[h]):
+            break
+        chosen.append(h)
+        covered &= ~excluded[h]
+    idx = torch.tensor(chosen, dtype=torch.long)
+    if prune and chosen:
+        sides = ~torch.from_numpy(_unbits(excluded[chosen], n)).T      # [n, len(chosen)]
+        kept, excluded_by = _prune(sides, torch.arange(len(chosen)))
+        idx, covered_mask = idx[kept], excluded_by == 0
+    else:
+        covered_mask = torch.from_numpy(_unbits(covered[None], n)[0])
+    return Selection(indices=idx, delta=int(delta), min_delta=min_delta,
+                     covered=covered_mask)
+
+
+def pack_columns(sides: np.ndarray) -> np.ndarray:
+    """Bool ``[n, Q]`` -> ``[Q, W]`` uint64 bitsets of each column (the layout of
+    :func:`select_boundaries_bits`)."""
+    n, q = sides.shape
+    packed = np.packbits(np.asarray(sides, dtype=bool).T, axis=1, bitorder="little")
+    out = np.zeros((q, (n + 63) // 64 * 8), dtype=np.uint8)
+    out[:, :packed.shape[1]] = packed
+    return out.view(np.uint64)
+
+
+def _bits(mask: np.ndarray, words: int) -> np.ndarray:
+    packed = np.packbits(mask, bitorder="little")
+    out = np.zeros(words * 8, dtype=np.uint8)
+    out[:len(packed)] = packed
+    return out.view(np.uint64)
+
+
+def _unbits(rows: np.ndarray, n: int) -> np.ndarray:
+    return np.unpackbits(rows.view(np.uint8), axis=1, bitorder="little")[:, :n].astype(bool)
+
+
+def _count(bits: np.ndarray) -> int:
+    return int(np.bitwise_count(bits).sum())
 
 
 def _exclusions(groups: torch.Tensor, sides: torch.Tensor) -> torch.Tensor:
