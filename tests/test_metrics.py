@@ -106,3 +106,81 @@ def test_protocol_scores_are_the_metric_on_the_retrieved_images():
     heat = reused_cam(w, it.network_.unflatten(feats[eu]), (8, 8))
     drop, _ = average_drop_increase(model, xe, keep_top(xe, heat), region.predicted_class)
     assert res.ad["Grad-CAM (reused)"][5][0] == pytest.approx(float(drop.mean()), abs=1e-6)
+
+
+# --- deletion / insertion, blur fill, ROAD (issue 11) ----------------------------------
+class PixelSum(nn.Module):
+    """Logits ``[sum of pixel values weighted by W, 0]``: the class-0 probability is
+    ``sigmoid(W . x)``, so every curve point can be computed by hand."""
+
+    def __init__(self, weights: torch.Tensor):
+        super().__init__()
+        self.w = nn.Parameter(weights.double(), requires_grad=False)
+
+    def forward(self, x):
+        s = (x.double()[:, 0] * self.w).flatten(1).sum(1)
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+def test_deletion_insertion_against_a_hand_computation():
+    from repinterp.core.metrics import deletion_insertion
+    w = torch.tensor([[3.0, -1.0], [0.5, 2.0]])
+    model = PixelSum(w)
+    x = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    heat = torch.tensor([[[0.9, 0.1], [0.2, 0.7]]])       # order: (0,0), (1,1), (1,0), (0,1)
+    out = deletion_insertion(model, x, heat, 0, steps=4, fill=0.0)
+    sig = lambda v: 1 / (1 + math.exp(-v))
+    # deletion removes 3, then 2, then 0.5, then -1 from the sum 4.5
+    dele = [sig(4.5), sig(1.5), sig(-0.5), sig(-1.0), sig(0.0)]
+    ins = [sig(0.0), sig(3.0), sig(5.0), sig(5.5), sig(4.5)]
+    torch.testing.assert_close(out["deletion"][0], torch.tensor(dele, dtype=torch.float64))
+    torch.testing.assert_close(out["insertion"][0], torch.tensor(ins, dtype=torch.float64))
+    area = lambda c: sum((a + b) / 2 for a, b in zip(c, c[1:], strict=False)) / 4
+    assert out["deletion_auc"][0].item() == pytest.approx(area(dele), abs=1e-12)
+    assert out["insertion_auc"][0].item() == pytest.approx(area(ins), abs=1e-12)
+    # a per-pixel fill (here: the image itself) changes nothing
+    same = deletion_insertion(model, x, heat, 0, steps=4, fill=x)
+    assert torch.allclose(same["deletion"], same["deletion"][:, :1].expand(-1, 5))
+
+
+def test_blur_keeps_constants_and_smooths():
+    from repinterp.core.metrics import blur
+    flat = torch.full((2, 3, 28, 28), 0.25)
+    torch.testing.assert_close(blur(flat), flat)
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[0, 0, 14, 14] = 1.0
+    b = blur(dot, sigma=2.0)
+    assert b.sum().item() == pytest.approx(1.0, abs=1e-5)     # mass kept away from borders
+    assert b[0, 0, 14, 14] < 0.05 and b[0, 0, 14, 16] > 0.01
+    assert torch.allclose(b[0, 0], b[0, 0].T, atol=1e-7)     # separable and symmetric
+    fill = keep_top(dot, torch.rand(1, 28, 28), keep=0.2, baseline=b)
+    kept = fill != b
+    assert int(kept.sum()) <= math.ceil(0.2 * 784)
+
+
+def test_road_is_pytorch_grad_cams_and_reproducible():
+    from pytorch_grad_cam.metrics.road import ROADCombined
+
+    from repinterp.metrics import road
+    model = tiny_cnn(1, dtype=torch.float32).eval()
+    x = tiny_images(1, 6, torch.float32)
+    heat = torch.rand(6, 8, 8, generator=torch.Generator().manual_seed(3))
+    before = torch.random.get_rng_state()
+    a = road(model, x, heat, 1, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), before)       # caller's RNG untouched
+    b = road(model, x, heat, 1, seed=4)
+    np.testing.assert_array_equal(a["combined"], b["combined"])
+    np.testing.assert_allclose(a["combined"], (a["lerf"] - a["morf"]) / 2)
+    torch.manual_seed(4)
+    targets = [ClassifierOutputSoftmaxTarget(1)] * 6
+    theirs = ROADCombined()(x, heat.numpy(), targets, model)
+    np.testing.assert_allclose(a["combined"], theirs, atol=0.05)   # noise differs in order
+    assert a["combined"].shape == (6,)
+    # a heat map that is each pixel's true contribution to the logit beats its reverse
+    g = torch.Generator().manual_seed(5)
+    lin = PixelSum(torch.randn(8, 8, generator=g))
+    imgs = torch.rand(4, 1, 8, 8, generator=g, dtype=torch.float64).float()
+    contribution = (imgs[:, 0].double() * lin.w).float()
+    good = road(lin, imgs, contribution, 0)["combined"]
+    bad = road(lin, imgs, -contribution, 0)["combined"]
+    assert (good > 0).all() and (bad < 0).all()

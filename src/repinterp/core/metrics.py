@@ -6,6 +6,11 @@ measure how the class probability reacts.
 * :func:`average_drop_increase`: per image, ``max(0, Y_c(e) - Y_c(e')) / Y_c(e)`` (Average
   Drop; pytorch-grad-cam's ``DropInConfidence`` without the division) and
   ``1[Y_c(e) < Y_c(e')]`` (Average Increase, its ``IncreaseInConfidence``).
+* :func:`blur`: a Gaussian blur of each image, the in-distribution fill (a masked pixel
+  takes its blurred value instead of the dataset mean).
+* :func:`deletion_insertion`: the class probability as the most important pixels are
+  removed (deletion) or, from the fill, restored (insertion), step by step, with the
+  areas under both curves (Petsiuk et al., RISE, BMVC 2018).
 * :func:`paired_ci`: the mean paired difference of two methods over seeds, with a
   bootstrap confidence interval.
 """
@@ -19,20 +24,83 @@ from torch import nn
 
 from .network import inference_mode
 
-__all__ = ["average_drop_increase", "keep_top", "paired_ci"]
+__all__ = ["average_drop_increase", "blur", "deletion_insertion", "keep_top", "paired_ci",
+           "rank_pixels"]
 
 
 def keep_top(images: torch.Tensor, heat: torch.Tensor, keep: float = 0.2,
-             baseline: float = 0.0) -> torch.Tensor:
+             baseline: float | torch.Tensor = 0.0) -> torch.Tensor:
     """Keep the ``keep`` share of pixels with the highest heat (``ceil(keep * H * W)``
-    pixels, ties by index), set the rest of every channel to ``baseline``."""
+    pixels, ties by index), set the rest of every channel to ``baseline``: a number, or
+    images of the same shape (e.g. :func:`blur` of ``images``)."""
     n, _, h, w = images.shape
     m = math.ceil(keep * h * w)
     idx = heat.reshape(n, -1).topk(m, dim=1, sorted=False).indices
     mask = torch.zeros(n, h * w, dtype=torch.bool, device=images.device)
     mask.scatter_(1, idx.to(images.device), True)
     mask = mask.view(n, 1, h, w)
-    return torch.where(mask, images, torch.full_like(images, baseline))
+    fill = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
+    return torch.where(mask, images, fill.expand_as(images))
+
+
+def blur(images: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """Gaussian blur of every channel of ``images`` ``[n, C, H, W]`` (kernel radius
+    ``ceil(3 sigma)``, reflected borders): the in-distribution fill."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    c = images.shape[1]
+    pad = min(radius, images.shape[-1] - 1, images.shape[-2] - 1)
+    out = nn.functional.pad(images, (pad, pad, pad, pad), mode="reflect")
+    if pad < radius:                                  # tiny images: zero-pad the rest
+        out = nn.functional.pad(out, [radius - pad] * 4, mode="replicate")
+    out = nn.functional.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return nn.functional.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def rank_pixels(heat: torch.Tensor) -> torch.Tensor:
+    """``[n, H*W]`` pixel indices of each heat map, most important first (ties by index)."""
+    flat = heat.reshape(len(heat), -1)
+    return torch.sort(-flat, dim=1, stable=True).indices
+
+
+@torch.no_grad()
+def deletion_insertion(model: nn.Module, images: torch.Tensor, heat: torch.Tensor,
+                       cls: int | torch.Tensor, *, steps: int = 10,
+                       fill: float | torch.Tensor = 0.0) -> dict[str, torch.Tensor]:
+    """Deletion and insertion curves of heat maps and their areas.
+
+    At step ``s = 0..steps`` the ``round(s / steps * H * W)`` most important pixels
+    (:func:`rank_pixels`) are replaced by ``fill`` (deletion) or, in an image that is all
+    ``fill``, restored (insertion); ``P_cls`` is the softmax probability. The area is
+    the trapezoid rule over the removed share ``0..1``:
+    ``sum_s (P_s + P_{s+1}) / (2 steps)``. Deletion: lower is better; insertion: higher.
+
+    Returns ``deletion`` and ``insertion`` ``[n, steps + 1]`` and their areas
+    ``deletion_auc``, ``insertion_auc`` ``[n]`` (float64).
+    """
+    n, _, h, w = images.shape
+    order = rank_pixels(heat).to(images.device)
+    base = torch.as_tensor(fill, dtype=images.dtype, device=images.device).expand_as(images)
+    c = torch.as_tensor(cls, device=images.device).expand(n)
+    dele, ins = [], []
+    with inference_mode(model):
+        for s in range(steps + 1):
+            k = round(s / steps * h * w)
+            mask = torch.zeros(n, h * w, dtype=torch.bool, device=images.device)
+            mask.scatter_(1, order[:, :k], True)
+            mask = mask.view(n, 1, h, w)
+            for curve, x in ((dele, torch.where(mask, base, images)),
+                             (ins, torch.where(mask, images, base))):
+                p = model(x).double().softmax(1)
+                curve.append(p.gather(1, c[:, None])[:, 0])
+    d, i = torch.stack(dele, 1), torch.stack(ins, 1)
+
+    def area(curve: torch.Tensor) -> torch.Tensor:
+        return ((curve[:, 1:] + curve[:, :-1]) / (2 * steps)).sum(1)
+
+    return {"deletion": d, "insertion": i, "deletion_auc": area(d), "insertion_auc": area(i)}
 
 
 @torch.no_grad()

@@ -1,0 +1,24 @@
+"""Fidelity metrics for any heat maps, yours or repinterp's: one import.
+
+>>> from repinterp.metrics import road, deletion_insertion, average_drop_increase
+>>> road(model, images, heatmaps, cls)["combined"]          # higher is better
+
+* :func:`road`: ROAD (MoRF, LeRF, combined) via pytorch-grad-cam
+  (``pip install 'repinterp[eval]'``);
+* :func:`deletion_insertion`: deletion and insertion curves and their areas;
+* :func:`average_drop_increase` with :func:`keep_top` and a fill: ``0`` (the dataset
+  mean in normalised space) or :func:`blur` of the images;
+* :func:`paired_ci`: paired bootstrap confidence intervals over seeds.
+"""
+from .app.fidelity import PERCENTILES, road
+from .core.metrics import (
+    average_drop_increase,
+    blur,
+    deletion_insertion,
+    keep_top,
+    paired_ci,
+    rank_pixels,
+)
+
+__all__ = ["PERCENTILES", "average_drop_increase", "blur", "deletion_insertion", "keep_top",
+           "paired_ci", "rank_pixels", "road"]
