@@ -26,9 +26,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
+    kw = {} if args.num_boundaries is None else {"num_boundaries": args.num_boundaries}
     figures = run_demo(args.out or "out/demo", seed=args.seed, references=args.references,
                        coverage=args.coverage, max_regions=args.max_regions,
-                       data_root=args.data, progress=not args.quiet)
+                       data_root=args.data, progress=not args.quiet, **kw)
     print(json.dumps(figures, indent=2))
     return 0
 
@@ -444,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--references", type=int, default=10000, help="training images used")
     p.add_argument("--coverage", type=float, default=0.9, help="share of each class to cover")
     p.add_argument("--max-regions", type=int, default=6, help="regions per class at most")
+    p.add_argument("--num-boundaries", type=int, default=None,
+                   help="boundaries sampled per seed (default: the demo's, see the README)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("explain", help="the region of one seed image")

@@ -84,17 +84,31 @@ def _read_shard(path: Path, bank: int) -> tuple[list[int], list[str], IndexRows]
     import pyarrow.parquet as pq
 
     try:
-        t = pq.read_table(path).to_pydict()
-        n = len(t["item"])
-        signs = np.frombuffer(b"".join(t["signs"]), np.uint8).reshape(n, math.ceil(bank / 8))
-        values = np.frombuffer(b"".join(t["values"]), np.float16).reshape(n, bank)
+        t = pq.read_table(path)
+        n = t.num_rows
+        signs = _fixed_rows(t.column("signs"), n, math.ceil(bank / 8), np.uint8)
+        values = _fixed_rows(t.column("values"), n, bank, np.float16)
+        rows = IndexRows(torch.from_numpy(t.column("prediction").to_numpy().astype(np.int64)),
+                         torch.from_numpy(t.column("margin").to_numpy().astype(np.float32)),
+                         torch.from_numpy(signs), torch.from_numpy(values))
+        items, names = t.column("item").to_pylist(), t.column("name").to_pylist()
     except Exception as exc:  # noqa: BLE001 - pyarrow and numpy raise many types
         raise UserError(f"the index shard {path} is corrupt ({first_line(exc)}); delete it "
                         "and run `repinterp index` again to rebuild it") from exc
-    return t["item"], t["name"], IndexRows(
-        torch.tensor(t["prediction"], dtype=torch.long),
-        torch.tensor(t["margin"], dtype=torch.float32),
-        torch.from_numpy(signs.copy()), torch.from_numpy(values.copy()))
+    return items, names, rows
+
+
+def _fixed_rows(column, n: int, width: int, dtype) -> np.ndarray:
+    """A binary column whose every value is ``width`` items of ``dtype``, as one
+    ``[n, width]`` array read from the column's data buffer (no Python objects)."""
+    arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset:arr.offset + n + 1]
+    size = width * np.dtype(dtype).itemsize
+    if n and not np.array_equal(np.diff(offsets), np.full(n, size)):
+        raise ValueError(f"values of {np.diff(offsets).min()}..{np.diff(offsets).max()} "
+                         f"bytes, expected {size}")
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0]:offsets[0] + n * size]
+    return data.view(dtype).reshape(n, width).copy()
 
 
 @dataclass

@@ -97,12 +97,7 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
         raise ValueError("sides must be [N, Q] and same [N]")
     n, q = sides.shape
     min_delta = min_feasible_delta(sides, same)
-    if delta is None:
-        delta = min_delta
-    elif delta < min_delta:
-        warnings.warn(f"delta={delta} is infeasible with these boundaries; "
-                      f"using the smallest feasible delta {min_delta}", stacklevel=stacklevel)
-        delta = min_delta
+    delta = _resolve_delta(delta, min_delta, stacklevel + 1)
 
     # Only the images still covered matter: each step works on them alone and drops the
     # ones the chosen boundary excludes.
@@ -152,12 +147,7 @@ def select_boundaries_bits(excluded: np.ndarray, n: int, same: torch.Tensor,
     s_bits, d_bits = _bits(same_np, excluded.shape[1]), _bits(~same_np, excluded.shape[1])
     anywhere = np.bitwise_or.reduce(excluded, axis=0) if q else np.zeros_like(valid)
     min_delta = _count(d_bits & ~anywhere)
-    if delta is None:
-        delta = min_delta
-    elif delta < min_delta:
-        warnings.warn(f"delta={delta} is infeasible with these boundaries; "
-                      f"using the smallest feasible delta {min_delta}", stacklevel=stacklevel)
-        delta = min_delta
+    delta = _resolve_delta(delta, min_delta, stacklevel + 1)
     ratio = None if min_purity is None else (1 - min_purity) / min_purity
     covered = valid.copy()
     chosen: list[int] = []
@@ -184,6 +174,17 @@ def select_boundaries_bits(excluded: np.ndarray, n: int, same: torch.Tensor,
         covered_mask = torch.from_numpy(_unbits(covered[None], n)[0])
     return Selection(indices=idx, delta=int(delta), min_delta=min_delta,
                      covered=covered_mask)
+
+
+def _resolve_delta(delta: int | None, min_delta: int, stacklevel: int) -> int:
+    """``delta``, or the smallest feasible one (warned about when ``delta`` is below)."""
+    if delta is None:
+        return min_delta
+    if delta < min_delta:
+        warnings.warn(f"delta={delta} is infeasible with these boundaries; "
+                      f"using the smallest feasible delta {min_delta}", stacklevel=stacklevel)
+        return min_delta
+    return delta
 
 
 def pack_columns(sides: np.ndarray) -> np.ndarray:

@@ -23,13 +23,15 @@ import torch
 from .boundaries import Boundaries, flip
 from .errors import UserError
 from .greedy import pack_columns, select_boundaries_bits
-from .network import SplitNetwork
+from .network import SplitNetwork, auto_batch_size, batches
 from .region import Region
 from .split import linear_prefix
 from .summary import Summary, peel
 
 __all__ = ["Bank", "IndexRows", "IndexWorker", "RegionIndex", "pack_signs", "sample_bank",
            "signs_at", "unpack_signs"]
+
+F16_MAX = float(torch.finfo(torch.float16).max)
 
 #: Default purity target of an index region's greedy (see :meth:`RegionIndex.explain`).
 MIN_PURITY = 0.995
@@ -177,17 +179,27 @@ class IndexWorker:
 
     @torch.no_grad()
     def rows(self, images: torch.Tensor) -> IndexRows:
-        """Index rows of ``images``: features, logits, working space, side values against
-        the bank; the features are dropped batch by batch."""
+        """Index rows of ``images`` ``[n, C, H, W]``, batch by batch: features, logits,
+        working space, side values against the bank; each batch's features are dropped
+        before the next (memory: one batch, not ``n x D``). Values beyond float16's range
+        are clamped to it (their signs are kept exactly)."""
         net = self.network
-        z = net.features(images, progress=False)
-        sink: list[torch.Tensor] = []                 # the head's first linear layer's
-        logits = net.logits(z, capture=self.linear, sink=sink)   # outputs, if a prefix
-        p = z if self.linear is None else torch.cat(sink)
-        values = torch.addmm(self.offsets, p, self.normals)
-        top2 = logits.topk(2, 1).values
-        return IndexRows(logits.argmax(1).cpu(), (top2[:, 0] - top2[:, 1]).float().cpu(),
-                         pack_signs(values), values.to(torch.float16).cpu())
+        size = net.batch_size or auto_batch_size(images, net.device)
+        parts = []
+        for batch in batches(images, size):
+            z = net.features(batch, progress=False)
+            sink: list[torch.Tensor] = []            # the head's first linear layer's
+            logits = net.logits(z, capture=self.linear, sink=sink)  # outputs, if a prefix
+            p = z if self.linear is None else torch.cat(sink)
+            values = torch.addmm(self.offsets, p, self.normals)
+            top2 = logits.topk(2, 1).values
+            half = values.clamp(-F16_MAX, F16_MAX).to(torch.float16).cpu()
+            parts.append(IndexRows(logits.argmax(1).cpu(),
+                                   (top2[:, 0] - top2[:, 1]).float().cpu(),
+                                   pack_signs(values), half))
+        if not parts:
+            raise UserError("no images given")
+        return IndexRows.cat(parts)
 
 
 @dataclass

@@ -17,7 +17,7 @@ __all__ = ["run_demo"]
 
 
 def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 10000,
-             coverage: float = 0.9, max_regions: int = 6, num_boundaries: int = 50,
+             coverage: float = 0.9, max_regions: int = 6, num_boundaries: int = 200,
              data_root: str | None = None, progress: bool = True,
              log: Callable[[str], None] = print) -> dict:
     """Train (or load) the demo CNN, summarise ``references`` training images into
