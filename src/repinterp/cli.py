@@ -173,7 +173,7 @@ def _meta(args: argparse.Namespace, interp, refs) -> dict:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .app.loading import load_images
     from .app.report import write_report
-    from .core.summary import ClassSummary, Summary
+    from .core.summary import Summary
 
     if args.index:
         return _explain_index(args)
@@ -190,11 +190,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         region = interp.explain(args.seed_index)
         what = refs.names[args.seed_index]
     stats = _heldout_stats(interp, held, [region])
-    preds = interp.predictions_
-    covered = int((preds[region.members] == region.predicted_class).sum())
-    n_class = int((preds == region.predicted_class).sum())
-    summary = Summary([ClassSummary(region.predicted_class, n_class, [region], covered)],
-                      1.0, 1, layer=interp.layer_)
+    summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
     out = Path(args.out or "out/explain")
     write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
                  names=refs.names, seed_images=seed_images,
@@ -352,7 +348,8 @@ def _index_and_model(args: argparse.Namespace):
     else:
         raise UserError(f"the index in {args.index} was built from a Python model: pass "
                         "--arch/--weights or --model")
-    return load_index(args.index, model), model
+    demo = next((name for name, cls in ARCHS.items() if type(model) is cls), None)
+    return load_index(args.index, model), model, demo
 
 
 class _IndexedImages:
@@ -377,7 +374,7 @@ def _summarize_index(args: argparse.Namespace) -> int:
     from .app.report import write_report
     from .core.network import SplitNetwork
 
-    loaded, model = _index_and_model(args)
+    loaded, model, demo = _index_and_model(args)
     index, names, manifest = loaded.index, loaded.names, loaded.manifest
     summary = index.summarize(coverage=args.coverage, max_regions=args.max_regions,
                               progress=not args.quiet)
@@ -387,7 +384,7 @@ def _summarize_index(args: argparse.Namespace) -> int:
     save_summary(out / "summary.pt", summary)
     write_report(out, summary, _IndexedImages(loaded.source(), loaded.items),
                  heatmap=net.heatmap, names=names,
-                 class_names=_class_names(args, None), title="repinterp summary (index)",
+                 class_names=_class_names(args, demo), title="repinterp summary (index)",
                  meta={"index": str(args.index), "layer": index.layer,
                        "references": len(index), "bank": len(index.bank)})
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
@@ -399,30 +396,28 @@ def _explain_index(args: argparse.Namespace) -> int:
     from .app.loading import load_images
     from .app.report import write_report
     from .core.index import IndexWorker
-    from .core.summary import ClassSummary, Summary
+    from .core.summary import Summary
 
     if not args.image:
         raise UserError("explain --index needs --image FILE")
-    loaded, model = _index_and_model(args)
+    loaded, model, demo = _index_and_model(args)
     index, names = loaded.index, loaded.names
     opts = {k: loaded.manifest["data"][k] for k in ("channels", "size", "normalize")}
     image = load_images(args.image, **opts).images[0]
     worker = IndexWorker(model, index.layer, index.bank, device=args.device)
     region = index.explain(worker.rows(image[None]))
     net = worker.network
-    preds = index.rows.predictions
     cls = region.predicted_class
-    summary = Summary([ClassSummary(cls, int((preds == cls).sum()), [region],
-                                    int((preds[region.members] == cls).sum()))], 1.0, 1,
-                      layer=index.layer)
+    labels = _class_names(args, demo)
+    summary = Summary.of_region(region, index.rows.predictions, layer=index.layer)
     out = Path(args.out or "out/explain")
     write_report(out, summary, _IndexedImages(loaded.source(), loaded.items),
                  heatmap=net.heatmap, names=names, seed_images={0: image},
-                 class_names=_class_names(args, None),
-                 title=f"repinterp: region of {args.image} (index)",
+                 class_names=labels, title=f"repinterp: region of {args.image} (index)",
                  meta={"image": args.image, "index": str(args.index)})
     closest = ", ".join(names[int(i)] for i in region.members[:5])
-    print(f"{args.image} (class {cls}): region of {region.size} indexed images, "
+    cname = labels[cls] if labels and cls < len(labels) else f"class {cls}"
+    print(f"{args.image} ({cname}): region of {region.size} indexed images, "
           f"{region.num_boundaries} boundaries; closest: {closest}; "
           f"report: {out / 'report.html'}")
     return 0

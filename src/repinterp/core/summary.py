@@ -43,6 +43,17 @@ class Summary:
     layer: str = ""
     meta: dict = field(default_factory=dict)
 
+    @classmethod
+    def of_region(cls, region: Region, predictions: torch.Tensor, layer: str = "",
+                  meta: dict | None = None) -> Summary:
+        """A summary holding one region (an explanation, e.g. for a report), its class's
+        counts taken from the references' ``predictions``."""
+        c = region.predicted_class
+        preds = predictions.cpu()
+        covered = int((preds[region.members] == c).sum())
+        return cls([ClassSummary(c, int((preds == c).sum()), [region], covered)], 1.0, 1,
+                   layer=layer, meta=dict(meta or {}))
+
     def __iter__(self) -> Iterator[ClassSummary]:
         return iter(self.classes)
 
