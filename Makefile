@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint evaluate bench data install install-dev clean
+.PHONY: demo test lint evaluate fidelity bench data install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ lint: install-dev
 
 evaluate: install-dev data
 	$(BIN)/python benchmarks/evaluate.py --out docs
+
+# every heat map on the same images: ROAD, deletion / insertion, blur-fill Average Drop
+fidelity: install-dev data
+	cd benchmarks && ../$(BIN)/python fidelity.py --out ../docs --seeds 150 --images 3
 
 bench: install-dev data
 	$(BIN)/python benchmarks/run.py --out docs
