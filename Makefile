@@ -44,7 +44,7 @@ evaluate: install-dev data
 
 # every heat map on the same images: ROAD, deletion / insertion, blur-fill Average Drop
 fidelity: install-dev data
-	cd benchmarks && ../$(BIN)/python fidelity.py --out ../docs --seeds 150 --images 3
+	$(BIN)/python benchmarks/fidelity.py --out docs --seeds 150 --images 3
 
 bench: install-dev data
 	$(BIN)/python benchmarks/run.py --out docs
