@@ -240,3 +240,17 @@ def test_ray_engine_gives_the_local_index_and_survives_a_killed_worker(tmp_path)
         assert (local / "shards" / name).read_bytes() == (remote / "shards" / name).read_bytes()
     a, b = load_index(local), load_index(remote)
     assert a.items == b.items == list(range(900))
+
+
+def test_model_digest_covers_every_buffer():
+    """BatchNorm's 0-d ``num_batches_tracked`` included; any weight change is seen."""
+    import torchvision
+
+    from repinterp.app.index import model_digest
+    torch.manual_seed(0)
+    m = torchvision.models.resnet18(num_classes=3)
+    d = model_digest(m)
+    assert d == model_digest(m) and len(d) == 64
+    with torch.no_grad():
+        m.layer3[0].bn1.running_mean[0] += 1e-6
+    assert model_digest(m) != d

@@ -53,8 +53,8 @@ def model_digest(model: nn.Module) -> str:
         if not isinstance(t, torch.Tensor):
             continue
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                 .tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
