@@ -128,6 +128,9 @@ def test_build_load_resume_and_mismatches(tmp_path, npy_source):
     whole = IndexWorker(model, "2", loaded.index.bank).rows(npy_source.read(0, 230)[0])
     assert torch.equal(loaded.index.rows.predictions, whole.predictions)
     assert torch.equal(loaded.index.rows.signs, whole.signs)
+    # the layer given as a module is the same index (resumes, nothing to do)
+    build_index(model, model[2], npy_source, out, bank=40, pilot=120, per_origin=20,
+                seed=3, shard_size=50, progress=False)
     # resume: a lost shard is rebuilt identically, the others are not touched
     before = {p.name: p.stat().st_mtime_ns for p in shards}
     lost = shards[2].read_bytes()

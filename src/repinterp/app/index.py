@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ..core.errors import UserError, first_line
 from ..core.index import Bank, IndexRows, IndexWorker, RegionIndex, sample_bank
 from ..core.interpreter import RepresentativeInterpreter
+from ..core.split import resolve_layer
 from .io import atomic_path, write_json
 from .loading import ImageSource
 
@@ -182,9 +183,10 @@ def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
             ray.shutdown()
 
 
-def build_index(model: nn.Module, layer: str, source: ImageSource, out: str | os.PathLike,
-                *, bank: int = 1024, pilot: int = 2000, per_origin: int = 50,
-                seed: int = 0, shard_size: int = 4096, engine: str = "local",
+def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
+                out: str | os.PathLike, *, bank: int = 1024, pilot: int = 2000,
+                per_origin: int = 50, seed: int = 0, shard_size: int = 4096,
+                engine: str = "local",
                 workers: int | None = None, ray_address: str | None = None,
                 load_model: Callable[[], nn.Module] | None = None,
                 model_description: Any = "python object", batch_size: int | None = None,
@@ -204,10 +206,11 @@ def build_index(model: nn.Module, layer: str, source: ImageSource, out: str | os
     if bank < 1 or pilot < 2 or shard_size < 1:
         raise UserError("bank and shard_size must be >= 1 and pilot >= 2")
     out = Path(out)
+    layer = resolve_layer(model, layer)                  # a name, also for a module
     out.mkdir(parents=True, exist_ok=True)
     digest = model_digest(model)
     manifest = {"version": INDEX_VERSION, "model": model_description,
-                "model_digest": digest, "layer": str(layer), "data": asdict(source),
+                "model_digest": digest, "layer": layer, "data": asdict(source),
                 "items": len(source), "shard_size": shard_size, "bank": bank,
                 "pilot": pilot, "per_origin": per_origin, "seed": seed}
     old = _read_manifest(out) if (out / "manifest.json").exists() else None
