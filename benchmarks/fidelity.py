@@ -7,9 +7,11 @@ For each demo architecture and each reported seed (the same disjoint seeds as
 nearest to the seed inside its region); on exactly these images every method draws its
 heat map: RI's region heat map, Grad-CAM / Grad-CAM++ / Score-CAM with the seed's channel
 weights reused, and each image's own Grad-CAM / Grad-CAM++ / Score-CAM (pytorch-grad-cam).
+The other region-only heat maps (``repinterp.core.heatmap.METHODS``) are scored too.
 Scores per image (``repinterp.metrics``): ROAD combined (pytorch-grad-cam, noisy linear
 imputation, percentiles ``--percentiles``), deletion and insertion areas (10 steps, mean
-fill), Average Drop with the mean fill and with a blur fill (keep 20%). Per seed the mean
+fill), Average Drop and Average Increase with the mean fill and with a blur fill (keep
+20%). Per seed the mean
 over its images; RI against each baseline: the mean paired difference over seeds with a
 95% bootstrap interval.
 """
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 
 from repinterp import RepresentativeInterpreter
 from repinterp.app.io import write_json, write_text
+from repinterp.core.heatmap import METHODS as HEATMAPS
 from repinterp.demo.data import load_fashion_mnist
 from repinterp.demo.models import DEMO_LAYERS, load_demo_model
 from repinterp.metrics import (
@@ -39,17 +42,19 @@ from repinterp.metrics import (
 
 #: metric -> True when higher is better
 METRICS = {"ROAD combined": True, "deletion AUC": False, "insertion AUC": True,
-           "AD, mean fill": False, "AD, blur fill": False}
+           "AD, mean fill": False, "AD, blur fill": False, "AI, mean fill": True,
+           "AI, blur fill": True}
 
 
 def score(model, x, heat, cls, percentiles) -> dict[str, np.ndarray]:
     di = deletion_insertion(model, x, heat, cls, steps=10, fill=0.0)
-    ad_mean, _ = average_drop_increase(model, x, keep_top(x, heat, 0.2, 0.0), cls)
-    ad_blur, _ = average_drop_increase(model, x, keep_top(x, heat, 0.2, blur(x)), cls)
+    ad_mean, ai_mean = average_drop_increase(model, x, keep_top(x, heat, 0.2, 0.0), cls)
+    ad_blur, ai_blur = average_drop_increase(model, x, keep_top(x, heat, 0.2, blur(x)), cls)
     return {"ROAD combined": road(model, x, heat, cls, percentiles=percentiles)["combined"],
             "deletion AUC": di["deletion_auc"].numpy(),
             "insertion AUC": di["insertion_auc"].numpy(),
-            "AD, mean fill": ad_mean.numpy(), "AD, blur fill": ad_blur.numpy()}
+            "AD, mean fill": ad_mean.numpy(), "AD, blur fill": ad_blur.numpy(),
+            "AI, mean fill": ai_mean.numpy(), "AI, blur fill": ai_blur.numpy()}
 
 
 def run(arch: str, refs, x_test, seeds, images: int, percentiles, progress: bool) -> dict:
@@ -68,6 +73,9 @@ def run(arch: str, refs, x_test, seeds, images: int, percentiles, progress: bool
             continue
         x = x_test[idx]
         maps = {"RI (region heat map)": interp.heatmap(region, x)}
+        for variant in HEATMAPS:              # the other region-only heat maps
+            if variant != interp.heatmap_method:
+                maps[f"RI variant: {variant}"] = interp.heatmap(region, x, variant)
         for cam in CAM_METHODS:
             w = cam_weights(cam, model, layer, refs[s], cls)
             maps[f"{cam} (seed's weights reused)"] = reused_cam(w, fmap[idx], size)
@@ -114,7 +122,7 @@ def render(res: dict) -> str:
                   "| baseline | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1)
                   + "|"]
         for name in r["means"]:
-            if name.startswith("RI"):
+            if name == "RI (region heat map)":
                 continue
             cells = []
             for m in METRICS:
