@@ -186,6 +186,8 @@ def test_cli_index_summarize_explain(capsys, tmp_path):
     assert code == 2 and "not a region index" in capsys.readouterr().err
     code = main(["explain", "--index", str(tmp_path / "idx"), "--quiet"])
     assert code == 2 and "needs --image" in capsys.readouterr().err
+    code = main(["index", str(tmp_path / "nope.pt"), "--data", str(tmp_path / "x.npy")])
+    assert code == 2 and "nope.pt does not exist" in capsys.readouterr().err
 
 
 # --- Ray ------------------------------------------------------------------------------

@@ -309,8 +309,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from .app.loading import ImageSource, load_model
     from .demo.models import ARCHS, DEMO_LAYERS
 
-    if Path(args.model_arg).exists():
+    given = Path(args.model_arg)
+    if given.exists():
         args.model = args.model_arg
+    elif given.suffix or len(given.parts) > 1:        # meant as a file
+        raise UserError(f"{given} does not exist (MODEL is a model file or an "
+                        "architecture name)")
     else:
         args.arch = args.model_arg
     model, demo = _model(args)
