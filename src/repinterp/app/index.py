@@ -25,7 +25,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +210,9 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
     out.mkdir(parents=True, exist_ok=True)
     digest = model_digest(model)
     manifest = {"version": INDEX_VERSION, "model": model_description,
-                "model_digest": digest, "layer": layer, "data": asdict(source),
+                "model_digest": digest, "layer": layer,
+                "data": asdict(source) if is_dataclass(source) else {
+                    "source": type(source).__name__},
                 "items": len(source), "shard_size": shard_size, "bank": bank,
                 "pilot": pilot, "per_origin": per_origin, "seed": seed}
     old = _read_manifest(out) if (out / "manifest.json").exists() else None
