@@ -317,3 +317,27 @@ def test_bug8_demo_model_leaves_the_global_rng_alone(tmp_path, monkeypatch):
     torch.manual_seed(1234)
     load_demo_model()
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_tf32_is_off_inside_and_the_users_flags_come_back(net, images):
+    """repinterp computes in full float32 (TF32 would make a GPU head's margins noisy at
+    1e-3 of the logits) and leaves the process-wide flags as the user set them."""
+    from repinterp.core.network import exact_float32
+    seen = []
+    hook = net[4].register_forward_pre_hook(lambda m, i: seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        it = RepresentativeInterpreter(net, "2", num_boundaries=5, progress=False).fit(images)
+        it.explain(0)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) \
+            == (True, True)
+        with pytest.raises(RuntimeError), exact_float32():
+            assert not torch.backends.cudnn.allow_tf32
+            raise RuntimeError("boom")
+        assert torch.backends.cudnn.allow_tf32 is True      # restored after an error too
+    finally:
+        hook.remove()
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    assert seen and all(flags == (False, False) for flags in seen)

@@ -23,7 +23,7 @@ import torch
 from .boundaries import Boundaries, flip
 from .errors import UserError
 from .greedy import pack_columns, select_boundaries_bits
-from .network import SplitNetwork, auto_batch_size, batches
+from .network import SplitNetwork, auto_batch_size, batches, exact
 from .region import Region
 from .split import linear_prefix
 from .summary import Summary, peel
@@ -98,6 +98,7 @@ class Bank:
         return cls(working, d["weights"], d["biases"], bool(d["prefix"]))
 
 
+@exact
 def sample_bank(interp: Any, size: int, per_origin: int = 50, seed: int = 0) -> Bank:
     """``size`` boundaries from a fitted :class:`RepresentativeInterpreter` on a pilot
     sample: origins taken round robin over the predicted classes (each class's pilot
@@ -177,6 +178,7 @@ class IndexWorker:
         self.normals = bank.working.weights.T.to(d, self.network.dtype).contiguous()
         self.offsets = bank.working.biases.to(d, self.network.dtype)
 
+    @exact
     @torch.no_grad()
     def rows(self, images: torch.Tensor) -> IndexRows:
         """Index rows of ``images`` ``[n, C, H, W]``, batch by batch: features, logits,

@@ -12,7 +12,7 @@ from torch import nn
 from .boundaries import Boundaries, bisect_segments, boundaries_at, flip, orientation
 from .errors import NotFittedError, UserError
 from .greedy import select_boundaries
-from .network import SplitNetwork
+from .network import SplitNetwork, exact
 from .region import Region
 from .split import linear_prefix, split_model
 from .store import FeatureStore
@@ -115,6 +115,7 @@ class RepresentativeInterpreter:
         self.channels_last = channels_last
 
     # --- fit ---------------------------------------------------------------------
+    @exact
     def fit(self, references: Any) -> RepresentativeInterpreter:
         """Split the model, copy it privately, and keep the references' features,
         predictions and margins.
@@ -201,6 +202,7 @@ class RepresentativeInterpreter:
             raise UserError(f"seed index {index} out of range 0..{len(self.store_) - 1}")
         return index, self.store_.rows(index), int(self.predictions_[index])
 
+    @exact
     def explain(self, seed: Any, *, delta: int | None = None,
                 num_boundaries: int | None = None) -> Region:
         """The representative interpretation of ``seed``.
@@ -251,6 +253,7 @@ class RepresentativeInterpreter:
             feature_shape=tuple(self.network_.feature_shape),
             approximate=self.network_.approximate)
 
+    @exact
     def sample_boundaries(self, seed: Any, num_boundaries: int | None = None) -> Boundaries:
         """Bisection sampling (METHOD §1) from ``seed`` (an index or an image) towards
         ``num_boundaries`` random references of other classes: boundaries in the store's
@@ -292,6 +295,7 @@ class RepresentativeInterpreter:
         return Boundaries(found.weights, found.biases, points, found.pairs)
 
     # --- summary -----------------------------------------------------------------
+    @exact
     def summarize(self, coverage: float = 0.95, max_regions: int = 10,
                   classes: list[int] | None = None) -> Summary:
         """Peel each predicted class into regions.
@@ -312,15 +316,18 @@ class RepresentativeInterpreter:
                              "approximate": self.network_.approximate})
 
     # --- operations on images ------------------------------------------------------
+    @exact
     def contains(self, region: Region, images: Any) -> torch.Tensor:
         """Bool ``[n]``: which images fall inside ``region``."""
         return self._fitted().network_.contains(region, images)
 
+    @exact
     def rank(self, region: Region, images: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices of the images inside ``region``, nearest to its seed first, and their
         semantic distances; images outside are left out."""
         return self._fitted().network_.rank(region, images)
 
+    @exact
     def heatmap(self, region: Region, images: Any, method: str | None = None) -> torch.Tensor:
         """Heat maps ``[n, H, W]`` in ``[0, 1]``: the same region weights for every image
         (see :mod:`repinterp.core.heatmap`; default ``heatmap_method``)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import tempfile
@@ -28,7 +29,8 @@ from .region import Region
 from .split import HeadVerdict, head_verdict, split_model
 from .store import chunk_rows
 
-__all__ = ["SplitNetwork", "auto_batch_size", "batches", "inference_mode", "model_fingerprint"]
+__all__ = ["SplitNetwork", "auto_batch_size", "batches", "exact", "exact_float32",
+           "inference_mode", "model_fingerprint"]
 
 # the head's activations per point, as a multiple of its input, when sizing chunks
 HEAD_ACTIVATION_FACTOR = 4
@@ -82,6 +84,32 @@ def inference_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Full float32 in convolutions and matrix products while repinterp computes: TF32
+    (cuDNN's default on Ampere and later GPUs, 10-bit mantissa) would make the head's
+    margins noisy at about ``1e-3`` of the logits, and boundaries inexact (measured on an
+    H200: top-2 margin 0.077 at sampled points with TF32, logits of size 13). The
+    process-wide flags are restored on exit, whatever happens."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def exact(method):
+    """Decorator: run ``method`` under :func:`exact_float32`."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with exact_float32():
+            return method(*args, **kwargs)
+    return wrapper
 
 
 def _private_copy(module: nn.Module, device: torch.device, channels_last: bool = False
@@ -198,6 +226,7 @@ class SplitNetwork:
             raise UserError(f"the model cannot take images of shape {shape}{where} "
                             f"({first_line(exc)})") from exc
 
+    @exact
     @torch.no_grad()
     def features(self, images: Any, *, flat: bool = True, dtype: torch.dtype | None = None,
                  progress: bool | None = None, storage: str | os.PathLike | None = None
@@ -245,6 +274,7 @@ class SplitNetwork:
             raise UserError("the feature shape is unknown until features were computed")
         return z.reshape(-1, *self.feature_shape)
 
+    @exact
     @torch.no_grad()
     def logits(self, z: torch.Tensor, *, capture: nn.Module | None = None,
                sink: list | None = None) -> torch.Tensor:
@@ -263,6 +293,7 @@ class SplitNetwork:
             if hook is not None:
                 hook.remove()
 
+    @exact
     def class_gradients(self, points: torch.Tensor, cls: int) -> torch.Tensor:
         """``grad_z log softmax(G(z))_cls`` at flattened feature points ``[P, D]``."""
         z = points.detach().to(self.device, self.dtype).clone().requires_grad_(True)
@@ -272,14 +303,17 @@ class SplitNetwork:
         return g
 
     # --- a region on images --------------------------------------------------------
+    @exact
     def contains(self, region: Region, images: Any) -> torch.Tensor:
         """Bool ``[n]``: which images fall inside ``region``."""
         return region.contains_features(self.features(images, progress=False)).cpu()
 
+    @exact
     def rank(self, region: Region, images: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices of the images inside ``region``, nearest first, and their distances."""
         return region.rank_features(self.features(images, progress=False))
 
+    @exact
     def heatmap(self, region: Region, images: Any, method: str = "margin") -> torch.Tensor:
         """Heat maps ``[n, H, W]`` in ``[0, 1]`` of images ``[n, C, H, W]`` (or one image
         ``[C, H, W]``), the same region weights for every image."""
