@@ -9,6 +9,8 @@ forward of the whole model over the same images (same batch size, ``no_grad``), 
 store bytes, and on the first N an exactness check on the GPU (top-2 margin at the
 sampled boundary points, membership of the region against its members) and the region
 index's build time / plain forward. Every time is taken after ``torch.cuda.synchronize``.
+The plain forward runs with PyTorch's defaults (TF32 convolutions on this GPU); repinterp
+computes in full float32 (``exact_float32``), which is what its exactness needs.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from torchvision_matrix import build, diversify  # noqa: E402
 
 from repinterp import RepresentativeInterpreter  # noqa: E402
-from repinterp.core.network import auto_batch_size  # noqa: E402
+from repinterp.core.network import auto_batch_size, exact_float32  # noqa: E402
 
 
 class Images:
@@ -108,7 +110,7 @@ def main() -> None:
                "classes_predicted": len(set(interp.predictions_.tolist()))}
         if n == sizes[0]:
             region = interp.explain(7)
-            with torch.no_grad():
+            with torch.no_grad(), exact_float32():      # the check in full float32 too
                 pts = region.boundary_points.to(dev)
                 logits = interp.network_.head(interp.network_.unflatten(pts))
                 top2 = logits.topk(2, 1).values
