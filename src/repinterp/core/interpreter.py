@@ -171,13 +171,13 @@ class RepresentativeInterpreter:
         """The stored reference features ``[N, D]`` (in the store's dtype)."""
         return self._fitted().store_.z
 
-    def _fitted(self) -> RepresentativeInterpreter:
+    def _fitted(self, stacklevel: int = 3) -> RepresentativeInterpreter:
         if not hasattr(self, "store_"):
             raise NotFittedError("this RepresentativeInterpreter is not fitted yet: call "
                                  "fit(references) first")
         if self.network_.is_stale():
             warnings.warn("the model's weights changed since fit; results describe the "
-                          "model as it was then: call fit again", stacklevel=3)
+                          "model as it was then: call fit again", stacklevel=stacklevel)
         return self
 
     def _rng(self, stream: int) -> torch.Generator:
@@ -216,7 +216,7 @@ class RepresentativeInterpreter:
             Override the interpreter's settings for this call (with shared sampling,
             ``num_boundaries`` uses the first that many boundaries of the bank).
         """
-        self._fitted()
+        self._fitted(stacklevel=4)
         index, z0, cls, same, q = self._prepare(seed, num_boundaries)
         store = self.store_
         if self.bank_ is not None:
@@ -236,7 +236,7 @@ class RepresentativeInterpreter:
         b, values, seed_values = flip(b, signs), values * signs, seed_values * signs
 
         delta = self.delta if delta is None else delta
-        sel = select_boundaries((values >= 0).cpu(), same, delta, stacklevel=3)
+        sel = select_boundaries((values >= 0).cpu(), same, delta, stacklevel=4)
         pick = sel.indices.to(values.device)
         chosen = b.select(pick.to(b.weights.device))
         weights, biases = store.lift(chosen.weights, chosen.biases)
@@ -259,7 +259,7 @@ class RepresentativeInterpreter:
         ``num_boundaries`` random references of other classes: boundaries in the store's
         working space (:mod:`repinterp.core.store`), not oriented; points in feature
         space. :meth:`explain` selects from these; a region index banks them."""
-        self._fitted()
+        self._fitted(stacklevel=4)
         index, z0, cls, same, q = self._prepare(seed, num_boundaries)
         return self._sample(z0, cls, same, index, q)
 
@@ -305,7 +305,7 @@ class RepresentativeInterpreter:
         inside its region as covered, and repeat until the covered share reaches
         ``coverage`` or ``max_regions`` regions were found. Regions come largest first.
         """
-        self._fitted()
+        self._fitted(stacklevel=4)
         out = peel(self.predictions_, self.margins_, self.explain, coverage, max_regions,
                    classes, self.progress)
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
@@ -319,16 +319,17 @@ class RepresentativeInterpreter:
     @exact
     def contains(self, region: Region, images: Any) -> torch.Tensor:
         """Bool ``[n]``: which images fall inside ``region``."""
-        return self._fitted().network_.contains(region, images)
+        return self._fitted(stacklevel=4).network_.contains(region, images)
 
     @exact
     def rank(self, region: Region, images: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices of the images inside ``region``, nearest to its seed first, and their
         semantic distances; images outside are left out."""
-        return self._fitted().network_.rank(region, images)
+        return self._fitted(stacklevel=4).network_.rank(region, images)
 
     @exact
     def heatmap(self, region: Region, images: Any, method: str | None = None) -> torch.Tensor:
         """Heat maps ``[n, H, W]`` in ``[0, 1]``: the same region weights for every image
         (see :mod:`repinterp.core.heatmap`; default ``heatmap_method``)."""
-        return self._fitted().network_.heatmap(region, images, method or self.heatmap_method)
+        net = self._fitted(stacklevel=4).network_
+        return net.heatmap(region, images, method or self.heatmap_method)
