@@ -45,6 +45,7 @@ evaluate: install-dev data
 # every heat map on the same images: ROAD, deletion / insertion, blur-fill Average Drop
 fidelity: install-dev data
 	$(BIN)/python benchmarks/fidelity.py --out docs --seeds 150 --images 3
+	$(BIN)/python benchmarks/fidelity.py --out docs --seeds 150 --images 3 --retrieval euclidean
 
 bench: install-dev data
 	$(BIN)/python benchmarks/run.py --out docs
