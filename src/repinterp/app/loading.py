@@ -141,6 +141,39 @@ def _image_files(root: Path) -> list[Path]:
     return files
 
 
+def _read_files(files: list[Path], root: Path, channels: int | None,
+                size: tuple[int, int] | None, strict: bool, limit: int | None = None
+                ) -> tuple[list[np.ndarray], list[int], list[str], list[str]]:
+    """Read image files in order, resized: the arrays, their positions in ``files``,
+    their names under ``root``, and the names of unreadable files (skipped, or an error
+    with ``strict``); stops after ``limit`` readable images."""
+    mode = {1: "L", 3: "RGB"}.get(channels or 0)
+    arrays, found, names, skipped = [], [], [], []
+    for k, f in enumerate(files):
+        if limit is not None and len(arrays) >= limit:
+            break  # --references N: read only as many files as needed
+        try:
+            a = _read_image_file(f, mode)
+        except ValueError as exc:
+            if strict:
+                raise UserError(f"{f} is not a readable image ({exc})") from exc
+            skipped.append(str(f.relative_to(root)))
+            continue
+        arrays.append(_resize(a[None], size)[0] if size else a)
+        found.append(k)
+        names.append(str(f.relative_to(root)))
+    return arrays, found, names, skipped
+
+
+def _stack(arrays: list[np.ndarray], root: Path) -> np.ndarray:
+    """One ``[N, C, H, W]`` array, or a clear error when the images differ in size."""
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise UserError(f"the images in {root} have {len(shapes)} different sizes; "
+                        "pass --size H,W to resize them")
+    return np.stack(arrays)
+
+
 def load_images(path: str | os.PathLike, *, channels: int | None = None,
                 size: tuple[int, int] | None = None, normalize: str | None = None,
                 strict: bool = False, limit: int | None = None) -> ImageSet:
@@ -171,30 +204,13 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
         files = _image_files(path)
         if not files:
             raise UserError(f"{path} holds no files")
-        mode = {1: "L", 3: "RGB"}.get(channels or 0)
-        arrays, names = [], []
-        for f in files:
-            if limit is not None and len(arrays) >= limit:
-                break  # --references N: read only as many files as needed
-            try:
-                a = _read_image_file(f, mode)
-            except ValueError as exc:
-                if strict:
-                    raise UserError(f"{f} is not a readable image ({exc})") from exc
-                skipped.append(str(f.relative_to(path)))
-                continue
-            arrays.append(_resize(a[None], size)[0] if size else a)
-            names.append(str(f.relative_to(path)))
+        arrays, _, names, skipped = _read_files(files, path, channels, size, strict, limit)
         if skipped:
             warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {path}, e.g. "
                           f"{skipped[0]!r}", stacklevel=2)
         if not arrays:
             raise UserError(f"{path} holds no readable image ({len(skipped)} skipped)")
-        shapes = {a.shape[1:] for a in arrays}
-        if len(shapes) > 1:
-            raise UserError(f"the images in {path} have {len(shapes)} different sizes; "
-                            "pass --size H,W to resize them")
-        arr = np.stack(arrays)
+        arr = _stack(arrays, path)
     else:
         name = path.name.lower()
         if name.endswith((".npy", ".npz")):
@@ -289,26 +305,13 @@ class ImageSource:
             items = list(range(start, min(end, len(self))))
             names = [f"{self._root.name}[{i}]" for i in items]
             return _finish(arr, self.channels, self.normalize), items, names
-        mode = {1: "L", 3: "RGB"}.get(self.channels or 0)
-        arrays, items, names = [], [], []
-        for i in range(start, min(end, len(self))):
-            f = self._files[i]
-            try:
-                a = _read_image_file(f, mode)
-            except ValueError as exc:
-                if self.strict:
-                    raise UserError(f"{f} is not a readable image ({exc})") from exc
-                continue
-            arrays.append(_resize(a[None], self.size)[0] if self.size else a)
-            items.append(i)
-            names.append(str(f.relative_to(self._root)))
+        files = self._files[start:end]
+        arrays, found, names, _ = _read_files(files, self._root, self.channels, self.size,
+                                              self.strict)
+        items = [start + k for k in found]
         if not arrays:
             return torch.empty(0), items, names
-        shapes = {a.shape[1:] for a in arrays}
-        if len(shapes) > 1:
-            raise UserError(f"the images in {self._root} have {len(shapes)} different "
-                            "sizes; pass --size H,W to resize them")
-        return _finish(np.stack(arrays), self.channels, self.normalize), items, names
+        return _finish(_stack(arrays, self._root), self.channels, self.normalize), items, names
 
 
 def expected_channels(model: nn.Module) -> int | None:
