@@ -340,11 +340,11 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _index_and_model(args: argparse.Namespace):
     """The index of ``--index`` (checked against the model) and the model: from the
     options given, else from the manifest."""
-    from .app.index import load_index
+    from .app.index import load_index, read_manifest
     from .app.loading import load_model
     from .demo.models import ARCHS
 
-    manifest = load_index(args.index).manifest
+    manifest = read_manifest(args.index)        # the shards are read once, below
     if args.arch or args.model:
         model, _ = _model(args)
     elif isinstance(manifest["model"], dict):

@@ -41,7 +41,8 @@ from ..core.split import resolve_layer
 from .io import atomic_path, write_json
 from .loading import ImageSource
 
-__all__ = ["INDEX_VERSION", "LoadedIndex", "build_index", "load_index", "model_digest"]
+__all__ = ["INDEX_VERSION", "LoadedIndex", "build_index", "load_index", "model_digest",
+           "read_manifest"]
 
 INDEX_VERSION = 1
 ENGINES = ("local", "ray")
@@ -215,7 +216,7 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
                     "source": type(source).__name__},
                 "items": len(source), "shard_size": shard_size, "bank": bank,
                 "pilot": pilot, "per_origin": per_origin, "seed": seed}
-    old = _read_manifest(out) if (out / "manifest.json").exists() else None
+    old = read_manifest(out) if (out / "manifest.json").exists() else None
     if old is not None:
         for key in ("version", "model_digest", "layer", "data", "items", "shard_size",
                     "bank", "pilot", "per_origin", "seed"):
@@ -253,7 +254,9 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
     return out
 
 
-def _read_manifest(out: Path) -> dict:
+def read_manifest(out: str | os.PathLike) -> dict:
+    """The manifest of the index in ``out``, checked (no shard is read)."""
+    out = Path(out)
     path = out / "manifest.json"
     if not path.is_file():
         raise UserError(f"{out} is not a region index (no manifest.json); build one with "
@@ -294,7 +297,7 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None) -> Loade
     """The index in ``path``. With ``model``, checks that it is the model the index was
     built from."""
     out = Path(path)
-    manifest = _read_manifest(out)
+    manifest = read_manifest(out)
     if model is not None and model_digest(model) != manifest["model_digest"]:
         raise UserError(f"the model does not match the index in {out} (built from "
                         f"{manifest['model']!r}, another set of weights)")
