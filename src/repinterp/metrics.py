@@ -8,17 +8,22 @@
 * :func:`deletion_insertion`: deletion and insertion curves and their areas;
 * :func:`average_drop_increase` with :func:`keep_top` and a fill: ``0`` (the dataset
   mean in normalised space) or :func:`blur` of the images;
-* :func:`paired_ci`: paired bootstrap confidence intervals over seeds.
+* :func:`paired_ci`: paired bootstrap confidence intervals over seeds;
+* :func:`precision_at_k`, :func:`auroc`, :func:`heat_share`: slice discovery (how well a
+  region or cluster matches a known group of images) and heat mass on a mask.
 """
 from .app.fidelity import PERCENTILES, road
 from .core.metrics import (
+    auroc,
     average_drop_increase,
     blur,
     deletion_insertion,
+    heat_share,
     keep_top,
     paired_ci,
+    precision_at_k,
     rank_pixels,
 )
 
-__all__ = ["PERCENTILES", "average_drop_increase", "blur", "deletion_insertion", "keep_top",
-           "paired_ci", "rank_pixels", "road"]
+__all__ = ["PERCENTILES", "auroc", "average_drop_increase", "blur", "deletion_insertion",
+           "heat_share", "keep_top", "paired_ci", "precision_at_k", "rank_pixels", "road"]

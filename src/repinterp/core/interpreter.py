@@ -8,15 +8,17 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .boundaries import Boundaries, bisect_segments, boundaries_at, flip, orientation
 from .errors import NotFittedError, UserError
 from .greedy import select_boundaries
+from .logics import centroid_boundaries, choose_logics, logic_descriptors
 from .network import SplitNetwork, exact
 from .region import Region
 from .split import linear_prefix, split_model
-from .store import FeatureStore
-from .summary import Summary, peel
+from .store import FeatureStore, chunk_rows
+from .summary import ClassSummary, Summary, peel
 
 __all__ = ["RepresentativeInterpreter"]
 
@@ -232,26 +234,34 @@ class RepresentativeInterpreter:
         # lands on the side it is oriented to
         seed_values = values[index] if index is not None else store.side_values(
             b.weights, b.biases, points=store.to_working(z0[None]))[0]
+        weights, biases = store.lift(b.weights, b.biases)
+        return self._region(Boundaries(weights, biases, b.points, b.pairs), values,
+                            seed_values, cls, same, index,
+                            self.delta if delta is None else delta)
+
+    def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
+                cls: int, same: torch.Tensor, index: int | None, delta: int | None,
+                logic: int | None = None) -> Region:
+        """Orient the candidates ``b`` (feature space) to the seed, select them greedily
+        (METHOD §2) against the side ``values`` ``[N, Q]`` of every reference, and rank
+        the members. ``same`` marks the references the region should keep."""
         signs = orientation(seed_values)
         b, values, seed_values = flip(b, signs), values * signs, seed_values * signs
-
-        delta = self.delta if delta is None else delta
-        sel = select_boundaries((values >= 0).cpu(), same, delta, stacklevel=4)
+        sel = select_boundaries((values >= 0).cpu(), same, delta, stacklevel=5)
         pick = sel.indices.to(values.device)
         chosen = b.select(pick.to(b.weights.device))
-        weights, biases = store.lift(chosen.weights, chosen.biases)
         inside = sel.covered.nonzero()[:, 0]
         dist = (values[inside.to(values.device)][:, pick] - seed_values[pick]).abs().sum(1).cpu()
         order = torch.sort(dist, stable=True).indices
         members = inside[order]
         purity = int((self.predictions_[members] == cls).sum()) / max(len(members), 1)
         return Region(
-            predicted_class=cls, weights=weights, biases=biases,
+            predicted_class=cls, weights=chosen.weights, biases=chosen.biases,
             boundary_points=chosen.points, pairs=chosen.pairs, delta=sel.delta,
             min_delta=sel.min_delta, members=members, member_distances=dist[order],
             purity=purity, seed_index=index, seed_values=seed_values[pick],
             feature_shape=tuple(self.network_.feature_shape),
-            approximate=self.network_.approximate)
+            approximate=self.network_.approximate, logic=logic)
 
     @exact
     def sample_boundaries(self, seed: Any, num_boundaries: int | None = None) -> Boundaries:
@@ -297,23 +307,128 @@ class RepresentativeInterpreter:
     # --- summary -----------------------------------------------------------------
     @exact
     def summarize(self, coverage: float = 0.95, max_regions: int = 10,
-                  classes: list[int] | None = None) -> Summary:
+                  classes: list[int] | None = None, *, separate_logics: bool = False,
+                  max_logics: int = 4) -> Summary:
         """Peel each predicted class into regions.
 
         For each predicted class ``c``: take as seed the remaining reference of class
         ``c`` with the largest top-2 margin, explain it, mark every class-``c`` reference
         inside its region as covered, and repeat until the covered share reaches
         ``coverage`` or ``max_regions`` regions were found. Regions come largest first.
+
+        ``separate_logics``: first split each class by the local linear model its images
+        sit in (:meth:`logic_labels`, at most ``max_logics`` logics), then peel each logic
+        on its own (``max_regions`` per logic): its regions keep the logic and exclude
+        other classes *and the class's other logics*, with one logic boundary per other
+        logic among the candidates (:mod:`repinterp.core.logics`). Regions come logic by
+        logic (largest logic first), each region's ``logic`` says which.
         """
         self._fitted(stacklevel=4)
-        out = peel(self.predictions_, self.margins_, self.explain, coverage, max_regions,
-                   classes, self.progress)
+        meta = {"references": len(self.store_), "seed": int(self.seed),
+                "num_boundaries": int(self.num_boundaries), "sampling": self.sampling,
+                "heatmap_method": self.heatmap_method,
+                "approximate": self.network_.approximate,
+                "separate_logics": bool(separate_logics)}
+        if not separate_logics:
+            out = peel(self.predictions_, self.margins_, self.explain, coverage,
+                       max_regions, classes, self.progress)
+        else:
+            wanted = sorted(set(self.predictions_.tolist())) if classes is None \
+                else list(classes)
+            out = [self._peel_logics(int(c), coverage, max_regions, max_logics)
+                   for c in tqdm(wanted, desc="logics", unit="class",
+                                 disable=not self.progress, leave=False)]
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
-                       layer=self.network_.layer,
-                       meta={"references": len(self.store_), "seed": int(self.seed),
-                             "num_boundaries": int(self.num_boundaries),
-                             "sampling": self.sampling, "heatmap_method": self.heatmap_method,
-                             "approximate": self.network_.approximate})
+                       layer=self.network_.layer, meta=meta)
+
+    @exact
+    def logic_labels(self, cls: int, max_logics: int = 4, *,
+                     min_silhouette: float = 0.15) -> torch.Tensor:
+        """Split the references predicted as ``cls`` by decision logic: their indices
+        ``[n]`` and logic labels ``[n]`` (0 = the largest logic) as a ``[2, n]`` tensor.
+
+        Each image's contributions ``w * psi(x)`` to its own margin, ``w`` the margin
+        gradient in its linear piece, pooled by :func:`~repinterp.core.logics.
+        logic_descriptors` and clustered by :func:`~repinterp.core.logics.choose_logics`
+        (seeded by ``seed``)."""
+        self._fitted(stacklevel=4)
+        idx = (self.predictions_ == int(cls)).nonzero()[:, 0]
+        if len(idx) == 0:
+            raise UserError(f"no reference is predicted as class {cls}")
+        desc = self._logic_descriptors(idx, int(cls))
+        labels = choose_logics(desc, max_logics, min_silhouette=min_silhouette,
+                               seed=self.seed)
+        return torch.stack([idx, labels])
+
+    def _logic_descriptors(self, idx: torch.Tensor, cls: int) -> torch.Tensor:
+        """:func:`~repinterp.core.logics.logic_descriptors` of the given references, their
+        margin gradients taken in batches through the head."""
+        store, shape = self.store_, self.network_.feature_shape
+        step = chunk_rows(store.z.shape[1] * 4 * 4, most=1024)
+        out = []
+        for i in range(0, len(idx), step):
+            rows = idx[i:i + step].to(self.network_.device)
+            c1 = torch.full((len(rows),), cls, dtype=torch.long, device=rows.device)
+            found = boundaries_at(store.rest, store.working_rows(rows),
+                                  self._working_shape(), c1)
+            w, _ = store.lift(found.weights, found.biases)
+            r = (w * store.rows(rows)).reshape(-1, *shape)
+            out.append(logic_descriptors(r).cpu())
+        return torch.cat(out)
+
+    def _peel_logics(self, cls: int, coverage: float, max_regions: int, max_logics: int
+                     ) -> ClassSummary:
+        """The regions of class ``cls``, logic by logic (see :meth:`summarize`)."""
+        idx, labels = self.logic_labels(cls, max_logics)
+        store = self.store_
+        logic = torch.full((len(store),), -1, dtype=torch.long)
+        logic[idx] = labels
+        k = int(labels.max()) + 1
+        means = torch.stack([store.mean_rows(idx[labels == j].to(store.device))
+                             for j in range(k)])
+        regions: list[Region] = []
+        for j in range(k):
+            group = logic == j
+            w, b = centroid_boundaries(means, j)
+            extra = Boundaries(w, b, ((means[j][None] + means[[o for o in range(k)
+                                                                if o != j]]) / 2),
+                               torch.full((k - 1, 2), cls, dtype=torch.long))
+            extra_values = store.feature_side_values(w, b) if k > 1 else None
+            found = peel(torch.where(group, 0, -1), self.margins_,
+                         lambda s, j=j, group=group, extra=extra, ev=extra_values:
+                         self._explain_logic(s, group, extra, ev, j),
+                         coverage, max_regions, [0])[0]
+            regions += found.regions
+        of_class = self.predictions_ == cls
+        covered = torch.zeros_like(of_class)
+        for r in regions:
+            covered[r.members] = True
+        return ClassSummary(cls=cls, n_images=int(of_class.sum()), regions=regions,
+                            covered=int((covered & of_class).sum()))
+
+    def _explain_logic(self, index: int, group: torch.Tensor, extra: Boundaries,
+                       extra_values: torch.Tensor | None, logic: int) -> Region:
+        """The region of reference ``index`` that keeps its logic's ``group``: the sampled
+        boundaries plus the logic boundaries ``extra``, everything outside the group
+        counted as other."""
+        _, z0, cls, same, q = self._prepare(index, None)
+        store = self.store_
+        if self.bank_ is not None:
+            b = self.bank_.select(torch.arange(min(q, len(self.bank_)),
+                                               device=self.bank_.weights.device))
+            values = self.bank_values_[:, :len(b)]
+        else:
+            b = self._sample(z0, cls, same, index, q)
+            values = store.side_values(b.weights, b.biases)
+        weights, biases = store.lift(b.weights, b.biases)
+        b = Boundaries(weights, biases, b.points, b.pairs)
+        if extra_values is not None:
+            b = Boundaries(*(torch.cat([x, y.to(x)]) for x, y in zip(
+                (b.weights, b.biases, b.points, b.pairs),
+                (extra.weights, extra.biases, extra.points, extra.pairs), strict=True)))
+            values = torch.cat([values, extra_values.to(values)], 1)
+        return self._region(b, values, values[index], cls, group, index, self.delta,
+                            logic=logic)
 
     # --- operations on images ------------------------------------------------------
     @exact

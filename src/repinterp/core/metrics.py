@@ -13,6 +13,9 @@ measure how the class probability reacts.
   areas under both curves (Petsiuk et al., RISE, BMVC 2018).
 * :func:`paired_ci`: the mean paired difference of two methods over seeds, with a
   bootstrap confidence interval.
+* :func:`precision_at_k`, :func:`auroc` and :func:`heat_share`: how well a group of
+  images (a region, a cluster) matches a known slice, as dcbench scores slice discovery
+  (Eyuboglu et al., "Domino", ICLR 2022), and how much of a heat map lies on a mask.
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ from torch import nn
 
 from .network import inference_mode
 
-__all__ = ["average_drop_increase", "blur", "deletion_insertion", "keep_top", "paired_ci",
-           "rank_pixels"]
+__all__ = ["auroc", "average_drop_increase", "blur", "deletion_insertion", "heat_share",
+           "keep_top", "paired_ci", "precision_at_k", "rank_pixels"]
 
 
 def keep_top(images: torch.Tensor, heat: torch.Tensor, keep: float = 0.2,
@@ -132,3 +135,46 @@ def paired_ci(a: np.ndarray, b: np.ndarray, *, n_boot: int = 10000, seed: int = 
     boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return float(d.mean()), float(lo), float(hi)
+
+
+def precision_at_k(ranked: torch.Tensor, in_slice: torch.Tensor, k: int) -> float:
+    """Share of the first ``k`` of ``ranked`` (indices, best first) that lie in the slice
+    (bool ``in_slice`` over all indices); over ``min(k, len(ranked))`` items, NaN when
+    ``ranked`` is empty."""
+    top = torch.as_tensor(ranked, dtype=torch.long)[:k]
+    if len(top) == 0:
+        return float("nan")
+    return float(torch.as_tensor(in_slice, dtype=torch.bool)[top].double().mean())
+
+
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for bool ``labels``: the probability that a
+    positive scores above a negative, ties counting one half (Mann-Whitney U with mid
+    ranks). NaN when a class is missing."""
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    y = torch.as_tensor(labels, dtype=torch.bool).flatten()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = torch.argsort(s, stable=True)
+    sorted_s = s[order]
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
+    # mid ranks for ties: the mean rank of each run of equal scores
+    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True,
+                                                  return_counts=True)
+    ends = counts.cumsum(0).double()
+    mid = ends - (counts.double() - 1) / 2
+    ranks[order] = mid[inverse]
+    u = float(ranks[y].sum()) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def heat_share(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per heat map ``[n, H, W]`` (non-negative), the share of its total mass on the
+    pixels of ``mask`` ``[H, W]``; NaN for an all-zero map."""
+    h = heat.double().flatten(1)
+    m = torch.as_tensor(mask, dtype=torch.bool).flatten().to(h.device)
+    total = h.sum(1)
+    return torch.where(total > 0, h[:, m].sum(1) / total.clamp_min(1e-300),
+                       torch.full_like(total, float("nan")))

@@ -51,6 +51,9 @@ class Region:
     approximate
         True when the head is not piecewise linear and the boundaries are only local
         linearisations.
+    logic
+        With ``summarize(separate_logics=True)``: which logic of its class the region
+        explains (0 = the largest; :mod:`repinterp.core.logics`), else ``None``.
     """
 
     predicted_class: int
@@ -67,6 +70,7 @@ class Region:
     seed_values: torch.Tensor
     feature_shape: tuple[int, ...]
     approximate: bool = False
+    logic: int | None = None
 
     @property
     def size(self) -> int:
@@ -85,7 +89,7 @@ class Region:
     @classmethod
     def from_dict(cls, data: dict) -> Region:
         data = dict(data, feature_shape=tuple(data["feature_shape"]))
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     # --- on features -------------------------------------------------------------
     def side_values(self, features: torch.Tensor) -> torch.Tensor:

@@ -116,3 +116,19 @@ class FeatureStore:
         step = chunk_rows(data.shape[1] * data.element_size())
         return torch.cat([torch.addmm(c, data[i:i + step].to(w.device, self.compute_dtype), w)
                           for i in range(0, len(data), step)])
+
+    def feature_side_values(self, weights: torch.Tensor, biases: torch.Tensor
+                            ) -> torch.Tensor:
+        """``[N, P]`` values ``w . z + b`` of *feature-space* hyperplanes at every
+        reference, chunk by chunk (also when the store works in a projected space)."""
+        w = weights.T.to(self.device, self.compute_dtype)
+        c = biases.to(self.device, self.compute_dtype)
+        step = chunk_rows(self.z.shape[1] * self.z.element_size())
+        return torch.cat([torch.addmm(c, self.rows(slice(i, i + step)), w)
+                          for i in range(0, len(self), step)])
+
+    def mean_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The mean feature vector ``[D]`` of the given references, chunk by chunk."""
+        step = chunk_rows(self.z.shape[1] * self.z.element_size())
+        total = sum(self.rows(idx[i:i + step]).sum(0) for i in range(0, len(idx), step))
+        return total / max(len(idx), 1)
