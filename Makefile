@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint evaluate fidelity bench data install install-dev clean
+.PHONY: demo test lint evaluate fidelity shortcut bench data browser install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,18 @@ data:
 	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	fi
 
+# The report's browser test drives Debian's chromium with its chromium-driver.
+browser:
+	@if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium and chromium-driver"; \
+	  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
 demo: install data
 	$(BIN)/repinterp demo --out out/demo
 
-test: install-dev data lint
+test: install-dev data browser lint
 	$(BIN)/python -m pytest
 
 # ruff and the import-linter layering contracts (pyproject.toml)
@@ -46,6 +54,10 @@ evaluate: install-dev data
 fidelity: install-dev data
 	$(BIN)/python benchmarks/fidelity.py --out docs --seeds 150 --images 3
 	$(BIN)/python benchmarks/fidelity.py --out docs --seeds 150 --images 3 --retrieval euclidean
+
+# the planted-shortcut benchmark (issue 12): docs/shortcut-results.md
+shortcut: install-dev data browser
+	$(BIN)/python benchmarks/shortcut.py --out docs --report out/shortcut
 
 bench: install-dev data
 	$(BIN)/python benchmarks/run.py --out docs

@@ -146,9 +146,27 @@ def test_explain_and_summarize_own_folder(capsys, gray_folder, tiny_script, tmp_
     data = json.loads((out / "summary.json").read_text())
     assert data["meta"]["skipped_files"] == 1
     assert set(os.listdir(tmp_path)) - before == {"out"}       # nothing outside --out
-    assert sorted(os.listdir(out)) == ["report.html", "summary.json", "summary.pt"]
+    assert sorted(os.listdir(out)) == ["members.csv", "members.parquet", "regions",
+                                       "report.html", "summary.json", "summary.pt"]
     html = (out / "report.html").read_text()
     assert XSS not in html and "onerror=alert(1)&gt;.png" in html
+    # the file names travel as JSON inside <script>: no markup can break out of it
+    pages = "".join(p.read_text() for p in (out / "regions").iterdir())
+    assert XSS not in pages and "<img src=x" not in html + pages
+    # memberships: one row per (region, member), the same in CSV and Parquet; labels
+    # from the ImageFolder's class folders (class0, class1, class2 -> 0, 1, 2)
+    import pyarrow.parquet as pq
+    table = pq.read_table(out / "members.parquet").to_pydict()
+    lines = (out / "members.csv").read_text().splitlines()
+    assert lines[0] == "image,index,predicted,label,region,logic,rank,distance"
+    assert len(lines) - 1 == len(table["image"]) == sum(
+        r["size"] for c in data["classes"] for r in c["regions"])
+    first = lines[1].split(",")
+    assert first[0] == table["image"][0] and int(first[6]) == table["rank"][0] == 1
+    assert all(lab == int(name[5]) for name, lab in zip(table["image"], table["label"],
+                                                        strict=True))
+    regions_in_json = [r for c in data["classes"] for r in c["regions"]]
+    assert all("label_accuracy" in r and "flags" in r for r in regions_in_json)
     code, stdout, err = cli(capsys, "explain", "--model", tiny_script, "--layer", "2",
                             "--data", gray_folder, "--image", gray_folder / "class2/img005.png",
                             "--out", out / "one", "--quiet")

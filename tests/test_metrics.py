@@ -184,3 +184,30 @@ def test_road_is_pytorch_grad_cams_and_reproducible():
     good = road(lin, imgs, contribution, 0)["combined"]
     bad = road(lin, imgs, -contribution, 0)["combined"]
     assert (good > 0).all() and (bad < 0).all()
+
+
+# --- slice discovery (issue 12) ------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_matches_scikit_learn_with_ties(seed):
+    from sklearn.metrics import roc_auc_score
+
+    from repinterp.metrics import auroc
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 5, (200,), generator=g).double()    # many ties
+    labels = torch.rand(200, generator=g) < 0.3
+    assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert auroc(labels.double(), labels) == 1.0
+    assert auroc(-labels.double(), labels) == 0.0
+    assert math.isnan(auroc(scores, torch.zeros(200, dtype=torch.bool)))
+
+
+def test_precision_at_k_and_heat_share_by_hand():
+    from repinterp.metrics import heat_share, precision_at_k
+    in_slice = torch.tensor([True, False, True, True, False])
+    assert precision_at_k(torch.tensor([2, 1, 0, 4]), in_slice, 2) == 0.5
+    assert precision_at_k(torch.tensor([3, 0]), in_slice, 25) == 1.0     # fewer than k
+    assert math.isnan(precision_at_k(torch.tensor([], dtype=torch.long), in_slice, 5))
+    heat = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    mask = torch.tensor([[False, True], [False, False]])
+    share = heat_share(heat, mask)
+    assert share[0].item() == 0.75 and math.isnan(share[1].item())

@@ -9,6 +9,9 @@ The method's core is :mod:`repinterp.core`; :mod:`repinterp.app` loads the user'
 images and models and writes reports; :mod:`repinterp.demo` is the built-in
 Fashion-MNIST demo; :mod:`repinterp.cli` is the command line.
 """
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from .core.errors import NotFittedError, NotPiecewiseLinearError, UserError
 from .core.interpreter import RepresentativeInterpreter
 from .core.network import SplitNetwork
@@ -19,4 +22,7 @@ from .core.summary import ClassSummary, Summary
 __all__ = ["ClassSummary", "NotFittedError", "NotPiecewiseLinearError", "Region",
            "RepresentativeInterpreter", "SplitNetwork", "Summary", "UserError",
            "head_verdict", "layer_table", "split_model", "suggest_layer"]
-__version__ = "0.2.0"
+try:
+    __version__ = _version("repinterp")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"

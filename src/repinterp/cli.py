@@ -67,6 +67,10 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    "the demo architectures)")
     d.add_argument("--strict", action="store_true", help="fail on an unreadable file")
     d.add_argument("--heldout", default=None, help="held-out images to measure purity on")
+    d.add_argument("--labels", default=None, help="labels of --data: a CSV of path,label "
+                   "(a class index or name), an IDX labels file, or none (default: an "
+                   "ImageFolder's class folders, or the labels file beside IDX images); "
+                   "they add each region's label mix and disagreeing members")
     d.add_argument("--class-names", default=None,
                    help="file with one class name per line, or torchvision weights whose "
                    "categories to use (default: those of --weights when it names "
@@ -156,6 +160,13 @@ def _class_names(args: argparse.Namespace, demo: str | None) -> list[str] | None
     return None
 
 
+def _labels(args: argparse.Namespace, refs, class_names):
+    from .app.loading import load_labels
+    if args.data is None:
+        return None
+    return load_labels(args.data, refs.names, args.labels, class_names)
+
+
 def _heldout_stats(interp, held, regions) -> list | None:
     from .app.report import heldout_stats
     if not held:
@@ -192,9 +203,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     stats = _heldout_stats(interp, held, [region])
     summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
     out = Path(args.out or "out/explain")
+    names = _class_names(args, demo)
     write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
-                 names=refs.names, seed_images=seed_images,
-                 class_names=_class_names(args, demo),
+                 names=refs.names, seed_images=seed_images, class_names=names,
+                 labels=_labels(args, refs, names), predictions=interp.predictions_,
                  title=f"repinterp: region of {what}", meta=_meta(args, interp, refs))
     print(f"region of {what} (class {region.predicted_class}): {region.size} members, "
           f"{region.num_boundaries} boundaries, delta {region.delta}; "
@@ -255,15 +267,22 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
 
     if args.index:
         return _summarize_index(args)
+    if args.max_logics < 1:
+        raise UserError(f"--max-logics must be at least 1, got {args.max_logics}")
     interp, refs, held, _, demo = _load(args)
-    summary = interp.summarize(coverage=args.coverage, max_regions=args.max_regions)
+    names = _class_names(args, demo)
+    labels = _labels(args, refs, names)
+    summary = interp.summarize(coverage=args.coverage, max_regions=args.max_regions,
+                               separate_logics=args.separate_logics,
+                               max_logics=args.max_logics)
     summary.meta.update(model=args.arch or args.model, data=args.data)
     stats = _heldout_stats(interp, held, summary.regions)
     out = Path(args.out or "out/summary")
     save_summary(out / "summary.pt", summary)
     write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
-                 names=refs.names, class_names=_class_names(args, demo),
-                 title="repinterp summary", meta=_meta(args, interp, refs))
+                 names=refs.names, class_names=names, labels=labels,
+                 predictions=interp.predictions_, title="repinterp summary",
+                 meta=_meta(args, interp, refs))
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
           f"report: {out / 'report.html'}")
     return 0
@@ -378,6 +397,9 @@ def _summarize_index(args: argparse.Namespace) -> int:
     from .app.report import write_report
     from .core.network import SplitNetwork
 
+    if args.separate_logics:
+        raise UserError("--separate-logics needs the references' features, which an index "
+                        "does not keep: summarize --data instead")
     loaded, model, demo = _index_and_model(args)
     index, names, manifest = loaded.index, loaded.names, loaded.manifest
     summary = index.summarize(coverage=args.coverage, max_regions=args.max_regions,
@@ -467,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-regions", type=int, default=6, help="regions per class at most")
     p.add_argument("--index", default=None, help="summarise a region index "
                    "(`repinterp index`) instead of fitting on --data")
+    p.add_argument("--separate-logics", action="store_true", help="split each class by "
+                   "the decision logic its images are predicted by (local linear models) "
+                   "before peeling it into regions: finds groups predicted for a different "
+                   "reason, e.g. a watermark")
+    p.add_argument("--max-logics", type=int, default=4, help="logics per class at most "
+                   "(with --separate-logics)")
     p.set_defaults(func=_cmd_summarize)
 
     p = sub.add_parser("index", help="index every image's side of a bank of boundaries "

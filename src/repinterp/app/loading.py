@@ -470,3 +470,71 @@ def _load_weights_only(path: Path):
         raise UserError(f"{path} cannot be loaded safely: it is neither TorchScript nor a "
                         "state dict (weights_only=True); if it is a whole pickled model you "
                         "trust, use --model FILE --trust-pickle") from exc
+
+
+def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = None,
+                class_names: list[str] | None = None) -> torch.Tensor | None:
+    """Labels ``[N]`` (class indices; -1 where unknown) of the images ``names`` loaded
+    from ``data``, or ``None`` when there are none.
+
+    ``spec``: ``"none"``; a CSV file of ``path,label`` rows (a header row is allowed;
+    ``path`` as the report names the image, i.e. relative to the folder; ``label`` a
+    class index or a class name); an IDX labels file (in the images' order); or ``None``
+    (default): the labels the data carries, i.e. an ImageFolder's class folders (class
+    names when ``class_names`` lists every folder, else integer folder names, else the
+    folders' sorted order, as torchvision's ``ImageFolder``) or the labels file beside
+    MNIST-style IDX images.
+    """
+    if spec == "none":
+        return None
+    lookup = {n: i for i, n in enumerate(class_names or [])}
+
+    def to_index(value: str, where: str) -> int:
+        value = value.strip()
+        if value in lookup:
+            return lookup[value]
+        try:
+            return int(value)
+        except ValueError:
+            raise UserError(f"{where}: label {value!r} is neither a class index nor a "
+                            "class name (pass --class-names)") from None
+
+    if spec is not None:
+        path = Path(spec)
+        if not path.is_file():
+            raise UserError(f"labels file {path} does not exist")
+        if "idx" in path.name or "ubyte" in path.name:
+            arr = read_idx(path)
+            if arr.ndim != 1 or len(arr) < len(names):
+                raise UserError(f"{path} holds {arr.shape} labels for {len(names)} images")
+            return torch.from_numpy(arr[:len(names)].astype(np.int64))
+        import csv
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.reader(fh) if r]
+        if rows and len(rows[0]) >= 2 and rows[0][1].strip().lower() == "label":
+            rows = rows[1:]
+        table = {}
+        for k, row in enumerate(rows):
+            if len(row) < 2:
+                raise UserError(f"{path} line {k + 1}: expected path,label")
+            table[row[0].strip()] = to_index(row[1], f"{path} line {k + 1}")
+        return torch.tensor([table.get(n, -1) for n in names], dtype=torch.long)
+    root = Path(data)
+    if root.is_dir():
+        idx_files = sorted(root.glob("*idx3-ubyte*"))
+        if idx_files:
+            train = [f for f in idx_files if f.name.startswith("train")] or idx_files
+            lab = sorted(root.glob(train[0].name.split("-images")[0] + "-labels-idx1*"))
+            return load_labels(data, names, str(lab[0]), class_names) if lab else None
+        folders = [n.split("/", 1)[0] if "/" in n else None for n in names]
+        if any(f is None for f in folders) or not folders:
+            return None
+        distinct = sorted(set(folders))
+        if class_names and all(f in lookup for f in distinct):
+            mapping = {f: lookup[f] for f in distinct}
+        elif all(f.isdigit() for f in distinct):
+            mapping = {f: int(f) for f in distinct}
+        else:
+            mapping = {f: i for i, f in enumerate(distinct)}
+        return torch.tensor([mapping[f] for f in folders], dtype=torch.long)
+    return None

@@ -16,10 +16,11 @@ from PIL import Image
 
 from ..core.region import Region
 from ..core.summary import Summary
-from .io import write_json, write_text
+from .io import atomic_path, write_json, write_text
 
-__all__ = ["RegionStats", "THUMBNAIL", "heldout_stats", "region_stats", "summary_dict",
-           "thumbnail", "write_report"]
+__all__ = ["RegionStats", "THUMBNAIL", "heat_concentration", "heldout_stats", "label_stats",
+           "membership_rows", "region_flags", "region_stats", "summary_dict", "thumbnail",
+           "write_memberships", "write_report"]
 
 _JET = colormaps["jet"]
 #: Displayed thumbnail size in CSS pixels; embedded images are at most 128 px.
@@ -77,17 +78,25 @@ def _to_display(image: torch.Tensor) -> np.ndarray:
 
 
 def thumbnail(image: torch.Tensor, heat: torch.Tensor | None = None, *,
-              alpha: float = 0.45) -> str:
+              alpha: float = 0.45, small: bool = False) -> str:
     """A data URI of ``image`` ``[C, H, W]`` with ``heat`` (``[H, W]`` in ``[0, 1]``)
     blended on top. Small images are enlarged with nearest neighbours to about
     :data:`THUMBNAIL` px (PNG); larger ones are shrunk to 128 px and stored as JPEG
-    (about 5-10 KB for a 224x224 photo)."""
+    (about 5-10 KB for a 224x224 photo). ``small`` (the paged member grids): small
+    images stay at their own size (the page scales them up), larger ones go to 80 px."""
     rgb = _to_display(image)
     if heat is not None:
         rgb = (1 - alpha) * rgb + alpha * _JET(heat.detach().float().cpu().numpy())[..., :3]
     img = Image.fromarray((rgb * 255).round().astype(np.uint8))
     buf = io.BytesIO()
-    if max(img.size) <= THUMBNAIL // 2:
+    if small and max(img.size) <= 64:
+        img.save(buf, format="PNG", optimize=True)
+        mime = "image/png"
+    elif small:
+        img.thumbnail((80, 80), Image.LANCZOS)
+        img.save(buf, format="JPEG", quality=80, optimize=True)
+        mime = "image/jpeg"
+    elif max(img.size) <= THUMBNAIL // 2:
         scale = math.ceil(THUMBNAIL / max(img.size))
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         img.save(buf, format="PNG", optimize=True)
@@ -99,22 +108,89 @@ def thumbnail(image: torch.Tensor, heat: torch.Tensor | None = None, *,
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
+#: Flags of a region that looks wrong (fixed rules, shown first in the report):
+#: held-out purity below this, or label accuracy (members whose label is the predicted
+#: class) below this, or a heat map that puts at least this share of its mass on the
+#: hottest 5% of the pixels (the mean map of the region's top members; 0.05 when
+#: uniform). Measured (docs/shortcut.md): demo regions reach 0.36, regions of the
+#: shortcut models 0.53, the planted mark's region 0.44; only the label rule singled out
+#: the mark's region there.
+FLAG_HELDOUT_PURITY = 0.95
+FLAG_LABEL_ACCURACY = 0.8
+FLAG_HEAT_CONCENTRATION = 0.5
+HOT_SHARE = 0.05
+
+
+def heat_concentration(heat: torch.Tensor, share: float = HOT_SHARE) -> float:
+    """The share of the mean heat map's mass (over heat maps ``[n, H, W]``) on its
+    hottest ``share`` of pixels: ``share`` for a uniform map, 1 for one hot spot that
+    sits at the same place in every image (as a pasted mark does)."""
+    flat = heat.double().mean(0, keepdim=True).flatten(1)
+    m = max(1, math.ceil(share * flat.shape[1]))
+    total = flat.sum(1)
+    ok = total > 0
+    if not bool(ok.any()):
+        return float("nan")
+    return float((flat[ok].topk(m, 1).values.sum(1) / total[ok]).mean())
+
+
+def label_stats(region: Region, labels: torch.Tensor, class_names: Sequence[str] | None,
+                names: Sequence[str] | None, top: int = 50) -> dict:
+    """A region's label mix (``{label name: members}``, largest first; unknown labels
+    left out), its label accuracy (members whose label is the predicted class, of those
+    with a label) and the members whose label disagrees, in rank order."""
+    lab = labels[region.members].cpu()
+    known = lab >= 0
+    counts = torch.bincount(lab[known]) if bool(known.any()) else torch.zeros(0)
+    mix = {_cname(class_names, c): int(n) for c, n in sorted(
+        enumerate(counts.tolist()), key=lambda cn: -cn[1]) if n}
+    wrong = region.members[known & (lab != region.predicted_class)][:top].tolist()
+    n_known = int(known.sum())
+    agree = int((lab[known] == region.predicted_class).sum())
+    return {"label_mix": mix, "labelled": n_known,
+            "label_accuracy": agree / n_known if n_known else None,
+            "disagreeing": [{"index": i, "name": names[i] if names else f"#{i}",
+                             "label": _cname(class_names, int(labels[i]))} for i in wrong]}
+
+
+def _cname(class_names: Sequence[str] | None, c: int) -> str:
+    return class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
+
+
+def region_flags(rd: dict) -> list[str]:
+    """The flags of a region's JSON entry (see the ``FLAG_*`` rules)."""
+    flags = []
+    hp = rd.get("heldout_purity")
+    if hp is not None and hp < FLAG_HELDOUT_PURITY:
+        flags.append(f"held-out purity {100 * hp:.1f}%")
+    acc = rd.get("label_accuracy")
+    if acc is not None and acc < FLAG_LABEL_ACCURACY:
+        flags.append(f"labels agree with {100 * acc:.1f}% of members")
+    conc = rd.get("heat_concentration")
+    if conc is not None and conc == conc and conc >= FLAG_HEAT_CONCENTRATION:
+        flags.append(f"heat on a small area ({100 * conc:.0f}% on the hottest "
+                     f"{100 * HOT_SHARE:.0f}% of pixels)")
+    return flags
+
+
 def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
                  stats: Sequence[RegionStats] | None = None, top: int = 50,
-                 names: Sequence[str] | None = None, meta: dict | None = None) -> dict:
+                 names: Sequence[str] | None = None, meta: dict | None = None,
+                 labels: torch.Tensor | None = None) -> dict:
     """Everything in a summary as plain JSON data. ``stats`` are the held-out statistics
-    of ``summary.regions`` in their order; ``names`` are the references' file names."""
-    def cname(c: int) -> str:
-        return class_names[c] if class_names and c < len(class_names) else str(c)
-
+    of ``summary.regions`` in their order; ``names`` are the references' file names;
+    ``labels`` their labels (-1 unknown), which add each region's label mix."""
     per_region = iter(stats) if stats is not None else None
     classes = []
+    number = 0
     for cs in summary.classes:
         regions = []
         for region in cs.regions:
+            number += 1
             st = next(per_region) if per_region is not None else None
             members = region.members[:top].tolist()
-            regions.append({
+            rd = {
+                "region": number, "logic": region.logic,
                 "seed_index": region.seed_index, "size": region.size,
                 "purity": region.purity, "num_boundaries": region.num_boundaries,
                 "delta": region.delta, "min_delta": region.min_delta,
@@ -125,13 +201,62 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
                 "top_member_names": [names[i] for i in members] if names else None,
                 "top_member_distances": [round(float(d), 6)
                                          for d in region.member_distances[:top]],
-                "boundary_pairs": [[cname(a), cname(b)] for a, b in region.pairs.tolist()],
-            })
-        classes.append({"class": cs.cls, "name": cname(cs.cls), "n_images": cs.n_images,
-                        "coverage": cs.coverage, "regions": regions})
+                "boundary_pairs": [[_cname(class_names, a), _cname(class_names, b)]
+                                   for a, b in region.pairs.tolist()],
+            }
+            if labels is not None:
+                rd.update(label_stats(region, labels, class_names, names, top))
+            regions.append(rd)
+        classes.append({"class": cs.cls, "name": _cname(class_names, cs.cls),
+                        "n_images": cs.n_images, "coverage": cs.coverage,
+                        "regions": regions})
     return {"meta": dict(meta or {}), "layer": summary.layer,
             "coverage_target": summary.coverage_target, "max_regions": summary.max_regions,
             "classes": classes}
+
+
+def membership_rows(summary: Summary, names: Sequence[str] | None = None,
+                    predictions: torch.Tensor | None = None,
+                    labels: torch.Tensor | None = None) -> dict[str, list]:
+    """Every (region, member) pair as columns: ``image`` (name), ``index``,
+    ``predicted``, ``label`` (-1 unknown or none), ``region`` (1-based, the report's
+    numbering), ``logic``, ``rank`` (1 = nearest the seed) and ``distance``."""
+    cols: dict[str, list] = {k: [] for k in ("image", "index", "predicted", "label",
+                                             "region", "logic", "rank", "distance")}
+    for number, region in enumerate(summary.regions, 1):
+        idx = region.members.tolist()
+        cols["image"] += [names[i] if names else f"#{i}" for i in idx]
+        cols["index"] += idx
+        cols["predicted"] += (predictions[region.members].tolist() if predictions is not None
+                              else [region.predicted_class] * len(idx))
+        cols["label"] += (labels[region.members].tolist() if labels is not None
+                          else [-1] * len(idx))
+        cols["region"] += [number] * len(idx)
+        cols["logic"] += [-1 if region.logic is None else region.logic] * len(idx)
+        cols["rank"] += list(range(1, len(idx) + 1))
+        cols["distance"] += [float(d) for d in region.member_distances]
+    return cols
+
+
+def write_memberships(out_dir: str | Path, cols: dict[str, list]) -> None:
+    """``members.csv`` and ``members.parquet`` of :func:`membership_rows`, atomically."""
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(cols))
+    writer.writerows(zip(*cols.values(), strict=True))
+    write_text(out_dir / "members.csv", buf.getvalue())
+    table = pa.table({"image": pa.array(cols["image"], pa.string()),
+                      **{k: pa.array(cols[k], pa.int64()) for k in
+                         ("index", "predicted", "label", "region", "logic", "rank")},
+                      "distance": pa.array(cols["distance"], pa.float64())})
+    with atomic_path(out_dir / "members.parquet") as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
@@ -141,19 +266,24 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                  names: Sequence[str] | None = None,
                  seed_images: dict[int, torch.Tensor] | None = None, top: int = 8,
                  far: int = 4, title: str = "repinterp report",
-                 meta: dict | None = None) -> Path:
-    """Write ``report.html`` (thumbnails inline) and ``summary.json`` into ``out_dir``,
-    both atomically.
+                 meta: dict | None = None, labels: torch.Tensor | None = None,
+                 predictions: torch.Tensor | None = None, max_members: int = 2000,
+                 batch: int = 256) -> Path:
+    """Write ``report.html`` (the overview, flagged regions first), one page per region
+    under ``regions/`` (every member, up to ``max_members``, as a paged grid in rank
+    order with a file-name filter), ``summary.json`` and the memberships
+    (``members.csv``, ``members.parquet``), all atomically and self-contained.
 
     ``images`` are the references the summary was made from, in the same order;
     ``heatmap(region, images)`` draws a region's heat maps (e.g.
     :meth:`RepresentativeInterpreter.heatmap`); ``seed_images`` maps the position of a
     region in ``summary.regions`` to the seed image of a region explained from an
-    outside image.
+    outside image; ``labels`` (-1 unknown) add label mixes and disagreeing members;
+    ``predictions`` of the references go into the memberships.
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
-    data = summary_dict(summary, class_names, stats, names=names, meta=meta)
+    data = summary_dict(summary, class_names, stats, names=names, meta=meta, labels=labels)
 
     def tiles(region: Region, idx: torch.Tensor) -> list[dict]:
         if len(idx) == 0:
@@ -163,10 +293,13 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                  "name": names[i] if names else f"#{i}"}
                 for i, h in zip(idx.tolist(), heat, strict=True)]
 
-    sections = []
+    env = Environment(loader=PackageLoader("repinterp.app", "templates"),
+                      autoescape=select_autoescape(["html"]))
+    page = env.get_template("region.html")
+    sections, flagged, search = [], [], {}
     position = 0
     for cs, cd in zip(summary.classes, data["classes"], strict=True):
-        regions = []
+        views = []
         for k, (region, rd) in enumerate(zip(cs.regions, cd["regions"], strict=True)):
             if region.seed_index is not None:
                 seed_tiles = tiles(region, torch.tensor([region.seed_index]))
@@ -176,19 +309,54 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                                "index": -1, "name": "outside image"}]
             else:
                 seed_tiles = []
+            position += 1
+            grid = []
+            shown = region.members[:max_members]
+            for i in range(0, len(shown), batch):
+                idx = shown[i:i + batch]
+                heat = heatmap(region, images[idx])
+                if i == 0:
+                    rd["heat_concentration"] = heat_concentration(heat[:top])
+                for j, h in zip(idx.tolist(), heat, strict=True):
+                    grid.append({"src": thumbnail(images[j], h, small=True),
+                                 "name": names[j] if names else f"#{j}",
+                                 "rank": len(grid) + 1,
+                                 "label": (_cname(class_names, int(labels[j]))
+                                           if labels is not None and int(labels[j]) >= 0
+                                           else None)})
+            rd.setdefault("heat_concentration", None)
+            rd["flags"] = region_flags(rd)
             n = region.size
             far_idx = region.members[max(top, n - far):]
-            regions.append(dict(rd, number=k + 1, seed=seed_tiles,
-                                top=tiles(region, region.members[:top]),
-                                far=tiles(region, far_idx), far_start=max(top, n - far) + 1))
-            position += 1
-        sections.append(dict(cd, regions_view=regions))
-    env = Environment(loader=PackageLoader("repinterp.app", "templates"),
-                      autoescape=select_autoescape(["html"]))
+            view = dict(rd, number=k + 1, seed=seed_tiles, class_name=cd["name"],
+                        href=f"regions/region-{rd['region']:03d}.html",
+                        top=tiles(region, region.members[:top]),
+                        far=tiles(region, far_idx), far_start=max(top, n - far) + 1)
+            views.append(view)
+            if rd["flags"]:
+                flagged.append(view)
+            for t in grid:
+                search.setdefault(t["name"], []).append(rd["region"])
+            html = page.render(title=f"{title}: region {rd['region']}", meta=meta, r=view,
+                               tiles_json=_script_json(grid), thumb=THUMBNAIL,
+                               shown=len(grid))
+            write_text(out_dir / view["href"], html)
+        sections.append(dict(cd, regions_view=views))
     approximate = any(r.approximate for r in summary.regions)
-    html = env.get_template("report.html").render(title=title, meta=meta, data=data,
-                                                  sections=sections, thumb=THUMBNAIL,
-                                                  approximate=approximate)
+    html = env.get_template("report.html").render(
+        title=title, meta=meta, data=data, sections=sections, thumb=THUMBNAIL,
+        approximate=approximate, flagged=flagged, search_json=_script_json(search),
+        labelled=labels is not None,
+        rules={"purity": FLAG_HELDOUT_PURITY, "labels": FLAG_LABEL_ACCURACY,
+               "heat": FLAG_HEAT_CONCENTRATION, "hot": HOT_SHARE})
     write_json(out_dir / "summary.json", data)
+    write_memberships(out_dir, membership_rows(summary, names, predictions, labels))
     write_text(out_dir / "report.html", html)
     return out_dir / "report.html"
+
+
+def _script_json(obj) -> str:
+    """JSON safe inside a ``<script>`` element."""
+    import json
+    return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e") \
+        .replace("&", "\\u0026")

@@ -79,7 +79,7 @@ def silhouette(x: torch.Tensor, labels: torch.Tensor) -> float:
     k = int(labels.max()) + 1 if len(labels) else 0
     if k < 2:
         return -1.0
-    d = torch.cdist(x, x)
+    d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
     onehot = torch.nn.functional.one_hot(labels, k).to(d.dtype)
     counts = onehot.sum(0)
     mean_to = d @ onehot                                       # [n, k] sums

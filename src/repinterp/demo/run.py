@@ -28,7 +28,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     start = time.perf_counter()
     model, meta = load_demo_model(seed=0, data_root=data_root, progress=progress)
     log(f"model: {meta['arch']}, test accuracy {100 * meta['test_accuracy']:.2f}%")
-    x_train, _ = load_fashion_mnist("train", data_root)
+    x_train, y_train = load_fashion_mnist("train", data_root)
     x_test, _ = load_fashion_mnist("test", data_root)
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(x_train), generator=gen)[:references]
@@ -59,6 +59,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     save_summary(Path(out) / "summary.pt", summary)
     report = write_report(out, summary, refs, heatmap=interp.heatmap,
                           class_names=FASHION_CLASSES, stats=stats, names=names,
+                          labels=y_train[idx], predictions=interp.predictions_,
                           title="repinterp demo: Fashion-MNIST", meta=figures)
     log(f"{len(summary.regions)} regions; held-out purity {figures['heldout_pooled_purity']}; "
         f"report: {report}")

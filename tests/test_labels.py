@@ -1,0 +1,84 @@
+"""Issue 12: labels where the user has them (ImageFolder folders, IDX labels, a CSV of
+path,label), and what they add to a region."""
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from repinterp.app.loading import load_labels
+from repinterp.app.report import label_stats, membership_rows, region_flags
+from repinterp.core.errors import UserError
+from repinterp.core.region import Region
+from repinterp.core.summary import ClassSummary, Summary
+
+
+def write_idx_labels(path, labels):
+    with gzip.open(path, "wb") as fh:
+        fh.write(struct.pack(">HBBI", 0, 8, 1, len(labels)) + bytes(labels))
+
+
+def test_imagefolder_labels(tmp_path):
+    names = ["cat/a.png", "dog/b.png", "cat/c.png"]
+    (tmp_path / "cat").mkdir()
+    assert load_labels(tmp_path, names).tolist() == [0, 1, 0]          # sorted folders
+    assert load_labels(tmp_path, names, class_names=["dog", "cat"]).tolist() == [1, 0, 1]
+    assert load_labels(tmp_path, ["3/a.png", "10/b.png"]).tolist() == [3, 10]
+    assert load_labels(tmp_path, ["a.png", "b.png"]) is None             # flat folder
+    assert load_labels(tmp_path, names, "none") is None
+
+
+def test_csv_and_idx_labels(tmp_path):
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\ncat/a.png,dog\ndog/b.png, 2\n")
+    got = load_labels(tmp_path, ["cat/a.png", "dog/b.png", "x.png"], str(csv),
+                      class_names=["cat", "dog", "bird"])
+    assert got.tolist() == [1, 2, -1]                                   # unknown: -1
+    csv.write_text("cat/a.png,zebra\n")
+    with pytest.raises(UserError, match="line 1: label 'zebra' is neither"):
+        load_labels(tmp_path, ["cat/a.png"], str(csv))
+    idx = tmp_path / "train-labels-idx1-ubyte.gz"
+    write_idx_labels(idx, [4, 2, 9])
+    assert load_labels(tmp_path, ["x[0]", "x[1]"], str(idx)).tolist() == [4, 2]
+    with pytest.raises(UserError, match="does not exist"):
+        load_labels(tmp_path, ["a"], str(tmp_path / "nope.csv"))
+    # an MNIST-style folder: the labels file beside the images
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert load_labels(tmp_path, ["a", "b", "c"]).tolist() == [4, 2, 9]
+
+
+def region(members, cls=1, logic=None):
+    n = len(members)
+    return Region(predicted_class=cls, weights=torch.zeros(1, 2), biases=torch.zeros(1),
+                  boundary_points=torch.zeros(1, 2), pairs=torch.tensor([[cls, 0]]),
+                  delta=0, min_delta=0, members=torch.tensor(members),
+                  member_distances=torch.arange(n, dtype=torch.float32), purity=1.0,
+                  seed_index=members[0], seed_values=torch.zeros(1), feature_shape=(2,),
+                  logic=logic)
+
+
+def test_label_stats_and_flags():
+    labels = torch.tensor([1, 0, 1, 2, -1, 1])
+    r = region([5, 1, 3, 0, 4])
+    st = label_stats(r, labels, ["a", "b", "c"], [f"f{i}" for i in range(6)])
+    assert st["label_mix"] == {"b": 2, "a": 1, "c": 1}
+    assert st["labelled"] == 4 and st["label_accuracy"] == 0.5
+    assert [d["name"] for d in st["disagreeing"]] == ["f1", "f3"]       # rank order
+    assert [d["label"] for d in st["disagreeing"]] == ["a", "c"]
+    assert region_flags({**st, "heldout_purity": 0.99, "heat_concentration": 0.1}) == [
+        "labels agree with 50.0% of members"]
+    assert region_flags({"heldout_purity": 0.9, "label_accuracy": None,
+                         "heat_concentration": 0.6}) == [
+        "held-out purity 90.0%", "heat on a small area (60% on the hottest 5% of pixels)"]
+
+
+def test_membership_rows():
+    r1, r2 = region([2, 0]), region([1], cls=0, logic=1)
+    summary = Summary([ClassSummary(1, 2, [r1], 2), ClassSummary(0, 1, [r2], 1)], 1.0, 1)
+    cols = membership_rows(summary, ["a", "b", "c"], torch.tensor([1, 0, 1]),
+                           torch.tensor([1, 1, 0]))
+    assert cols["image"] == ["c", "a", "b"] and cols["region"] == [1, 1, 2]
+    assert cols["rank"] == [1, 2, 1] and cols["logic"] == [-1, -1, 1]
+    assert cols["label"] == [0, 1, 1] and cols["predicted"] == [1, 1, 0]
+    assert np.allclose(cols["distance"], [0, 1, 0])

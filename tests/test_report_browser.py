@@ -1,0 +1,121 @@
+"""Issue 12: the report to debug with, checked in a real browser (Debian's chromium and
+chromium-driver, driven by Selenium; `make test` installs them as root).
+
+The report of a network with two reasons for class 0 (an object, or a mark) and labels
+that say the marked images are really class 1: the marked images' region must be flagged
+first, the search must find images by file name and lead to their region's page, and the
+member grid must page and filter.
+"""
+import os
+import shutil
+
+import pytest
+
+from repinterp import RepresentativeInterpreter
+from repinterp.app.report import write_report
+from test_logics import two_logic_images, two_logic_net
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    x, groups = two_logic_images(scale=2)          # 80 object, 60 marked, 100 class 1
+    folder = {0: "object", 1: "marked", 2: "other"}
+    names = [f"{folder[int(g)]}/img-{i:03d}.png" for i, g in enumerate(groups)]
+    labels = (groups >= 1).long()                  # the marked images are class-1 objects
+    interp = RepresentativeInterpreter(two_logic_net(), "1", num_boundaries=20,
+                                       progress=False).fit(x)
+    summary = interp.summarize(coverage=1.0, max_regions=2, separate_logics=True)
+    out = tmp_path_factory.mktemp("report")
+    write_report(out, summary, x, heatmap=interp.heatmap, names=names, labels=labels,
+                 class_names=["zero", "one"], predictions=interp.predictions_,
+                 title="two reasons")
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+        if os.environ.get("REPINTERP_NO_BROWSER"):
+            pytest.skip("REPINTERP_NO_BROWSER is set")
+        pytest.fail("chromium and chromium-driver are needed (apt-get install chromium "
+                    "chromium-driver; `make test` does it as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_report_leads_with_the_flagged_region_and_searches(report, browser):
+    from selenium.webdriver.common.by import By
+
+    out, summary = report
+    marked = next(k for k, r in enumerate(summary.regions, 1) if r.logic == 1)
+    browser.get((out / "report.html").as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#flagged tr.flagged-row")
+    assert rows, "no flagged region"
+    first = rows[0]
+    assert first.find_element(By.TAG_NAME, "a").text == f"region {marked}"
+    assert "labels agree with 0.0% of members" in first.text
+    # search by file name
+    box = browser.find_element(By.ID, "search")
+    box.send_keys("marked/")
+    count = browser.find_element(By.CSS_SELECTOR, "#search-result .search-count").text
+    assert count.startswith("60 images in a region")
+    hits = browser.find_elements(By.CSS_SELECTOR, "#search-result .search-hit")
+    assert len(hits) == 20
+    box.clear()
+    box.send_keys("img-085")
+    hit = browser.find_element(By.CSS_SELECTOR, "#search-result .search-hit")
+    assert hit.text.startswith("marked/img-085.png: region")
+    hit.find_element(By.TAG_NAME, "a").click()
+    # click-through: the region page opens filtered to that image
+    assert browser.current_url.endswith(f"region-{marked:03d}.html#q=marked%2Fimg-085.png")
+    tiles = browser.find_elements(By.CSS_SELECTOR, "#grid figure.tile")
+    assert [t.find_element(By.TAG_NAME, "figcaption").text.split(". ", 1)[1]
+            for t in tiles] == ["marked/img-085.png"]
+    assert "wrong" in tiles[0].get_attribute("class")        # its label disagrees
+    browser.find_element(By.ID, "back").click()
+    assert browser.current_url.endswith("report.html")
+
+
+def test_region_page_pages_and_filters_in_rank_order(report, browser):
+    from selenium.webdriver.common.by import By
+
+    out, summary = report
+    number, region = next((k, r) for k, r in enumerate(summary.regions, 1)
+                          if r.predicted_class == 1)
+    assert region.size == 100
+    browser.get((out / "regions" / f"region-{number:03d}.html").as_uri())
+
+    def ranks():
+        return [int(t.get_attribute("data-rank"))
+                for t in browser.find_elements(By.CSS_SELECTOR, "#grid figure.tile")]
+
+    assert ranks() == list(range(1, 61))
+    info = browser.find_element(By.ID, "page-info")
+    assert info.text == "page 1 of 2 (100 members)"
+    assert browser.find_element(By.ID, "prev").get_attribute("disabled") is not None
+    browser.find_element(By.ID, "next").click()
+    assert ranks() == list(range(61, 101)) and info.text == "page 2 of 2 (100 members)"
+    # captions are the members in rank order
+    names = [t.text.split(". ", 1)[1] for t in
+             browser.find_elements(By.CSS_SELECTOR, "#grid figcaption")]
+    expected = [f"other/img-{i:03d}.png" for i in region.members[60:].tolist()]
+    assert names == expected
+    # the filter keeps the rank order and starts again at page 1
+    browser.find_element(By.ID, "filter").send_keys("img-2")
+    wanted = [k + 1 for k, i in enumerate(region.members.tolist()) if 200 <= i < 300]
+    assert 0 < len(wanted) < 60
+    assert ranks() == wanted and info.text == f"page 1 of 1 ({len(wanted)} members)"
