@@ -323,3 +323,35 @@ def test_not_fitted_is_exit_2(capsys, monkeypatch, tiny_script, gray_folder):
                        "--data", gray_folder, "--quiet")
     assert code == 2 and err.splitlines()[-1].startswith("repinterp: error: this "
                                                          "RepresentativeInterpreter is not fitted")
+
+
+def test_summarize_separate_logics_and_labels_on_the_command_line(capsys, gray_folder,
+                                                                   tiny_script, tmp_path):
+    out = tmp_path / "sep"
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\n" + "".join(f"class{i % 3}/img{i:03d}.png,{(i + 1) % 3}\n"
+                                            for i in range(90)))
+    code, stdout, err = cli(capsys, "summarize", "--model", tiny_script, "--layer", "2",
+                            "--data", gray_folder, "--out", out, "--quiet",
+                            "--num-boundaries", "10", "--separate-logics",
+                            "--max-logics", "3", "--labels", csv)
+    assert code == 0, err
+    data = json.loads((out / "summary.json").read_text())
+    regions = [r for c in data["classes"] for r in c["regions"]]
+    assert all(r["logic"] is not None for r in regions)
+    assert data["meta"]["seed"] == 0
+    import pyarrow.parquet as pq
+    table = pq.read_table(out / "members.parquet").to_pydict()
+    # labels from the CSV (the XSS file has none: -1), not from the folders
+    want = {f"class{i % 3}/img{i:03d}.png": (i + 1) % 3 for i in range(90)}
+    assert all(lab == want.get(name, -1) for name, lab in zip(table["image"],
+                                                              table["label"], strict=True))
+    assert set(table["logic"]) <= {0, 1, 2}
+    code, _, err = cli(capsys, "summarize", "--model", tiny_script, "--layer", "2",
+                       "--data", gray_folder, "--separate-logics", "--max-logics", "0")
+    assert code == 2 and err == "repinterp: error: --max-logics must be at least 1, got 0"
+    code, _, err = cli(capsys, "summarize", "--index", tmp_path, "--separate-logics")
+    assert code == 2 and "--separate-logics needs the references' features" in err
+    code, _, err = cli(capsys, "summarize", "--model", tiny_script, "--layer", "2",
+                       "--data", gray_folder, "--labels", tmp_path / "none.csv")
+    assert code == 2 and "labels file" in err and "does not exist" in err

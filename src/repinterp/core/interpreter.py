@@ -1,7 +1,6 @@
 """The public entry point: :class:`RepresentativeInterpreter`."""
 from __future__ import annotations
 
-import math
 import operator
 import os
 import warnings
@@ -319,8 +318,9 @@ class RepresentativeInterpreter:
 
         ``separate_logics``: first split each class by the local linear model its images
         sit in (:meth:`logic_labels`, at most ``max_logics`` logics), then peel each logic
-        on its own (``ceil(max_regions / k)`` regions for each of its ``k`` logics): its
-        regions keep the logic and exclude
+        on its own (``max_regions`` per logic; measured on the shortcut benchmark, capping
+        a class at ``ceil(max_regions / k)`` per logic lost the marked region of one
+        setting, ``docs/shortcut.md``): its regions keep the logic and exclude
         other classes *and the class's other logics*, with one logic boundary per other
         logic among the candidates (:mod:`repinterp.core.logics`). Regions come logic by
         logic (largest logic first), each region's ``logic`` says which.
@@ -389,7 +389,6 @@ class RepresentativeInterpreter:
         means = torch.stack([store.mean_rows(idx[labels == j].to(store.device))
                              for j in range(k)])
         regions: list[Region] = []
-        per_logic = max(1, math.ceil(max_regions / k))
         for j in range(k):
             group = logic == j
             w, b = centroid_boundaries(means, j)
@@ -400,7 +399,7 @@ class RepresentativeInterpreter:
             found = peel(torch.where(group, 0, -1), self.margins_,
                          lambda s, j=j, group=group, extra=extra, ev=extra_values:
                          self._explain_logic(s, group, extra, ev, j),
-                         coverage, per_logic, [0])[0]
+                         coverage, max_regions, [0])[0]
             regions += found.regions
         of_class = self.predictions_ == cls
         covered = torch.zeros_like(of_class)
