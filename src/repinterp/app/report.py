@@ -201,7 +201,9 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
                 "top_member_names": [names[i] for i in members] if names else None,
                 "top_member_distances": [round(float(d), 6)
                                          for d in region.member_distances[:top]],
-                "boundary_pairs": [[_cname(class_names, a), _cname(class_names, b)]
+                # a logic boundary (separate logics) has the pair (c, c)
+                "boundary_pairs": [[_cname(class_names, a), _cname(class_names, b)
+                                    if a != b else "another logic"]
                                    for a, b in region.pairs.tolist()],
             }
             if labels is not None:
