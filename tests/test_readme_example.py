@@ -42,11 +42,14 @@ def test_readme_own_model_example_runs_verbatim(tmp_path, monkeypatch, capsys):
     torch.save(model.state_dict(), tmp_path / "model.pt")
 
     commands = readme_commands()
-    assert [c[0] for c in commands] == ["layers", "summarize", "explain", "explain"]
+    assert [c[0] for c in commands] == ["layers", "summarize", "explain", "explain",
+                                        "summarize"]
+    outs = []
     for argv in commands:
         code = main(argv + ["--quiet"] if argv[0] != "layers" else argv)
         out, err = capsys.readouterr()
         assert code == 0, (argv, err)
+        outs.append(out)
     report = (tmp_path / "out/resnet/report.html").read_text()
     assert any(name in report for name in ("cats", "dogs", "birds"))
     assert "photo 04.jpg" in report and "data:image/jpeg;base64," in report
@@ -55,4 +58,11 @@ def test_readme_own_model_example_runs_verbatim(tmp_path, monkeypatch, capsys):
     assert sizes and max(sizes) < 12_000
     assert (tmp_path / "out/resnet/summary.pt").is_file()
     assert (tmp_path / "out/query/report.html").is_file()
-    assert "falls in" in out
+    assert "falls in" in outs[3]
+    # separate logics at 224x224: every region carries its logic, the folders' labels
+    import json
+    debug = json.loads((tmp_path / "out/debug/summary.json").read_text())
+    regions = [r for c in debug["classes"] for r in c["regions"]]
+    assert regions and all(r["logic"] is not None and r["labelled"] == r["size"]
+                           for r in regions)
+    assert (tmp_path / "out/debug/members.parquet").is_file()
