@@ -59,8 +59,9 @@ fidelity: install-dev data
 shortcut: install-dev data browser
 	$(BIN)/python benchmarks/shortcut.py --out docs --report out/shortcut
 
-bench: install-dev data
+bench: install-dev data browser
 	$(BIN)/python benchmarks/run.py --out docs
+	$(BIN)/python benchmarks/shortcut.py --out docs --report out/shortcut
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info src/*.egg-info

@@ -1,8 +1,9 @@
 """Region purity against the number of sampled boundaries per seed, on the demo.
 
-    python benchmarks/purity_curve.py [--q 25,50,100,200,400] [--out docs/purity-curve.json]
+    python benchmarks/purity_curve.py [--arch vgg|resnet] [--q 25,50,100,200,400]
+        [--out docs/purity-curve.json]
 
-The demo's settings (the cached demo VGG, 10,000 training images drawn with seed 0,
+The demo's settings (the cached demo VGG, or the small ResNet split at ``layer2``, 10,000 training images drawn with seed 0,
 coverage 0.9, at most 6 regions per class); for each |Q|: regions, regions per class,
 held-out pooled purity and share of the 10,000 test images inside a region, summary
 seconds. Each |Q| is one summary with the same seed.
@@ -20,7 +21,7 @@ from repinterp import RepresentativeInterpreter
 from repinterp.app.io import write_json
 from repinterp.app.report import heldout_figures
 from repinterp.demo.data import load_fashion_mnist
-from repinterp.demo.models import load_demo_model
+from repinterp.demo.models import DEMO_LAYERS, load_demo_model
 
 
 def main() -> None:
@@ -28,14 +29,15 @@ def main() -> None:
     p.add_argument("--q", default="25,50,100,200,400")
     p.add_argument("--references", type=int, default=10000)
     p.add_argument("--out", default=None)
+    p.add_argument("--arch", default="vgg", help="demo architecture (vgg or resnet)")
     a = p.parse_args()
-    model, _ = load_demo_model(progress=False)
+    model, meta = load_demo_model(a.arch, progress=False)
     x, _ = load_fashion_mnist("train")
     xt, _ = load_fashion_mnist("test")
     refs = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:a.references]]
     rows = []
     for q in [int(v) for v in a.q.split(",")]:
-        interp = RepresentativeInterpreter(model, "features", num_boundaries=q,
+        interp = RepresentativeInterpreter(model, DEMO_LAYERS[a.arch], num_boundaries=q,
                                            progress=False).fit(refs)
         feats = interp.network_.features(xt)
         preds = interp.network_.logits(feats).argmax(1).cpu()
@@ -51,7 +53,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if a.out:
-        write_json(Path(a.out), {"references": a.references, "rows": rows})
+        write_json(Path(a.out), {"arch": a.arch, "test_accuracy": meta["test_accuracy"],
+                                 "references": a.references, "rows": rows})
 
 
 if __name__ == "__main__":
