@@ -3,8 +3,8 @@
     python benchmarks/purity_curve.py [--arch vgg|resnet] [--q 25,50,100,200,400]
         [--out docs/purity-curve.json]
 
-The demo's settings (the cached demo VGG, or the small ResNet split at ``layer2``, 10,000 training images drawn with seed 0,
-coverage 0.9, at most 6 regions per class); for each |Q|: regions, regions per class,
+The demo's settings (the cached demo VGG, or the small ResNet split at ``layer2``,
+10,000 training images drawn with seed 0, coverage 0.9, at most 6 regions per class); for each |Q|: regions, regions per class,
 held-out pooled purity and share of the 10,000 test images inside a region, summary
 seconds. Each |Q| is one summary with the same seed.
 """
