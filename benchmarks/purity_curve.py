@@ -4,9 +4,9 @@
         [--out docs/purity-curve.json]
 
 The demo's settings (the cached demo VGG, or the small ResNet split at ``layer2``,
-10,000 training images drawn with seed 0, coverage 0.9, at most 6 regions per class); for each |Q|: regions, regions per class,
-held-out pooled purity and share of the 10,000 test images inside a region, summary
-seconds. Each |Q| is one summary with the same seed.
+10,000 training images drawn with seed 0, coverage 0.9, at most 6 regions per class);
+for each |Q|: regions, regions per class, held-out pooled purity and share of the
+10,000 test images inside a region, summary seconds. Each |Q| is one summary with the same seed.
 """
 from __future__ import annotations
 
