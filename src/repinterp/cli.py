@@ -132,6 +132,9 @@ def _load(args: argparse.Namespace):
     from .core.interpreter import RepresentativeInterpreter
     from .demo.models import DEMO_LAYERS
 
+    labels = getattr(args, "labels", None)
+    if labels not in (None, "none") and not Path(labels).is_file():   # before any work
+        raise UserError(f"labels file {labels} does not exist")
     model, demo = _model(args)
     layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
     if layer is None:

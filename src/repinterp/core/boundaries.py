@@ -37,6 +37,13 @@ class Boundaries:
         return Boundaries(self.weights[idx], self.biases[idx], self.points[idx],
                           self.pairs[idx])
 
+    def cat(self, other: Boundaries) -> Boundaries:
+        """These boundaries followed by ``other``'s (moved to this set's dtypes and
+        devices)."""
+        return Boundaries(*(torch.cat([a, b.to(a)]) for a, b in zip(
+            (self.weights, self.biases, self.points, self.pairs),
+            (other.weights, other.biases, other.points, other.pairs), strict=True)))
+
 
 def _logits(head: nn.Module, z: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return head(z.reshape(-1, *shape))

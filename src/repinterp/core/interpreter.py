@@ -1,6 +1,7 @@
 """The public entry point: :class:`RepresentativeInterpreter`."""
 from __future__ import annotations
 
+import functools
 import operator
 import os
 import warnings
@@ -220,6 +221,16 @@ class RepresentativeInterpreter:
         """
         self._fitted(stacklevel=4)
         index, z0, cls, same, q = self._prepare(seed, num_boundaries)
+        b, values, seed_values = self._candidates(index, z0, cls, same, q)
+        return self._region(b, values, seed_values, cls, same, index,
+                            self.delta if delta is None else delta)
+
+    def _candidates(self, index: int | None, z0: torch.Tensor, cls: int,
+                    same: torch.Tensor, q: int
+                    ) -> tuple[Boundaries, torch.Tensor, torch.Tensor]:
+        """A seed's candidate boundaries (the bank's first ``q``, or ``q`` sampled by
+        bisection) in feature space, their side values ``[N, q]`` at every reference
+        (working space) and at the seed ``[q]``."""
         store = self.store_
         if self.bank_ is not None:
             if q > len(self.bank_):
@@ -235,9 +246,7 @@ class RepresentativeInterpreter:
         seed_values = values[index] if index is not None else store.side_values(
             b.weights, b.biases, points=store.to_working(z0[None]))[0]
         weights, biases = store.lift(b.weights, b.biases)
-        return self._region(Boundaries(weights, biases, b.points, b.pairs), values,
-                            seed_values, cls, same, index,
-                            self.delta if delta is None else delta)
+        return Boundaries(weights, biases, b.points, b.pairs), values, seed_values
 
     def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                 cls: int, same: torch.Tensor, index: int | None, delta: int | None,
@@ -344,10 +353,10 @@ class RepresentativeInterpreter:
                        layer=self.network_.layer, meta=meta)
 
     @exact
-    def logic_labels(self, cls: int, max_logics: int = 4, *,
-                     min_silhouette: float = 0.15) -> torch.Tensor:
+    def logic_labels(self, cls: int, max_logics: int = 4, *, min_silhouette: float = 0.15
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Split the references predicted as ``cls`` by decision logic: their indices
-        ``[n]`` and logic labels ``[n]`` (0 = the largest logic) as a ``[2, n]`` tensor.
+        ``[n]`` and logic labels ``[n]`` (0 = the largest logic).
 
         Each image's contributions ``w * psi(x)`` to its own margin, ``w`` the margin
         gradient in its linear piece, pooled by :func:`~repinterp.core.logics.
@@ -360,7 +369,7 @@ class RepresentativeInterpreter:
         desc = self._logic_descriptors(idx, int(cls))
         labels = choose_logics(desc, max_logics, min_silhouette=min_silhouette,
                                seed=self.seed)
-        return torch.stack([idx, labels])
+        return idx, labels
 
     def _logic_descriptors(self, idx: torch.Tensor, cls: int) -> torch.Tensor:
         """:func:`~repinterp.core.logics.logic_descriptors` of the given references, their
@@ -390,17 +399,15 @@ class RepresentativeInterpreter:
                              for j in range(k)])
         regions: list[Region] = []
         for j in range(k):
-            group = logic == j
+            others = [o for o in range(k) if o != j]
             w, b = centroid_boundaries(means, j)
-            extra = Boundaries(w, b, ((means[j][None] + means[[o for o in range(k)
-                                                                if o != j]]) / 2),
+            extra = Boundaries(w, b, (means[j][None] + means[others]) / 2,
                                torch.full((k - 1, 2), cls, dtype=torch.long))
-            extra_values = store.feature_side_values(w, b) if k > 1 else None
-            found = peel(torch.where(group, 0, -1), self.margins_,
-                         lambda s, j=j, group=group, extra=extra, ev=extra_values:
-                         self._explain_logic(s, group, extra, ev, j),
-                         coverage, max_regions, [0])[0]
-            regions += found.regions
+            explain = functools.partial(self._explain_logic, group=logic == j, logic=j,
+                                        extra=extra,
+                                        extra_values=store.feature_side_values(w, b))
+            regions += peel(torch.where(logic == j, 0, -1), self.margins_, explain,
+                            coverage, max_regions, [0])[0].regions
         of_class = self.predictions_ == cls
         covered = torch.zeros_like(of_class)
         for r in regions:
@@ -408,29 +415,16 @@ class RepresentativeInterpreter:
         return ClassSummary(cls=cls, n_images=int(of_class.sum()), regions=regions,
                             covered=int((covered & of_class).sum()))
 
-    def _explain_logic(self, index: int, group: torch.Tensor, extra: Boundaries,
-                       extra_values: torch.Tensor | None, logic: int) -> Region:
-        """The region of reference ``index`` that keeps its logic's ``group``: the sampled
-        boundaries plus the logic boundaries ``extra``, everything outside the group
-        counted as other."""
+    def _explain_logic(self, index: int, *, group: torch.Tensor, logic: int,
+                       extra: Boundaries, extra_values: torch.Tensor) -> Region:
+        """The region of reference ``index`` that keeps its logic's ``group``: the seed's
+        candidates plus the logic boundaries ``extra`` (side values ``extra_values``),
+        every reference outside the group counted as other."""
         _, z0, cls, same, q = self._prepare(index, None)
-        store = self.store_
-        if self.bank_ is not None:
-            b = self.bank_.select(torch.arange(min(q, len(self.bank_)),
-                                               device=self.bank_.weights.device))
-            values = self.bank_values_[:, :len(b)]
-        else:
-            b = self._sample(z0, cls, same, index, q)
-            values = store.side_values(b.weights, b.biases)
-        weights, biases = store.lift(b.weights, b.biases)
-        b = Boundaries(weights, biases, b.points, b.pairs)
-        if extra_values is not None:
-            b = Boundaries(*(torch.cat([x, y.to(x)]) for x, y in zip(
-                (b.weights, b.biases, b.points, b.pairs),
-                (extra.weights, extra.biases, extra.points, extra.pairs), strict=True)))
-            values = torch.cat([values, extra_values.to(values)], 1)
-        return self._region(b, values, values[index], cls, group, index, self.delta,
-                            logic=logic)
+        b, values, _ = self._candidates(index, z0, cls, same, q)
+        values = torch.cat([values, extra_values.to(values)], 1)
+        return self._region(b.cat(extra), values, values[index], cls, group, index,
+                            self.delta, logic=logic)
 
     # --- operations on images ------------------------------------------------------
     @exact
