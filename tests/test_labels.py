@@ -82,3 +82,16 @@ def test_membership_rows():
     assert cols["rank"] == [1, 2, 1] and cols["logic"] == [-1, -1, 1]
     assert cols["label"] == [0, 1, 1] and cols["predicted"] == [1, 1, 0]
     assert np.allclose(cols["distance"], [0, 1, 0])
+
+
+def test_heat_concentration_by_hand():
+    from repinterp.app.report import heat_concentration
+    uniform = torch.ones(3, 10, 10)
+    assert heat_concentration(uniform) == pytest.approx(0.05)
+    spot = torch.zeros(2, 10, 10)
+    spot[:, 2, 3] = 1.0                         # the same spot in every map
+    assert heat_concentration(spot) == 1.0
+    moving = torch.zeros(20, 10, 10)             # a spot at a new place in each map:
+    moving.view(20, 100)[torch.arange(20), torch.arange(20) * 5] = 1.0
+    assert heat_concentration(moving) == pytest.approx(5 / 20)   # 5 of its 20 pixels
+    assert heat_concentration(torch.zeros(2, 4, 4)) is None

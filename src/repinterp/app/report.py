@@ -121,17 +121,16 @@ FLAG_HEAT_CONCENTRATION = 0.5
 HOT_SHARE = 0.05
 
 
-def heat_concentration(heat: torch.Tensor, share: float = HOT_SHARE) -> float:
+def heat_concentration(heat: torch.Tensor, share: float = HOT_SHARE) -> float | None:
     """The share of the mean heat map's mass (over heat maps ``[n, H, W]``) on its
     hottest ``share`` of pixels: ``share`` for a uniform map, 1 for one hot spot that
-    sits at the same place in every image (as a pasted mark does)."""
-    flat = heat.double().mean(0, keepdim=True).flatten(1)
-    m = max(1, math.ceil(share * flat.shape[1]))
-    total = flat.sum(1)
-    ok = total > 0
-    if not bool(ok.any()):
-        return float("nan")
-    return float((flat[ok].topk(m, 1).values.sum(1) / total[ok]).mean())
+    sits at the same place in every image (as a pasted mark does); ``None`` when the
+    maps are all zero."""
+    mean = heat.double().mean(0).flatten()
+    total = float(mean.sum())
+    if total <= 0:
+        return None
+    return float(mean.topk(max(1, math.ceil(share * len(mean)))).values.sum()) / total
 
 
 def label_stats(region: Region, labels: torch.Tensor, class_names: Sequence[str] | None,
@@ -167,7 +166,7 @@ def region_flags(rd: dict) -> list[str]:
     if acc is not None and acc < FLAG_LABEL_ACCURACY:
         flags.append(f"labels agree with {100 * acc:.1f}% of members")
     conc = rd.get("heat_concentration")
-    if conc is not None and conc == conc and conc >= FLAG_HEAT_CONCENTRATION:
+    if conc is not None and conc >= FLAG_HEAT_CONCENTRATION:
         flags.append(f"heat on a small area ({100 * conc:.0f}% on the hottest "
                      f"{100 * HOT_SHARE:.0f}% of pixels)")
     return flags
