@@ -35,6 +35,11 @@ def report(tmp_path_factory):
     return out, summary
 
 
+def wait(browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(browser, 20)
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
@@ -81,13 +86,14 @@ def test_report_leads_with_the_flagged_region_and_searches(report, browser):
     assert hit.text.startswith("marked/img-085.png: region")
     hit.find_element(By.TAG_NAME, "a").click()
     # click-through: the region page opens filtered to that image
-    assert browser.current_url.endswith(f"region-{marked:03d}.html#q=marked%2Fimg-085.png")
+    wait(browser).until(lambda d: d.current_url.endswith(
+        f"region-{marked:03d}.html#q=marked%2Fimg-085.png"))
     tiles = browser.find_elements(By.CSS_SELECTOR, "#grid figure.tile")
     assert [t.find_element(By.TAG_NAME, "figcaption").text.split(". ", 1)[1]
             for t in tiles] == ["marked/img-085.png"]
     assert "wrong" in tiles[0].get_attribute("class")        # its label disagrees
     browser.find_element(By.ID, "back").click()
-    assert browser.current_url.endswith("report.html")
+    wait(browser).until(lambda d: d.current_url.endswith("report.html"))
 
 
 def test_region_page_pages_and_filters_in_rank_order(report, browser):
