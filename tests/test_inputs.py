@@ -339,7 +339,7 @@ def test_summarize_separate_logics_and_labels_on_the_command_line(capsys, gray_f
     data = json.loads((out / "summary.json").read_text())
     regions = [r for c in data["classes"] for r in c["regions"]]
     assert all(r["logic"] is not None for r in regions)
-    assert data["meta"]["seed"] == 0
+    assert data["meta"]["seed"] == 0 and data["meta"]["separate_logics"] is True
     import pyarrow.parquet as pq
     table = pq.read_table(out / "members.parquet").to_pydict()
     # labels from the CSV (the XSS file has none: -1), not from the folders

@@ -181,7 +181,8 @@ def _heldout_stats(interp, held, regions) -> list | None:
 def _meta(args: argparse.Namespace, interp, refs) -> dict:
     return {"model": args.arch or args.model, "layer": interp.layer_,
             "references": len(refs.names), "skipped_files": len(refs.skipped),
-            "approximate": interp.approximate_, "seed": args.seed}
+            "approximate": interp.approximate_, "seed": args.seed,
+            "separate_logics": bool(getattr(args, "separate_logics", False))}
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
