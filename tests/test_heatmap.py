@@ -72,3 +72,17 @@ def test_heatmap_matches_slow_reference(method):
 def test_heatmap_needs_a_convolutional_layer():
     with pytest.raises(ValueError, match="convolutional"):
         region_heatmap(NORMALS.flatten(1), FEAT.flatten(1), (2, 2))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_reference_heatmap_equals_heatmap_of_the_images(net, images, method):
+    """The report draws references from their stored features: the same maps as a pass
+    of the images themselves, for every method (float64)."""
+    from repinterp import RepresentativeInterpreter
+    interp = RepresentativeInterpreter(net, "2", num_boundaries=10, progress=False,
+                                       channels_last=False).fit(images)
+    region = interp.explain(3)
+    idx = region.members[:7]
+    stored = interp.reference_heatmap(region, idx, method)
+    assert stored.shape == (len(idx), 8, 8)
+    assert torch.allclose(stored, interp.heatmap(region, images[idx], method), atol=1e-12)

@@ -209,6 +209,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.out or "out/explain")
     names = _class_names(args, demo)
     write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
+                 reference_heatmap=interp.reference_heatmap,
                  names=refs.names, seed_images=seed_images, class_names=names,
                  labels=_labels(args, refs, names), predictions=interp.predictions_,
                  title=f"repinterp: region of {what}", meta=_meta(args, interp, refs))
@@ -284,6 +285,7 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
     out = Path(args.out or "out/summary")
     save_summary(out / "summary.pt", summary)
     write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
+                 reference_heatmap=interp.reference_heatmap,
                  names=refs.names, class_names=names, labels=labels,
                  predictions=interp.predictions_, title="repinterp summary",
                  meta=_meta(args, interp, refs))

@@ -269,7 +269,9 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                  far: int = 4, title: str = "repinterp report",
                  meta: dict | None = None, labels: torch.Tensor | None = None,
                  predictions: torch.Tensor | None = None, max_members: int = 2000,
-                 batch: int = 256) -> Path:
+                 batch: int = 256,
+                 reference_heatmap: Callable[[Region, torch.Tensor], torch.Tensor] | None
+                 = None) -> Path:
     """Write ``report.html`` (the overview, flagged regions first), one page per region
     under ``regions/`` (every member, up to ``max_members``, as a paged grid in rank
     order with a file-name filter), ``summary.json`` and the memberships
@@ -281,15 +283,24 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
     region in ``summary.regions`` to the seed image of a region explained from an
     outside image; ``labels`` (-1 unknown) add label mixes and disagreeing members;
     ``predictions`` of the references go into the memberships.
+    ``reference_heatmap(region, indices)``, when given, draws the references' heat maps
+    from what is already known of them (e.g.
+    :meth:`RepresentativeInterpreter.reference_heatmap`, from the stored features)
+    instead of ``heatmap(region, images[indices])``.
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
     data = summary_dict(summary, class_names, stats, names=names, meta=meta, labels=labels)
 
+    def member_heat(region: Region, idx: torch.Tensor) -> torch.Tensor:
+        if reference_heatmap is not None:
+            return reference_heatmap(region, idx)
+        return heatmap(region, images[idx])
+
     def tiles(region: Region, idx: torch.Tensor) -> list[dict]:
         if len(idx) == 0:
             return []
-        heat = heatmap(region, images[idx])
+        heat = member_heat(region, idx)
         return [{"src": thumbnail(images[i], h), "index": i,
                  "name": names[i] if names else f"#{i}"}
                 for i, h in zip(idx.tolist(), heat, strict=True)]
@@ -315,7 +326,7 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
             shown = region.members[:max_members]
             for i in range(0, len(shown), batch):
                 idx = shown[i:i + batch]
-                heat = heatmap(region, images[idx])
+                heat = member_heat(region, idx)
                 if i == 0:
                     rd["heat_concentration"] = heat_concentration(heat[:top])
                 for j, h in zip(idx.tolist(), heat, strict=True):

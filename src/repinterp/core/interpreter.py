@@ -87,6 +87,8 @@ class RepresentativeInterpreter:
         The reference features (and projections).
     logits_ : Tensor
         ``G(psi(x))`` of every reference ``[N, K]`` (on the compute device).
+    input_size_ : tuple
+        ``(H, W)`` of the references (the size heat maps of references are drawn at).
     predictions_, margins_ : Tensor
         ``Class(x)`` and the top-2 logit margin of every reference.
     bank_ : Boundaries or None
@@ -135,6 +137,7 @@ class RepresentativeInterpreter:
                            device=self.device, channels_last=self.channels_last,
                            batch_size=self.batch_size, progress=self.progress)
         z = net.features(references, dtype=self.feature_dtype, storage=self.store_dir)
+        input_size = tuple(net.input_shape[-2:])
         prefix = linear_prefix(net.head) if self.use_prefix else None
         sink: list[torch.Tensor] = []
         logits = net.logits(z, capture=prefix, sink=sink)
@@ -147,6 +150,7 @@ class RepresentativeInterpreter:
         top2 = logits.topk(2, 1).values
         self.network_ = net
         self.store_ = store
+        self.input_size_ = input_size
         self.logits_ = logits
         self.predictions_ = logits.argmax(1).cpu()
         self.margins_ = (top2[:, 0] - top2[:, 1]).cpu()
@@ -437,6 +441,20 @@ class RepresentativeInterpreter:
         """Indices of the images inside ``region``, nearest to its seed first, and their
         semantic distances; images outside are left out."""
         return self._fitted(stacklevel=4).network_.rank(region, images)
+
+    @exact
+    def reference_heatmap(self, region: Region, indices: Any,
+                          method: str | None = None) -> torch.Tensor:
+        """Heat maps ``[n, H, W]`` of fitted references (``indices``) from their stored
+        features: the same maps as ``heatmap(region, references[indices])`` without a
+        pass through the feature extractor (what a report of thousands of members
+        needs at 224x224)."""
+        self._fitted(stacklevel=4)
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        net = self.network_
+        maps = net.unflatten(self.store_.rows(idx.to(self.store_.z.device)))
+        return net.heatmap_of_features(region, maps, self.input_size_,
+                                       method or self.heatmap_method)
 
     @exact
     def heatmap(self, region: Region, images: Any, method: str | None = None) -> torch.Tensor:

@@ -321,7 +321,14 @@ class SplitNetwork:
         if images.ndim == 3:
             images = images.unsqueeze(0)
         maps = self.features(images, flat=False, progress=False)
+        return self.heatmap_of_features(region, maps, tuple(images.shape[-2:]), method)
+
+    @exact
+    def heatmap_of_features(self, region: Region, maps: torch.Tensor,
+                            size: tuple[int, int], method: str = "margin") -> torch.Tensor:
+        """Heat maps ``[n, H, W]`` (``size``) of feature maps ``[n, *feature_shape]`` already
+        computed: no pass through the feature extractor (``logprob`` takes the class
+        gradients at the region's boundary points through the head)."""
         normals = (self.class_gradients(region.boundary_points, region.predicted_class)
                    if method == "logprob" else None)
-        return region.heatmap_features(maps, tuple(images.shape[-2:]), method,
-                                       normals).cpu()
+        return region.heatmap_features(maps, size, method, normals).cpu()

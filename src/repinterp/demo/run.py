@@ -58,6 +58,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     summary.meta.update(model=figures["model"], data="fashion-mnist train")
     save_summary(Path(out) / "summary.pt", summary)
     report = write_report(out, summary, refs, heatmap=interp.heatmap,
+                          reference_heatmap=interp.reference_heatmap,
                           class_names=FASHION_CLASSES, stats=stats, names=names,
                           labels=y_train[idx], predictions=interp.predictions_,
                           title="repinterp demo: Fashion-MNIST", meta=figures)
