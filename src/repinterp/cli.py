@@ -164,9 +164,9 @@ def _class_names(args: argparse.Namespace, demo: str | None) -> list[str] | None
 
 
 def _labels(args: argparse.Namespace, refs, class_names):
+    """The labels of the references (``--labels``, else what ``--data`` carries), or
+    None."""
     from .app.loading import load_labels
-    if args.data is None:
-        return None
     return load_labels(args.data, refs.names, args.labels, class_names)
 
 

@@ -174,6 +174,13 @@ def _stack(arrays: list[np.ndarray], root: Path) -> np.ndarray:
     return np.stack(arrays)
 
 
+def _idx_images_in(folder: Path) -> Path | None:
+    """The images file of an MNIST-style folder (the training one when there are
+    several), or None for any other path."""
+    idx = sorted(folder.glob("*idx3-ubyte*")) if folder.is_dir() else []
+    return ([f for f in idx if f.name.startswith("train")] or idx)[0] if idx else None
+
+
 def load_images(path: str | os.PathLike, *, channels: int | None = None,
                 size: tuple[int, int] | None = None, normalize: str | None = None,
                 strict: bool = False, limit: int | None = None) -> ImageSet:
@@ -195,10 +202,9 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
     if not path.exists():
         raise UserError(f"{path} does not exist")
     skipped: list[str] = []
-    idx_files = sorted(path.glob("*idx3-ubyte*")) if path.is_dir() else []
-    if idx_files:  # an MNIST-style folder: take the training images
-        train = [f for f in idx_files if f.name.startswith("train")] or idx_files
-        return load_images(train[0], channels=channels, size=size, normalize=normalize,
+    idx_file = _idx_images_in(path)
+    if idx_file is not None:  # an MNIST-style folder: take the training images
+        return load_images(idx_file, channels=channels, size=size, normalize=normalize,
                            strict=strict, limit=limit)
     if path.is_dir():
         files = _image_files(path)
@@ -269,9 +275,7 @@ class ImageSource:
         root = Path(self.path)
         if not root.exists():
             raise UserError(f"{root} does not exist")
-        idx = sorted(root.glob("*idx3-ubyte*")) if root.is_dir() else []
-        if idx:
-            root = ([f for f in idx if f.name.startswith("train")] or idx)[0]
+        root = _idx_images_in(root) or root
         self._array: np.ndarray | None = None
         if root.is_dir():
             self._files = _image_files(root)
@@ -521,10 +525,9 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
         return torch.tensor([table.get(n, -1) for n in names], dtype=torch.long)
     root = Path(data)
     if root.is_dir():
-        idx_files = sorted(root.glob("*idx3-ubyte*"))
-        if idx_files:
-            train = [f for f in idx_files if f.name.startswith("train")] or idx_files
-            lab = sorted(root.glob(train[0].name.split("-images")[0] + "-labels-idx1*"))
+        idx_file = _idx_images_in(root)
+        if idx_file is not None:
+            lab = sorted(root.glob(idx_file.name.split("-images")[0] + "-labels-idx1*"))
             return load_labels(data, names, str(lab[0]), class_names) if lab else None
         folders = [n.split("/", 1)[0] if "/" in n else None for n in names]
         if any(f is None for f in folders) or not folders:
