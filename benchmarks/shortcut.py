@@ -65,10 +65,8 @@ def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
     from sklearn.cluster import KMeans
 
     model, meta = load_shortcut_model(setting, progress=progress)
-    x, _, _ = shortcut_split(setting, "train", seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(x), generator=gen)[:references]
-    _, _, marked_train = shortcut_split(setting, "train", seed=seed)
+    x, _, marked_train = shortcut_split(setting, "train", seed=seed)
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:references]
     refs, ref_marked = x[idx], marked_train[idx]
     xt, _, marked = shortcut_split(setting, "test", seed=seed)
     c = setting.cls
