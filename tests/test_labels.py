@@ -95,3 +95,30 @@ def test_heat_concentration_by_hand():
     moving.view(20, 100)[torch.arange(20), torch.arange(20) * 5] = 1.0
     assert heat_concentration(moving) == pytest.approx(5 / 20)   # 5 of its 20 pixels
     assert heat_concentration(torch.zeros(2, 4, 4)) is None
+
+
+def test_report_of_an_empty_region_and_a_cap_below_top(tmp_path):
+    """An outside image's region may hold no reference; a member cap below the number of
+    closest members shown still draws them."""
+    from repinterp.app.report import write_report
+    images = torch.rand(6, 1, 4, 4)
+    empty = region([0])
+    empty.members, empty.member_distances = torch.tensor([], dtype=torch.long), torch.zeros(0)
+    empty.seed_index = None
+    full = region([3, 1, 2, 0, 5, 4])
+    summary = Summary([ClassSummary(1, 6, [empty, full], 6)], 1.0, 2)
+    calls = []
+
+    def heat(r, x):
+        calls.append(len(x))
+        return torch.rand(len(x), 4, 4)
+
+    path = write_report(tmp_path, summary, images, heatmap=heat, max_members=2, top=4,
+                        far=1)
+    html = path.read_text()
+    assert html.count('alt="member') == 4 + 1                 # closest 4, far end 1
+    assert (tmp_path / "regions" / "region-001.html").is_file()
+    assert sum(calls) == 2 + 4 + 1 + 1                        # grid, top, far, seed
+    calls.clear()
+    write_report(tmp_path / "all", summary, images, heatmap=heat, top=4, far=1)
+    assert sum(calls) == 6 + 1 + 1           # the closest members reuse the grid's maps

@@ -297,10 +297,11 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
             return reference_heatmap(region, idx)
         return heatmap(region, images[idx])
 
-    def tiles(region: Region, idx: torch.Tensor) -> list[dict]:
+    def tiles(region: Region, idx: torch.Tensor,
+              heat: torch.Tensor | None = None) -> list[dict]:
         if len(idx) == 0:
             return []
-        heat = member_heat(region, idx)
+        heat = member_heat(region, idx) if heat is None else heat
         return [{"src": thumbnail(images[i], h), "index": i,
                  "name": names[i] if names else f"#{i}"}
                 for i, h in zip(idx.tolist(), heat, strict=True)]
@@ -322,13 +323,14 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
             else:
                 seed_tiles = []
             position += 1
-            grid = []
+            grid, first = [], None
             shown = region.members[:max_members]
             for i in range(0, len(shown), batch):
                 idx = shown[i:i + batch]
                 heat = member_heat(region, idx)
-                if i == 0:
-                    rd["heat_concentration"] = heat_concentration(heat[:top])
+                if i == 0:                    # the closest members, drawn once
+                    first = heat[:top]
+                    rd["heat_concentration"] = heat_concentration(first)
                 for j, h in zip(idx.tolist(), heat, strict=True):
                     grid.append({"src": thumbnail(images[j], h, small=True),
                                  "name": names[j] if names else f"#{j}",
@@ -342,7 +344,9 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
             far_idx = region.members[max(top, n - far):]
             view = dict(rd, number=k + 1, seed=seed_tiles, class_name=cd["name"],
                         href=f"regions/region-{rd['region']:03d}.html",
-                        top=tiles(region, region.members[:top]),
+                        top=tiles(region, region.members[:top],
+                                  first if first is not None and len(first) == min(top, n)
+                                  else None),
                         far=tiles(region, far_idx), far_start=max(top, n - far) + 1)
             views.append(view)
             if rd["flags"]:
