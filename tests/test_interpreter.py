@@ -319,25 +319,67 @@ def test_bug8_demo_model_leaves_the_global_rng_alone(tmp_path, monkeypatch):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_tf32_is_off_inside_and_the_users_flags_come_back(net, images):
+_PRECISION_PROBE = """
+import torch, sys
+sys.path.insert(0, {tests!r})
+from conftest import tiny_cnn, tiny_images
+from repinterp import RepresentativeInterpreter
+from repinterp.core.network import exact_float32
+
+def readings():
+    out = {{}}
+    b = torch.backends
+    for name, f in [("get", torch.get_float32_matmul_precision),
+                    ("mm_allow", lambda: b.cuda.matmul.allow_tf32),
+                    ("cudnn_allow", lambda: b.cudnn.allow_tf32),
+                    ("root", lambda: b.fp32_precision),
+                    ("mm", lambda: b.cuda.matmul.fp32_precision),
+                    ("conv", lambda: b.cudnn.conv.fp32_precision),
+                    ("rnn", lambda: b.cudnn.rnn.fp32_precision)]:
+        try:
+            out[name] = f()
+        except RuntimeError:
+            out[name] = "raises"
+    return out
+
+{setup}
+before = readings()
+net = tiny_cnn(0)
+seen = []
+net[4].register_forward_pre_hook(lambda m, i: seen.append(
+    (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)))
+it = RepresentativeInterpreter(net, "2", num_boundaries=5, progress=False)
+it.fit(tiny_images(0, 60)).explain(0)
+try:
+    with exact_float32():
+        raise KeyError("boom")
+except KeyError:
+    pass
+assert readings() == before, (before, readings())
+assert seen and set(seen) == {{("ieee", "ieee")}}, set(seen)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("setup", [
+    "",
+    'torch.set_float32_matmul_precision("medium")',
+    "torch.backends.cudnn.allow_tf32 = False; torch.backends.cuda.matmul.allow_tf32 = True",
+    'torch.backends.fp32_precision = "tf32"',
+    'torch.backends.cuda.matmul.fp32_precision = "tf32"',
+    'torch.backends.cudnn.conv.fp32_precision = "ieee"',
+])
+def test_tf32_is_off_inside_and_the_users_precision_comes_back(setup):
     """repinterp computes in full float32 (TF32 would make a GPU head's margins noisy at
-    1e-3 of the logits) and leaves the process-wide flags as the user set them."""
-    from repinterp.core.network import exact_float32
-    seen = []
-    hook = net[4].register_forward_pre_hook(lambda m, i: seen.append(
-        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    try:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
-        it = RepresentativeInterpreter(net, "2", num_boundaries=5, progress=False).fit(images)
-        it.explain(0)
-        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) \
-            == (True, True)
-        with pytest.raises(RuntimeError), exact_float32():
-            assert not torch.backends.cudnn.allow_tf32
-            raise RuntimeError("boom")
-        assert torch.backends.cudnn.allow_tf32 is True      # restored after an error too
-    finally:
-        hook.remove()
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
-    assert seen and all(flags == (False, False) for flags in seen)
+    1e-3 of the logits) and leaves the process-wide settings exactly as the user set
+    them, under PyTorch's legacy flags and its fp32_precision API alike, also after an
+    error (a fresh process each: the settings are global)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("PyTorch < 2.9 has no fp32_precision API")
+    code = _PRECISION_PROBE.format(tests=str(Path(__file__).parent), setup=setup)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import gzip
 import os
+import stat
 import struct
 import warnings
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +19,7 @@ from torch import nn
 
 from ..core.errors import UserError, first_line
 
-__all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "expected_channels", "load_images",
+__all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "checked_path", "expected_channels", "load_images",
            "load_model", "parse_normalize", "read_idx"]
 
 NORMALIZATIONS = {
@@ -33,6 +36,30 @@ class ImageSet:
     images: torch.Tensor
     names: list[str]
     skipped: list[str] = field(default_factory=list)
+
+
+def checked_path(path: str | os.PathLike, *, kind: str = "any", what: str = "") -> Path:
+    """``path``, after checking that it exists and is of ``kind`` (``"file"``,
+    ``"dir"`` or ``"any"``): a missing path, a broken link, a link loop, a folder where a
+    file is needed and an unreadable path each get their own message."""
+    p = Path(path)
+    label = f"{what} {p}" if what else str(p)
+    try:
+        p.resolve(strict=True)
+        st = p.stat()
+    except FileNotFoundError:
+        if p.is_symlink():
+            raise UserError(f"{label} is a broken symbolic link") from None
+        raise UserError(f"{label} does not exist") from None
+    except (OSError, RuntimeError) as exc:   # RuntimeError: a link loop (Python < 3.13)
+        if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+            raise UserError(f"{label} is a symbolic link loop") from None
+        raise UserError(f"{label} cannot be read ({exc.strerror})") from None
+    if kind == "file" and stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{label} is a folder, not a file")
+    if kind == "dir" and not stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{label} is a file, not a folder")
+    return p
 
 
 def parse_normalize(spec: str | None, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -121,15 +148,110 @@ def _array_images(arr: np.ndarray, source: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _read_image_file(path: Path, mode: str | None) -> np.ndarray:
+# most pixels an image file may declare (Pillow's own bomb limit, ~89 Mpx): a larger one
+# is refused before it is decoded
+MAX_PIXELS = 89_478_485
+
+
+def _png16(data: bytes) -> np.ndarray:
+    """A non-interlaced 16-bit PNG (gray, gray+alpha, RGB, RGBA) as float32
+    ``[H, W, C]`` scaled by 65535, alpha dropped: Pillow reads 16-bit colour PNGs at 8
+    bits. The PNG filters are undone here (Average and Paeth row by row)."""
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + size]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + size
+    if header is None:
+        raise ValueError("no PNG header")
+    w, h, depth, color, _, _, interlace = header
+    bands = {0: 1, 4: 2, 2: 3, 6: 4}[color]
+    if interlace:
+        raise ValueError("interlaced 16-bit PNGs are not supported; save it without "
+                         "interlacing")
+    bpp, stride = 2 * bands, 2 * bands * w
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+    if len(raw) < h * (stride + 1):
+        raise ValueError("truncated PNG data")
+    rows = raw[: h * (stride + 1)].reshape(h, stride + 1)
+    out = np.zeros((h, stride), np.int64)
+    prev = np.zeros(stride, np.int64)
+    for y in range(h):
+        kind, f = int(rows[y, 0]), rows[y, 1:].astype(np.int64)
+        if kind == 0:
+            cur = f
+        elif kind == 1:                                  # Sub: a running sum per byte lane
+            cur = np.cumsum(f.reshape(w, bpp), axis=0).reshape(-1) & 255
+        elif kind == 2:                                  # Up
+            cur = (f + prev) & 255
+        elif kind in (3, 4):                             # Average, Paeth: pixel by pixel
+            cur, fl, up = [0] * stride, f.tolist(), prev.tolist()
+            for i in range(stride):
+                a = cur[i - bpp] if i >= bpp else 0
+                b = up[i]
+                if kind == 3:
+                    pred = (a + b) >> 1
+                else:
+                    c = up[i - bpp] if i >= bpp else 0
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                cur[i] = (fl[i] + pred) & 255
+            cur = np.asarray(cur, np.int64)
+        else:
+            raise ValueError(f"bad PNG filter type {kind}")
+        out[y] = prev = cur
+    values = (out[:, 0::2] << 8 | out[:, 1::2]).reshape(h, w, bands).astype(np.float32)
+    return values[..., : 3 if bands >= 3 else 1] / np.float32(65535)
+
+
+def _pixels(path: Path, im) -> np.ndarray:
+    """The pixels of an open Pillow image as float32 ``[H, W, C]`` in ``[0, 1]``, scaled
+    by the range of their type: 255 for 8-bit modes, 65535 for 16-bit ones (exactly; a
+    conversion to 8 bits in Pillow would clip them)."""
+    if im.format == "PNG" and im.mode in ("RGB", "RGBA", "LA"):
+        data = path.read_bytes()
+        if data[24:25] == b"\x10":                     # IHDR bit depth 16
+            return _png16(data)
+    if im.mode.startswith("I;16"):
+        return np.asarray(im, dtype=np.float32)[..., None] / np.float32(65535)
+    if im.mode == "I":                                   # 32-bit ints: 16-bit data
+        arr = np.asarray(im, dtype=np.float64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError("32-bit integer pixels beyond the 16-bit range are not "
+                             "supported")
+        return (arr / 65535).astype(np.float32)[..., None]
+    if im.mode == "F":
+        return np.asarray(im, dtype=np.float32)[..., None]
+    gray = im.mode in ("1", "L", "LA", "La")
+    arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32) / np.float32(255)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _read_image_file(path: Path, channels: int | None) -> np.ndarray:
+    """One image file as float32 ``[C, H, W]`` in ``[0, 1]`` with ``channels`` channels
+    (``None``: its own). Refused (``ValueError``) when unreadable or when it declares
+    more than :data:`MAX_PIXELS` pixels (checked before decoding)."""
     from PIL import Image, UnidentifiedImageError
     try:
-        with Image.open(path) as im:
-            im = im.convert(mode or ("RGB" if im.mode not in ("L", "I;16", "I", "F") else "L"))
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ValueError(str(exc)) from exc
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise ValueError(f"it declares {w}x{h} pixels, more than the "
+                                     f"{MAX_PIXELS / 1e6:.0f} Mpx repinterp reads")
+                arr = _pixels(path, im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, KeyError,
+            zlib.error, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(first_line(exc)) from exc
+    return _to_channels(arr.transpose(2, 0, 1)[None], channels)[0]
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -147,13 +269,12 @@ def _read_files(files: list[Path], root: Path, channels: int | None,
     """Read image files in order, resized: the arrays, their positions in ``files``,
     their names under ``root``, and the names of unreadable files (skipped, or an error
     with ``strict``); stops after ``limit`` readable images."""
-    mode = {1: "L", 3: "RGB"}.get(channels or 0)
     arrays, found, names, skipped = [], [], [], []
     for k, f in enumerate(files):
         if limit is not None and len(arrays) >= limit:
             break  # --references N: read only as many files as needed
         try:
-            a = _read_image_file(f, mode)
+            a = _read_image_file(f, channels)
         except ValueError as exc:
             if strict:
                 raise UserError(f"{f} is not a readable image ({exc})") from exc
@@ -198,9 +319,7 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
     strict
         Fail on an unreadable file instead of skipping it with a warning.
     """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist")
+    path = checked_path(path)
     skipped: list[str] = []
     idx_file = _idx_images_in(path)
     if idx_file is not None:  # an MNIST-style folder: take the training images
@@ -236,7 +355,7 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
             arr = _array_images(read_idx(path), str(path))
         else:
             try:
-                arr = _read_image_file(path, {1: "L", 3: "RGB"}.get(channels or 0))[None]
+                arr = _read_image_file(path, channels)[None]
             except ValueError as exc:
                 raise UserError(f"{path} is not a readable image ({exc})") from exc
         names = [f"{path.name}[{i}]" for i in range(len(arr))] if len(arr) > 1 else [path.name]
@@ -272,9 +391,7 @@ class ImageSource:
     strict: bool = False
 
     def __post_init__(self) -> None:
-        root = Path(self.path)
-        if not root.exists():
-            raise UserError(f"{root} does not exist")
+        root = checked_path(self.path)
         root = _idx_images_in(root) or root
         self._array: np.ndarray | None = None
         if root.is_dir():
@@ -373,9 +490,10 @@ def load_class_names(spec: str) -> list[str]:
     if enum is not None:
         return list(enum.meta["categories"])
     path = Path(spec)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"{path} does not exist (give a file with one class name per line "
                         "or a torchvision weights name)")
+    path = checked_path(path, kind="file", what="class names file")
     names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     return [n for n in names if n]
 
@@ -417,23 +535,30 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
             try:
                 model.load_state_dict(state)
             except RuntimeError as exc:
-                missing = [k for k in model.state_dict() if k not in state]
-                extra = [k for k in state if k not in model.state_dict()]
-                detail = (f"{len(missing)} missing keys, {len(extra)} unexpected keys"
-                          if missing or extra else first_line(exc))
+                own = model.state_dict()
+                missing = [k for k in own if k not in state]
+                extra = [k for k in state if k not in own]
+                shapes = [f"{k} is {tuple(state[k].shape)} in the file, "
+                          f"{tuple(own[k].shape)} in the model" for k in own
+                          if k in state and isinstance(state[k], torch.Tensor)
+                          and state[k].shape != own[k].shape]
+                detail = "; ".join(
+                    ([f"{len(missing)} missing keys (e.g. {missing[0]})"] if missing else [])
+                    + ([f"{len(extra)} unexpected keys (e.g. {extra[0]})"] if extra else [])
+                    + shapes[:2]) or first_line(exc)
                 raise UserError(f"{weights} does not fit {arch} with "
                                 f"{num_classes or 'default'} classes ({detail}); check "
                                 "--arch and --num-classes") from exc
         return model.eval()
-    path = Path(model_file)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
+    path = checked_path(model_file, kind="file", what="model file")
     try:
         with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated
             warnings.simplefilter("ignore", FutureWarning)
             return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception:  # noqa: BLE001 - not TorchScript: try a pickled model next
-        pass
+    except Exception as exc:  # noqa: BLE001 - not TorchScript: try a state dict next
+        if _is_torchscript_archive(path):
+            raise UserError(f"{path} is a corrupt TorchScript file ({first_line(exc)})") \
+                from exc
     if not trust_pickle:
         obj = _load_weights_only(path)
         if isinstance(obj, dict):
@@ -452,6 +577,19 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
     return model.eval()
 
 
+def _is_torchscript_archive(path: Path) -> bool:
+    """True for a zip archive laid out as TorchScript saves it (``code/`` and
+    ``constants.pkl``), which ``torch.save`` archives do not have."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return any("/code/" in n for n in names) and any(n.endswith("/constants.pkl")
+                                                     for n in names)
+
+
 def _match_arch(state: dict, num_classes: int | None,
                archs: Mapping[str, Callable[..., nn.Module]]) -> nn.Module | None:
     """One of ``archs`` (e.g. the demo architectures) that the state dict fits."""
@@ -466,8 +604,7 @@ def _match_arch(state: dict, num_classes: int | None,
 
 
 def _load_weights_only(path: Path):
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
+    path = checked_path(path, kind="file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
@@ -504,9 +641,7 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
                             "class name (pass --class-names)") from None
 
     if spec is not None:
-        path = Path(spec)
-        if not path.is_file():
-            raise UserError(f"labels file {path} does not exist")
+        path = checked_path(spec, kind="file", what="labels file")
         if "idx" in path.name or "ubyte" in path.name:
             arr = read_idx(path)
             if arr.ndim != 1 or len(arr) < len(names):
@@ -517,11 +652,26 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
             rows = [r for r in csv.reader(fh) if r]
         if rows and len(rows[0]) >= 2 and rows[0][1].strip().lower() == "label":
             rows = rows[1:]
-        table = {}
+        table: dict[str, int] = {}
+        duplicates = 0
         for k, row in enumerate(rows):
             if len(row) < 2:
                 raise UserError(f"{path} line {k + 1}: expected path,label")
-            table[row[0].strip()] = to_index(row[1], f"{path} line {k + 1}")
+            key = row[0].strip()
+            duplicates += key in table
+            table[key] = to_index(row[1], f"{path} line {k + 1}")
+        known = set(names)
+        unmatched = [key for key in table if key not in known]
+        if table and len(unmatched) == len(table):
+            raise UserError(f"none of the {len(table)} paths in {path} names an image of "
+                            f"the data (e.g. {unmatched[0]!r}; images are named like "
+                            f"{names[0]!r})")
+        if unmatched:
+            warnings.warn(f"{len(unmatched)} row(s) of {path} name no image of the data "
+                          f"(e.g. {unmatched[0]!r}); they are ignored", stacklevel=2)
+        if duplicates:
+            warnings.warn(f"{duplicates} duplicate row(s) in {path}; the last label of each "
+                          "path is used", stacklevel=2)
         return torch.tensor([table.get(n, -1) for n in names], dtype=torch.long)
     root = Path(data)
     if root.is_dir():

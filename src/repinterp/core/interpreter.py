@@ -15,7 +15,7 @@ from .boundaries import Boundaries, bisect_segments, boundaries_at, flip, orient
 from .errors import NotFittedError, UserError
 from .greedy import select_boundaries
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
-from .network import SplitNetwork, exact
+from .network import SplitNetwork, batches, exact
 from .region import Region
 from .split import linear_prefix, split_model
 from .store import FeatureStore, chunk_rows
@@ -136,6 +136,7 @@ class RepresentativeInterpreter:
         net = SplitNetwork(self.model, self.layer, approximate=self.approximate,
                            device=self.device, channels_last=self.channels_last,
                            batch_size=self.batch_size, progress=self.progress)
+        net.check_split(next(batches(references, 8)))
         z = net.features(references, dtype=self.feature_dtype, storage=self.store_dir)
         input_size = tuple(net.input_shape[-2:])
         prefix = linear_prefix(net.head) if self.use_prefix else None
@@ -144,6 +145,12 @@ class RepresentativeInterpreter:
         if logits.shape[1] < 2:
             raise UserError("the model has a single output; need a classifier with "
                             ">= 2 classes")
+        bad = (~torch.isfinite(logits).all(1)).nonzero()[:, 0]
+        if len(bad):
+            raise UserError(f"the logits contain NaN or infinite values for {len(bad)} of "
+                            f"{len(logits)} references (first: reference {int(bad[0])}); "
+                            f"the layers after {net.layer!r} produce them: check their "
+                            "weights")
         store = FeatureStore(z, net.dtype, net.head, None if prefix is None else
                              (prefix, torch.cat(sink), split_model(net.head, prefix).head),
                              device=net.device)

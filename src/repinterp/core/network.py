@@ -29,7 +29,8 @@ from .region import Region
 from .split import HeadVerdict, head_verdict, split_model
 from .store import chunk_rows
 
-__all__ = ["SplitNetwork", "auto_batch_size", "batches", "exact", "exact_float32",
+__all__ = ["SplitNetwork", "auto_batch_size", "batches", "check_device", "check_floating",
+           "exact", "exact_float32",
            "inference_mode", "model_fingerprint"]
 
 # the head's activations per point, as a multiple of its input, when sizing chunks
@@ -55,6 +56,7 @@ def batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
         if images.ndim != 4:
             raise UserError(f"images must be a [N, C, H, W] tensor, got shape "
                             f"{tuple(images.shape)}")
+        check_floating(images)
         for i in range(0, len(images), batch_size):
             yield images[i:i + batch_size]
         return
@@ -62,9 +64,45 @@ def batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
         def collate(items: list) -> torch.Tensor:
             return torch.stack([it[0] if isinstance(it, (tuple, list)) else it
                                 for it in items])
-        yield from DataLoader(images, batch_size=batch_size, collate_fn=collate)
+        for batch in DataLoader(images, batch_size=batch_size, collate_fn=collate):
+            yield check_floating(batch)
         return
     raise UserError("images must be a torch.Tensor [N, C, H, W] or a torch Dataset")
+
+
+def check_floating(images: torch.Tensor) -> torch.Tensor:
+    """``images``, refused unless floating point: the model's own convolutions refuse
+    ``uint8`` too, and bytes fed unscaled would explain another input."""
+    if not images.is_floating_point():
+        raise UserError(f"images are {images.dtype}, not floating point; convert them as "
+                        "the model was trained, e.g. images.float() / 255 and then its "
+                        "normalisation")
+    return images
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, refused when it is not a device name or not
+    available on this machine."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"unknown device {device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device!r}: no CUDA GPU is available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r}: this machine has "
+                            f"{torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps")
+                                    and torch.backends.mps.is_available()):
+        raise UserError(f"device {device!r}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as exc:
+            raise UserError(f"device {device!r} is not available ({first_line(exc)})") \
+                from None
+    return dev
 
 
 def model_fingerprint(model: nn.Module) -> tuple:
@@ -91,16 +129,33 @@ def exact_float32() -> Iterator[None]:
     """Full float32 in convolutions and matrix products while repinterp computes: TF32
     (cuDNN's default on Ampere and later GPUs, 10-bit mantissa) would make the head's
     margins noisy at about ``1e-3`` of the logits, and boundaries inexact (measured on an
-    H200: top-2 margin 0.077 at sampled points with TF32, logits of size 13). The
-    process-wide flags are restored on exit, whatever happens."""
-    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    H200: top-2 margin 0.077 at sampled points with TF32, logits of size 13).
+
+    The process-wide settings are restored exactly on exit, whatever happens. With
+    PyTorch's precision API (``torch.backends.*.fp32_precision``, PyTorch >= 2.9) only
+    that API is used: touching the legacy ``allow_tf32`` flags after a user set either
+    API makes PyTorch raise on mixed settings (then and in
+    ``torch.get_float32_matmul_precision()``). Not thread-safe: the settings are global.
+    """
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):
+        # the root first, so that restoring it does not overwrite the children
+        targets = [(b, "fp32_precision"), (b.cuda.matmul, "fp32_precision"),
+                   (b.cudnn, "fp32_precision"), (b.cudnn.conv, "fp32_precision"),
+                   (b.cudnn.rnn, "fp32_precision")]
+        exact_values = {id(b.cuda.matmul): "ieee", id(b.cudnn.conv): "ieee"}
+    else:  # pragma: no cover - PyTorch < 2.9
+        targets = [(b.cudnn, "allow_tf32"), (b.cuda.matmul, "allow_tf32")]
+        exact_values = {id(b.cudnn): False, id(b.cuda.matmul): False}
+    saved = [getattr(obj, name) for obj, name in targets]
     try:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        for obj, name in targets:
+            if id(obj) in exact_values:
+                setattr(obj, name, exact_values[id(obj)])
         yield
     finally:
-        torch.backends.cudnn.allow_tf32 = cudnn
-        torch.backends.cuda.matmul.allow_tf32 = matmul
+        for (obj, name), value in zip(targets, saved, strict=True):
+            setattr(obj, name, value)
 
 
 def exact(method):
@@ -191,7 +246,7 @@ class SplitNetwork:
                 "choose a later layer or pass approximate=True")
         param = next(model.parameters(), None)
         model_device = param.device if param is not None else torch.device("cpu")
-        self.device = torch.device(device) if device is not None else model_device
+        self.device = check_device(device) if device is not None else model_device
         self.dtype = param.dtype if param is not None else torch.float32
         self.channels_last = bool(channels_last and self.device.type == "cpu" and any(
             isinstance(m, nn.Conv2d) for m in split.features.modules()))
@@ -214,6 +269,56 @@ class SplitNetwork:
         return model_fingerprint(self._model) != self._fingerprint
 
     # --- passes ------------------------------------------------------------------
+    @exact
+    @torch.no_grad()
+    def check_split(self, images: torch.Tensor, count: int = 8) -> None:
+        """Check the split once: ``G(psi(x))`` must equal ``model(x)`` on the first
+        ``count`` images, within ``sqrt(eps)`` of the dtype times the logits' size.
+
+        The model is run as its users run it (a private copy, in eval mode, with its
+        own ``forward`` and hooks), so whatever the traced graph misses (hooks on the
+        model or on a traced-through module, a custom ``forward``, a tracing mistake)
+        or a model that does not return logits is a :class:`UserError` here, not a
+        wrong explanation later.
+        """
+        x = check_floating(images[:count]).to(self.device, self.dtype)
+        whole = _private_copy(self._model, self.device)
+        try:
+            expected = self._run(whole, x)
+        finally:
+            del whole
+        if not isinstance(expected, torch.Tensor):
+            raise UserError(f"the model returns a {type(expected).__name__}, not a tensor "
+                            "of logits; wrap it so that forward returns the logits [N, K]")
+        if expected.ndim != 2:
+            raise UserError(f"the model returns shape {tuple(expected.shape)}, not logits "
+                            "[N, K]")
+        got = self._run(self.head, self._run(self.psi, x.contiguous(
+            memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x))
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            raise UserError(f"the network split at {self.layer!r} does not compute the "
+                            "model's output; choose another layer")
+        if not torch.isfinite(expected).all():
+            return                      # NaN logits are reported where they are used
+        scale = max(1.0, float(expected.abs().max()))
+        diff = float((got - expected).abs().max())
+        if diff <= torch.finfo(self.dtype).eps ** 0.5 * scale:
+            return
+        hooked = [f"{name!r}" if name else "the model itself"
+                  for name, m in self._model.named_modules()
+                  if getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks",
+                                                                   None)]
+        from torch.nn.modules import module as _module
+        if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+            hooked.append("every module (global hooks)")
+        why = (f"forward hooks on {', '.join(hooked[:3])} are not part of the traced "
+               "graph: remove them, or fold what they do into the model" if hooked else
+               "the model's forward does something its traced graph does not (a custom "
+               "forward or data-dependent code); the input must reach the logits only "
+               f"through {self.layer!r}")
+        raise UserError(f"the network split at {self.layer!r} disagrees with model(x) by "
+                        f"{diff:.3g} (logits up to {scale:.3g}): {why}")
+
     def _run(self, part: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Run ``psi`` or ``G``; a shape or dtype mismatch becomes a :class:`UserError`."""
         try:
