@@ -192,17 +192,32 @@ def test_cli_index_summarize_explain(capsys, tmp_path):
 
 # --- Ray ------------------------------------------------------------------------------
 def _ray_actor_pids() -> list[int]:
-    """Worker processes of the index's Ray actors (Ray titles them after the class)."""
-    pids = []
+    """Worker processes of the index's Ray actors started by *this* test: processes
+    titled after the actor class that descend from this process (the local Ray that
+    ``ray.init`` started here), never another user's or another session's workers."""
+    parents, titles = {}, {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if b"_RayIndexer" in f.read():
-                        pids.append(int(entry))
+                    titles[int(entry)] = f.read()
             except OSError:
                 continue
-    return pids
+            parents[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+    me = os.getpid()
+
+    def ours(pid: int) -> bool:
+        seen = set()
+        while pid > 1 and pid not in seen:
+            seen.add(pid)
+            pid = parents.get(pid, 0)
+            if pid == me:
+                return True
+        return False
+
+    return [pid for pid, title in titles.items() if b"_RayIndexer" in title and ours(pid)]
 
 
 @pytest.mark.slow

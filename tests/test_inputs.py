@@ -146,8 +146,8 @@ def test_explain_and_summarize_own_folder(capsys, gray_folder, tiny_script, tmp_
     data = json.loads((out / "summary.json").read_text())
     assert data["meta"]["skipped_files"] == 1
     assert set(os.listdir(tmp_path)) - before == {"out"}       # nothing outside --out
-    assert sorted(os.listdir(out)) == ["members.csv", "members.parquet", "regions",
-                                       "report.html", "summary.json", "summary.pt"]
+    assert sorted(os.listdir(out)) == [".repinterp-output", "members.csv", "members.parquet",
+                                       "regions", "report.html", "summary.json", "summary.pt"]
     html = (out / "report.html").read_text()
     assert XSS not in html and "onerror=alert(1)&gt;.png" in html
     # the file names travel as JSON inside <script>: no markup can break out of it

@@ -110,19 +110,13 @@ def _load_options(args: argparse.Namespace, model, demo: str | None) -> dict:
 
 def _references(args: argparse.Namespace, model, demo: str | None):
     """The references, the held-out images (or None) and the loading options."""
-    import warnings
-
     from .app.loading import load_images
 
     if args.data is None:
         raise UserError("--data is required")
     opts = _load_options(args, model, demo)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        refs = load_images(args.data, limit=args.references, **opts)
-        held = load_images(args.heldout, **opts) if args.heldout else None
-    for w in caught:
-        print(f"repinterp: warning: {w.message}", file=sys.stderr)
+    refs = load_images(args.data, limit=args.references, **opts)
+    held = load_images(args.heldout, **opts) if args.heldout else None
     return refs, held, opts
 
 
@@ -186,6 +180,7 @@ def _meta(args: argparse.Namespace, interp, refs) -> dict:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from .app.io import output_folder
     from .app.loading import load_images
     from .app.report import write_report
     from .core.summary import Summary
@@ -206,13 +201,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         what = refs.names[args.seed_index]
     stats = _heldout_stats(interp, held, [region])
     summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
-    out = Path(args.out or "out/explain")
+    out = _out(args, "out/explain")
     names = _class_names(args, demo)
-    write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
-                 reference_heatmap=interp.reference_heatmap,
-                 names=refs.names, seed_images=seed_images, class_names=names,
-                 labels=_labels(args, refs, names), predictions=interp.predictions_,
-                 title=f"repinterp: region of {what}", meta=_meta(args, interp, refs))
+    labels = _labels(args, refs, names)
+    with output_folder(out) as tmp:
+        write_report(tmp, summary, refs.images, heatmap=interp.heatmap, stats=stats,
+                     reference_heatmap=interp.reference_heatmap,
+                     names=refs.names, seed_images=seed_images, class_names=names,
+                     labels=labels, predictions=interp.predictions_,
+                     title=f"repinterp: region of {what}", meta=_meta(args, interp, refs))
     print(f"region of {what} (class {region.predicted_class}): {region.size} members, "
           f"{region.num_boundaries} boundaries, delta {region.delta}; "
           f"report: {out / 'report.html'}")
@@ -222,7 +219,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _explain_from_summary(args: argparse.Namespace) -> int:
     """``explain --summary DIR --image FILE``: the region of a saved summary that the image
     falls in, without refitting."""
-    from .app.io import load_summary
+    from .app.io import images_digest, load_summary, model_digest, output_folder
     from .app.loading import load_images
     from .app.report import write_report
     from .core.network import SplitNetwork
@@ -231,15 +228,25 @@ def _explain_from_summary(args: argparse.Namespace) -> int:
     if not args.image:
         raise UserError("explain --summary needs --image FILE")
     summary = load_summary(args.summary)
+    out = _out(args, "out/explain")
     model, demo = _model(args)
+    if summary.meta.get("model_digest") != model_digest(model):
+        raise UserError(f"the summary in {args.summary} was made with another model (or by "
+                        "a repinterp that did not record it); pass the model it was made "
+                        "with, or summarize again")
     refs, _, opts = _references(args, model, demo)
     expected = summary.meta.get("references")
     if expected is not None and expected != len(refs.images):
         raise UserError(f"the summary was made from {expected} references, --data gives "
                         f"{len(refs.images)}; pass the same --data and --references")
+    if summary.meta.get("references_sha256") != images_digest(refs.images):
+        raise UserError(f"the summary in {args.summary} was made from other reference "
+                        "images than --data gives; pass the same --data, --references "
+                        "and loading options")
     net = SplitNetwork(model, summary.layer, approximate=bool(summary.meta.get(
         "approximate")), device=args.device, progress=not args.quiet)
     image = load_images(args.image, **opts).images[0]
+    net.check_split(image[None])
     z = net.features(image[None], progress=False)
     pred = net.logits(z).argmax(1).cpu()
     where = int(summary.locate_features(z, pred)[0])
@@ -254,41 +261,43 @@ def _explain_from_summary(args: argparse.Namespace) -> int:
     one = Summary([ClassSummary(cs.cls, cs.n_images, [region], region.size)], 1.0, 1,
                   layer=summary.layer, meta=summary.meta)
     method = summary.meta.get("heatmap_method", "margin")
-    out = Path(args.out or "out/explain")
-    write_report(out, one, refs.images,
-                 heatmap=lambda r, imgs: net.heatmap(r, imgs, method),
-                 names=refs.names, seed_images={0: image} if region.seed_index is None
-                 else None, class_names=names, title=f"repinterp: region of {args.image}",
-                 meta={"image": args.image, "summary": str(args.summary),
-                       "region": where + 1, "layer": summary.layer})
+    with output_folder(out) as tmp:
+        write_report(tmp, one, refs.images,
+                     heatmap=lambda r, imgs: net.heatmap(r, imgs, method),
+                     names=refs.names, seed_images={0: image} if region.seed_index is None
+                     else None, class_names=names,
+                     title=f"repinterp: region of {args.image}",
+                     meta={"image": args.image, "summary": str(args.summary),
+                           "region": where + 1, "layer": summary.layer})
     print(f"{args.image} (predicted {cname}) falls in region {where + 1} of the summary: "
           f"{region.size} members; report: {out / 'report.html'}")
     return 0
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
-    from .app.io import save_summary
+    from .app.io import images_digest, model_digest, output_folder, save_summary
     from .app.report import write_report
 
     if args.index:
         return _summarize_index(args)
-    if args.max_logics < 1:
-        raise UserError(f"--max-logics must be at least 1, got {args.max_logics}")
+    out = _out(args, "out/summary")
     interp, refs, held, _, demo = _load(args)
     names = _class_names(args, demo)
     labels = _labels(args, refs, names)
     summary = interp.summarize(coverage=args.coverage, max_regions=args.max_regions,
                                separate_logics=args.separate_logics,
                                max_logics=args.max_logics)
-    summary.meta.update(model=args.arch or args.model, data=args.data)
+    summary.meta.update(model=args.arch or args.model, data=args.data,
+                        model_digest=model_digest(interp.model),
+                        references_sha256=images_digest(refs.images))
     stats = _heldout_stats(interp, held, summary.regions)
-    out = Path(args.out or "out/summary")
-    save_summary(out / "summary.pt", summary)
-    write_report(out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
-                 reference_heatmap=interp.reference_heatmap,
-                 names=refs.names, class_names=names, labels=labels,
-                 predictions=interp.predictions_, title="repinterp summary",
-                 meta=_meta(args, interp, refs))
+    with output_folder(out) as tmp:
+        save_summary(tmp / "summary.pt", summary)
+        write_report(tmp, summary, refs.images, heatmap=interp.heatmap, stats=stats,
+                     reference_heatmap=interp.reference_heatmap,
+                     names=refs.names, class_names=names, labels=labels,
+                     predictions=interp.predictions_, title="repinterp summary",
+                     meta=_meta(args, interp, refs))
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
           f"report: {out / 'report.html'}")
     return 0
@@ -297,8 +306,6 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
 def _cmd_layers(args: argparse.Namespace) -> int:
     from .core.split import layer_table, suggest_layer
 
-    if args.depth < 0:
-        raise UserError(f"--depth must be 0 (all) or positive, got {args.depth}")
     model, _ = _model(args)
     depth = None if args.depth == 0 else args.depth
     rows = layer_table(model, max_depth=depth)
@@ -323,8 +330,7 @@ def _model_spec(args: argparse.Namespace) -> dict:
     def absolute(p: str | None) -> str | None:
         return str(Path(p).resolve()) if p and Path(p).exists() else p
     return {"arch": args.arch, "weights": absolute(args.weights),
-            "num_classes": args.num_classes, "model_file": absolute(args.model),
-            "trust_pickle": bool(args.trust_pickle)}
+            "num_classes": args.num_classes, "model_file": absolute(args.model)}
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -353,7 +359,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     out = build_index(model, layer, source, args.out or "out/index", bank=args.bank,
                       pilot=args.pilot, seed=args.seed, shard_size=args.shard_size,
                       engine=args.engine, workers=args.workers, ray_address=args.ray_address,
-                      load_model=functools.partial(load_model, archs=ARCHS, **spec),
+                      load_model=functools.partial(load_model, archs=ARCHS,
+                                                   trust_pickle=args.trust_pickle, **spec),
                       model_description=spec, device=args.device,
                       progress=not args.quiet)
     index = load_index(out).index
@@ -373,12 +380,16 @@ def _index_and_model(args: argparse.Namespace):
     if args.arch or args.model:
         model, _ = _model(args)
     elif isinstance(manifest["model"], dict):
-        model = load_model(archs=ARCHS, **manifest["model"])
+        # the manifest says which model, never whether to trust it: unpickling needs
+        # --trust-pickle on this command line
+        spec = {k: manifest["model"].get(k) for k in ("arch", "weights", "num_classes",
+                                                     "model_file")}
+        model = load_model(archs=ARCHS, trust_pickle=args.trust_pickle, **spec)
     else:
         raise UserError(f"the index in {args.index} was built from a Python model: pass "
                         "--arch/--weights or --model")
     demo = next((name for name, cls in ARCHS.items() if type(model) is cls), None)
-    return load_index(args.index, model), model, demo
+    return load_index(args.index, model, check_source=True), model, demo
 
 
 class _IndexedImages:
@@ -399,32 +410,36 @@ class _IndexedImages:
 
 
 def _summarize_index(args: argparse.Namespace) -> int:
-    from .app.io import save_summary
+    from .app.io import output_folder, save_summary
     from .app.report import write_report
     from .core.network import SplitNetwork
 
     if args.separate_logics:
         raise UserError("--separate-logics needs the references' features, which an index "
                         "does not keep: summarize --data instead")
+    out = _out(args, "out/summary")
     loaded, model, demo = _index_and_model(args)
     index, names, manifest = loaded.index, loaded.names, loaded.manifest
     summary = index.summarize(coverage=args.coverage, max_regions=args.max_regions,
                               progress=not args.quiet)
-    summary.meta.update(model=manifest["model"], data=manifest["data"]["path"])
+    summary.meta.update(model=manifest["model"], data=manifest["data"].get("path"),
+                        model_digest=manifest["model_digest"])
     net = SplitNetwork(model, index.layer, device=args.device, progress=False)
-    out = Path(args.out or "out/summary")
-    save_summary(out / "summary.pt", summary)
-    write_report(out, summary, _IndexedImages(loaded.source(), loaded.items),
-                 heatmap=net.heatmap, names=names,
-                 class_names=_class_names(args, demo), title="repinterp summary (index)",
-                 meta={"index": str(args.index), "layer": index.layer,
-                       "references": len(index), "bank": len(index.bank)})
+    with output_folder(out) as tmp:
+        save_summary(tmp / "summary.pt", summary)
+        write_report(tmp, summary, _IndexedImages(loaded.source(), loaded.items),
+                     heatmap=net.heatmap, names=names,
+                     class_names=_class_names(args, demo),
+                     title="repinterp summary (index)",
+                     meta={"index": str(args.index), "layer": index.layer,
+                           "references": len(index), "bank": len(index.bank)})
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
           f"index of {len(index)} images; report: {out / 'report.html'}")
     return 0
 
 
 def _explain_index(args: argparse.Namespace) -> int:
+    from .app.io import output_folder
     from .app.loading import load_images
     from .app.report import write_report
     from .core.index import IndexWorker
@@ -432,27 +447,62 @@ def _explain_index(args: argparse.Namespace) -> int:
 
     if not args.image:
         raise UserError("explain --index needs --image FILE")
+    out = _out(args, "out/explain")
     loaded, model, demo = _index_and_model(args)
     index, names = loaded.index, loaded.names
     opts = {k: loaded.manifest["data"][k] for k in ("channels", "size", "normalize")}
     image = load_images(args.image, **opts).images[0]
     worker = IndexWorker(model, index.layer, index.bank, device=args.device)
+    worker.network.check_split(image[None])
     region = index.explain(worker.rows(image[None]))
     net = worker.network
     cls = region.predicted_class
     labels = _class_names(args, demo)
     summary = Summary.of_region(region, index.rows.predictions, layer=index.layer)
-    out = Path(args.out or "out/explain")
-    write_report(out, summary, _IndexedImages(loaded.source(), loaded.items),
-                 heatmap=net.heatmap, names=names, seed_images={0: image},
-                 class_names=labels, title=f"repinterp: region of {args.image} (index)",
-                 meta={"image": args.image, "index": str(args.index)})
+    with output_folder(out) as tmp:
+        write_report(tmp, summary, _IndexedImages(loaded.source(), loaded.items),
+                     heatmap=net.heatmap, names=names, seed_images={0: image},
+                     class_names=labels,
+                     title=f"repinterp: region of {args.image} (index)",
+                     meta={"image": args.image, "index": str(args.index)})
     closest = ", ".join(names[int(i)] for i in region.members[:5])
     cname = labels[cls] if labels and cls < len(labels) else f"class {cls}"
     print(f"{args.image} ({cname}): region of {region.size} indexed images, "
           f"{region.num_boundaries} boundaries; closest: {closest}; "
           f"report: {out / 'report.html'}")
     return 0
+
+
+def _out(args: argparse.Namespace, default: str) -> Path:
+    """The output folder, checked before any work (an existing file, a folder of other
+    files, or a place that cannot be written is an error now, not after the fit)."""
+    from .app.io import check_output
+    out = Path(args.out or default)
+    check_output(out)
+    return out
+
+
+# (option, smallest value) of the counts the commands take
+_AT_LEAST = [("references", 1), ("num_boundaries", 1), ("max_regions", 1),
+             ("max_logics", 1), ("bank", 1), ("pilot", 2), ("shard_size", 1),
+             ("workers", 1), ("depth", 0), ("seed_index", 0)]
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Counts and shares in range: a usage error, not a silently odd run."""
+    for name, low in _AT_LEAST:
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} must be at least {low}, got {value}")
+    coverage = getattr(args, "coverage", None)
+    if coverage is not None and not 0 < coverage <= 1:
+        raise UserError(f"--coverage must be in (0, 1], got {coverage}")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each on stderr, without the source line."""
+    print(f"repinterp: warning: {_one_line(str(message))}", file=sys.stderr)
 
 
 def _one_line(text: str, limit: int = 400) -> str:
@@ -529,9 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
+        _check_counts(args)
         return int(args.func(args) or 0)
     except UserError as exc:
         if args.debug:
@@ -548,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{_one_line(first_line(exc))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

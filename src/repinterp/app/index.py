@@ -7,13 +7,18 @@ Directory format (version 1)::
     DIR/shards/part-00000.parquet ...
 
 ``manifest.json``: ``version``, ``model`` (how to load it: the command line's model
-options, or ``"python object"``), ``model_digest`` (SHA-256 of every parameter and
+options, or ``"python object"``; it never grants trust: unpickling a model needs the
+caller's own ``trust_pickle``), ``model_digest`` (SHA-256 of every parameter and
 buffer), ``layer``, ``data`` (path and loading options), ``items`` (images in the
-source), ``shard_size``, ``bank``, ``pilot``, ``per_origin``, ``seed``,
-``feature_shape``, ``classes``. Shard ``k`` holds the readable items
-``k * shard_size .. (k + 1) * shard_size - 1``, one row each: ``item`` (int64), ``name``
-(string), ``prediction`` (int32), ``margin`` (float32), ``signs`` (bit-packed side
-signs, ``ceil(bank / 8)`` bytes) and ``values`` (float16 side values, ``2 * bank``
+source), ``shard_size``, ``bank`` (boundaries asked for), ``bank_size`` (sampled),
+``pilot``, ``per_origin``, ``seed``, ``feature_shape``, ``classes``, ``bank_sha256``,
+``source_sha256`` (of ``source.parquet``: name, size and modification time of every
+file read, in order, checked before images are read again), ``shards`` (SHA-256 of
+every shard, once the build is complete: each shard is checked when read) and
+``checksum`` (of the rest of the manifest: a hand-edited manifest is refused).
+Shard ``k`` holds the readable items ``k * shard_size .. (k + 1) * shard_size - 1``,
+one row each: ``item`` (int64), ``name`` (string), ``prediction`` (int32), ``margin``
+(float32), ``signs`` (bit-packed side signs, ``ceil(bank / 8)`` bytes) and ``values`` (float16 side values, ``2 * bank``
 bytes). Every file is written to a temporary name and renamed, so a file that exists is
 complete; an interrupted build resumes from the shards that exist, and a shard written
 twice (a retried task) is the same file.
@@ -38,7 +43,7 @@ from ..core.errors import UserError, first_line
 from ..core.index import Bank, IndexRows, IndexWorker, RegionIndex, sample_bank
 from ..core.interpreter import RepresentativeInterpreter
 from ..core.split import resolve_layer
-from .io import atomic_path, write_json
+from .io import atomic_path, model_digest, write_json
 from .loading import ImageSource
 
 __all__ = ["INDEX_VERSION", "LoadedIndex", "build_index", "load_index", "model_digest",
@@ -48,23 +53,20 @@ INDEX_VERSION = 1
 ENGINES = ("local", "ray")
 
 
-def model_digest(model: nn.Module) -> str:
-    """SHA-256 of every parameter and buffer (names, dtypes, shapes, bytes)."""
-    h = hashlib.sha256()
-    for name, t in [*model.state_dict().items()]:
-        if not isinstance(t, torch.Tensor):
-            continue
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-                 .tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def _shard_path(out: Path, k: int) -> Path:
     return out / "shards" / f"part-{k:05d}.parquet"
 
 
-def _write_shard(path: Path, items: list[int], names: list[str], rows: IndexRows) -> None:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_shard(path: Path, items: list[int], names: list[str], rows: IndexRows) -> str:
+    """Write a shard atomically; returns the SHA-256 of what was written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -80,13 +82,25 @@ def _write_shard(path: Path, items: list[int], names: list[str], rows: IndexRows
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+        digest = _sha256(tmp)
+    return digest
 
 
-def _read_shard(path: Path, bank: int) -> tuple[list[int], list[str], IndexRows]:
+def _read_shard(path: Path, bank: int, sha256: str) -> tuple[list[int], list[str], IndexRows]:
+    """A shard's rows, after checking its bytes against ``sha256``."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        t = pq.read_table(path)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"the index shard {path} cannot be read ({exc.strerror})") from exc
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise UserError(f"the index shard {path} is corrupt (its checksum does not match "
+                        "the manifest); delete it and run `repinterp index` again to "
+                        "rebuild it")
+    try:
+        t = pq.read_table(pa.BufferReader(data))
         n = t.num_rows
         signs = _fixed_rows(t.column("signs"), n, math.ceil(bank / 8), np.uint8)
         values = _fixed_rows(t.column("values"), n, bank, np.float16)
@@ -130,8 +144,8 @@ class _Job:
         return IndexWorker(self.load_model(), self.layer, Bank.from_dict(self.bank),
                            batch_size=self.batch_size, device=self.device)
 
-    def run(self, worker: IndexWorker, k: int) -> int:
-        """Index shard ``k`` and write it; returns its row count."""
+    def run(self, worker: IndexWorker, k: int) -> str:
+        """Index shard ``k`` and write it; returns its SHA-256."""
         start = k * self.shard_size
         images, items, names = self.source.read(start, start + self.shard_size)
         if items:
@@ -141,8 +155,7 @@ class _Job:
             rows = IndexRows(torch.empty(0, dtype=torch.long), torch.empty(0),
                              torch.empty(0, math.ceil(empty / 8), dtype=torch.uint8),
                              torch.empty(0, empty, dtype=torch.float16))
-        _write_shard(_shard_path(Path(self.out), k), items, names, rows)
-        return len(items)
+        return _write_shard(_shard_path(Path(self.out), k), items, names, rows)
 
 
 class _RayIndexer:
@@ -155,12 +168,13 @@ class _RayIndexer:
 
     def __call__(self, batch: dict) -> dict:
         shards = [int(k) for k in batch["shard"]]
-        return {"shard": np.array(shards), "rows": np.array(
+        return {"shard": np.array(shards), "sha256": np.array(
             [self.job.run(self.worker, k) for k in shards])}
 
 
 def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
-             progress: bool) -> None:
+             progress: bool) -> dict[int, str]:
+    """Index the shards ``todo`` on Ray Data; returns each one's SHA-256."""
     try:
         import ray
     except ImportError:
@@ -176,9 +190,11 @@ def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
         ctx.enable_progress_bars = progress
         ds = ray.data.from_items([{"shard": k} for k in todo])
         gpus = 1 if job.device and str(job.device).startswith("cuda") else 0
-        ds.map_batches(_RayIndexer, fn_constructor_kwargs={"job": job}, batch_size=1,
-                       concurrency=workers, num_cpus=1, num_gpus=gpus,
-                       max_restarts=-1, max_task_retries=-1).materialize()
+        done = ds.map_batches(_RayIndexer, fn_constructor_kwargs={"job": job},
+                              batch_size=1, concurrency=workers, num_cpus=1,
+                              num_gpus=gpus, max_restarts=-1,
+                              max_task_retries=-1).take_all()
+        return {int(r["shard"]): str(r["sha256"]) for r in done}
     finally:
         if started:
             ray.shutdown()
@@ -208,8 +224,12 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
         raise UserError("bank and shard_size must be >= 1 and pilot >= 2")
     out = Path(out)
     layer = resolve_layer(model, layer)                  # a name, also for a module
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the index folder {out} ({exc.strerror})") from None
     digest = model_digest(model)
+    listing = source.listing() if hasattr(source, "listing") else None
     manifest = {"version": INDEX_VERSION, "model": model_description,
                 "model_digest": digest, "layer": layer,
                 "data": asdict(source) if is_dataclass(source) else {
@@ -223,9 +243,12 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
             if old.get(key) != manifest[key]:
                 raise UserError(f"{out} holds an index with another {key} "
                                 f"({old.get(key)!r}); choose another --out or delete it")
-        boundaries = _read_bank(out)
+        _check_source(out, old, source)
+        boundaries = _read_bank(out, old)
         manifest = old
     else:
+        if listing is not None:
+            manifest["source_sha256"] = _write_listing(out / "source.parquet", listing)
         gen = torch.Generator().manual_seed(int(seed))
         picks = sorted(torch.randperm(len(source), generator=gen)[:pilot].tolist())
         reads = [source.read(i, i + 1) for i in picks]
@@ -233,25 +256,100 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
         interp = RepresentativeInterpreter(model, layer, seed=seed, progress=False,
                                            batch_size=batch_size, device=device).fit(images)
         boundaries = sample_bank(interp, bank, per_origin, seed)
-        manifest.update(layer=interp.layer_, bank=len(boundaries),
+        manifest.update(layer=interp.layer_, bank_size=len(boundaries),
                         feature_shape=list(interp.network_.feature_shape),
                         classes=int(interp.logits_.shape[1]))
         with atomic_path(out / "bank.pt") as tmp:
             torch.save(boundaries.to_dict(), tmp)
-        write_json(out / "manifest.json", manifest)
+            manifest["bank_sha256"] = _sha256(tmp)
+        _write_manifest(out, manifest)
     for stale in (out / "shards").glob("*.tmp*") if (out / "shards").exists() else []:
         stale.unlink()                                   # a killed writer's leftovers
     shards = math.ceil(len(source) / shard_size)
+    recorded = manifest.get("shards") or [None] * shards
     todo = [k for k in range(shards) if not _shard_path(out, k).exists()]
     job = _Job(str(out), source, load_model or (lambda: model), manifest["layer"],
                boundaries.to_dict(), shard_size, batch_size, device)
     if engine == "ray":
-        _run_ray(job, todo, workers or os.cpu_count() or 1, ray_address, progress)
-    elif todo:
-        worker = job.worker()
-        for k in tqdm(todo, desc="index", unit="shard", disable=not progress, leave=False):
-            job.run(worker, k)
+        sums = _run_ray(job, todo, workers or os.cpu_count() or 1, ray_address, progress)
+    else:
+        sums = {}
+        if todo:
+            worker = job.worker()
+            for k in tqdm(todo, desc="index", unit="shard", disable=not progress,
+                          leave=False):
+                sums[k] = job.run(worker, k)
+    # shards kept from an interrupted build are hashed here (they were renamed into
+    # place whole); a completed build's recorded sums are kept as they are
+    final = [sums.get(k) or recorded[k] or _sha256(_shard_path(out, k))
+             for k in range(shards)]
+    if final != manifest.get("shards"):
+        manifest["shards"] = final
+        _write_manifest(out, manifest)
     return out
+
+
+def _write_listing(path: Path, listing: list[tuple[str, int, int]]) -> str:
+    """Write the source listing as Parquet; returns its SHA-256."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    names, sizes, times = zip(*listing, strict=True) if listing else ((), (), ())
+    table = pa.table({"name": pa.array(names, pa.string()),
+                      "size": pa.array(sizes, pa.int64()),
+                      "mtime_ns": pa.array(times, pa.int64())})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+        return _sha256(tmp)
+
+
+def _check_source(out: Path, manifest: dict, source: Any) -> None:
+    """Refuse a source that is not what was indexed: the first file added, removed or
+    changed (size or modification time) since, by name."""
+    import pyarrow.parquet as pq
+    if "source_sha256" not in manifest or not hasattr(source, "listing"):
+        return
+    path = out / "source.parquet"
+    if not path.is_file() or _sha256(path) != manifest["source_sha256"]:
+        raise UserError(f"{path} is missing or corrupt; rebuild the index")
+    t = pq.read_table(path)
+    then = list(zip(t.column("name").to_pylist(), t.column("size").to_pylist(),
+                    t.column("mtime_ns").to_pylist(), strict=True))
+    now = source.listing()
+    if now == then:
+        return
+    where = f"the images indexed in {out} changed since `repinterp index`"
+    old_names = {n for n, _, _ in then}
+    new_names = {n for n, _, _ in now}
+    for k, (a, b) in enumerate(zip(then, now, strict=False)):
+        if a == b:
+            continue
+        if b[0] not in old_names:
+            raise UserError(f"{where}: {b[0]} was added; rebuild the index")
+        if a[0] not in new_names:
+            raise UserError(f"{where}: {a[0]} was removed; rebuild the index")
+        if a[0] == b[0]:
+            raise UserError(f"{where}: {a[0]} was modified; rebuild the index")
+        raise UserError(f"{where}: item {k} was {a[0]}, now {b[0]}; rebuild the index")
+    extra = now[len(then):] or then[len(now):]
+    verb = "added" if len(now) > len(then) else "removed"
+    raise UserError(f"{where}: {extra[0][0]} was {verb}; rebuild the index")
+
+
+_MANIFEST_FIELDS = {"version": int, "model": (dict, str), "model_digest": str,
+                    "layer": str, "data": dict, "items": int, "shard_size": int,
+                    "bank": int, "bank_size": int, "pilot": int, "per_origin": int,
+                    "seed": int, "feature_shape": list, "classes": int,
+                    "bank_sha256": str, "checksum": str}
+
+
+def _manifest_checksum(m: dict) -> str:
+    body = {k: v for k, v in m.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    manifest["checksum"] = _manifest_checksum(manifest)
+    write_json(out / "manifest.json", manifest)
 
 
 def read_manifest(out: str | os.PathLike) -> dict:
@@ -267,15 +365,28 @@ def read_manifest(out: str | os.PathLike) -> dict:
         raise UserError(f"{path} is corrupt ({first_line(exc)})") from exc
     if not isinstance(m, dict) or m.get("version") != INDEX_VERSION:
         raise UserError(f"{path} is not a version {INDEX_VERSION} index manifest")
+    for key, kind in _MANIFEST_FIELDS.items():
+        if key not in m:
+            raise UserError(f"{path} has no {key!r}: it was edited, or written by an older "
+                            "repinterp; rebuild the index")
+        if not isinstance(m[key], kind) or isinstance(m[key], bool):
+            raise UserError(f"{path}: {key!r} has the wrong type "
+                            f"({type(m[key]).__name__}); rebuild the index")
+    if m["checksum"] != _manifest_checksum(m):
+        raise UserError(f"{path} was edited after the index was built (its checksum does "
+                        "not match); rebuild the index")
     return m
 
 
-def _read_bank(out: Path) -> Bank:
+def _read_bank(out: Path, manifest: dict) -> Bank:
+    path = out / "bank.pt"
+    if not path.is_file() or _sha256(path) != manifest["bank_sha256"]:
+        raise UserError(f"{path} is missing or corrupt (its checksum does not match the "
+                        "manifest); rebuild the index")
     try:
-        return Bank.from_dict(torch.load(out / "bank.pt", weights_only=True))
-    except Exception as exc:  # noqa: BLE001 - missing, truncated, not a bank
-        raise UserError(f"{out / 'bank.pt'} is missing or corrupt ({first_line(exc)})") \
-            from exc
+        return Bank.from_dict(torch.load(path, weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - truncated, not a bank
+        raise UserError(f"{path} is corrupt ({first_line(exc)})") from exc
 
 
 @dataclass
@@ -293,23 +404,29 @@ class LoadedIndex:
         return ImageSource(**self.manifest["data"])
 
 
-def load_index(path: str | os.PathLike, model: nn.Module | None = None) -> LoadedIndex:
-    """The index in ``path``. With ``model``, checks that it is the model the index was
-    built from."""
+def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
+               check_source: bool = False) -> LoadedIndex:
+    """The index in ``path``, every file checked against the manifest's checksums.
+    With ``model``, checks that it is the model the index was built from; with
+    ``check_source``, that the indexed images are still the files that were indexed
+    (before they are read again, e.g. for a report)."""
     out = Path(path)
     manifest = read_manifest(out)
     if model is not None and model_digest(model) != manifest["model_digest"]:
         raise UserError(f"the model does not match the index in {out} (built from "
                         f"{manifest['model']!r}, another set of weights)")
-    bank = _read_bank(out)
+    bank = _read_bank(out, manifest)
     shards = math.ceil(manifest["items"] / manifest["shard_size"])
     missing = [k for k in range(shards) if not _shard_path(out, k).exists()]
-    if missing:
+    sums = manifest.get("shards")
+    if missing or not isinstance(sums, list) or len(sums) != shards:
         raise UserError(f"the index in {out} is incomplete: {len(missing)} of {shards} "
                         "shards missing; run `repinterp index` again to resume")
+    if check_source and "path" in manifest["data"]:
+        _check_source(out, manifest, ImageSource(**manifest["data"]))
     parts, names, all_items = [], [], []
     for k in range(shards):
-        items, nm, rows = _read_shard(_shard_path(out, k), len(bank))
+        items, nm, rows = _read_shard(_shard_path(out, k), len(bank), str(sums[k]))
         lo, hi = k * manifest["shard_size"], (k + 1) * manifest["shard_size"]
         if any(not lo <= i < hi for i in items) or items != sorted(set(items)):
             raise UserError(f"the index shard {_shard_path(out, k)} holds rows of another "

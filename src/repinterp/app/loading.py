@@ -19,8 +19,8 @@ from torch import nn
 
 from ..core.errors import UserError, first_line
 
-__all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "checked_path", "expected_channels", "load_images",
-           "load_model", "parse_normalize", "read_idx"]
+__all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "checked_path", "expected_channels",
+           "load_images", "load_model", "parse_normalize", "read_idx"]
 
 NORMALIZATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -417,6 +417,22 @@ class ImageSource:
 
     def __len__(self) -> int:
         return len(self._files) if self._files is not None else self._count
+
+    def listing(self) -> list[tuple[str, int, int]]:
+        """What the items are read from, in order: ``(name, size, mtime_ns)`` of every
+        file of a folder, or of the one array file. An index records it, so that a
+        changed source (a file added, removed, replaced) is refused, not misread."""
+        files = self._files if self._files is not None else [self._root]
+        base = self._root if self._files is not None else self._root.parent
+        out = []
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                st = None
+            out.append((str(f.relative_to(base)), st.st_size if st else -1,
+                        st.st_mtime_ns if st else -1))
+        return out
 
     def read(self, start: int, end: int) -> tuple[torch.Tensor, list[int], list[str]]:
         """Images of items ``start..end-1`` (unreadable files skipped, or an error with

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..app.io import save_summary
+from ..app.io import check_output, images_digest, model_digest, output_folder, save_summary
 from ..app.report import heldout_figures, write_report
 from ..core.interpreter import RepresentativeInterpreter
 from .data import FASHION_CLASSES, load_fashion_mnist
@@ -25,6 +25,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
 
     Returns the headline figures (also stored in ``summary.json`` under ``meta``).
     """
+    check_output(out)
     start = time.perf_counter()
     model, meta = load_demo_model(seed=0, data_root=data_root, progress=progress)
     log(f"model: {meta['arch']}, test accuracy {100 * meta['test_accuracy']:.2f}%")
@@ -55,13 +56,16 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     }
     figures["seconds"] = round(time.perf_counter() - start, 1)
     names = [f"train[{i}]" for i in idx.tolist()]
-    summary.meta.update(model=figures["model"], data="fashion-mnist train")
-    save_summary(Path(out) / "summary.pt", summary)
-    report = write_report(out, summary, refs, heatmap=interp.heatmap,
-                          reference_heatmap=interp.reference_heatmap,
-                          class_names=FASHION_CLASSES, stats=stats, names=names,
-                          labels=y_train[idx], predictions=interp.predictions_,
-                          title="repinterp demo: Fashion-MNIST", meta=figures)
+    summary.meta.update(model=figures["model"], data="fashion-mnist train",
+                        model_digest=model_digest(model), references_sha256=images_digest(refs))
+    with output_folder(out) as tmp:
+        save_summary(tmp / "summary.pt", summary)
+        write_report(tmp, summary, refs, heatmap=interp.heatmap,
+                     reference_heatmap=interp.reference_heatmap,
+                     class_names=FASHION_CLASSES, stats=stats, names=names,
+                     labels=y_train[idx], predictions=interp.predictions_,
+                     title="repinterp demo: Fashion-MNIST", meta=figures)
+    report = Path(out) / "report.html"
     log(f"{len(summary.regions)} regions; held-out purity {figures['heldout_pooled_purity']}; "
         f"report: {report}")
     return figures
