@@ -2,7 +2,8 @@
 
 Directory format (version 1)::
 
-    DIR/manifest.json          what the rows were made from (below); written last
+    DIR/manifest.json          what the rows were made from (below)
+    DIR/source.parquet         the files indexed, in order
     DIR/bank.pt                the candidate boundaries (torch.save, weights_only)
     DIR/shards/part-00000.parquet ...
 
@@ -18,10 +19,11 @@ every shard, once the build is complete: each shard is checked when read) and
 ``checksum`` (of the rest of the manifest: a hand-edited manifest is refused).
 Shard ``k`` holds the readable items ``k * shard_size .. (k + 1) * shard_size - 1``,
 one row each: ``item`` (int64), ``name`` (string), ``prediction`` (int32), ``margin``
-(float32), ``signs`` (bit-packed side signs, ``ceil(bank / 8)`` bytes) and ``values`` (float16 side values, ``2 * bank``
-bytes). Every file is written to a temporary name and renamed, so a file that exists is
-complete; an interrupted build resumes from the shards that exist, and a shard written
-twice (a retried task) is the same file.
+(float32), ``signs`` (bit-packed side signs, ``ceil(bank / 8)`` bytes) and ``values``
+(float16 side values, ``2 * bank`` bytes). Every file is written to a temporary name and
+renamed, so a file that exists is complete; an interrupted build resumes from the shards
+that exist, and a shard written twice (a retried task) is the same file. The manifest is
+written when the bank exists and again, with the shards' checksums, when all are done.
 """
 from __future__ import annotations
 
