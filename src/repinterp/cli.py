@@ -135,6 +135,9 @@ def _load(args: argparse.Namespace):
         raise UserError("--layer is required (list the candidates with `repinterp layers`)")
     refs, held, opts = _references(args, model, demo)
     import torch
+
+    from .app.loading import check_feature_map
+    check_feature_map(model, layer, refs.images[0])
     interp = RepresentativeInterpreter(
         model, layer, num_boundaries=args.num_boundaries, seed=args.seed,
         approximate=args.approximate, device=args.device, progress=not args.quiet,
@@ -337,7 +340,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     import functools
 
     from .app.index import build_index, load_index
-    from .app.loading import ImageSource, load_model
+    from .app.loading import ImageSource, check_feature_map, load_model
+    from .core.split import resolve_layer
     from .demo.models import ARCHS, DEMO_LAYERS
 
     given = Path(args.model_arg)
@@ -355,6 +359,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if args.data is None:
         raise UserError("--data is required")
     source = ImageSource(str(Path(args.data).resolve()), **_load_options(args, model, demo))
+    first = source.read(0, min(len(source), 64))[0]
+    if len(first):
+        check_feature_map(model, resolve_layer(model, layer), first[0])
     spec = _model_spec(args)
     out = build_index(model, layer, source, args.out or "out/index", bank=args.bank,
                       pilot=args.pilot, seed=args.seed, shard_size=args.shard_size,

@@ -38,11 +38,15 @@ _WRITE_ERRNOS = {errno.ENOSPC: "no space left on its device",
 def _write_error(path: Path, exc: BaseException) -> UserError:
     """A one-line :class:`UserError` for a failed write of ``path``: which path, why,
     and how much space is left on its device."""
-    why = _WRITE_ERRNOS.get(getattr(exc, "errno", None) or 0, first_line(exc))
     try:
-        free = f"; {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+        space = shutil.disk_usage(path.parent if path.parent.exists() else path.anchor).free
     except OSError:
-        free = ""
+        space = None
+    why = _WRITE_ERRNOS.get(getattr(exc, "errno", None) or 0)
+    if why is None:          # torch's zip writer does not say why: look at the space
+        why = ("no space left on its device" if space is not None and space < 2**20
+               else f"the write failed ({first_line(exc)})")
+    free = "" if space is None else f"; {space / 2**20:.1f} MiB free there"
     return UserError(f"cannot write {path}: {why}{free}")
 
 
@@ -50,8 +54,8 @@ def _is_write_failure(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in _WRITE_ERRNOS or exc.errno in (errno.EIO, errno.EFBIG)
     # torch.save reports a full disk as a RuntimeError of its zip writer
-    return isinstance(exc, RuntimeError) and "write" in str(exc).lower() \
-        and "PytorchStreamWriter" in str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        mark in str(exc) for mark in ("PytorchStreamWriter", "inline_container"))
 
 
 @contextmanager

@@ -19,7 +19,8 @@ from torch import nn
 
 from ..core.errors import UserError, first_line
 
-__all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "checked_path", "expected_channels",
+__all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "check_feature_map", "checked_path",
+           "expected_channels",
            "load_images", "load_model", "parse_normalize", "read_idx"]
 
 NORMALIZATIONS = {
@@ -459,6 +460,25 @@ def expected_channels(model: nn.Module) -> int | None:
         if hasattr(m, "original_name") and hasattr(m, "in_channels"):
             return int(m.in_channels)
     return None
+
+
+def check_feature_map(model: nn.Module, layer: str, image: torch.Tensor) -> None:
+    """Refuse, before any fit, a layer whose output is not a ``C x H x W`` map (the
+    reports draw heat maps on it): one image through the layers up to it."""
+    from ..core.network import inference_mode
+    from ..core.split import split_model
+    features = split_model(model, layer).features
+    param = next(model.parameters(), None)
+    x = image[None].to(param.dtype if param is not None else torch.float32)
+    try:
+        with torch.no_grad(), inference_mode(model):
+            out = features(x)
+    except Exception:  # noqa: BLE001 - a bad input size is reported by the fit itself
+        return
+    if isinstance(out, torch.Tensor) and out.ndim != 4:
+        raise UserError(f"layer {layer!r} outputs {tuple(out.shape[1:])}, not a feature map "
+                        "C x H x W: heat maps need a convolutional layer; choose an earlier "
+                        "one (see `repinterp layers`)")
 
 
 def _torchvision_archs() -> list[str]:
