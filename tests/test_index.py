@@ -81,6 +81,31 @@ def test_index_region_equals_the_greedy_on_exact_sides(indexed, seed, q, min_pur
     assert (region.seed_values >= 0).all()
 
 
+@pytest.mark.parametrize("seed", [0, 5, 17, 123])
+def test_one_engine_the_per_seed_and_index_paths_agree(indexed, seed):
+    """The per-seed path (dense side values) and the index path (bitsets and float16
+    values) given the same candidates and side values, at their shared defaults: the
+    same boundaries, members, deltas and purity (the order may differ only where the
+    float16 distances tie)."""
+    from repinterp.core.boundaries import Boundaries
+    interp, bank, index, _ = indexed
+    assert interp.min_purity == RegionIndex.explain.__kwdefaults__["min_purity"]
+    values = interp.store_.side_values(bank.working.weights, bank.working.biases)
+    cls = int(interp.predictions_[seed])
+    b = Boundaries(bank.weights, bank.biases, bank.working.points, bank.working.pairs)
+    dense = interp._region(b, values, values[seed], cls, interp.predictions_ == cls, seed,
+                           None)
+    packed = index.explain(seed)
+    assert torch.equal(dense.weights, packed.weights)
+    assert torch.equal(dense.biases, packed.biases) and torch.equal(dense.pairs, packed.pairs)
+    assert set(dense.members.tolist()) == set(packed.members.tolist())
+    assert (dense.delta, dense.min_delta, dense.purity) == (
+        packed.delta, packed.min_delta, packed.purity)
+    assert dense.members[0] == packed.members[0] == seed
+    torch.testing.assert_close(dense.member_distances.float(), packed.member_distances,
+                               rtol=2e-2, atol=2e-2)
+
+
 def test_index_explains_an_outside_image_like_its_row(indexed):
     interp, bank, index, net = indexed
     row = index.explain(9)

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from .boundaries import Boundaries, flip
+from .engine import MIN_PURITY, Candidates, make_region
 from .errors import UserError
-from .greedy import pack_columns, select_boundaries_bits
+from .greedy import pack_columns
 from .network import SplitNetwork, auto_batch_size, batches, exact
 from .region import Region
 from .split import linear_prefix
@@ -32,9 +33,6 @@ __all__ = ["Bank", "IndexRows", "IndexWorker", "RegionIndex", "pack_signs", "sam
            "signs_at", "unpack_signs"]
 
 F16_MAX = float(torch.finfo(torch.float16).max)
-
-#: Default purity target of an index region's greedy (see :meth:`RegionIndex.explain`).
-MIN_PURITY = 0.995
 
 _BIT = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
@@ -266,30 +264,28 @@ class RegionIndex:
         same = preds == cls
         if bool(same.all()):
             raise UserError(f"every indexed image is predicted as class {cls}")
-        # sides from the exact signs (the values are float16), as bitsets per boundary
+        return make_region(self._oriented(row, cand), preds, cls, same, seed_index=index,
+                           delta=delta, min_purity=min_purity,
+                           feature_shape=self.feature_shape, stacklevel=3)
+
+    def _oriented(self, row: IndexRows, cand: torch.Tensor) -> Candidates:
+        """The bank columns ``cand`` as a seed's candidates, oriented by its exact signs
+        (the values are float16), the excluded images as bitsets per boundary."""
         seed_side = signs_at(row.signs, cand)[0]
-        cols = self._columns()[cand.numpy()]
-        flip_rows = seed_side.numpy()
-        cols[flip_rows] ^= self._valid[None]       # the seed is positive: exclude negatives
-        sel = select_boundaries_bits(cols, len(self), same, delta, min_purity=min_purity,
-                                     stacklevel=3)
-        pick = sel.indices
-        inside = sel.covered.nonzero()[:, 0]
-        signs = torch.where(seed_side, 1.0, -1.0)[pick]
-        pick = cand[pick]                               # columns of the bank
-        values = self.rows.values[inside][:, pick].float() * signs
-        origin = row.values[0, pick].float() * signs
-        dist = (values - origin).abs().sum(1)
-        order = torch.sort(dist, stable=True).indices
-        members = inside[order]
-        chosen = flip(self.bank.working.select(pick), signs)
-        purity = int((preds[members] == cls).sum()) / max(len(members), 1)
-        return Region(
-            predicted_class=int(cls), weights=self.bank.weights[pick] * signs[:, None],
-            biases=self.bank.biases[pick] * signs, boundary_points=chosen.points,
-            pairs=chosen.pairs, delta=sel.delta, min_delta=sel.min_delta, members=members,
-            member_distances=dist[order], purity=purity, seed_index=index,
-            seed_values=origin.clamp_min(0), feature_shape=tuple(self.feature_shape))
+        excluded = self._columns()[cand.numpy()]          # the images on the positive side
+        excluded[seed_side.numpy()] ^= self._valid[None]  # the seed's side is positive
+        signs = torch.where(seed_side, 1.0, -1.0)
+
+        def values(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+            return self.rows.values[rows][:, cand[columns]].float() * signs[columns]
+
+        def boundaries(columns: torch.Tensor) -> Boundaries:
+            pick, s = cand[columns], signs[columns]
+            working = flip(self.bank.working.select(pick), s)
+            return Boundaries(self.bank.weights[pick] * s[:, None], self.bank.biases[pick] * s,
+                              working.points, working.pairs)
+
+        return Candidates(excluded, row.values[0, cand].float() * signs, values, boundaries)
 
     def _columns(self) -> np.ndarray:
         """The signs as one bitset over the images per bank boundary (built once)."""

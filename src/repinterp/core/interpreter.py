@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .boundaries import Boundaries, bisect_segments, boundaries_at, flip, orientation
+from .boundaries import Boundaries, bisect_segments, boundaries_at
+from .engine import MIN_PURITY, dense_candidates, make_region
 from .errors import NotFittedError, UserError
-from .greedy import select_boundaries
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
 from .network import SplitNetwork, batches, exact
 from .region import Region
@@ -51,6 +51,10 @@ class RepresentativeInterpreter:
         references (top-1 vs top-2), shared by every seed; faster for summaries.
     delta
         Other-class references allowed in a region; ``None`` = smallest feasible.
+    min_purity
+        Also stop the greedy as soon as the references in the region are this pure
+        (:data:`repinterp.core.engine.MIN_PURITY` by default, the same for a region
+        index; ``None``: the paper's ``delta`` rule alone).
     seed
         Seed of every random draw; the same seed gives the same results.
     heatmap_method
@@ -97,7 +101,8 @@ class RepresentativeInterpreter:
     """
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, num_boundaries: int = 50,
-                 *, sampling: str = "bisection", delta: int | None = None, seed: int = 0,
+                 *, sampling: str = "bisection", delta: int | None = None,
+                 min_purity: float | None = MIN_PURITY, seed: int = 0,
                  heatmap_method: str = "margin", batch_size: int | None = None,
                  approximate: bool = False, device: str | torch.device | None = None,
                  feature_dtype: torch.dtype | None = None,
@@ -108,6 +113,7 @@ class RepresentativeInterpreter:
         self.num_boundaries = num_boundaries
         self.sampling = sampling
         self.delta = delta
+        self.min_purity = min_purity
         self.seed = seed
         self.heatmap_method = heatmap_method
         self.batch_size = batch_size
@@ -262,26 +268,16 @@ class RepresentativeInterpreter:
     def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                 cls: int, same: torch.Tensor, index: int | None, delta: int | None,
                 logic: int | None = None) -> Region:
-        """Orient the candidates ``b`` (feature space) to the seed, select them greedily
-        (METHOD §2) against the side ``values`` ``[N, Q]`` of every reference, and rank
-        the members. ``same`` marks the references the region should keep."""
-        signs = orientation(seed_values)
-        b, values, seed_values = flip(b, signs), values * signs, seed_values * signs
-        sel = select_boundaries((values >= 0).cpu(), same, delta, stacklevel=5)
-        pick = sel.indices.to(values.device)
-        chosen = b.select(pick.to(b.weights.device))
-        inside = sel.covered.nonzero()[:, 0]
-        dist = (values[inside.to(values.device)][:, pick] - seed_values[pick]).abs().sum(1).cpu()
-        order = torch.sort(dist, stable=True).indices
-        members = inside[order]
-        purity = int((self.predictions_[members] == cls).sum()) / max(len(members), 1)
-        return Region(
-            predicted_class=cls, weights=chosen.weights, biases=chosen.biases,
-            boundary_points=chosen.points, pairs=chosen.pairs, delta=sel.delta,
-            min_delta=sel.min_delta, members=members, member_distances=dist[order],
-            purity=purity, seed_index=index, seed_values=seed_values[pick],
-            feature_shape=tuple(self.network_.feature_shape),
-            approximate=self.network_.approximate, logic=logic)
+        """The region engine (:func:`~repinterp.core.engine.make_region`) on the
+        candidates ``b`` (feature space) with the side ``values`` ``[N, Q]`` of every
+        reference and ``seed_values`` ``[Q]``. ``same`` marks the references the region
+        should keep."""
+        return make_region(dense_candidates(b, values, seed_values), self.predictions_,
+                           cls, same, seed_index=index, delta=delta,
+                           min_purity=self.min_purity,
+                           feature_shape=self.network_.feature_shape,
+                           approximate=self.network_.approximate, logic=logic,
+                           stacklevel=5)
 
     @exact
     def sample_boundaries(self, seed: Any, num_boundaries: int | None = None) -> Boundaries:
