@@ -383,3 +383,29 @@ def test_tf32_is_off_inside_and_the_users_precision_comes_back(setup):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_queries_do_not_change_the_fitted_shapes():
+    """A fully convolutional network takes images of any size: heat maps of 16x16
+    images after a fit on 8x8 ones leave the fitted shapes alone, and the next explain
+    works (issue 18: it raised a reshape error)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(4, 3)).double()
+    images = tiny_images(0, 120)
+    labels = (images.flatten(1) @ torch.randn(64, 3, dtype=torch.float64)).argmax(1)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(100):                             # so that it predicts every class
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        opt.step()
+    it = RepresentativeInterpreter(model, "1", num_boundaries=8, progress=False).fit(images)
+    shapes = it.network_.input_shape, it.network_.feature_shape
+    region = it.explain(0)
+    big = torch.randn(3, 1, 16, 16, dtype=torch.float64)
+    assert it.heatmap(region, big).shape == (3, 16, 16)
+    assert (it.network_.input_shape, it.network_.feature_shape) == shapes == (
+        (1, 8, 8), (4, 8, 8))
+    assert it.explain(1).feature_shape == (4, 8, 8)

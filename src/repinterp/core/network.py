@@ -327,7 +327,7 @@ class SplitNetwork:
             where = ("" if part is self.psi else
                      f", the layers after {self.layer!r} fail on its output "
                      f"{tuple(x.shape[1:])}")
-            shape = self.input_shape or tuple(x.shape[1:])
+            shape = tuple(x.shape[1:]) if part is self.psi else self.input_shape
             raise UserError(f"the model cannot take images of shape {shape}{where} "
                             f"({first_line(exc)})") from exc
 
@@ -338,6 +338,10 @@ class SplitNetwork:
                  ) -> torch.Tensor:
         """``psi(images)``: ``[N, D]`` (``[N, C, H, W]`` with ``flat=False``), allocated
         once and filled batch by batch; ``dtype`` stores it in another dtype.
+
+        The shapes of the first pass (the fit's references) are kept as
+        :attr:`input_shape` and :attr:`feature_shape`; later passes (a query, heat maps of
+        images of another size) do not change them.
 
         ``storage``: a directory; the result then lives in a memory-mapped file there
         (on the CPU), so that ``N`` is bounded by disk, not memory. The file is reserved
@@ -351,7 +355,8 @@ class SplitNetwork:
         with tqdm(total=n, desc="features", unit="img", disable=not show, leave=False) as bar:
             size = self.batch_size or auto_batch_size(images, self.device)
             for batch in batches(images, size):
-                self.input_shape = tuple(batch.shape[1:])
+                if self.input_shape is None:       # fixed by the first pass (fit)
+                    self.input_shape = tuple(batch.shape[1:])
                 batch = batch.to(self.device, self.dtype)
                 if self.channels_last and batch.ndim == 4:
                     batch = batch.contiguous(memory_format=torch.channels_last)
@@ -362,7 +367,8 @@ class SplitNetwork:
                     raise UserError(f"the activations of layer {self.layer!r} contain NaN "
                                     "or infinite values; check the inputs and the weights")
                 if out is None:
-                    self.feature_shape = tuple(f.shape[1:])
+                    if self.feature_shape is None:
+                        self.feature_shape = tuple(f.shape[1:])
                     shape = (n, *f.shape[1:])
                     out = (torch.empty(shape, dtype=dtype or f.dtype, device=f.device)
                            if storage is None else _mapped(storage, shape, dtype or f.dtype))
