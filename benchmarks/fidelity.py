@@ -86,7 +86,7 @@ def develop(arch: str, refs, x_test, seeds, images: int, percentiles, progress: 
     """Every region-only heat map scored on the development seeds, and the choice."""
     model, _ = load_demo_model(arch, progress=False)
     interp = RepresentativeInterpreter(model, DEMO_LAYERS[arch], progress=False).fit(refs)
-    feats = interp.network_.features(x_test, progress=False)
+    feats = interp.features(x_test, progress=False)
     per: dict[str, dict[str, list[float]]] = {}
     for s in tqdm(seeds, desc=f"{arch} (development)", disable=not progress, leave=False):
         region = interp.explain(s)
@@ -109,7 +109,7 @@ def _retrieve(interp, region, s: int, feats, images: int, retrieval: str) -> tor
     in feature space (the CAMs' retrieval)."""
     if retrieval == "ri":
         return region.rank_features(feats)[0][:images]
-    return torch.cdist(interp.store_.rows(s)[None], feats)[0].topk(
+    return torch.cdist(interp.features_[s][None], feats)[0].topk(
         images, largest=False).indices
 
 
@@ -118,9 +118,9 @@ def run(arch: str, refs, x_test, seeds, images: int, percentiles, progress: bool
     model, meta = load_demo_model(arch, progress=False)
     interp = RepresentativeInterpreter(model, DEMO_LAYERS[arch], heatmap_method=heatmap,
                                        progress=False).fit(refs)
-    net, layer = interp.network_, model.get_submodule(interp.layer_)
-    feats = net.features(x_test, progress=False)
-    fmap = net.unflatten(feats)
+    layer = model.get_submodule(interp.layer_)
+    feats = interp.features(x_test, progress=False)
+    fmap = feats.reshape(-1, *interp.feature_shape_)
     size = tuple(x_test.shape[-2:])
     per_seed: dict[str, dict[str, list[float]]] = {}
     for s in tqdm(seeds, desc=arch, disable=not progress, leave=False):

@@ -57,8 +57,8 @@ def main() -> None:
     refs = x[: a.references]
     rows = []
     interp = RepresentativeInterpreter(model, "features", progress=False).fit(refs)
-    test_feats = interp.network_.features(xt)
-    test_preds = interp.network_.logits(test_feats).argmax(1).cpu()
+    test_feats = interp.features(xt)
+    test_preds = interp.predict_features(test_feats)
     if not a.skip_per_seed:
         start = time.perf_counter()
         summary = interp.summarize(coverage=a.coverage, max_regions=a.max_regions)

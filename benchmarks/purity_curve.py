@@ -43,8 +43,8 @@ def main() -> None:
     for q, stop in [(int(v), s) for v in a.q.split(",") for s in stops]:
         interp = RepresentativeInterpreter(model, DEMO_LAYERS[a.arch], num_boundaries=q,
                                            min_purity=stop, progress=False).fit(refs)
-        feats = interp.network_.features(xt)
-        preds = interp.network_.logits(feats).argmax(1).cpu()
+        feats = interp.features(xt)
+        preds = interp.predict_features(feats)
         start = time.perf_counter()
         summary = interp.summarize(coverage=0.9, max_regions=6)
         seconds = time.perf_counter() - start

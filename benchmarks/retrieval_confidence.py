@@ -17,8 +17,8 @@ refs = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:100
 order = torch.randperm(10000, generator=torch.Generator().manual_seed(1))
 seeds = order[40:190].tolist()
 it = RepresentativeInterpreter(model, "features", seed=0, progress=False).fit(refs)
-f = it.network_.features(xt, progress=False)
-logp = it.network_.logits(f).double().softmax(1)
+f = it.features(xt, progress=False)
+logp = it.predict_features(f, logits=True).double().softmax(1)
 pred = logp.argmax(1)
 ri_p, eu_p, ri_same, eu_same = [], [], [], []
 for s in seeds:

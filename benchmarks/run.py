@@ -84,8 +84,8 @@ def heatmaps_ours(interp, summary, images):
         k += len(c.regions)
     for i in range(0, len(images), BATCH):
         x = images[i:i + BATCH]
-        feats = interp.network_.features(x, progress=False, flat=False)
-        preds = interp.network_.logits(feats.flatten(1)).argmax(1)
+        feats = interp.features(x, progress=False, flat=False)
+        preds = interp.predict_features(feats.flatten(1))
         where = summary.locate_features(feats.flatten(1), preds)
         # an image outside every region of its class gets the class's largest region
         where = torch.where(where >= 0, where,

@@ -73,9 +73,8 @@ def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
     start = time.perf_counter()
     interp = RepresentativeInterpreter(model, DEMO_LAYERS["vgg"], num_boundaries=200,
                                        seed=seed, progress=False).fit(refs)
-    net = interp.network_
-    test_feats = net.features(xt, progress=False)
-    test_pred = net.logits(test_feats).argmax(1).cpu()
+    test_feats = interp.features(xt, progress=False)
+    test_pred = interp.predict_features(test_feats)
     pop = (test_pred == c).nonzero()[:, 0]            # the evaluated images
     feats, in_slice = test_feats[pop], marked[pop]
     fit_s = time.perf_counter() - start
@@ -108,7 +107,7 @@ def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
                                           in_slice), logic=j, regions=len(mine)))
             rows["RI, separate logics (best logic: its regions together)"] = best(logics)
     # k-means on the reference features of the class, best cluster over k = 2..8
-    ref_c = interp.store_.rows((interp.predictions_ == c).nonzero()[:, 0]).numpy()
+    ref_c = interp.features_[(interp.predictions_ == c).nonzero()[:, 0]].numpy()
     cands = []
     for k in range(2, 9):
         km = KMeans(k, n_init=4, random_state=seed).fit(ref_c)
@@ -122,7 +121,7 @@ def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
     # Euclidean neighbours of the marked reference of the class with the largest margin
     of_c = (interp.predictions_ == c) & ref_marked
     seed_ref = int(torch.where(of_c, interp.margins_, -torch.inf).argmax())
-    dist = torch.cdist(interp.store_.rows(seed_ref)[None], feats)[0]
+    dist = torch.cdist(interp.features_[seed_ref][None], feats)[0]
     ranked = torch.argsort(dist, stable=True)
     rows["Euclidean neighbours of a marked seed"] = scores(
         ranked, torch.zeros(len(pop), dtype=torch.bool), in_slice, continuous=-dist)
@@ -164,8 +163,8 @@ def write_debug_report(setting, references: int, seed: int, out: Path,
                                        seed=seed, progress=False).fit(x[idx])
     summary = interp.summarize(coverage=0.9, max_regions=6, separate_logics=True)
     xt, _, _ = shortcut_split(setting, "test", seed=seed)
-    feats = interp.network_.features(xt, progress=False)
-    held = heldout_figures(summary.regions, feats, interp.network_.logits(feats).argmax(1))
+    feats = interp.features(xt, progress=False)
+    held = heldout_figures(summary.regions, feats, interp.predict_features(feats))
     names = [f"train[{i}]" + ("-marked" if bool(marked[i]) else "") for i in idx.tolist()]
     path = write_report(out, summary, x[idx], heatmap=interp.heatmap, stats=held["stats"],
                         names=names, labels=y[idx], class_names=FASHION_CLASSES,

@@ -30,8 +30,8 @@ def test_regions_are_pure_on_held_out_images(trained):
     it = RepresentativeInterpreter(model, "features", num_boundaries=30, progress=False)
     summary = it.fit(refs).summarize(coverage=0.8, max_regions=3)
     assert len(summary.classes) >= 9
-    feats = it.network_.features(test)
-    preds = it.network_.logits(feats).argmax(1)
+    feats = it.features(test)
+    preds = it.predict_features(feats)
     stats = [region_stats(r, feats, preds) for r in summary.regions]
     inside = sum(s.inside for s in stats)
     agree = sum(s.inside * s.purity for s in stats if s.inside)

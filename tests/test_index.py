@@ -38,7 +38,7 @@ def indexed():
                                        use_prefix=False).fit(images)
     bank = sample_bank(interp, 60, per_origin=20, seed=0)
     rows = IndexWorker(net, "2", bank, batch_size=64).rows(images)
-    return interp, bank, RegionIndex(bank, rows, interp.network_.feature_shape, "2"), net
+    return interp, bank, RegionIndex(bank, rows, interp.feature_shape_, "2"), net
 
 
 def test_index_rows_are_the_side_values_of_the_bank(indexed):

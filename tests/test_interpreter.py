@@ -231,13 +231,19 @@ def test_bug5_seed_on_a_boundary_stays_in_its_region():
     net32, x = tiny_cnn(0, torch.float32), tiny_images(0, dtype=torch.float32)
     it = RepresentativeInterpreter(net32, "2", num_boundaries=20, sampling="shared",
                                    progress=False).fit(x)
+    from repinterp.core.engine import dense_candidates, make_region
     bank = it.bank_
     p = it.store_.projected
     for s in range(60):
         through = -(bank.weights @ p[s])        # every boundary through the seed
-        it.bank_ = Boundaries(bank.weights, through, bank.points, bank.pairs)
-        it.bank_values_ = it.store_.side_values(bank.weights, through)
-        region = it.explain(s)
+        values = it.store_.side_values(bank.weights, through)
+        w, b = it.store_.lift(bank.weights, through)
+        cls = int(it.predictions_[s])
+        candidates = dense_candidates(Boundaries(w, b, bank.points, bank.pairs), values,
+                                      values[s])
+        region = make_region(candidates, it.predictions_, cls, it.predictions_ == cls,
+                             seed_index=s, delta=None, min_purity=it.min_purity,
+                             feature_shape=it.feature_shape_)
         assert s in set(region.members.tolist())
         assert (region.seed_values >= 0).all()
 
@@ -409,3 +415,21 @@ def test_queries_do_not_change_the_fitted_shapes():
     assert (it.network_.input_shape, it.network_.feature_shape) == shapes == (
         (1, 8, 8), (4, 8, 8))
     assert it.explain(1).feature_shape == (4, 8, 8)
+
+
+def test_public_verbs_features_predict_locate(net, images):
+    """What callers need, without reaching into fitted internals: features, predictions
+    (equal to the model's own) and the region of a summary each image falls in."""
+    it = RepresentativeInterpreter(net, "2", num_boundaries=10, progress=False).fit(images)
+    with torch.no_grad():
+        expected = net(images[:50])
+    torch.testing.assert_close(it.predict(images[:50], logits=True), expected)
+    assert torch.equal(it.predict(images[:50]), expected.argmax(1))
+    assert torch.equal(it.features(images[:50]), it.features_[:50])
+    assert it.features(images[:3], flat=False).shape == (3, *it.feature_shape_)
+    summary = it.summarize(coverage=0.8, max_regions=3)
+    where = it.locate(summary, images)
+    for k, region in enumerate(summary.regions):     # every member of the region's class
+        mine = region.members[it.predictions_[region.members] == region.predicted_class]
+        inside = where[mine]                         # lies in this region or a larger one
+        assert len(mine) and bool((inside >= 0).all()) and bool((inside <= k).all())

@@ -99,11 +99,11 @@ def test_protocol_scores_are_the_metric_on_the_retrieved_images():
                                       region.predicted_class)
     assert res.ad["RI (margin)"][5][0] == pytest.approx(float(drop.mean()), abs=1e-6)
     assert res.ai["RI (margin)"][5][0] == pytest.approx(float(inc.mean()), abs=1e-12)
-    feats = it.network_.features(unseen)
+    feats = it.features(unseen)
     eu = torch.cdist(it.features_[3:4], feats)[0].topk(5, largest=False).indices
     w = cam_weights("Grad-CAM", model, model[1], refs[3], region.predicted_class)
     xe = unseen[eu]
-    heat = reused_cam(w, it.network_.unflatten(feats[eu]), (8, 8))
+    heat = reused_cam(w, feats[eu].reshape(-1, *it.feature_shape_), (8, 8))
     drop, _ = average_drop_increase(model, xe, keep_top(xe, heat), region.predicted_class)
     assert res.ad["Grad-CAM (reused)"][5][0] == pytest.approx(float(drop.mean()), abs=1e-6)
 

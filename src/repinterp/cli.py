@@ -171,8 +171,8 @@ def _heldout_stats(interp, held, regions) -> list | None:
     from .app.report import heldout_stats
     if not held:
         return None
-    feats = interp.network_.features(held.images)
-    return heldout_stats(regions, feats, interp.network_.logits(feats).argmax(1))
+    feats = interp.features(held.images)
+    return heldout_stats(regions, feats, interp.predict_features(feats))
 
 
 def _meta(args: argparse.Namespace, interp, refs) -> dict:

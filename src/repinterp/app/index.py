@@ -259,7 +259,7 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
                                            batch_size=batch_size, device=device).fit(images)
         boundaries = sample_bank(interp, bank, per_origin, seed)
         manifest.update(layer=interp.layer_, bank_size=len(boundaries),
-                        feature_shape=list(interp.network_.feature_shape),
+                        feature_shape=list(interp.feature_shape_),
                         classes=int(interp.logits_.shape[1]))
         with atomic_path(out / "bank.pt") as tmp:
             torch.save(boundaries.to_dict(), tmp)

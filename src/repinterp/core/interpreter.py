@@ -435,6 +435,43 @@ class RepresentativeInterpreter:
 
     # --- operations on images ------------------------------------------------------
     @exact
+    def features(self, images: Any, *, flat: bool = True,
+                 progress: bool | None = None) -> torch.Tensor:
+        """``psi(images)``: ``[n, D]`` (``[n, C, H, W]`` with ``flat=False``), batched,
+        through the private copy made at :meth:`fit`."""
+        return self._fitted(stacklevel=4).network_.features(images, flat=flat,
+                                                            progress=progress)
+
+    @exact
+    def predict(self, images: Any, *, logits: bool = False,
+                progress: bool | None = None) -> torch.Tensor:
+        """``Class(x)`` ``[n]`` of images (CPU), or with ``logits`` their logits
+        ``G(psi(x))`` ``[n, K]``: one batched pass of each half of the network."""
+        net = self._fitted(stacklevel=4).network_
+        return self.predict_features(net.features(images, progress=progress), logits=logits)
+
+    @exact
+    def predict_features(self, features: torch.Tensor, *, logits: bool = False
+                         ) -> torch.Tensor:
+        """:meth:`predict` from features ``[n, D]`` already computed (:meth:`features`):
+        the head alone."""
+        out = self._fitted(stacklevel=4).network_.logits(features)
+        return out if logits else out.argmax(1).cpu()
+
+    @exact
+    def locate(self, summary: Summary, images: Any) -> torch.Tensor:
+        """For each image, the position in ``summary.regions`` of the region it falls in
+        (the largest of its predicted class that holds it), or -1
+        (:meth:`Summary.locate_features`)."""
+        z = self._fitted(stacklevel=4).network_.features(images, progress=False)
+        return summary.locate_features(z, self.predict_features(z))
+
+    @property
+    def feature_shape_(self) -> tuple[int, ...]:
+        """Shape of one feature map at the layer, ``(C, H, W)``, fixed at :meth:`fit`."""
+        return tuple(self._fitted().network_.feature_shape)
+
+    @exact
     def contains(self, region: Region, images: Any) -> torch.Tensor:
         """Bool ``[n]``: which images fall inside ``region``."""
         return self._fitted(stacklevel=4).network_.contains(region, images)

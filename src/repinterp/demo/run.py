@@ -38,9 +38,8 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     interp = RepresentativeInterpreter(model, "features", num_boundaries=num_boundaries,
                                        seed=seed, progress=progress).fit(refs)
     summary = interp.summarize(coverage=coverage, max_regions=max_regions)
-    net = interp.network_
-    test_feats = net.features(x_test)
-    test_preds = net.logits(test_feats).argmax(1).cpu()
+    test_feats = interp.features(x_test)
+    test_preds = interp.predict_features(test_feats)
     held = heldout_figures(summary.regions, test_feats, test_preds)
     stats = held["stats"]
     figures = {
