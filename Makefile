@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint evaluate fidelity shortcut bench data browser install install-dev clean
+.PHONY: demo test quick lint evaluate fidelity shortcut bench data browser install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ demo: install data
 
 test: install-dev data browser lint
 	$(BIN)/python -m pytest
+
+# the tests marked slow left out (CI runs them all: `make test`)
+quick: install-dev data lint
+	$(BIN)/python -m pytest -m "not slow"
 
 # ruff and the import-linter layering contracts (pyproject.toml)
 lint: install-dev

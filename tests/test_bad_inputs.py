@@ -23,7 +23,6 @@ from torch import nn
 
 from conftest import tiny_cnn, tiny_images
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import output_folder
 from repinterp.app.loading import load_images, load_labels
 from repinterp.cli import main
 from repinterp.core.errors import UserError
@@ -133,7 +132,7 @@ def index(files, tmp_path, capsys):
     """An index of a copy of the folder (so each test may change it)."""
     data = tmp_path / "data"
     shutil.copytree(files / "folder", data)
-    code, _, err = cli(capsys, "index", files / "m.pt", "--data", data, "--out",
+    code, _, err = cli(capsys, "index", "--model", files / "m.pt", "--data", data, "--out",
                        tmp_path / "idx", "--bank", "16", "--pilot", "60", "--shard-size",
                        "50", *BASE[:2], "--quiet", "--normalize", "none")
     assert code == 0, err
@@ -232,8 +231,8 @@ def test_no_model_or_summary_file_runs_code(files, capsys, tmp_path):
         ("explain", "--arch", "resnet18", "--weights", tmp_path / "evil.pt",
          "--data", files / "x.npy", *BASE),
         ("layers", "--model", tmp_path / "evil.pt"),
-        ("index", tmp_path / "evil.pt", "--data", files / "x.npy", "--out", tmp_path / "i",
-         *BASE),
+        ("index", "--model", tmp_path / "evil.pt", "--data", files / "x.npy", "--out",
+         tmp_path / "i", *BASE),
     ]
     for argv in cases:
         code, _, err = cli(capsys, *argv)
@@ -250,8 +249,8 @@ def test_no_model_or_summary_file_runs_code(files, capsys, tmp_path):
 def test_a_smaller_bank_than_asked_resumes(files, capsys, tmp_path):
     """A pilot too small for --bank gives fewer boundaries; the same command must still
     resume (it compares what was asked, not what came out)."""
-    argv = ["index", files / "m.pt", "--data", files / "x.npy", "--out", tmp_path / "i",
-            "--bank", "5000", "--pilot", "20", *BASE]
+    argv = ["index", "--model", files / "m.pt", "--data", files / "x.npy", "--out",
+            tmp_path / "i", "--bank", "5000", "--pilot", "20", *BASE]
     code, out, err = cli(capsys, *argv)
     assert code == 0, err
     manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
@@ -470,9 +469,9 @@ def test_full_disk_and_read_only_file_system(files, capsys, tiny_fs):
                        files / "x.npy", "--out", tiny_fs / "s", *BASE)
     one_line_error(code, err, "no space left on its device", "MiB free there")
     assert os.listdir(tiny_fs) == []                 # nothing half-written is left
-    code, _, err = cli(capsys, "index", files / "m.pt", "--data", files / "x.npy", "--out",
-                       tiny_fs / "i", "--bank", "400", "--pilot", "100", "--shard-size", "8",
-                       *BASE)
+    code, _, err = cli(capsys, "index", "--model", files / "m.pt", "--data", files / "x.npy",
+                       "--out", tiny_fs / "i", "--bank", "400", "--pilot", "100",
+                       "--shard-size", "8", *BASE)
     one_line_error(code, err, "no space left on its device")
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], check=True)
     code, _, err = cli(capsys, "summarize", "--model", files / "m.pt", "--data",
@@ -502,6 +501,7 @@ def _snapshot(out: Path) -> dict[str, bytes]:
 
 
 def test_a_failed_run_leaves_the_old_output_whole(tmp_path):
+    from repinterp.app.io import output_folder
     out = tmp_path / "out"
     with output_folder(out) as tmp:
         (tmp / "a.txt").write_text("old")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import tiny_cnn, tiny_images
-from repinterp.core.boundaries import bisect_to_boundary, boundaries_at, flip, orientation
+from repinterp.core.boundaries import bisect_segments, boundaries_at, flip, orientation
 from repinterp.core.split import split_model
 
 
@@ -18,7 +18,8 @@ def test_bisection_boundaries_are_exact_local_affine_maps(seed):
     pred = split.head(z.view(-1, *shape)).argmax(1)
     cls = int(pred[0])
     targets = z[pred != cls][:20]
-    pts = bisect_to_boundary(split.head, z[0:1], targets, cls, shape, tol=1e-9)
+    t = bisect_segments(split.head, z[0:1], targets, cls, shape, tol=1e-9)
+    pts = z[0:1] + t * (targets - z[0:1])
     c1 = torch.full((len(pts),), cls)
     b = boundaries_at(split.head, pts, shape, c1)
     logits = split.head(pts.view(-1, *shape)).detach()

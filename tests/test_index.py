@@ -189,7 +189,8 @@ def test_cli_index_summarize_explain(capsys, tmp_path):
     from PIL import Image
     Image.fromarray((x[3, 0] * 40 + 128).clip(0, 255).astype(np.uint8)).save(tmp_path / "q.png")
     code = main([
-        "index", str(tmp_path / "m.pt"), "--layer", "2", "--data", str(tmp_path / "x.npy"),
+        "index", "--model", str(tmp_path / "m.pt"), "--layer", "2", "--data",
+        str(tmp_path / "x.npy"),
         "--out", str(tmp_path / "idx"), "--bank", "40", "--pilot", "100", "--quiet",
         "--shard-size", "64", "--normalize", "none"])
     out = capsys.readouterr()
@@ -211,7 +212,8 @@ def test_cli_index_summarize_explain(capsys, tmp_path):
     assert code == 2 and "not a region index" in capsys.readouterr().err
     code = main(["explain", "--index", str(tmp_path / "idx"), "--quiet"])
     assert code == 2 and "needs --image" in capsys.readouterr().err
-    code = main(["index", str(tmp_path / "nope.pt"), "--data", str(tmp_path / "x.npy")])
+    code = main(["index", "--model", str(tmp_path / "nope.pt"), "--data",
+                 str(tmp_path / "x.npy")])
     assert code == 2 and "nope.pt does not exist" in capsys.readouterr().err
 
 

@@ -433,3 +433,15 @@ def test_public_verbs_features_predict_locate(net, images):
         mine = region.members[it.predictions_[region.members] == region.predicted_class]
         inside = where[mine]                         # lies in this region or a larger one
         assert len(mine) and bool((inside >= 0).all()) and bool((inside <= k).all())
+
+
+def test_short_reprs(net, images):
+    """A region or a summary prints as one short line, not as its tensors."""
+    it = RepresentativeInterpreter(net, "2", num_boundaries=10, progress=False).fit(images)
+    region = it.explain(4)
+    text = repr(region)
+    assert text.startswith(f"Region(class {region.predicted_class}, {region.size} members")
+    assert "seed 4" in text and "tensor" not in text and "\n" not in text
+    summary = it.summarize(coverage=0.5, max_regions=2)
+    assert repr(summary).startswith(f"Summary({len(summary.regions)} regions after '2'")
+    assert "tensor" not in repr(summary) + repr(summary.classes[0])

@@ -344,14 +344,6 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from .core.split import resolve_layer
     from .demo.models import ARCHS, DEMO_LAYERS
 
-    given = Path(args.model_arg)
-    if given.exists():
-        args.model = args.model_arg
-    elif given.suffix or len(given.parts) > 1:        # meant as a file
-        raise UserError(f"{given} does not exist (MODEL is a model file or an "
-                        "architecture name)")
-    else:
-        args.arch = args.model_arg
     model, demo = _model(args)
     layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
     if layer is None:
@@ -563,8 +555,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="index every image's side of a bank of boundaries "
                        "(in-process or on Ray Data), for summaries beyond memory")
     _common(p)
-    p.add_argument("model_arg", metavar="MODEL", help="a model file (as --model) or an "
-                   "architecture name (as --arch)")
     _inputs(p)
     p.add_argument("--bank", type=int, default=1024, help="boundaries in the bank")
     p.add_argument("--pilot", type=int, default=2000, help="pilot images the bank is "

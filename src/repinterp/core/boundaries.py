@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Boundaries", "bisect_segments", "bisect_to_boundary", "boundaries_at", "flip",
+__all__ = ["Boundaries", "bisect_segments", "boundaries_at", "flip",
            "orientation"]
 
 
@@ -147,12 +147,6 @@ def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor
         kept[act] = side
         bisect[act] = (hi[act] - lo[act]) > (b - a) / 2          # too slow: halve next
     return lo[:, None]
-
-
-def bisect_to_boundary(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor,
-                       cls: int, shape: tuple[int, ...], **kw) -> torch.Tensor:
-    """The points ``[Q, D]`` of :func:`bisect_segments`."""
-    return origin + bisect_segments(head, origin, targets, cls, shape, **kw) * (targets - origin)
 
 
 def flip(b: Boundaries, signs: torch.Tensor) -> Boundaries:

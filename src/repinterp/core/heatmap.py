@@ -23,7 +23,7 @@ per-image gradient is taken, so one set of weights explains the whole group.
     boundary point of ``h``: the contribution of each position to the log-probability of
     the seed's class, as seen from the region's boundary points (not from the image).
     The caller passes ``g_h`` as ``weights`` (see
-    :meth:`repinterp.RegionExplanation.heatmap_features`).
+    :meth:`repinterp.core.network.SplitNetwork.heatmap_of_features`).
 """
 from __future__ import annotations
 

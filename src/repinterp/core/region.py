@@ -77,6 +77,13 @@ class Region:
         """Number of references inside the region."""
         return len(self.members)
 
+    def __repr__(self) -> str:
+        seed = "outside image" if self.seed_index is None else f"seed {self.seed_index}"
+        logic = "" if self.logic is None else f", logic {self.logic}"
+        return (f"Region(class {self.predicted_class}, {self.size} members, purity "
+                f"{self.purity:.3f}, {self.num_boundaries} boundaries, delta {self.delta}, "
+                f"{seed}{logic}{', approximate' if self.approximate else ''})")
+
     @property
     def num_boundaries(self) -> int:
         return len(self.weights)

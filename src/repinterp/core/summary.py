@@ -31,6 +31,10 @@ class ClassSummary:
         """Share of the class's references inside at least one of its regions."""
         return self.covered / self.n_images if self.n_images else 0.0
 
+    def __repr__(self) -> str:
+        return (f"ClassSummary(class {self.cls}, {len(self.regions)} regions covering "
+                f"{self.covered} of {self.n_images})")
+
 
 @dataclass
 class Summary:
@@ -56,6 +60,12 @@ class Summary:
 
     def __iter__(self) -> Iterator[ClassSummary]:
         return iter(self.classes)
+
+    def __repr__(self) -> str:
+        per_class = ", ".join(f"{c.cls}: {len(c.regions)} ({c.coverage:.0%})"
+                              for c in self.classes)
+        return (f"Summary({len(self.regions)} regions after {self.layer!r}; class: regions "
+                f"(coverage) {per_class})")
 
     @property
     def regions(self) -> list[Region]:
