@@ -200,10 +200,52 @@ def main() -> None:
         res["index"] = bench_index(args.index_sizes)
     if args.only in (None, "demo"):
         res.update(bench_demo(args))
+    for line in regressions(previous, res):
+        print(line, flush=True)
     write_json(out / "performance.json", res)
     if "scaling" in res:
         write_bytes(out / "performance-scaling.png", plot_scaling(res["scaling"]))
     write_text(out / "performance-results.md", render(res))
+
+
+# run-to-run noise of the ratios on these shared machines: a change beyond it is reported
+NOISE = 0.25
+
+
+def ratios(res: dict) -> dict[str, float]:
+    """Every ratio (a key ``A_over_B``) of a performance.json, by a stable path: rows of
+    a list are named by their ``n`` / ``arch`` / ``mode``, not their position."""
+    out: dict[str, float] = {}
+
+    def walk(obj, path: str) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if "_over_" in k and isinstance(v, (int, float)):
+                    out[f"{path}/{k}"] = float(v)
+                else:
+                    walk(v, f"{path}/{k}")
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                name = "|".join(str(v[k]) for k in ("arch", "mode", "n")
+                                if isinstance(v, dict) and k in v) or str(i)
+                walk(v, f"{path}[{name}]")
+
+    walk(res, "")
+    return out
+
+
+def regressions(before: dict, after: dict) -> list[str]:
+    """The ratios that got worse than the committed results by more than :data:`NOISE`
+    (``X_over_ours``: higher is better, every other ratio: lower is better)."""
+    old, new = ratios(before), ratios(after)
+    lines = []
+    for path in sorted(old.keys() & new.keys()):
+        a, b = old[path], new[path]
+        higher_better = path.endswith("_over_ours")
+        worse = b < a / (1 + NOISE) if higher_better else b > a * (1 + NOISE)
+        if worse and a > 0:
+            lines.append(f"WORSE than committed: {path} {a:.4g} -> {b:.4g}")
+    return lines
 
 
 REAL_SIZE = [  # (arch, mode, with timings)
