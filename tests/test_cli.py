@@ -33,3 +33,23 @@ def test_usage_error_exit_2(capsys):
     assert "give either --arch" in capsys.readouterr().err
     assert main(["explain", "--arch", "resnet18", "--layer", "layer3"]) == 2
     assert capsys.readouterr().err.strip() == "repinterp: error: --data is required"
+
+
+def test_library_errors_name_arguments_and_the_cli_names_flags(capsys, tmp_path):
+    """Errors raised by the library speak its API (argument names); the command line
+    shows the same error with its flags."""
+    import torch
+    from torch import nn
+
+    from repinterp.app.loading import load_model
+    from repinterp.core.errors import UserError
+    torch.save(nn.Linear(2, 2), tmp_path / "whole.pt")
+    with pytest.raises(UserError) as info:
+        load_model(model_file=str(tmp_path / "whole.pt"))
+    assert "trust_pickle=True" in str(info.value) and "--" not in str(info.value)
+    code, err = run(capsys, "layers", "--model", str(tmp_path / "whole.pt"))
+    assert code == 2 and "--trust-pickle" in err and "trust_pickle" not in err
+    with pytest.raises(UserError, match=r"give either arch=NAME \(with weights=FILE\)"):
+        load_model()
+    code, err = run(capsys, "layers")
+    assert code == 2 and "give either --arch NAME [--weights FILE] or --model FILE" in err

@@ -504,6 +504,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"repinterp: warning: {_one_line(str(message))}", file=sys.stderr)
 
 
+# the library's errors name its arguments; on the command line they are flags
+_FLAGS = [
+    ("arch=NAME (with weights=FILE) or model_file=FILE",
+     "--arch NAME [--weights FILE] or --model FILE"),
+    ("model_file=FILE with trust_pickle=True", "--model FILE --trust-pickle"),
+    ("arch=NAME with weights=FILE", "--arch NAME --weights FILE"),
+    ("trust_pickle=True", "--trust-pickle"),
+    ("size=(H, W)", "--size H,W"),
+    ("normalize must be", "--normalize must be"),
+    ("check arch and num_classes", "check --arch and --num-classes"),
+    ("(pass class_names)", "(pass --class-names)"),
+    ("engine='ray'", "--engine ray"),
+    ("a larger pilot or bank", "a larger --pilot or --bank"),
+]
+
+
+def _as_flags(message: str) -> str:
+    """A library error in the command line's words (its flags for the API's arguments)."""
+    for api, flag in _FLAGS:
+        message = message.replace(api, flag)
+    return message
+
+
 def _one_line(text: str, limit: int = 400) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -588,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"repinterp: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"repinterp: error: {_one_line(_as_flags(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("repinterp: interrupted", file=sys.stderr)

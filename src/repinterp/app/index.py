@@ -180,7 +180,7 @@ def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
     try:
         import ray
     except ImportError:
-        raise UserError("--engine ray needs Ray: pip install 'repinterp[ray]'") from None
+        raise UserError("engine='ray' needs Ray: pip install 'repinterp[ray]'") from None
     started = not ray.is_initialized()
     if started:
         if address:
@@ -244,7 +244,7 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
                     "bank", "pilot", "per_origin", "seed"):
             if old.get(key) != manifest[key]:
                 raise UserError(f"{out} holds an index with another {key} "
-                                f"({old.get(key)!r}); choose another --out or delete it")
+                                f"({old.get(key)!r}); choose another folder or delete it")
         _check_source(out, old, source)
         boundaries = _read_bank(out, old)
         manifest = old

@@ -240,7 +240,8 @@ def load_summary(path: str | os.PathLike) -> Summary:
     if path.is_dir():
         path = path / "summary.pt"
     if not path.is_file():
-        raise UserError(f"{path} does not exist (summarize writes summary.pt into --out)")
+        raise UserError(f"{path} does not exist (`repinterp summarize` writes summary.pt "
+                        "into its output folder)")
     try:
         return Summary.from_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files

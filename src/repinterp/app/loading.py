@@ -77,7 +77,7 @@ def parse_normalize(spec: str | None, channels: int) -> tuple[tuple[float, ...],
         except ValueError:
             vals = []
         if len(vals) not in (2, 2 * channels) or any(v <= 0 for v in vals[len(vals) // 2:]):
-            raise UserError(f"--normalize must be one of {sorted(NORMALIZATIONS)} or "
+            raise UserError(f"normalize must be one of {sorted(NORMALIZATIONS)} or "
                             f"MEAN,STD with positive STD, got {spec!r}")
         mean, std = tuple(vals[: len(vals) // 2]), tuple(vals[len(vals) // 2:])
     if len(mean) not in (1, channels):
@@ -292,7 +292,7 @@ def _stack(arrays: list[np.ndarray], root: Path) -> np.ndarray:
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
         raise UserError(f"the images in {root} have {len(shapes)} different sizes; "
-                        "pass --size H,W to resize them")
+                        "pass size=(H, W) to resize them")
     return np.stack(arrays)
 
 
@@ -549,7 +549,7 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
       pickled model only when ``trust_pickle`` is set (unpickling runs arbitrary code).
     """
     if (arch is None) == (model_file is None):
-        raise UserError("give either --arch NAME [--weights FILE] or --model FILE")
+        raise UserError("give either arch=NAME (with weights=FILE) or model_file=FILE")
     if arch is not None:
         model = build_arch(arch, num_classes, archs)
         enum = torchvision_weights(weights) if weights else None
@@ -584,7 +584,7 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
                     + shapes[:2]) or first_line(exc)
                 raise UserError(f"{weights} does not fit {arch} with "
                                 f"{num_classes or 'default'} classes ({detail}); check "
-                                "--arch and --num-classes") from exc
+                                "arch and num_classes") from exc
         return model.eval()
     path = checked_path(model_file, kind="file", what="model file")
     try:
@@ -601,9 +601,9 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
             demo = _match_arch(obj, num_classes, archs or {})
             if demo is not None:
                 return demo.eval()
-        kind = "a state dict: pass --arch NAME --weights FILE" if isinstance(obj, dict) \
+        kind = "a state dict: pass arch=NAME with weights=FILE" if isinstance(obj, dict) \
             else "not a TorchScript file"
-        raise UserError(f"{path} is {kind} (a whole pickled model needs --trust-pickle)")
+        raise UserError(f"{path} is {kind} (a whole pickled model needs trust_pickle=True)")
     try:
         model = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - anything the unpickler raises
@@ -646,7 +646,7 @@ def _load_weights_only(path: Path):
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         raise UserError(f"{path} cannot be loaded safely: it is neither TorchScript nor a "
                         "state dict (weights_only=True); if it is a whole pickled model you "
-                        "trust, use --model FILE --trust-pickle") from exc
+                        "trust, use model_file=FILE with trust_pickle=True") from exc
 
 
 def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = None,
@@ -674,7 +674,7 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
             return int(value)
         except ValueError:
             raise UserError(f"{where}: label {value!r} is neither a class index nor a "
-                            "class name (pass --class-names)") from None
+                            "class name (pass class_names)") from None
 
     if spec is not None:
         path = checked_path(spec, kind="file", what="labels file")

@@ -316,7 +316,7 @@ class RegionIndex:
         of_cls = ((pairs == cls).any(1)).nonzero()[:, 0]
         if len(of_cls) == 0:
             raise UserError(f"the bank holds no boundary of class {cls}; build the index "
-                            "with a larger --pilot or --bank")
+                            "with a larger pilot or bank")
         dist = values[of_cls].abs() / self._norms[of_cls].clamp_min(1e-30)
         return of_cls[torch.sort(dist, stable=True).indices[:q]]
 

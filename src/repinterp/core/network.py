@@ -282,6 +282,8 @@ class SplitNetwork:
         wrong explanation later.
         """
         x = check_floating(images[:count]).to(self.device, self.dtype)
+        if self.input_shape is None:                 # the first pass fixes the shapes
+            self.input_shape = tuple(x.shape[1:])
         whole = _private_copy(self._model, self.device)
         try:
             expected = self._run(whole, x)
