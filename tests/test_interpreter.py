@@ -445,3 +445,18 @@ def test_short_reprs(net, images):
     summary = it.summarize(coverage=0.5, max_regions=2)
     assert repr(summary).startswith(f"Summary({len(summary.regions)} regions after '2'")
     assert "tensor" not in repr(summary) + repr(summary.classes[0])
+
+
+def test_one_region_of_a_summary_counts_as_of_region(net, images):
+    """The region a new image is located in, reported alone, has the coverage an
+    explanation of that region has (its members of its class), never above 100%."""
+    it = RepresentativeInterpreter(net, "2", num_boundaries=10, progress=False).fit(images)
+    summary = it.summarize(coverage=0.9, max_regions=3)
+    for k, region in enumerate(summary.regions):
+        one = summary.one_region(k)
+        ref = Summary.of_region(region, it.predictions_)
+        assert one.classes[0].covered == ref.classes[0].covered
+        assert one.classes[0].n_images == ref.classes[0].n_images
+        assert one.classes[0].coverage <= 1 and one.regions == [region]
+    with pytest.raises(UserError, match="out of range"):
+        summary.one_region(len(summary.regions))

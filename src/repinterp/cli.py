@@ -93,11 +93,11 @@ def _parse_size(spec: str | None) -> tuple[int, int] | None:
 def _model(args: argparse.Namespace):
     """The model, and the name of its demo architecture (or None)."""
     from .app.loading import load_model
-    from .demo.models import ARCHS
+    from .demo.models import ARCHS, demo_arch
 
     model = load_model(arch=args.arch, weights=args.weights, num_classes=args.num_classes,
                        model_file=args.model, trust_pickle=args.trust_pickle, archs=ARCHS)
-    return model, next((name for name, cls in ARCHS.items() if type(model) is cls), None)
+    return model, demo_arch(model)
 
 
 def _load_options(args: argparse.Namespace, model, demo: str | None) -> dict:
@@ -222,37 +222,21 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _explain_from_summary(args: argparse.Namespace) -> int:
     """``explain --summary DIR --image FILE``: the region of a saved summary that the image
     falls in, without refitting."""
-    from .app.io import images_digest, load_summary, model_digest, output_folder
+    from .app.io import load_summary, output_folder
     from .app.loading import load_images
+    from .app.pipeline import check_summary_source, locate_image
     from .app.report import write_report
-    from .core.network import SplitNetwork
-    from .core.summary import ClassSummary, Summary
 
     if not args.image:
         raise UserError("explain --summary needs --image FILE")
     summary = load_summary(args.summary)
     out = _out(args, "out/explain")
     model, demo = _model(args)
-    if summary.meta.get("model_digest") != model_digest(model):
-        raise UserError(f"the summary in {args.summary} was made with another model (or by "
-                        "a repinterp that did not record it); pass the model it was made "
-                        "with, or summarize again")
     refs, _, opts = _references(args, model, demo)
-    expected = summary.meta.get("references")
-    if expected is not None and expected != len(refs.images):
-        raise UserError(f"the summary was made from {expected} references, --data gives "
-                        f"{len(refs.images)}; pass the same --data and --references")
-    if summary.meta.get("references_sha256") != images_digest(refs.images):
-        raise UserError(f"the summary in {args.summary} was made from other reference "
-                        "images than --data gives; pass the same --data, --references "
-                        "and loading options")
-    net = SplitNetwork(model, summary.layer, approximate=bool(summary.meta.get(
-        "approximate")), device=args.device, progress=not args.quiet)
+    check_summary_source(summary, model, refs.images, args.summary)
     image = load_images(args.image, **opts).images[0]
-    net.check_split(image[None])
-    z = net.features(image[None], progress=False)
-    pred = net.logits(z).argmax(1).cpu()
-    where = int(summary.locate_features(z, pred)[0])
+    located = locate_image(summary, model, image, device=args.device)
+    where, pred, net = located.position, located.predicted, located.network
     names = _class_names(args, demo)
     cname = names[int(pred)] if names and int(pred) < len(names) else str(int(pred))
     if where < 0:
@@ -260,9 +244,7 @@ def _explain_from_summary(args: argparse.Namespace) -> int:
               "of its class")
         return 0
     region = summary.regions[where]
-    cs = next(c for c in summary.classes if c.cls == region.predicted_class)
-    one = Summary([ClassSummary(cs.cls, cs.n_images, [region], region.size)], 1.0, 1,
-                  layer=summary.layer, meta=summary.meta)
+    one = summary.one_region(where)
     method = summary.meta.get("heatmap_method", "margin")
     with output_folder(out) as tmp:
         write_report(tmp, one, refs.images,
@@ -369,43 +351,17 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _index_and_model(args: argparse.Namespace):
-    """The index of ``--index`` (checked against the model) and the model: from the
-    options given, else from the manifest."""
-    from .app.index import load_index, read_manifest
-    from .app.loading import load_model
-    from .demo.models import ARCHS
+    """The index of ``--index`` (checked against the model and its source) and the
+    model: from the options given, else the one the manifest names."""
+    from .app.index import load_index, manifest_model, read_manifest
+    from .demo.models import ARCHS, demo_arch
 
     manifest = read_manifest(args.index)        # the shards are read once, below
     if args.arch or args.model:
         model, _ = _model(args)
-    elif isinstance(manifest["model"], dict):
-        # the manifest says which model, never whether to trust it: unpickling needs
-        # --trust-pickle on this command line
-        spec = {k: manifest["model"].get(k) for k in ("arch", "weights", "num_classes",
-                                                     "model_file")}
-        model = load_model(archs=ARCHS, trust_pickle=args.trust_pickle, **spec)
     else:
-        raise UserError(f"the index in {args.index} was built from a Python model: pass "
-                        "--arch/--weights or --model")
-    demo = next((name for name, cls in ARCHS.items() if type(model) is cls), None)
-    return load_index(args.index, model, check_source=True), model, demo
-
-
-class _IndexedImages:
-    """The indexed images, read from their source when a report needs them."""
-
-    def __init__(self, source, items: list[int]):
-        self.source, self.items = source, items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, idx):
-        import torch
-        if isinstance(idx, int) or (isinstance(idx, torch.Tensor) and idx.ndim == 0):
-            i = self.items[int(idx)]
-            return self.source.read(i, i + 1)[0][0]
-        return torch.stack([self[int(i)] for i in idx])
+        model = manifest_model(manifest, trust_pickle=args.trust_pickle, archs=ARCHS)
+    return load_index(args.index, model, check_source=True), model, demo_arch(model)
 
 
 def _summarize_index(args: argparse.Namespace) -> int:
@@ -426,7 +382,7 @@ def _summarize_index(args: argparse.Namespace) -> int:
     net = SplitNetwork(model, index.layer, device=args.device, progress=False)
     with output_folder(out) as tmp:
         save_summary(tmp / "summary.pt", summary)
-        write_report(tmp, summary, _IndexedImages(loaded.source(), loaded.items),
+        write_report(tmp, summary, loaded.images(),
                      heatmap=net.heatmap, names=names,
                      class_names=_class_names(args, demo),
                      title="repinterp summary (index)",
@@ -459,7 +415,7 @@ def _explain_index(args: argparse.Namespace) -> int:
     labels = _class_names(args, demo)
     summary = Summary.of_region(region, index.rows.predictions, layer=index.layer)
     with output_folder(out) as tmp:
-        write_report(tmp, summary, _IndexedImages(loaded.source(), loaded.items),
+        write_report(tmp, summary, loaded.images(),
                      heatmap=net.heatmap, names=names, seed_images={0: image},
                      class_names=labels,
                      title=f"repinterp: region of {args.image} (index)",
@@ -517,6 +473,7 @@ _FLAGS = [
     ("(pass class_names)", "(pass --class-names)"),
     ("engine='ray'", "--engine ray"),
     ("a larger pilot or bank", "a larger --pilot or --bank"),
+    ("model_file=FILE", "--model FILE"),
 ]
 
 

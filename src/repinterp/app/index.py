@@ -48,8 +48,8 @@ from ..core.split import resolve_layer
 from .io import atomic_path, model_digest, write_json
 from .loading import ImageSource
 
-__all__ = ["INDEX_VERSION", "LoadedIndex", "build_index", "load_index", "model_digest",
-           "read_manifest"]
+__all__ = ["INDEX_VERSION", "IndexedImages", "LoadedIndex", "build_index", "load_index",
+           "manifest_model", "model_digest", "read_manifest"]
 
 INDEX_VERSION = 1
 ENGINES = ("local", "ray")
@@ -391,6 +391,36 @@ def _read_bank(out: Path, manifest: dict) -> Bank:
         raise UserError(f"{path} is corrupt ({first_line(exc)})") from exc
 
 
+class IndexedImages:
+    """The indexed images in row order, read from their source when asked for (a
+    report reads only the members it shows)."""
+
+    def __init__(self, source: ImageSource, items: list[int]):
+        self.source, self.items = source, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, int) or (isinstance(idx, torch.Tensor) and idx.ndim == 0):
+            i = self.items[int(idx)]
+            return self.source.read(i, i + 1)[0][0]
+        return torch.stack([self[int(i)] for i in idx])
+
+
+def manifest_model(manifest: dict, *, trust_pickle: bool = False,
+                   archs: dict | None = None) -> nn.Module:
+    """The model an index manifest names. The manifest says which model, never whether
+    to trust it: unpickling needs the caller's own ``trust_pickle``."""
+    from .loading import load_model
+    if not isinstance(manifest["model"], dict):
+        raise UserError("the index was built from a Python model: give the model "
+                        "(arch=NAME with weights=FILE, or model_file=FILE)")
+    spec = {k: manifest["model"].get(k) for k in ("arch", "weights", "num_classes",
+                                                 "model_file")}
+    return load_model(archs=archs, trust_pickle=trust_pickle, **spec)
+
+
 @dataclass
 class LoadedIndex:
     """An index read from disk: the index, per row the source item and name, and the
@@ -404,6 +434,10 @@ class LoadedIndex:
     def source(self) -> ImageSource:
         """The images the index was built from."""
         return ImageSource(**self.manifest["data"])
+
+    def images(self) -> IndexedImages:
+        """The indexed images, in row order, read when asked for."""
+        return IndexedImages(self.source(), self.items)
 
 
 def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,

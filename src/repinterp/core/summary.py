@@ -58,6 +58,18 @@ class Summary:
         return cls([ClassSummary(c, int((preds == c).sum()), [region], covered)], 1.0, 1,
                    layer=layer, meta=dict(meta or {}))
 
+    def one_region(self, position: int) -> Summary:
+        """A summary of the region at ``position`` in :attr:`regions` alone, counted as
+        :meth:`of_region` counts (its class's references covered: the members predicted
+        as its class, ``purity x size``), with this summary's layer and meta."""
+        if not 0 <= position < len(self.regions):
+            raise UserError(f"region {position} out of range 0..{len(self.regions) - 1}")
+        region = self.regions[position]
+        cs = next(c for c in self.classes if c.cls == region.predicted_class)
+        covered = round(region.purity * region.size)
+        return Summary([ClassSummary(cs.cls, cs.n_images, [region], covered)], 1.0, 1,
+                       layer=self.layer, meta=dict(self.meta))
+
     def __iter__(self) -> Iterator[ClassSummary]:
         return iter(self.classes)
 
