@@ -50,6 +50,7 @@ quick: install-dev data lint
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/mypy src/repinterp/core
 
 evaluate: install-dev data
 	$(BIN)/python benchmarks/evaluate.py --out docs

@@ -273,6 +273,7 @@ class RegionIndex:
         (the values are float16), the excluded images as bitsets per boundary."""
         seed_side = signs_at(row.signs, cand)[0]
         excluded = self._columns()[cand.numpy()]          # the images on the positive side
+        assert self._valid is not None                    # set with the columns
         excluded[seed_side.numpy()] ^= self._valid[None]  # the seed's side is positive
         signs = torch.where(seed_side, 1.0, -1.0)
 

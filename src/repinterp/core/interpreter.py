@@ -144,6 +144,7 @@ class RepresentativeInterpreter:
                            batch_size=self.batch_size, progress=self.progress)
         net.check_split(next(batches(references, 8)))
         z = net.features(references, dtype=self.feature_dtype, storage=self.store_dir)
+        assert net.input_shape is not None           # set by the first pass
         input_size = tuple(net.input_shape[-2:])
         prefix = linear_prefix(net.head) if self.use_prefix else None
         sink: list[torch.Tensor] = []
@@ -204,7 +205,7 @@ class RepresentativeInterpreter:
         return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + stream)
 
     def _working_shape(self) -> tuple[int, ...]:
-        return self.store_.working_shape or self.network_.feature_shape
+        return self.store_.working_shape or self._shape()
 
     # --- explain -----------------------------------------------------------------
     def _seed(self, seed: Any) -> tuple[int | None, torch.Tensor, int]:
@@ -213,7 +214,8 @@ class RepresentativeInterpreter:
             z0 = self.network_.features(seed[None], progress=False)[0]
             return None, z0, int(self.network_.logits(z0[None]).argmax(1))
         try:
-            index = operator.index(seed.item() if isinstance(seed, torch.Tensor)
+            index = operator.index(seed.item()  # type: ignore[arg-type]
+                                   if isinstance(seed, torch.Tensor)
                                    and seed.ndim == 0 else seed)
         except TypeError:
             raise UserError("seed must be a reference index (an integer) or an image "
@@ -254,6 +256,7 @@ class RepresentativeInterpreter:
                 raise UserError(f"num_boundaries={q} exceeds the {len(self.bank_)} shared "
                                 "boundaries sampled at fit; raise num_boundaries there")
             b = self.bank_.select(torch.arange(q, device=self.bank_.weights.device))
+            assert self.bank_values_ is not None    # set with bank_ at fit
             values = self.bank_values_[:, :q]
         else:
             b = self._sample(z0, cls, same, index, q)
@@ -275,7 +278,7 @@ class RepresentativeInterpreter:
         return make_region(dense_candidates(b, values, seed_values), self.predictions_,
                            cls, same, seed_index=index, delta=delta,
                            min_purity=self.min_purity,
-                           feature_shape=self.network_.feature_shape,
+                           feature_shape=self._shape(),
                            approximate=self.network_.approximate, logic=logic,
                            stacklevel=5)
 
@@ -381,7 +384,7 @@ class RepresentativeInterpreter:
     def _logic_descriptors(self, idx: torch.Tensor, cls: int) -> torch.Tensor:
         """:func:`~repinterp.core.logics.logic_descriptors` of the given references, their
         margin gradients taken in batches through the head."""
-        store, shape = self.store_, self.network_.feature_shape
+        store, shape = self.store_, self._shape()
         step = chunk_rows(store.z.shape[1] * 4 * 4, most=1024)
         out = []
         for i in range(0, len(idx), step):
@@ -469,7 +472,12 @@ class RepresentativeInterpreter:
     @property
     def feature_shape_(self) -> tuple[int, ...]:
         """Shape of one feature map at the layer, ``(C, H, W)``, fixed at :meth:`fit`."""
-        return tuple(self._fitted().network_.feature_shape)
+        return self._fitted()._shape()
+
+    def _shape(self) -> tuple[int, ...]:
+        shape = self.network_.feature_shape
+        assert shape is not None                     # set by fit's first pass
+        return tuple(shape)
 
     @exact
     def contains(self, region: Region, images: Any) -> torch.Tensor:

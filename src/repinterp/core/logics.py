@@ -71,6 +71,7 @@ def kmeans(x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 100, n_init: 
         inertia = float(((x - centres[labels]) ** 2).sum())
         if best is None or inertia < best[0]:
             best = (inertia, labels, centres)
+    assert best is not None                      # n_init >= 1
     return best[1], best[2]
 
 

@@ -87,7 +87,8 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, heat: torch.Tenso
     order = rank_pixels(heat).to(images.device)
     base = torch.as_tensor(fill, dtype=images.dtype, device=images.device).expand_as(images)
     c = torch.as_tensor(cls, device=images.device).expand(n)
-    dele, ins = [], []
+    dele: list[torch.Tensor] = []
+    ins: list[torch.Tensor] = []
     with inference_mode(model):
         for s in range(steps + 1):
             k = round(s / steps * h * w)

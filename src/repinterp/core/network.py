@@ -137,7 +137,8 @@ def exact_float32() -> Iterator[None]:
     API makes PyTorch raise on mixed settings (then and in
     ``torch.get_float32_matmul_precision()``). Not thread-safe: the settings are global.
     """
-    b = torch.backends
+    b: Any = torch.backends
+    exact_values: dict[int, object]
     if hasattr(b.cuda.matmul, "fp32_precision"):
         # the root first, so that restoring it does not overwrite the children
         targets = [(b, "fp32_precision"), (b.cuda.matmul, "fp32_precision"),
@@ -187,7 +188,8 @@ def _private_copy(module: nn.Module, device: torch.device, channels_last: bool =
                     src = node.args[0]
                     if isinstance(src, fx.Node) and len(src.users) == 1 \
                             and src.op != "placeholder":
-                        net.get_submodule(node.target).inplace = True
+                        relu = net.get_submodule(str(node.target))
+                        relu.inplace = True  # type: ignore[assignment]
     return net
 
 
@@ -395,8 +397,11 @@ class SplitNetwork:
 
         With ``capture`` (a module of :attr:`head`), its outputs are appended to ``sink``.
         """
-        hook = (capture.register_forward_hook(lambda m, i, o: sink.append(o.detach()))
-                if capture is not None else None)
+        if capture is not None and sink is None:
+            raise ValueError("capture needs a sink list")
+        hook = (capture.register_forward_hook(
+            lambda m, i, o: sink.append(o.detach()))  # type: ignore[union-attr]
+            if capture is not None else None)
         step = chunk_rows(z.shape[1] * 4 * HEAD_ACTIVATION_FACTOR, most=4096)
         try:
             return torch.cat([self._run(self.head, self.unflatten(

@@ -16,6 +16,7 @@ import difflib
 import operator
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -235,7 +236,7 @@ def _module_kind(mod: nn.Module) -> str | None:
     return None
 
 
-_TABLES = {
+_TABLES: dict[str, tuple[Any, Any, Any, Any]] = {
     "call_function": (AFFINE_FUNCTIONS, KINK_FUNCTIONS, SCALING_FUNCTIONS,
                       {operator.truediv, torch.div}),
     "call_method": (AFFINE_METHODS, KINK_METHODS, SCALING_METHODS,
@@ -246,11 +247,11 @@ _TABLES = {
 def _node_kind(head: fx.GraphModule, node: fx.Node, varying: set[fx.Node]) -> str | None:
     """``"affine"``, ``"kink"`` or None for a node whose output depends on the input."""
     if node.op == "call_module":
-        return _module_kind(head.get_submodule(node.target))
+        return _module_kind(head.get_submodule(str(node.target)))
     if node.op not in _TABLES:
         return None
     affine, kink, scaling, division = _TABLES[node.op]
-    target = node.target
+    target: Any = node.target
     if target in affine:
         return "affine"
     if target in kink:
@@ -264,7 +265,7 @@ def _node_kind(head: fx.GraphModule, node: fx.Node, varying: set[fx.Node]) -> st
 
 def _describe(head: nn.Module, node: fx.Node) -> str:
     if node.op == "call_module":
-        mod = head.get_submodule(node.target)
+        mod = head.get_submodule(str(node.target))
         return f"module {node.target!r} ({type(mod).__name__})"
     if node.op == "call_function":
         return f"function {getattr(node.target, '__name__', str(node.target))!r}"

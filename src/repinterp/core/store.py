@@ -58,7 +58,9 @@ class FeatureStore:
         self.z = features
         self.compute_dtype = compute_dtype
         self.device = features.device if device is None else torch.device(device)
-        self.linear, self.projected, self.rest = prefix if prefix else (None, None, head)
+        self.linear: nn.Linear | None = prefix[0] if prefix else None
+        self.projected: torch.Tensor | None = prefix[1] if prefix else None
+        self.rest: nn.Module = prefix[2] if prefix else head
 
     def __len__(self) -> int:
         return self.z.shape[0]
@@ -130,5 +132,7 @@ class FeatureStore:
     def mean_rows(self, idx: torch.Tensor) -> torch.Tensor:
         """The mean feature vector ``[D]`` of the given references, chunk by chunk."""
         step = chunk_rows(self.z.shape[1] * self.z.element_size())
-        total = sum(self.rows(idx[i:i + step]).sum(0) for i in range(0, len(idx), step))
+        total = torch.zeros(self.z.shape[1], dtype=self.compute_dtype, device=self.device)
+        for i in range(0, len(idx), step):
+            total += self.rows(idx[i:i + step]).sum(0)
         return total / max(len(idx), 1)
