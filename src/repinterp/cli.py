@@ -192,6 +192,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         return _explain_index(args)
     if args.summary:
         return _explain_from_summary(args)
+    out = _out(args, "out/explain")
     interp, refs, held, opts, demo = _load(args)
     seed_images = {}
     if args.image:
@@ -204,7 +205,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         what = refs.names[args.seed_index]
     stats = _heldout_stats(interp, held, [region])
     summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
-    out = _out(args, "out/explain")
     names = _class_names(args, demo)
     labels = _labels(args, refs, names)
     with output_folder(out) as tmp:

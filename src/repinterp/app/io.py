@@ -58,6 +58,12 @@ def _is_write_failure(exc: BaseException) -> bool:
         mark in str(exc) for mark in ("PytorchStreamWriter", "inline_container"))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
@@ -74,9 +80,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise _write_error(path, exc) from None
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -153,7 +157,7 @@ def output_folder(out: str | os.PathLike) -> Iterator[Path]:
             if pid.isdigit() and not _pid_alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~_umask())           # mkdtemp makes 0700
     except OSError as exc:
         raise _write_error(out, exc) from None
     try:
@@ -166,12 +170,6 @@ def output_folder(out: str | os.PathLike) -> Iterator[Path]:
         if _is_write_failure(exc):
             raise _write_error(out, exc) from None
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _swap_in(new: Path, out: Path) -> None:

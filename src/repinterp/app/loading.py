@@ -20,8 +20,7 @@ from torch import nn
 from ..core.errors import UserError, first_line
 
 __all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "check_feature_map", "checked_path",
-           "expected_channels",
-           "load_images", "load_model", "parse_normalize", "read_idx"]
+           "expected_channels", "load_images", "load_model", "parse_normalize", "read_idx"]
 
 NORMALIZATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -40,9 +39,9 @@ class ImageSet:
 
 
 def checked_path(path: str | os.PathLike, *, kind: str = "any", what: str = "") -> Path:
-    """``path``, after checking that it exists and is of ``kind`` (``"file"``,
-    ``"dir"`` or ``"any"``): a missing path, a broken link, a link loop, a folder where a
-    file is needed and an unreadable path each get their own message."""
+    """``path``, after checking that it exists (and with ``kind="file"`` that it is not a
+    folder): a missing path, a broken link, a link loop, a folder where a file is needed
+    and an unreadable path each get their own message."""
     p = Path(path)
     label = f"{what} {p}" if what else str(p)
     try:
@@ -58,8 +57,6 @@ def checked_path(path: str | os.PathLike, *, kind: str = "any", what: str = "") 
         raise UserError(f"{label} cannot be read ({exc.strerror})") from None
     if kind == "file" and stat.S_ISDIR(st.st_mode):
         raise UserError(f"{label} is a folder, not a file")
-    if kind == "dir" and not stat.S_ISDIR(st.st_mode):
-        raise UserError(f"{label} is a file, not a folder")
     return p
 
 

@@ -22,6 +22,10 @@ def check_summary_source(summary: Summary, model: nn.Module, references: torch.T
     """Refuse to use ``summary`` with another model or other references than it was made
     from (its ``model_digest`` and ``references_sha256``); a summary that did not record
     them is refused too."""
+    if "index" in summary.meta:
+        raise UserError(f"the summary in {where} was made from the region index "
+                        f"{summary.meta['index']}: locate images with the index itself "
+                        "(`repinterp explain --index`)")
     if summary.meta.get("model_digest") != model_digest(model):
         raise UserError(f"the summary in {where} was made with another model (or by a "
                         "repinterp that did not record it); give the model it was made "
