@@ -153,7 +153,8 @@ def write_debug_report(setting, references: int, seed: int, out: Path,
     ``-marked`` where the mark was pasted. Optionally a screenshot (headless chromium)."""
     import subprocess
 
-    from repinterp.app.report import heldout_figures, write_report
+    from repinterp.app.report import write_report
+    from repinterp.app.stats import heldout_figures
     from repinterp.demo.data import FASHION_CLASSES
 
     model, _ = load_shortcut_model(setting, progress=False)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.report import region_stats
+from repinterp.app.stats import region_stats
 from repinterp.cli import main
 from repinterp.demo.data import find_fashion_mnist, load_fashion_mnist
 from repinterp.demo.models import FashionVGG, evaluate_accuracy, train_classifier

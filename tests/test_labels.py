@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from repinterp.app.loading import load_labels
-from repinterp.app.report import label_stats, membership_rows, region_flags
+from repinterp.app.report import membership_rows
+from repinterp.app.stats import label_stats, region_flags
 from repinterp.core.errors import UserError
 from repinterp.core.region import Region
 from repinterp.core.summary import ClassSummary, Summary
@@ -85,7 +86,7 @@ def test_membership_rows():
 
 
 def test_heat_concentration_by_hand():
-    from repinterp.app.report import heat_concentration
+    from repinterp.app.stats import heat_concentration
     uniform = torch.ones(3, 10, 10)
     assert heat_concentration(uniform) == pytest.approx(0.05)
     spot = torch.zeros(2, 10, 10)
@@ -118,7 +119,28 @@ def test_report_of_an_empty_region_and_a_cap_below_top(tmp_path):
     html = path.read_text()
     assert html.count('alt="member') == 4 + 1                 # closest 4, far end 1
     assert (tmp_path / "regions" / "region-001.html").is_file()
-    assert sum(calls) == 2 + 4 + 1 + 1                        # grid, top, far, seed
+    assert sum(calls) == 4 + 1 + 1            # top (the grid reuses them), far, seed
     calls.clear()
     write_report(tmp_path / "all", summary, images, heatmap=heat, top=4, far=1)
-    assert sum(calls) == 6 + 1 + 1           # the closest members reuse the grid's maps
+    assert sum(calls) == 4 + 2 + 1 + 1       # top, the rest of the grid, far, seed
+
+
+def test_statistics_are_data_before_any_rendering():
+    """summary.json's statistics come from summary_dict alone (not from drawing the
+    report): heat concentration from the closest members' maps, flags by the rules, and
+    each class's mean held-out purity."""
+    from repinterp.app.stats import RegionStats, heat_concentration, summary_dict
+    a, b = region([0, 1, 2]), region([3, 4])
+    summary = Summary([ClassSummary(1, 6, [a, b], 5)], 1.0, 2)
+    spot = torch.zeros(3, 10, 10)
+    spot[:, 0, 0] = 1.0                                       # one hot pixel: flagged
+    flat = torch.ones(2, 10, 10)
+    data = summary_dict(summary, stats=[RegionStats(10, 0.9), RegionStats(4, 1.0)],
+                        top_heat=[spot, flat])
+    ra, rb = data["classes"][0]["regions"]
+    assert ra["heat_concentration"] == heat_concentration(spot) == 1.0
+    assert rb["heat_concentration"] == pytest.approx(0.05)
+    assert ra["flags"] == ["held-out purity 90.0%", "heat on a small area (100% on the "
+                           "hottest 5% of pixels)"] and rb["flags"] == []
+    assert data["classes"][0]["heldout_purity"] == pytest.approx(0.95)
+    assert summary_dict(summary)["classes"][0]["regions"][0]["heat_concentration"] is None

@@ -168,7 +168,7 @@ def _labels(args: argparse.Namespace, refs, class_names):
 
 
 def _heldout_stats(interp, held, regions) -> list | None:
-    from .app.report import heldout_stats
+    from .app.stats import heldout_stats
     if not held:
         return None
     feats = interp.features(held.images)

@@ -5,7 +5,6 @@ import base64
 import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,56 +16,22 @@ from PIL import Image
 from ..core.region import Region
 from ..core.summary import Summary
 from .io import atomic_path, write_json, write_text
+from .stats import (
+    FLAG_HEAT_CONCENTRATION,
+    FLAG_HELDOUT_PURITY,
+    FLAG_LABEL_ACCURACY,
+    HOT_SHARE,
+    RegionStats,
+    class_name,
+    summary_dict,
+)
 
-__all__ = ["RegionStats", "THUMBNAIL", "heat_concentration", "heldout_stats", "label_stats",
-           "membership_rows", "region_flags", "region_stats", "summary_dict", "thumbnail",
-           "write_memberships", "write_report"]
+__all__ = ["THUMBNAIL", "membership_rows", "thumbnail", "write_memberships", "write_report"]
 
 _JET = colormaps["jet"]
 #: Displayed thumbnail size in CSS pixels; embedded images are at most 128 px.
 THUMBNAIL = 112
 _EMBED_MAX = 128
-
-
-@dataclass
-class RegionStats:
-    """How a region does on held-out images: how many fall inside, and the share of
-    them predicted as the region's class (its purity on held-out data)."""
-
-    inside: int
-    purity: float | None
-
-
-def region_stats(region: Region, features: torch.Tensor,
-                 predictions: torch.Tensor) -> RegionStats:
-    """:class:`RegionStats` of ``region`` on held-out ``features`` ``[n, D]``."""
-    inside = region.contains_features(features).cpu()
-    n = int(inside.sum())
-    pur = int((predictions[inside] == region.predicted_class).sum()) / n if n else None
-    return RegionStats(inside=n, purity=pur)
-
-
-def heldout_stats(regions: Sequence[Region], features: torch.Tensor,
-                  predictions: torch.Tensor) -> list[RegionStats]:
-    """:func:`region_stats` of every region, in the order of ``regions``."""
-    preds = predictions.cpu()
-    return [region_stats(r, features, preds) for r in regions]
-
-
-def heldout_figures(regions: Sequence[Region], features: torch.Tensor,
-                    predictions: torch.Tensor) -> dict:
-    """Pooled figures of ``regions`` on held-out images: ``pooled_purity`` (of the images
-    inside a region, counted once per region, the share predicted as its class),
-    ``share_in_a_region`` (images inside at least one region) and the per-region
-    :class:`RegionStats` (``stats``)."""
-    stats = heldout_stats(regions, features, predictions)
-    inside = sum(s.inside for s in stats)
-    agree = sum(s.inside * s.purity for s in stats if s.purity is not None)
-    union = torch.zeros(len(features), dtype=torch.bool)
-    for region in regions:
-        union |= region.contains_features(features).cpu()
-    return {"pooled_purity": agree / inside if inside else None,
-            "share_in_a_region": float(union.float().mean()), "stats": stats}
 
 
 def _to_display(image: torch.Tensor) -> np.ndarray:
@@ -106,114 +71,6 @@ def thumbnail(image: torch.Tensor, heat: torch.Tensor | None = None, *,
         img.save(buf, format="JPEG", quality=82, optimize=True)
         mime = "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
-
-
-#: Flags of a region that looks wrong (fixed rules, shown first in the report):
-#: held-out purity below this, or label accuracy (members whose label is the predicted
-#: class) below this, or a heat map that puts at least this share of its mass on the
-#: hottest 5% of the pixels (the mean map of the region's top members; 0.05 when
-#: uniform). Measured (docs/shortcut.md): demo regions reach 0.36, regions of the
-#: shortcut models 0.53, the planted mark's region 0.44; only the label rule singled out
-#: the mark's region there.
-FLAG_HELDOUT_PURITY = 0.95
-FLAG_LABEL_ACCURACY = 0.8
-FLAG_HEAT_CONCENTRATION = 0.5
-HOT_SHARE = 0.05
-
-
-def heat_concentration(heat: torch.Tensor, share: float = HOT_SHARE) -> float | None:
-    """The share of the mean heat map's mass (over heat maps ``[n, H, W]``) on its
-    hottest ``share`` of pixels: ``share`` for a uniform map, 1 for one hot spot that
-    sits at the same place in every image (as a pasted mark does); ``None`` when the
-    maps are all zero."""
-    mean = heat.double().mean(0).flatten()
-    total = float(mean.sum())
-    if total <= 0:
-        return None
-    return float(mean.topk(max(1, math.ceil(share * len(mean)))).values.sum()) / total
-
-
-def label_stats(region: Region, labels: torch.Tensor, class_names: Sequence[str] | None,
-                names: Sequence[str] | None, top: int = 50) -> dict:
-    """A region's label mix (``{label name: members}``, largest first; unknown labels
-    left out), its label accuracy (members whose label is the predicted class, of those
-    with a label) and the members whose label disagrees, in rank order."""
-    lab = labels[region.members].cpu()
-    known = lab >= 0
-    counts = torch.bincount(lab[known]) if bool(known.any()) else torch.zeros(0)
-    mix = {_cname(class_names, c): int(n) for c, n in sorted(
-        enumerate(counts.tolist()), key=lambda cn: -cn[1]) if n}
-    wrong = region.members[known & (lab != region.predicted_class)][:top].tolist()
-    n_known = int(known.sum())
-    agree = int((lab[known] == region.predicted_class).sum())
-    return {"label_mix": mix, "labelled": n_known,
-            "label_accuracy": agree / n_known if n_known else None,
-            "disagreeing": [{"index": i, "name": names[i] if names else f"#{i}",
-                             "label": _cname(class_names, int(labels[i]))} for i in wrong]}
-
-
-def _cname(class_names: Sequence[str] | None, c: int) -> str:
-    return class_names[c] if class_names and 0 <= c < len(class_names) else str(c)
-
-
-def region_flags(rd: dict) -> list[str]:
-    """The flags of a region's JSON entry (see the ``FLAG_*`` rules)."""
-    flags = []
-    hp = rd.get("heldout_purity")
-    if hp is not None and hp < FLAG_HELDOUT_PURITY:
-        flags.append(f"held-out purity {100 * hp:.1f}%")
-    acc = rd.get("label_accuracy")
-    if acc is not None and acc < FLAG_LABEL_ACCURACY:
-        flags.append(f"labels agree with {100 * acc:.1f}% of members")
-    conc = rd.get("heat_concentration")
-    if conc is not None and conc >= FLAG_HEAT_CONCENTRATION:
-        flags.append(f"heat on a small area ({100 * conc:.0f}% on the hottest "
-                     f"{100 * HOT_SHARE:.0f}% of pixels)")
-    return flags
-
-
-def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
-                 stats: Sequence[RegionStats] | None = None, top: int = 50,
-                 names: Sequence[str] | None = None, meta: dict | None = None,
-                 labels: torch.Tensor | None = None) -> dict:
-    """Everything in a summary as plain JSON data. ``stats`` are the held-out statistics
-    of ``summary.regions`` in their order; ``names`` are the references' file names;
-    ``labels`` their labels (-1 unknown), which add each region's label mix."""
-    per_region = iter(stats) if stats is not None else None
-    classes = []
-    number = 0
-    for cs in summary.classes:
-        regions = []
-        for region in cs.regions:
-            number += 1
-            st = next(per_region) if per_region is not None else None
-            members = region.members[:top].tolist()
-            rd = {
-                "region": number, "logic": region.logic,
-                "seed_index": region.seed_index, "size": region.size,
-                "purity": region.purity, "num_boundaries": region.num_boundaries,
-                "delta": region.delta, "min_delta": region.min_delta,
-                "approximate": region.approximate,
-                "heldout_inside": st.inside if st else None,
-                "heldout_purity": st.purity if st else None,
-                "top_members": members,
-                "top_member_names": [names[i] for i in members] if names else None,
-                "top_member_distances": [round(float(d), 6)
-                                         for d in region.member_distances[:top]],
-                # a logic boundary (separate logics) has the pair (c, c)
-                "boundary_pairs": [[_cname(class_names, a), _cname(class_names, b)
-                                    if a != b else "another logic"]
-                                   for a, b in region.pairs.tolist()],
-            }
-            if labels is not None:
-                rd.update(label_stats(region, labels, class_names, names, top))
-            regions.append(rd)
-        classes.append({"class": cs.cls, "name": _cname(class_names, cs.cls),
-                        "n_images": cs.n_images, "coverage": cs.coverage,
-                        "regions": regions})
-    return {"meta": dict(meta or {}), "layer": summary.layer,
-            "coverage_target": summary.coverage_target, "max_regions": summary.max_regions,
-            "classes": classes}
 
 
 def membership_rows(summary: Summary, names: Sequence[str] | None = None,
@@ -290,12 +147,17 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
-    data = summary_dict(summary, class_names, stats, names=names, meta=meta, labels=labels)
 
     def member_heat(region: Region, idx: torch.Tensor) -> torch.Tensor:
         if reference_heatmap is not None:
             return reference_heatmap(region, idx)
         return heatmap(region, images[idx])
+
+    # the statistics first (the closest members' heat maps among them), then rendering
+    closest = [member_heat(r, r.members[:top]) if r.size else torch.zeros(0)
+               for r in summary.regions]
+    data = summary_dict(summary, class_names, stats, names=names, meta=meta, labels=labels,
+                        top_heat=closest)
 
     def tiles(region: Region, idx: torch.Tensor,
               heat: torch.Tensor | None = None) -> list[dict]:
@@ -322,31 +184,30 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                                "index": -1, "name": "outside image"}]
             else:
                 seed_tiles = []
+            first = closest[position]                 # drawn once, above
             position += 1
-            grid, first = [], None
+            grid: list[dict] = []
             shown = region.members[:max_members]
             for i in range(0, len(shown), batch):
                 idx = shown[i:i + batch]
-                heat = member_heat(region, idx)
-                if i == 0:                    # the closest members, drawn once
-                    first = heat[:top]
-                    rd["heat_concentration"] = heat_concentration(first)
+                if i == 0:
+                    rest = idx[len(first):]
+                    heat = torch.cat([first[:len(idx)], member_heat(region, rest)]) \
+                        if len(rest) else first[:len(idx)]
+                else:
+                    heat = member_heat(region, idx)
                 for j, h in zip(idx.tolist(), heat, strict=True):
                     grid.append({"src": thumbnail(images[j], h, small=True),
                                  "name": names[j] if names else f"#{j}",
                                  "rank": len(grid) + 1,
-                                 "label": (_cname(class_names, int(labels[j]))
+                                 "label": (class_name(class_names, int(labels[j]))
                                            if labels is not None and int(labels[j]) >= 0
                                            else None)})
-            rd.setdefault("heat_concentration", None)
-            rd["flags"] = region_flags(rd)
             n = region.size
             far_idx = region.members[max(top, n - far):]
             view = dict(rd, number=k + 1, seed=seed_tiles, class_name=cd["name"],
                         href=f"regions/region-{rd['region']:03d}.html",
-                        top=tiles(region, region.members[:top],
-                                  first if first is not None and len(first) == min(top, n)
-                                  else None),
+                        top=tiles(region, region.members[:top], first),
                         far=tiles(region, far_idx), far_start=max(top, n - far) + 1)
             views.append(view)
             if rd["flags"]:

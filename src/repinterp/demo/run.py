@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..app.io import check_output, images_digest, model_digest, output_folder, save_summary
-from ..app.report import heldout_figures, write_report
+from ..app.report import write_report
+from ..app.stats import heldout_figures
 from ..core.interpreter import RepresentativeInterpreter
 from .data import FASHION_CLASSES, load_fashion_mnist
 from .models import load_demo_model
