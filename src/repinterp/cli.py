@@ -109,21 +109,19 @@ def _load_options(args: argparse.Namespace, model, demo: str | None) -> dict:
 
 
 def _references(args: argparse.Namespace, model, demo: str | None):
-    """The references, the held-out images (or None) and the loading options."""
+    """The references (without a fit) and the loading options."""
     from .app.loading import load_images
 
     if args.data is None:
         raise UserError("--data is required")
     opts = _load_options(args, model, demo)
-    refs = load_images(args.data, limit=args.references, **opts)
-    held = load_images(args.heldout, **opts) if args.heldout else None
-    return refs, held, opts
+    return load_images(args.data, limit=args.references, **opts), opts
 
 
-def _load(args: argparse.Namespace):
-    """The interpreter fitted on the references, the references, the held-out images,
-    the loading options and the demo architecture's name (or None)."""
-    from .core.interpreter import RepresentativeInterpreter
+def _fit(args: argparse.Namespace):
+    """The references of ``--data`` fitted (:func:`repinterp.app.pipeline.fit_references`)
+    and the demo architecture's name (or None)."""
+    from .app.pipeline import fit_references
     from .demo.models import DEMO_LAYERS
 
     labels = getattr(args, "labels", None)
@@ -133,18 +131,16 @@ def _load(args: argparse.Namespace):
     layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
     if layer is None:
         raise UserError("--layer is required (list the candidates with `repinterp layers`)")
-    refs, held, opts = _references(args, model, demo)
+    if args.data is None:
+        raise UserError("--data is required")
     import torch
-
-    from .app.loading import check_feature_map
-    check_feature_map(model, layer, refs.images[0])
-    interp = RepresentativeInterpreter(
-        model, layer, num_boundaries=args.num_boundaries, seed=args.seed,
-        approximate=args.approximate, device=args.device, progress=not args.quiet,
-        feature_dtype=getattr(torch, args.feature_dtype) if args.feature_dtype else None,
-        store_dir=args.store_dir)
-    interp.fit(refs.images)
-    return interp, refs, held, opts, demo
+    fitted = fit_references(
+        model, layer, args.data, options=_load_options(args, model, demo),
+        limit=args.references, heldout=args.heldout, num_boundaries=args.num_boundaries,
+        seed=args.seed, approximate=args.approximate, device=args.device,
+        progress=not args.quiet, store_dir=args.store_dir,
+        feature_dtype=getattr(torch, args.feature_dtype) if args.feature_dtype else None)
+    return fitted, demo
 
 
 def _class_names(args: argparse.Namespace, demo: str | None) -> list[str] | None:
@@ -167,18 +163,8 @@ def _labels(args: argparse.Namespace, refs, class_names):
     return load_labels(args.data, refs.names, args.labels, class_names)
 
 
-def _heldout_stats(interp, held, regions) -> list | None:
-    from .app.stats import heldout_stats
-    if not held:
-        return None
-    feats = interp.features(held.images)
-    return heldout_stats(regions, feats, interp.predict_features(feats))
-
-
-def _meta(args: argparse.Namespace, interp, refs) -> dict:
-    return {"model": args.arch or args.model, "layer": interp.layer_,
-            "references": len(refs.names), "skipped_files": len(refs.skipped),
-            "approximate": interp.approximate_, "seed": args.seed,
+def _meta(args: argparse.Namespace, fitted) -> dict:
+    return {"model": args.arch or args.model, **fitted.meta(), "seed": args.seed,
             "separate_logics": bool(getattr(args, "separate_logics", False))}
 
 
@@ -193,17 +179,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.summary:
         return _explain_from_summary(args)
     out = _out(args, "out/explain")
-    interp, refs, held, opts, demo = _load(args)
+    fitted, demo = _fit(args)
+    interp, refs = fitted.interp, fitted.references
     seed_images = {}
     if args.image:
-        image = load_images(args.image, **opts).images[0]
+        image = load_images(args.image, **fitted.options).images[0]
         region = interp.explain(image)
         seed_images[0] = image
         what = args.image
     else:
         region = interp.explain(args.seed_index)
         what = refs.names[args.seed_index]
-    stats = _heldout_stats(interp, held, [region])
+    stats = fitted.heldout_stats([region])
     summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
     names = _class_names(args, demo)
     labels = _labels(args, refs, names)
@@ -212,7 +199,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                      reference_heatmap=interp.reference_heatmap,
                      names=refs.names, seed_images=seed_images, class_names=names,
                      labels=labels, predictions=interp.predictions_,
-                     title=f"repinterp: region of {what}", meta=_meta(args, interp, refs))
+                     title=f"repinterp: region of {what}", meta=_meta(args, fitted))
     print(f"region of {what} (class {region.predicted_class}): {region.size} members, "
           f"{region.num_boundaries} boundaries, delta {region.delta}; "
           f"report: {out / 'report.html'}")
@@ -232,7 +219,7 @@ def _explain_from_summary(args: argparse.Namespace) -> int:
     summary = load_summary(args.summary)
     out = _out(args, "out/explain")
     model, demo = _model(args)
-    refs, _, opts = _references(args, model, demo)
+    refs, opts = _references(args, model, demo)
     check_summary_source(summary, model, refs.images, args.summary)
     image = load_images(args.image, **opts).images[0]
     located = locate_image(summary, model, image, device=args.device)
@@ -260,29 +247,28 @@ def _explain_from_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
-    from .app.io import images_digest, model_digest, output_folder, save_summary
+    from .app.io import output_folder, save_summary
+    from .app.pipeline import summarize_references
     from .app.report import write_report
 
     if args.index:
         return _summarize_index(args)
     out = _out(args, "out/summary")
-    interp, refs, held, _, demo = _load(args)
+    fitted, demo = _fit(args)
+    interp, refs = fitted.interp, fitted.references
     names = _class_names(args, demo)
     labels = _labels(args, refs, names)
-    summary = interp.summarize(coverage=args.coverage, max_regions=args.max_regions,
-                               separate_logics=args.separate_logics,
-                               max_logics=args.max_logics)
-    summary.meta.update(model=args.arch or args.model, data=args.data,
-                        model_digest=model_digest(interp.model),
-                        references_sha256=images_digest(refs.images))
-    stats = _heldout_stats(interp, held, summary.regions)
+    summary, stats = summarize_references(
+        fitted, coverage=args.coverage, max_regions=args.max_regions,
+        separate_logics=args.separate_logics, max_logics=args.max_logics,
+        meta={"model": args.arch or args.model, "data": args.data})
     with output_folder(out) as tmp:
         save_summary(tmp / "summary.pt", summary)
         write_report(tmp, summary, refs.images, heatmap=interp.heatmap, stats=stats,
                      reference_heatmap=interp.reference_heatmap,
                      names=refs.names, class_names=names, labels=labels,
                      predictions=interp.predictions_, title="repinterp summary",
-                     meta=_meta(args, interp, refs))
+                     meta=_meta(args, fitted))
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
           f"report: {out / 'report.html'}")
     return 0

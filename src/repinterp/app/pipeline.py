@@ -10,11 +10,75 @@ import torch
 from torch import nn
 
 from ..core.errors import UserError
+from ..core.interpreter import RepresentativeInterpreter
 from ..core.network import SplitNetwork
+from ..core.region import Region
 from ..core.summary import Summary
 from .io import images_digest, model_digest
+from .loading import ImageSet, check_feature_map, load_images
+from .stats import RegionStats, heldout_stats
 
-__all__ = ["Located", "check_summary_source", "locate_image"]
+__all__ = ["Fitted", "Located", "check_summary_source", "fit_references", "locate_image",
+           "source_fingerprint", "summarize_references"]
+
+
+@dataclass
+class Fitted:
+    """An interpreter fitted on the reference images of a path, with what was loaded:
+    the references, the held-out images (or None) and the loading options."""
+
+    interp: RepresentativeInterpreter
+    references: ImageSet
+    heldout: ImageSet | None
+    options: dict
+
+    def heldout_stats(self, regions: list[Region]) -> list[RegionStats] | None:
+        """The regions' statistics on the held-out images (None without them)."""
+        if self.heldout is None:
+            return None
+        feats = self.interp.features(self.heldout.images)
+        return heldout_stats(regions, feats, self.interp.predict_features(feats))
+
+    def meta(self) -> dict:
+        """What a report and ``summary.json`` say about the fit."""
+        return {"layer": self.interp.layer_, "references": len(self.references.names),
+                "skipped_files": len(self.references.skipped),
+                "approximate": self.interp.approximate_}
+
+
+def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,
+                   options: dict, limit: int | None = None,
+                   heldout: str | os.PathLike | None = None, **interpreter) -> Fitted:
+    """Load the images of ``data`` (the first ``limit``; ``options`` as
+    :func:`~repinterp.app.loading.load_images` takes them) and of ``heldout``, refuse a
+    layer without a feature map before any fit, and fit a
+    :class:`~repinterp.RepresentativeInterpreter` (``interpreter``: its parameters)."""
+    refs = load_images(data, limit=limit, **options)
+    held = load_images(heldout, **options) if heldout else None
+    check_feature_map(model, layer, refs.images[0])
+    interp = RepresentativeInterpreter(model, layer, **interpreter).fit(refs.images)
+    return Fitted(interp, refs, held, options)
+
+
+def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
+    """What a saved summary records to be refused with another model or other data
+    (:func:`check_summary_source`)."""
+    return {"model_digest": model_digest(model),
+            "references_sha256": images_digest(references)}
+
+
+def summarize_references(fitted: Fitted, *, coverage: float, max_regions: int,
+                         separate_logics: bool = False, max_logics: int = 4,
+                         meta: dict | None = None
+                         ) -> tuple[Summary, list[RegionStats] | None]:
+    """The summary of the fitted references (``meta`` added to its own, with the model's
+    and the references' fingerprints) and its regions' held-out statistics."""
+    summary = fitted.interp.summarize(coverage=coverage, max_regions=max_regions,
+                                      separate_logics=separate_logics,
+                                      max_logics=max_logics)
+    summary.meta.update(meta or {})
+    summary.meta.update(source_fingerprint(fitted.interp.model, fitted.references.images))
+    return summary, fitted.heldout_stats(summary.regions)
 
 
 def check_summary_source(summary: Summary, model: nn.Module, references: torch.Tensor,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..app.io import check_output, images_digest, model_digest, output_folder, save_summary
+from ..app.io import check_output, output_folder, save_summary
+from ..app.pipeline import source_fingerprint
 from ..app.report import write_report
 from ..app.stats import heldout_figures
 from ..core.interpreter import RepresentativeInterpreter
@@ -57,7 +58,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     figures["seconds"] = round(time.perf_counter() - start, 1)
     names = [f"train[{i}]" for i in idx.tolist()]
     summary.meta.update(model=figures["model"], data="fashion-mnist train",
-                        model_digest=model_digest(model), references_sha256=images_digest(refs))
+                        **source_fingerprint(model, refs))
     with output_folder(out) as tmp:
         save_summary(tmp / "summary.pt", summary)
         write_report(tmp, summary, refs, heatmap=interp.heatmap,
