@@ -30,8 +30,7 @@ from .split import HeadVerdict, head_verdict, split_model
 from .store import chunk_rows
 
 __all__ = ["SplitNetwork", "auto_batch_size", "batches", "check_device", "check_floating",
-           "exact", "exact_float32",
-           "inference_mode", "model_fingerprint"]
+           "exact", "exact_float32", "inference_mode", "model_fingerprint"]
 
 # the head's activations per point, as a multiple of its input, when sizing chunks
 HEAD_ACTIVATION_FACTOR = 4
