@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from nets import tiny_cnn, tiny_images
 from PIL import Image
 from torch import nn
 
-from conftest import tiny_cnn, tiny_images
 from repinterp import RepresentativeInterpreter
 from repinterp.app.loading import load_images, load_labels
 from repinterp.cli import main
@@ -560,3 +560,4 @@ def test_sigint_at_any_point_leaves_the_old_set_or_the_new_one(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
             ["m.pt", "x.npy", "old", "new", "out"])
     assert "old" in outcomes
+

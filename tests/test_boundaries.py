@@ -1,7 +1,7 @@
 import pytest
 import torch
+from nets import tiny_cnn, tiny_images
 
-from conftest import tiny_cnn, tiny_images
 from repinterp.core.boundaries import bisect_segments, boundaries_at, flip, orientation
 from repinterp.core.split import split_model
 

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from nets import tiny_cnn, tiny_images
 
-from conftest import tiny_cnn, tiny_images
 from repinterp import RepresentativeInterpreter
 from repinterp.app.index import build_index, load_index
 from repinterp.app.loading import ImageSource

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from nets import tiny_cnn
 from PIL import Image
 from torch import nn
 from torchvision_matrix import diversify
 
-from conftest import tiny_cnn
 from repinterp.app.io import atomic_path, write_text
 from repinterp.app.loading import load_images, load_model
 from repinterp.cli import main

@@ -5,9 +5,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from nets import tiny_cnn, tiny_images
 from torch import nn
 
-from conftest import tiny_cnn, tiny_images
 from repinterp import NotFittedError, Region, RepresentativeInterpreter, Summary, UserError
 from repinterp.core.boundaries import Boundaries
 
@@ -328,7 +328,7 @@ def test_bug8_demo_model_leaves_the_global_rng_alone(tmp_path, monkeypatch):
 _PRECISION_PROBE = """
 import torch, sys
 sys.path.insert(0, {tests!r})
-from conftest import tiny_cnn, tiny_images
+from nets import tiny_cnn, tiny_images
 from repinterp import RepresentativeInterpreter
 from repinterp.core.network import exact_float32
 

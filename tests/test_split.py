@@ -1,9 +1,9 @@
 import pytest
 import torch
 import torchvision
+from nets import tiny_images
 from torch import nn
 
-from conftest import tiny_images
 from repinterp import NotPiecewiseLinearError, RepresentativeInterpreter
 from repinterp.core.split import (
     AFFINE,
