@@ -460,3 +460,23 @@ def test_one_region_of_a_summary_counts_as_of_region(net, images):
         assert one.classes[0].coverage <= 1 and one.regions == [region]
     with pytest.raises(UserError, match="out of range"):
         summary.one_region(len(summary.regions))
+
+
+def test_notebook_views_are_self_contained_html(net, images):
+    """A region and a summary render themselves in a notebook; show() adds the seed and
+    the closest members with the region's heat map, images inline, nothing fetched."""
+    import re
+
+    from repinterp.app.notebook import show
+    it = RepresentativeInterpreter(net, "2", num_boundaries=10, progress=False).fit(images)
+    region = it.explain(2)
+    facts = region._repr_html_()
+    assert f"<td>{region.size}</td>" in facts and "<caption>Region</caption>" in facts
+    summary = it.summarize(coverage=0.5, max_regions=2)
+    table = summary._repr_html_()
+    assert table.count("<tr>") == 1 + len(summary.classes)
+    view = show(region, images, it.heatmap, top=4)
+    markup = view._repr_html_()
+    assert markup.count("<img ") == 1 + min(4, region.size)
+    assert all(src.startswith("data:image/") for src in re.findall(r"src='([^']*)'", markup))
+    assert "http" not in markup and "<script" not in markup and str(view) == markup

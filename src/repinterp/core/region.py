@@ -7,6 +7,7 @@ and loaded, and knows nothing of the network. What needs the network (``contains
 """
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, fields
 
 import torch
@@ -76,6 +77,21 @@ class Region:
     def size(self) -> int:
         """Number of references inside the region."""
         return len(self.members)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the region's facts and its closest members (indices; draw
+        them with :func:`repinterp.app.notebook.show`). Self-contained HTML."""
+        seed = "an outside image" if self.seed_index is None else f"reference {self.seed_index}"
+        rows = [("class", self.predicted_class), ("members", self.size),
+                ("purity", f"{100 * self.purity:.1f}%"),
+                ("boundaries", self.num_boundaries), ("delta", self.delta),
+                ("seed", seed), ("closest members", ", ".join(
+                    str(i) for i in self.members[:10].tolist()) or "none")]
+        if self.logic is not None:
+            rows.insert(1, ("logic", self.logic))
+        cells = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+                        f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        return f"<table><caption>Region</caption>{cells}</table>"
 
     def __repr__(self) -> str:
         seed = "outside image" if self.seed_index is None else f"seed {self.seed_index}"

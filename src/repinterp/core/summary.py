@@ -5,6 +5,7 @@ plain-data form for saving (:meth:`Summary.to_dict`), and locating new images.
 """
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -72,6 +73,20 @@ class Summary:
 
     def __iter__(self) -> Iterator[ClassSummary]:
         return iter(self.classes)
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: per class, its regions' sizes and purity and the share
+        covered. Self-contained HTML."""
+        head = ("<tr><th>class</th><th>images</th><th>regions</th><th>covered</th>"
+                "<th>sizes (purity)</th></tr>")
+        body = "".join(
+            f"<tr><td>{c.cls}</td><td>{c.n_images}</td><td>{len(c.regions)}</td>"
+            f"<td>{100 * c.coverage:.1f}%</td><td>" + ", ".join(
+                f"{r.size} ({100 * r.purity:.1f}%)" for r in c.regions) + "</td></tr>"
+            for c in self.classes)
+        caption = html.escape(f"Summary after layer {self.layer!r}: "
+                              f"{len(self.regions)} regions")
+        return f"<table><caption>{caption}</caption>{head}{body}</table>"
 
     def __repr__(self) -> str:
         per_class = ", ".join(f"{c.cls}: {len(c.regions)} ({c.coverage:.0%})"
