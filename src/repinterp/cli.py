@@ -90,13 +90,27 @@ def _parse_size(spec: str | None) -> tuple[int, int] | None:
     return (vals[0], vals[-1])
 
 
+def _families() -> dict:
+    """The demo's architectures, with their defaults (layer, normalisation, names)."""
+    from .app.pipeline import Family
+    from .demo.data import FASHION_CLASSES
+    from .demo.models import ARCHS, DEMO_LAYERS
+    return {name: Family(cls, DEMO_LAYERS[name], "fashion-mnist", FASHION_CLASSES)
+            for name, cls in ARCHS.items()}
+
+
+def _model_source(args: argparse.Namespace):
+    from .app.pipeline import ModelSource
+    return ModelSource(arch=args.arch, weights=args.weights, num_classes=args.num_classes,
+                       model_file=args.model, trust_pickle=args.trust_pickle)
+
+
 def _model(args: argparse.Namespace):
     """The model, and the name of its demo architecture (or None)."""
-    from .app.loading import load_model
-    from .demo.models import ARCHS, demo_arch
+    from .app.pipeline import open_model
+    from .demo.models import demo_arch
 
-    model = load_model(arch=args.arch, weights=args.weights, num_classes=args.num_classes,
-                       model_file=args.model, trust_pickle=args.trust_pickle, archs=ARCHS)
+    model, _ = open_model(_model_source(args), _families())
     return model, demo_arch(model)
 
 
@@ -133,27 +147,25 @@ def _fit(args: argparse.Namespace):
         raise UserError("--layer is required (list the candidates with `repinterp layers`)")
     if args.data is None:
         raise UserError("--data is required")
-    import torch
     fitted = fit_references(
         model, layer, args.data, options=_load_options(args, model, demo),
-        limit=args.references, heldout=args.heldout, num_boundaries=args.num_boundaries,
-        seed=args.seed, approximate=args.approximate, device=args.device,
-        progress=not args.quiet, store_dir=args.store_dir,
-        feature_dtype=getattr(torch, args.feature_dtype) if args.feature_dtype else None)
+        limit=args.references, heldout=args.heldout, **_interpreter_options(args))
     return fitted, demo
 
 
-def _class_names(args: argparse.Namespace, demo: str | None) -> list[str] | None:
-    from .app.loading import load_class_names, torchvision_weights
+def _interpreter_options(args: argparse.Namespace) -> dict:
+    """The interpreter's parameters the command line sets."""
+    import torch
+    return dict(num_boundaries=args.num_boundaries, seed=args.seed,
+                approximate=args.approximate, device=args.device, progress=not args.quiet,
+                store_dir=args.store_dir,
+                feature_dtype=getattr(torch, args.feature_dtype) if args.feature_dtype
+                else None)
 
-    if args.class_names:
-        return load_class_names(args.class_names)
-    if args.weights and torchvision_weights(args.weights) is not None:
-        return load_class_names(args.weights)
-    if demo:
-        from .demo.data import FASHION_CLASSES
-        return FASHION_CLASSES
-    return None
+
+def _class_names(args: argparse.Namespace, demo: str | None) -> list[str] | None:
+    from .app.pipeline import class_names_for
+    return class_names_for(args.class_names, args.weights, _families().get(demo or ""))
 
 
 def _labels(args: argparse.Namespace, refs, class_names):
@@ -247,30 +259,23 @@ def _explain_from_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
-    from .app.io import output_folder, save_summary
-    from .app.pipeline import summarize_references
-    from .app.report import write_report
+    from .app.pipeline import SummarizeJob, summarize_job
 
     if args.index:
         return _summarize_index(args)
-    out = _out(args, "out/summary")
-    fitted, demo = _fit(args)
-    interp, refs = fitted.interp, fitted.references
-    names = _class_names(args, demo)
-    labels = _labels(args, refs, names)
-    summary, stats = summarize_references(
-        fitted, coverage=args.coverage, max_regions=args.max_regions,
-        separate_logics=args.separate_logics, max_logics=args.max_logics,
-        meta={"model": args.arch or args.model, "data": args.data})
-    with output_folder(out) as tmp:
-        save_summary(tmp / "summary.pt", summary)
-        write_report(tmp, summary, refs.images, heatmap=interp.heatmap, stats=stats,
-                     reference_heatmap=interp.reference_heatmap,
-                     names=refs.names, class_names=names, labels=labels,
-                     predictions=interp.predictions_, title="repinterp summary",
-                     meta=_meta(args, fitted))
+    if args.data is None:
+        raise UserError("--data is required")
+    job = SummarizeJob(
+        model=_model_source(args), data=args.data, out=args.out or "out/summary",
+        layer=args.layer, references=args.references, size=_parse_size(args.size),
+        normalize=args.normalize, strict=args.strict, heldout=args.heldout,
+        labels=args.labels, class_names=args.class_names, coverage=args.coverage,
+        max_regions=args.max_regions, separate_logics=args.separate_logics,
+        max_logics=args.max_logics, interpreter=_interpreter_options(args),
+        meta={"seed": args.seed})
+    summary, report = summarize_job(job, _families())
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
-          f"report: {out / 'report.html'}")
+          f"report: {report}")
     return 0
 
 
@@ -460,6 +465,7 @@ _FLAGS = [
     ("engine='ray'", "--engine ray"),
     ("a larger pilot or bank", "a larger --pilot or --bank"),
     ("model_file=FILE", "--model FILE"),
+    ("a layer is required", "--layer is required"),
 ]
 
 

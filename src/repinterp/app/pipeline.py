@@ -4,7 +4,9 @@ prints."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -14,12 +16,73 @@ from ..core.interpreter import RepresentativeInterpreter
 from ..core.network import SplitNetwork
 from ..core.region import Region
 from ..core.summary import Summary
-from .io import images_digest, model_digest
-from .loading import ImageSet, check_feature_map, load_images
+from .io import check_output, images_digest, model_digest, output_folder, save_summary
+from .loading import (
+    ImageSet,
+    check_feature_map,
+    checked_path,
+    expected_channels,
+    load_class_names,
+    load_images,
+    load_labels,
+    load_model,
+    torchvision_weights,
+)
+from .report import write_report
 from .stats import RegionStats, heldout_stats
 
-__all__ = ["Fitted", "Located", "check_summary_source", "fit_references", "locate_image",
-           "source_fingerprint", "summarize_references"]
+__all__ = ["Family", "Fitted", "Located", "ModelSource", "SummarizeJob", "check_summary_source",
+           "class_names_for", "fit_references", "locate_image", "open_model",
+           "source_fingerprint", "summarize_job", "summarize_references"]
+
+
+@dataclass
+class Family:
+    """An architecture repinterp knows beyond torchvision's (the demo's): how to build it
+    (taking ``num_classes``) and its defaults: layer, normalisation, class names."""
+
+    build: Callable[..., nn.Module]
+    layer: str
+    normalize: str | None = None
+    class_names: list[str] | None = None
+
+
+@dataclass
+class ModelSource:
+    """Where the model comes from: an architecture (a family's or torchvision's) with
+    optional weights, or a model file (unpickled only with ``trust_pickle``)."""
+
+    arch: str | None = None
+    weights: str | None = None
+    num_classes: int | None = None
+    model_file: str | None = None
+    trust_pickle: bool = False
+
+    @property
+    def name(self) -> str | None:
+        return self.arch or self.model_file
+
+
+def open_model(source: ModelSource, families: Mapping[str, Family] | None = None
+               ) -> tuple[nn.Module, Family | None]:
+    """The model (eval mode) and its family, if it is one of ``families``."""
+    families = families or {}
+    model = load_model(arch=source.arch, weights=source.weights,
+                       num_classes=source.num_classes, model_file=source.model_file,
+                       trust_pickle=source.trust_pickle,
+                       archs={k: f.build for k, f in families.items()})
+    return model, next((f for f in families.values() if type(model) is f.build), None)
+
+
+def class_names_for(spec: str | None, weights: str | None, family: Family | None
+                    ) -> list[str] | None:
+    """Class names from ``spec`` (a file, or torchvision weights), else from torchvision
+    ``weights``, else the family's, else None (class indices)."""
+    if spec:
+        return load_class_names(spec)
+    if weights and torchvision_weights(weights) is not None:
+        return load_class_names(weights)
+    return family.class_names if family else None
 
 
 @dataclass
@@ -65,6 +128,67 @@ def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
     (:func:`check_summary_source`)."""
     return {"model_digest": model_digest(model),
             "references_sha256": images_digest(references)}
+
+
+@dataclass
+class SummarizeJob:
+    """A whole ``summarize``: the model, the images and their options, the summary's
+    settings, the interpreter's parameters and the output folder."""
+
+    model: ModelSource
+    data: str
+    out: str | os.PathLike
+    layer: str | None = None
+    references: int | None = None
+    size: tuple[int, int] | None = None
+    normalize: str | None = None
+    strict: bool = False
+    heldout: str | None = None
+    labels: str | None = None
+    class_names: str | None = None
+    coverage: float = 0.9
+    max_regions: int = 6
+    separate_logics: bool = False
+    max_logics: int = 4
+    interpreter: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = None
+                  ) -> tuple[Summary, Path]:
+    """Run ``job``: check the output folder and the labels file before any work, load
+    the model and the images, fit, summarise, compute the regions' statistics and write
+    the report, ``summary.json``, ``summary.pt`` and the memberships into ``job.out`` as
+    one unit. Returns the summary and the report's path."""
+    check_output(job.out)
+    if job.labels not in (None, "none"):
+        checked_path(job.labels, kind="file", what="labels file")
+    model, family = open_model(job.model, families)
+    layer = job.layer or (family.layer if family else None)
+    if layer is None:
+        raise UserError("a layer is required (list the candidates with `repinterp layers`)")
+    options = dict(channels=expected_channels(model), size=job.size,
+                   normalize=job.normalize or (family.normalize if family else None),
+                   strict=job.strict)
+    fitted = fit_references(model, layer, job.data, options=options, limit=job.references,
+                            heldout=job.heldout, **job.interpreter)
+    names = class_names_for(job.class_names, job.model.weights, family)
+    refs = fitted.references
+    labels = load_labels(job.data, refs.names, job.labels, names)
+    summary, stats = summarize_references(
+        fitted, coverage=job.coverage, max_regions=job.max_regions,
+        separate_logics=job.separate_logics, max_logics=job.max_logics,
+        meta={"model": job.model.name, "data": job.data})
+    interp = fitted.interp
+    with output_folder(job.out) as tmp:
+        save_summary(tmp / "summary.pt", summary)
+        write_report(tmp, summary, refs.images, heatmap=interp.heatmap, stats=stats,
+                     reference_heatmap=interp.reference_heatmap,
+                     names=refs.names, class_names=names, labels=labels,
+                     predictions=interp.predictions_, title="repinterp summary",
+                     meta={"model": job.model.name, **fitted.meta(), **job.meta,
+                           "separate_logics": job.separate_logics})
+    return summary, Path(job.out) / "report.html"
 
 
 def summarize_references(fitted: Fitted, *, coverage: float, max_regions: int,
