@@ -259,21 +259,32 @@ def _explain_from_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> int:
-    from .app.pipeline import SummarizeJob, summarize_job
+    from .app.pipeline import SummarizeJob, summarize_index, summarize_job
 
+    # the command line's values first; then one call into the pipeline
+    source, families = _model_source(args), _families()
+    size, interpreter = _parse_size(args.size), _interpreter_options(args)
     if args.index:
-        return _summarize_index(args)
+        if args.separate_logics:
+            raise UserError("--separate-logics needs the references' features, which an "
+                            "index does not keep: summarize --data instead")
+        summary, report, n = summarize_index(
+            args.index, args.out or "out/summary", source=source, families=families,
+            coverage=args.coverage, max_regions=args.max_regions,
+            class_names=args.class_names, device=args.device, progress=not args.quiet)
+        print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
+              f"index of {n} images; report: {report}")
+        return 0
     if args.data is None:
         raise UserError("--data is required")
     job = SummarizeJob(
-        model=_model_source(args), data=args.data, out=args.out or "out/summary",
-        layer=args.layer, references=args.references, size=_parse_size(args.size),
-        normalize=args.normalize, strict=args.strict, heldout=args.heldout,
-        labels=args.labels, class_names=args.class_names, coverage=args.coverage,
-        max_regions=args.max_regions, separate_logics=args.separate_logics,
-        max_logics=args.max_logics, interpreter=_interpreter_options(args),
-        meta={"seed": args.seed})
-    summary, report = summarize_job(job, _families())
+        model=source, data=args.data, out=args.out or "out/summary", layer=args.layer,
+        references=args.references, size=size, normalize=args.normalize,
+        strict=args.strict, heldout=args.heldout, labels=args.labels,
+        class_names=args.class_names, coverage=args.coverage, max_regions=args.max_regions,
+        separate_logics=args.separate_logics, max_logics=args.max_logics,
+        interpreter=interpreter, meta={"seed": args.seed})
+    summary, report = summarize_job(job, families)
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
           f"report: {report}")
     return 0
@@ -341,52 +352,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_and_model(args: argparse.Namespace):
-    """The index of ``--index`` (checked against the model and its source) and the
-    model: from the options given, else the one the manifest names."""
-    from .app.index import load_index, manifest_model, read_manifest
-    from .demo.models import ARCHS, demo_arch
-
-    manifest = read_manifest(args.index)        # the shards are read once, below
-    if args.arch or args.model:
-        model, _ = _model(args)
-    else:
-        model = manifest_model(manifest, trust_pickle=args.trust_pickle, archs=ARCHS)
-    return load_index(args.index, model, check_source=True), model, demo_arch(model)
-
-
-def _summarize_index(args: argparse.Namespace) -> int:
-    from .app.io import output_folder, save_summary
-    from .app.report import write_report
-    from .core.network import SplitNetwork
-
-    if args.separate_logics:
-        raise UserError("--separate-logics needs the references' features, which an index "
-                        "does not keep: summarize --data instead")
-    out = _out(args, "out/summary")
-    loaded, model, demo = _index_and_model(args)
-    index, names, manifest = loaded.index, loaded.names, loaded.manifest
-    summary = index.summarize(coverage=args.coverage, max_regions=args.max_regions,
-                              progress=not args.quiet)
-    summary.meta.update(model=manifest["model"], data=manifest["data"].get("path"),
-                        model_digest=manifest["model_digest"])
-    net = SplitNetwork(model, index.layer, device=args.device, progress=False)
-    with output_folder(out) as tmp:
-        save_summary(tmp / "summary.pt", summary)
-        write_report(tmp, summary, loaded.images(),
-                     heatmap=net.heatmap, names=names,
-                     class_names=_class_names(args, demo),
-                     title="repinterp summary (index)",
-                     meta={"index": str(args.index), "layer": index.layer,
-                           "references": len(index), "bank": len(index.bank)})
-    print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
-          f"index of {len(index)} images; report: {out / 'report.html'}")
-    return 0
-
-
 def _explain_index(args: argparse.Namespace) -> int:
     from .app.io import output_folder
     from .app.loading import load_images
+    from .app.pipeline import class_names_for, open_index
     from .app.report import write_report
     from .core.index import IndexWorker
     from .core.summary import Summary
@@ -394,7 +363,7 @@ def _explain_index(args: argparse.Namespace) -> int:
     if not args.image:
         raise UserError("explain --index needs --image FILE")
     out = _out(args, "out/explain")
-    loaded, model, demo = _index_and_model(args)
+    loaded, model, family = open_index(args.index, _model_source(args), _families())
     index, names = loaded.index, loaded.names
     opts = {k: loaded.manifest["data"][k] for k in ("channels", "size", "normalize")}
     image = load_images(args.image, **opts).images[0]
@@ -403,7 +372,7 @@ def _explain_index(args: argparse.Namespace) -> int:
     region = index.explain(worker.rows(image[None]))
     net = worker.network
     cls = region.predicted_class
-    labels = _class_names(args, demo)
+    labels = class_names_for(args.class_names, args.weights, family)
     summary = Summary.of_region(region, index.rows.predictions, layer=index.layer)
     with output_folder(out) as tmp:
         write_report(tmp, summary, loaded.images(),

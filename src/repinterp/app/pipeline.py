@@ -16,6 +16,7 @@ from ..core.interpreter import RepresentativeInterpreter
 from ..core.network import SplitNetwork
 from ..core.region import Region
 from ..core.summary import Summary
+from .index import LoadedIndex, load_index, manifest_model, read_manifest
 from .io import check_output, images_digest, model_digest, output_folder, save_summary
 from .loading import (
     ImageSet,
@@ -32,8 +33,8 @@ from .report import write_report
 from .stats import RegionStats, heldout_stats
 
 __all__ = ["Family", "Fitted", "Located", "ModelSource", "SummarizeJob", "check_summary_source",
-           "class_names_for", "fit_references", "locate_image", "open_model",
-           "source_fingerprint", "summarize_job", "summarize_references"]
+           "class_names_for", "fit_references", "locate_image", "open_index", "open_model",
+           "source_fingerprint", "summarize_index", "summarize_job", "summarize_references"]
 
 
 @dataclass
@@ -72,6 +73,48 @@ def open_model(source: ModelSource, families: Mapping[str, Family] | None = None
                        trust_pickle=source.trust_pickle,
                        archs={k: f.build for k, f in families.items()})
     return model, next((f for f in families.values() if type(model) is f.build), None)
+
+
+def open_index(path: str | os.PathLike, source: ModelSource,
+               families: Mapping[str, Family] | None = None
+               ) -> tuple[LoadedIndex, nn.Module, Family | None]:
+    """The region index in ``path`` (every file checked, and its images against their
+    folder) and its model: ``source`` when it names one, else the model the manifest
+    names (unpickled only with ``source.trust_pickle``)."""
+    families = families or {}
+    manifest = read_manifest(path)          # the shards are read once, below
+    if source.arch or source.model_file:
+        model, family = open_model(source, families)
+    else:
+        model = manifest_model(manifest, trust_pickle=source.trust_pickle,
+                               archs={k: f.build for k, f in families.items()})
+        family = next((f for f in families.values() if type(model) is f.build), None)
+    return load_index(path, model, check_source=True), model, family
+
+
+def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
+                    source: ModelSource, families: Mapping[str, Family] | None = None,
+                    coverage: float = 0.9, max_regions: int = 6,
+                    class_names: str | None = None, device: str | None = None,
+                    progress: bool = True) -> tuple[Summary, Path, int]:
+    """``summarize --index``: the index's summary written into ``out`` as one unit (its
+    report reads the members' images from their checked source). Returns the summary,
+    the report's path and the number of indexed images."""
+    check_output(out)
+    loaded, model, family = open_index(path, source, families)
+    index, manifest = loaded.index, loaded.manifest
+    summary = index.summarize(coverage=coverage, max_regions=max_regions, progress=progress)
+    summary.meta.update(model=manifest["model"], data=manifest["data"].get("path"),
+                        model_digest=manifest["model_digest"])
+    net = SplitNetwork(model, index.layer, device=device, progress=False)
+    with output_folder(out) as tmp:
+        save_summary(tmp / "summary.pt", summary)
+        write_report(tmp, summary, loaded.images(), heatmap=net.heatmap, names=loaded.names,
+                     class_names=class_names_for(class_names, source.weights, family),
+                     title="repinterp summary (index)",
+                     meta={"index": str(path), "layer": index.layer,
+                           "references": len(index), "bank": len(index.bank)})
+    return summary, Path(out) / "report.html", len(index)
 
 
 def class_names_for(spec: str | None, weights: str | None, family: Family | None
