@@ -34,7 +34,8 @@ from .stats import RegionStats, heldout_stats
 
 __all__ = ["Family", "Fitted", "Located", "ModelSource", "SummarizeJob", "check_summary_source",
            "class_names_for", "fit_references", "locate_image", "open_index", "open_model",
-           "source_fingerprint", "summarize_index", "summarize_job", "summarize_references"]
+           "source_fingerprint", "summarize_index", "summarize_job", "summarize_references",
+           "write_summary"]
 
 
 @dataclass
@@ -75,6 +76,16 @@ def open_model(source: ModelSource, families: Mapping[str, Family] | None = None
     return model, next((f for f in families.values() if type(model) is f.build), None)
 
 
+def write_summary(out: str | os.PathLike, summary: Summary, images, **report) -> Path:
+    """A summary's whole output into ``out`` as one unit: ``summary.pt`` and the report
+    (:func:`~repinterp.app.report.write_report` with ``report``'s arguments: its
+    ``summary.json``, region pages and memberships). Returns the report's path."""
+    with output_folder(out) as tmp:
+        save_summary(tmp / "summary.pt", summary)
+        write_report(tmp, summary, images, **report)
+    return Path(out) / "report.html"
+
+
 def open_index(path: str | os.PathLike, source: ModelSource,
                families: Mapping[str, Family] | None = None
                ) -> tuple[LoadedIndex, nn.Module, Family | None]:
@@ -107,14 +118,13 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
     summary.meta.update(model=manifest["model"], data=manifest["data"].get("path"),
                         model_digest=manifest["model_digest"])
     net = SplitNetwork(model, index.layer, device=device, progress=False)
-    with output_folder(out) as tmp:
-        save_summary(tmp / "summary.pt", summary)
-        write_report(tmp, summary, loaded.images(), heatmap=net.heatmap, names=loaded.names,
-                     class_names=class_names_for(class_names, source.weights, family),
-                     title="repinterp summary (index)",
-                     meta={"index": str(path), "layer": index.layer,
-                           "references": len(index), "bank": len(index.bank)})
-    return summary, Path(out) / "report.html", len(index)
+    report = write_summary(
+        out, summary, loaded.images(), heatmap=net.heatmap, names=loaded.names,
+        class_names=class_names_for(class_names, source.weights, family),
+        title="repinterp summary (index)",
+        meta={"index": str(path), "layer": index.layer, "references": len(index),
+              "bank": len(index.bank)})
+    return summary, report, len(index)
 
 
 def class_names_for(spec: str | None, weights: str | None, family: Family | None
@@ -223,15 +233,13 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
         separate_logics=job.separate_logics, max_logics=job.max_logics,
         meta={"model": job.model.name, "data": job.data})
     interp = fitted.interp
-    with output_folder(job.out) as tmp:
-        save_summary(tmp / "summary.pt", summary)
-        write_report(tmp, summary, refs.images, heatmap=interp.heatmap, stats=stats,
-                     reference_heatmap=interp.reference_heatmap,
-                     names=refs.names, class_names=names, labels=labels,
-                     predictions=interp.predictions_, title="repinterp summary",
-                     meta={"model": job.model.name, **fitted.meta(), **job.meta,
-                           "separate_logics": job.separate_logics})
-    return summary, Path(job.out) / "report.html"
+    report = write_summary(
+        job.out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
+        reference_heatmap=interp.reference_heatmap, names=refs.names, class_names=names,
+        labels=labels, predictions=interp.predictions_, title="repinterp summary",
+        meta={"model": job.model.name, **fitted.meta(), **job.meta,
+              "separate_logics": job.separate_logics})
+    return summary, report
 
 
 def summarize_references(fitted: Fitted, *, coverage: float, max_regions: int,

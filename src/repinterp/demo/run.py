@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..app.io import check_output, output_folder, save_summary
-from ..app.pipeline import source_fingerprint
-from ..app.report import write_report
+from ..app.io import check_output
+from ..app.pipeline import source_fingerprint, write_summary
 from ..app.stats import heldout_figures
 from ..core.interpreter import RepresentativeInterpreter
 from .data import FASHION_CLASSES, load_fashion_mnist
@@ -59,14 +58,11 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     names = [f"train[{i}]" for i in idx.tolist()]
     summary.meta.update(model=figures["model"], data="fashion-mnist train",
                         **source_fingerprint(model, refs))
-    with output_folder(out) as tmp:
-        save_summary(tmp / "summary.pt", summary)
-        write_report(tmp, summary, refs, heatmap=interp.heatmap,
-                     reference_heatmap=interp.reference_heatmap,
-                     class_names=FASHION_CLASSES, stats=stats, names=names,
-                     labels=y_train[idx], predictions=interp.predictions_,
-                     title="repinterp demo: Fashion-MNIST", meta=figures)
-    report = Path(out) / "report.html"
+    report = write_summary(out, summary, refs, heatmap=interp.heatmap,
+                           reference_heatmap=interp.reference_heatmap,
+                           class_names=FASHION_CLASSES, stats=stats, names=names,
+                           labels=y_train[idx], predictions=interp.predictions_,
+                           title="repinterp demo: Fashion-MNIST", meta=figures)
     log(f"{len(summary.regions)} regions; held-out purity {figures['heldout_pooled_purity']}; "
         f"report: {report}")
     return figures
