@@ -355,3 +355,27 @@ def test_summarize_separate_logics_and_labels_on_the_command_line(capsys, gray_f
     code, _, err = cli(capsys, "summarize", "--model", tiny_script, "--layer", "2",
                        "--data", gray_folder, "--labels", tmp_path / "none.csv")
     assert code == 2 and "labels file" in err and "does not exist" in err
+
+
+def test_summarize_job_is_the_command_in_python(gray_folder, tiny_script, tmp_path):
+    """app.pipeline.summarize_job does what `repinterp summarize` does: the same files,
+    written as one unit, and the same summary."""
+    from repinterp.app.pipeline import ModelSource, SummarizeJob, summarize_job
+    job = SummarizeJob(ModelSource(model_file=str(tiny_script)), data=str(gray_folder),
+                       out=tmp_path / "py", layer="2", strict=False,
+                       interpreter={"num_boundaries": 10, "progress": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary, report = summarize_job(job)
+    assert report == tmp_path / "py" / "report.html" and report.is_file()
+    assert sorted(os.listdir(tmp_path / "py")) == [
+        ".repinterp-output", "members.csv", "members.parquet", "regions", "report.html",
+        "summary.json", "summary.pt"]
+    code = main(["summarize", "--model", str(tiny_script), "--layer", "2", "--data",
+                 str(gray_folder), "--out", str(tmp_path / "cli"), "--quiet",
+                 "--num-boundaries", "10"])
+    assert code == 0
+    a = json.loads((tmp_path / "py" / "summary.json").read_text())
+    b = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert a["classes"] == b["classes"] and len(summary.regions) == sum(
+        len(c["regions"]) for c in a["classes"])
