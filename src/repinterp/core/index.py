@@ -24,7 +24,7 @@ from .boundaries import Boundaries, flip
 from .engine import MIN_PURITY, Candidates, make_region
 from .errors import UserError
 from .greedy import pack_columns
-from .network import SplitNetwork, auto_batch_size, batches, exact
+from .network import SplitNetwork, auto_batch_size, batches, decisions, exact
 from .region import Region
 from .split import linear_prefix
 from .summary import Summary, peel
@@ -192,11 +192,9 @@ class IndexWorker:
             logits = net.logits(z, capture=self.linear, sink=sink)  # outputs, if a prefix
             p = z if self.linear is None else torch.cat(sink)
             values = torch.addmm(self.offsets, p, self.normals)
-            top2 = logits.topk(2, 1).values
             half = values.clamp(-F16_MAX, F16_MAX).to(torch.float16).cpu()
-            parts.append(IndexRows(logits.argmax(1).cpu(),
-                                   (top2[:, 0] - top2[:, 1]).float().cpu(),
-                                   pack_signs(values), half))
+            predictions, margins = decisions(logits)
+            parts.append(IndexRows(predictions, margins.float(), pack_signs(values), half))
         if not parts:
             raise UserError("no images given")
         return IndexRows.cat(parts)

@@ -15,7 +15,7 @@ from .boundaries import Boundaries, bisect_segments, boundaries_at
 from .engine import MIN_PURITY, dense_candidates, make_region
 from .errors import NotFittedError, UserError
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
-from .network import SplitNetwork, batches, exact
+from .network import SplitNetwork, batches, decisions, exact
 from .region import Region
 from .split import linear_prefix, split_model
 from .store import FeatureStore, chunk_rows
@@ -161,13 +161,11 @@ class RepresentativeInterpreter:
         store = FeatureStore(z, net.dtype, net.head, None if prefix is None else
                              (prefix, torch.cat(sink), split_model(net.head, prefix).head),
                              device=net.device)
-        top2 = logits.topk(2, 1).values
         self.network_ = net
         self.store_ = store
         self.input_size_ = input_size
         self.logits_ = logits
-        self.predictions_ = logits.argmax(1).cpu()
-        self.margins_ = (top2[:, 0] - top2[:, 1]).cpu()
+        self.predictions_, self.margins_ = decisions(logits)
         self.bank_, self.bank_values_ = None, None
         if self.sampling == "shared":
             idx = torch.randperm(len(store), generator=self._rng(1))

@@ -30,7 +30,7 @@ from .split import HeadVerdict, head_verdict, split_model
 from .store import chunk_rows
 
 __all__ = ["SplitNetwork", "auto_batch_size", "batches", "check_device", "check_floating",
-           "exact", "exact_float32", "inference_mode", "model_fingerprint"]
+           "decisions", "exact", "exact_float32", "inference_mode", "model_fingerprint"]
 
 # the head's activations per point, as a multiple of its input, when sizing chunks
 HEAD_ACTIVATION_FACTOR = 4
@@ -67,6 +67,13 @@ def batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
             yield check_floating(batch)
         return
     raise UserError("images must be a torch.Tensor [N, C, H, W] or a torch Dataset")
+
+
+def decisions(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Class(x)`` and the top-2 logit margin of logits ``[n, K]``, on the CPU: what
+    both a fit and an index pass keep of every image."""
+    top2 = logits.topk(2, 1).values
+    return logits.argmax(1).cpu(), (top2[:, 0] - top2[:, 1]).cpu()
 
 
 def check_floating(images: torch.Tensor) -> torch.Tensor:
