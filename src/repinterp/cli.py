@@ -106,51 +106,38 @@ def _model_source(args: argparse.Namespace):
 
 
 def _model(args: argparse.Namespace):
-    """The model, and the name of its demo architecture (or None)."""
+    """The model and its family (the demo's architectures), or None."""
     from .app.pipeline import open_model
-    from .demo.models import demo_arch
-
-    model, _ = open_model(_model_source(args), _families())
-    return model, demo_arch(model)
+    return open_model(_model_source(args), _families())
 
 
-def _load_options(args: argparse.Namespace, model, demo: str | None) -> dict:
-    from .app.loading import expected_channels
-
-    normalize = args.normalize or ("fashion-mnist" if demo else None)
-    return dict(channels=expected_channels(model), size=_parse_size(args.size),
-                normalize=normalize, strict=args.strict)
-
-
-def _references(args: argparse.Namespace, model, demo: str | None):
+def _references(args: argparse.Namespace, model, family):
     """The references (without a fit) and the loading options."""
     from .app.loading import load_images
 
     if args.data is None:
         raise UserError("--data is required")
-    opts = _load_options(args, model, demo)
+    opts = _load_options(args, model, family)
     return load_images(args.data, limit=args.references, **opts), opts
 
 
-def _fit(args: argparse.Namespace):
-    """The references of ``--data`` fitted (:func:`repinterp.app.pipeline.fit_references`)
-    and the demo architecture's name (or None)."""
-    from .app.pipeline import fit_references
-    from .demo.models import DEMO_LAYERS
+def _load_options(args: argparse.Namespace, model, family) -> dict:
+    from .app.pipeline import loading_options
+    return loading_options(model, family, size=_parse_size(args.size),
+                           normalize=args.normalize, strict=args.strict)
 
-    labels = getattr(args, "labels", None)
-    if labels not in (None, "none") and not Path(labels).is_file():   # before any work
-        raise UserError(f"labels file {labels} does not exist")
-    model, demo = _model(args)
-    layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
-    if layer is None:
-        raise UserError("--layer is required (list the candidates with `repinterp layers`)")
-    if args.data is None:
-        raise UserError("--data is required")
-    fitted = fit_references(
-        model, layer, args.data, options=_load_options(args, model, demo),
-        limit=args.references, heldout=args.heldout, **_interpreter_options(args))
-    return fitted, demo
+
+def _fit(args: argparse.Namespace):
+    """The references of ``--data`` fitted (:func:`repinterp.app.pipeline.fit_job`) and
+    the model's family (or None)."""
+    from .app.pipeline import FitJob, fit_job
+
+    job = FitJob(model=_model_source(args), data=args.data, layer=args.layer,
+                 references=args.references, size=_parse_size(args.size),
+                 normalize=args.normalize, strict=args.strict, heldout=args.heldout,
+                 labels=getattr(args, "labels", None),
+                 interpreter=_interpreter_options(args))
+    return fit_job(job, _families())
 
 
 def _interpreter_options(args: argparse.Namespace) -> dict:
@@ -163,9 +150,9 @@ def _interpreter_options(args: argparse.Namespace) -> dict:
                 else None)
 
 
-def _class_names(args: argparse.Namespace, demo: str | None) -> list[str] | None:
+def _class_names(args: argparse.Namespace, family) -> list[str] | None:
     from .app.pipeline import class_names_for
-    return class_names_for(args.class_names, args.weights, _families().get(demo or ""))
+    return class_names_for(args.class_names, args.weights, family)
 
 
 def _labels(args: argparse.Namespace, refs, class_names):
@@ -191,7 +178,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.summary:
         return _explain_from_summary(args)
     out = _out(args, "out/explain")
-    fitted, demo = _fit(args)
+    fitted, family = _fit(args)
     interp, refs = fitted.interp, fitted.references
     seed_images = {}
     if args.image:
@@ -204,7 +191,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         what = refs.names[args.seed_index]
     stats = fitted.heldout_stats([region])
     summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
-    names = _class_names(args, demo)
+    names = _class_names(args, family)
     labels = _labels(args, refs, names)
     with output_folder(out) as tmp:
         write_report(tmp, summary, refs.images, heatmap=interp.heatmap, stats=stats,
@@ -230,13 +217,13 @@ def _explain_from_summary(args: argparse.Namespace) -> int:
         raise UserError("explain --summary needs --image FILE")
     summary = load_summary(args.summary)
     out = _out(args, "out/explain")
-    model, demo = _model(args)
-    refs, opts = _references(args, model, demo)
+    model, family = _model(args)
+    refs, opts = _references(args, model, family)
     check_summary_source(summary, model, refs.images, args.summary)
     image = load_images(args.image, **opts).images[0]
     located = locate_image(summary, model, image, device=args.device)
     where, pred, net = located.position, located.predicted, located.network
-    names = _class_names(args, demo)
+    names = _class_names(args, family)
     cname = names[int(pred)] if names and int(pred) < len(names) else str(int(pred))
     if where < 0:
         print(f"{args.image} (predicted {cname}) falls in none of the summary's regions "
@@ -275,8 +262,6 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
         print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
               f"index of {n} images; report: {report}")
         return 0
-    if args.data is None:
-        raise UserError("--data is required")
     job = SummarizeJob(
         model=source, data=args.data, out=args.out or "out/summary", layer=args.layer,
         references=args.references, size=size, normalize=args.normalize,
@@ -326,15 +311,15 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from .app.index import build_index, load_index
     from .app.loading import ImageSource, check_feature_map, load_model
     from .core.split import resolve_layer
-    from .demo.models import ARCHS, DEMO_LAYERS
+    from .demo.models import ARCHS
 
-    model, demo = _model(args)
-    layer = args.layer or (DEMO_LAYERS[demo] if demo else None)
+    model, family = _model(args)
+    layer = args.layer or (family.layer if family else None)
     if layer is None:
         raise UserError("--layer is required (list the candidates with `repinterp layers`)")
     if args.data is None:
         raise UserError("--data is required")
-    source = ImageSource(str(Path(args.data).resolve()), **_load_options(args, model, demo))
+    source = ImageSource(str(Path(args.data).resolve()), **_load_options(args, model, family))
     first = source.read(0, min(len(source), 64))[0]
     if len(first):
         check_feature_map(model, resolve_layer(model, layer), first[0])
@@ -435,6 +420,7 @@ _FLAGS = [
     ("a larger pilot or bank", "a larger --pilot or --bank"),
     ("model_file=FILE", "--model FILE"),
     ("a layer is required", "--layer is required"),
+    ("data is required", "--data is required"),
 ]
 
 

@@ -32,8 +32,9 @@ from .loading import (
 from .report import write_report
 from .stats import RegionStats, heldout_stats
 
-__all__ = ["Family", "Fitted", "Located", "ModelSource", "SummarizeJob", "check_summary_source",
-           "class_names_for", "fit_references", "locate_image", "open_index", "open_model",
+__all__ = ["Family", "FitJob", "Fitted", "Located", "ModelSource", "SummarizeJob",
+           "check_summary_source", "class_names_for", "fit_job", "fit_references",
+           "loading_options", "locate_image", "open_index", "open_model",
            "source_fingerprint", "summarize_index", "summarize_job", "summarize_references",
            "write_summary"]
 
@@ -183,14 +184,23 @@ def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
             "references_sha256": images_digest(references)}
 
 
+def loading_options(model: nn.Module, family: Family | None = None, *,
+                    size: tuple[int, int] | None = None, normalize: str | None = None,
+                    strict: bool = False) -> dict:
+    """How to load images for ``model`` (:func:`~repinterp.app.loading.load_images`'s
+    options): its input channels, and the family's normalisation unless one is given."""
+    return dict(channels=expected_channels(model), size=size,
+                normalize=normalize or (family.normalize if family else None),
+                strict=strict)
+
+
 @dataclass
-class SummarizeJob:
-    """A whole ``summarize``: the model, the images and their options, the summary's
-    settings, the interpreter's parameters and the output folder."""
+class FitJob:
+    """A fit on a path's images: the model, the images and their options, the labels
+    file (checked before any work) and the interpreter's parameters."""
 
     model: ModelSource
-    data: str
-    out: str | os.PathLike
+    data: str | None
     layer: str | None = None
     references: int | None = None
     size: tuple[int, int] | None = None
@@ -198,13 +208,41 @@ class SummarizeJob:
     strict: bool = False
     heldout: str | None = None
     labels: str | None = None
+    interpreter: dict = field(default_factory=dict)
+
+
+@dataclass
+class SummarizeJob(FitJob):
+    """A whole ``summarize``: a :class:`FitJob`, the summary's settings, the class
+    names (a file or torchvision weights) and the output folder."""
+
+    out: str | os.PathLike = "out/summary"
     class_names: str | None = None
     coverage: float = 0.9
     max_regions: int = 6
     separate_logics: bool = False
     max_logics: int = 4
-    interpreter: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+
+
+def fit_job(job: FitJob, families: Mapping[str, Family] | None = None
+            ) -> tuple[Fitted, Family | None]:
+    """Run a :class:`FitJob`: the labels file checked, the model opened, its layer (the
+    family's default unless given), the images loaded and fitted. Returns the fit and
+    the model's family (or None)."""
+    if job.labels not in (None, "none"):
+        checked_path(job.labels, kind="file", what="labels file")
+    model, family = open_model(job.model, families)
+    layer = job.layer or (family.layer if family else None)
+    if layer is None:
+        raise UserError("a layer is required (list the candidates with `repinterp layers`)")
+    if not job.data:
+        raise UserError("data is required")
+    options = loading_options(model, family, size=job.size, normalize=job.normalize,
+                              strict=job.strict)
+    fitted = fit_references(model, layer, job.data, options=options, limit=job.references,
+                            heldout=job.heldout, **job.interpreter)
+    return fitted, family
 
 
 def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = None
@@ -214,17 +252,7 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
     the report, ``summary.json``, ``summary.pt`` and the memberships into ``job.out`` as
     one unit. Returns the summary and the report's path."""
     check_output(job.out)
-    if job.labels not in (None, "none"):
-        checked_path(job.labels, kind="file", what="labels file")
-    model, family = open_model(job.model, families)
-    layer = job.layer or (family.layer if family else None)
-    if layer is None:
-        raise UserError("a layer is required (list the candidates with `repinterp layers`)")
-    options = dict(channels=expected_channels(model), size=job.size,
-                   normalize=job.normalize or (family.normalize if family else None),
-                   strict=job.strict)
-    fitted = fit_references(model, layer, job.data, options=options, limit=job.references,
-                            heldout=job.heldout, **job.interpreter)
+    fitted, family = fit_job(job, families)
     names = class_names_for(job.class_names, job.model.weights, family)
     refs = fitted.references
     labels = load_labels(job.data, refs.names, job.labels, names)

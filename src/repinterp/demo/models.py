@@ -12,7 +12,7 @@ from ..app.io import atomic_path, write_json
 from ..core.errors import UserError
 from .data import cache_dir, load_fashion_mnist
 
-__all__ = ["ARCHS", "DEMO_LAYERS", "demo_arch", "FashionResNet", "FashionVGG", "evaluate_accuracy",
+__all__ = ["ARCHS", "DEMO_LAYERS", "FashionResNet", "FashionVGG", "evaluate_accuracy",
            "load_demo_model", "train_classifier"]
 
 
@@ -65,11 +65,6 @@ class FashionResNet(nn.Module):
 ARCHS = {"vgg": FashionVGG, "resnet": FashionResNet}
 #: The feature layer each demo architecture is split at.
 DEMO_LAYERS = {"vgg": "features", "resnet": "layer2"}
-
-
-def demo_arch(model: nn.Module) -> str | None:
-    """The name of the demo architecture ``model`` is (``vgg``, ``resnet``), or None."""
-    return next((name for name, cls in ARCHS.items() if type(model) is cls), None)
 
 
 @torch.no_grad()
