@@ -310,13 +310,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     from .app.index import build_index, load_index
     from .app.loading import ImageSource, check_feature_map, load_model
+    from .app.pipeline import layer_for
     from .core.split import resolve_layer
     from .demo.models import ARCHS
 
     model, family = _model(args)
-    layer = args.layer or (family.layer if family else None)
-    if layer is None:
-        raise UserError("--layer is required (list the candidates with `repinterp layers`)")
+    layer = layer_for(args.layer, family)
     if args.data is None:
         raise UserError("--data is required")
     source = ImageSource(str(Path(args.data).resolve()), **_load_options(args, model, family))

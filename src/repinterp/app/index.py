@@ -32,7 +32,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -430,10 +430,12 @@ class LoadedIndex:
     items: list[int]
     names: list[str]
     manifest: dict
+    checked: ImageSource | None = field(default=None, repr=False)
 
     def source(self) -> ImageSource:
-        """The images the index was built from."""
-        return ImageSource(**self.manifest["data"])
+        """The images the index was built from (the source that was checked against the
+        index's listing, when one was: the folder is not listed twice)."""
+        return self.checked or ImageSource(**self.manifest["data"])
 
     def images(self) -> IndexedImages:
         """The indexed images, in row order, read when asked for."""
@@ -458,8 +460,10 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
     if missing or not isinstance(sums, list) or len(sums) != shards:
         raise UserError(f"the index in {out} is incomplete: {len(missing)} of {shards} "
                         "shards missing; run `repinterp index` again to resume")
+    checked = None
     if check_source and "path" in manifest["data"]:
-        _check_source(out, manifest, ImageSource(**manifest["data"]))
+        checked = ImageSource(**manifest["data"])
+        _check_source(out, manifest, checked)
     parts, names, all_items = [], [], []
     for k in range(shards):
         items, nm, rows = _read_shard(_shard_path(out, k), len(bank), str(sums[k]))
@@ -473,4 +477,4 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
     index = RegionIndex(bank, IndexRows.cat(parts), tuple(manifest["feature_shape"]),
                         layer=manifest["layer"],
                         meta={"seed": manifest["seed"], "index": str(out)})
-    return LoadedIndex(index, all_items, names, manifest)
+    return LoadedIndex(index, all_items, names, manifest, checked)

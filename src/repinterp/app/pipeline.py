@@ -34,7 +34,7 @@ from .stats import RegionStats, heldout_stats
 
 __all__ = ["Family", "FitJob", "Fitted", "Located", "ModelSource", "SummarizeJob",
            "check_summary_source", "class_names_for", "fit_job", "fit_references",
-           "loading_options", "locate_image", "open_index", "open_model",
+           "layer_for", "loading_options", "locate_image", "open_index", "open_model",
            "source_fingerprint", "summarize_index", "summarize_job", "summarize_references",
            "write_summary"]
 
@@ -184,6 +184,14 @@ def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
             "references_sha256": images_digest(references)}
 
 
+def layer_for(layer: str | None, family: Family | None) -> str:
+    """The layer given, else the family's default; without either, an error."""
+    layer = layer or (family.layer if family else None)
+    if layer is None:
+        raise UserError("a layer is required (list the candidates with `repinterp layers`)")
+    return layer
+
+
 def loading_options(model: nn.Module, family: Family | None = None, *,
                     size: tuple[int, int] | None = None, normalize: str | None = None,
                     strict: bool = False) -> dict:
@@ -233,9 +241,7 @@ def fit_job(job: FitJob, families: Mapping[str, Family] | None = None
     if job.labels not in (None, "none"):
         checked_path(job.labels, kind="file", what="labels file")
     model, family = open_model(job.model, families)
-    layer = job.layer or (family.layer if family else None)
-    if layer is None:
-        raise UserError("a layer is required (list the candidates with `repinterp layers`)")
+    layer = layer_for(job.layer, family)
     if not job.data:
         raise UserError("data is required")
     options = loading_options(model, family, size=job.size, normalize=job.normalize,
