@@ -32,8 +32,9 @@ def test_heatmap_by_hand(method):
                                rtol=0, atol=1e-15)
 
 
-def slow(method, normals, feat, size):
-    """Straight from the formulas, pixel by pixel."""
+def slow(method, normals, feat, size, cell=1):
+    """Straight from the formulas, pixel by pixel; with ``cell``, the pre-ReLU value of
+    each ``cell x cell`` block of positions averaged (the head's grid)."""
     def up_norm(m):
         m = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
         span = m.max() - m.min()
@@ -53,8 +54,12 @@ def slow(method, normals, feat, size):
                             for k in range(C))
                 else:
                     v = sum(wh[k, i, j] * feat[k, i, j] for k in range(C))
-                m[i, j] = max(float(v), 0.0)
-        maps.append(up_norm(m))
+                m[i, j] = float(v)
+        if cell > 1:
+            m = torch.tensor([[float(m[a:a + cell, b:b + cell].mean())
+                               for b in range(0, w, cell)] for a in range(0, h, cell)],
+                             dtype=feat.dtype)
+        maps.append(up_norm(m.clamp_min(0)))
     return torch.stack(maps).mean(0)
 
 
@@ -67,6 +72,53 @@ def test_heatmap_matches_slow_reference(method):
     for n in range(2):
         torch.testing.assert_close(out[n], slow(method, normals, feats[n], (7, 5)),
                                    rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_heatmap_on_the_head_grid_matches_slow_reference(method):
+    g = torch.Generator().manual_seed(1)
+    normals = torch.randn(3, 4, 6, 4, generator=g, dtype=torch.float64)
+    feats = torch.randn(2, 4, 6, 4, generator=g, dtype=torch.float64).relu()
+    out = region_heatmap(normals, feats, (9, 7), method, grid=(3, 2))
+    for n in range(2):
+        torch.testing.assert_close(out[n], slow(method, normals, feats[n], (9, 7), cell=2),
+                                   rtol=0, atol=1e-12)
+    # the feature map's own grid: unchanged
+    torch.testing.assert_close(region_heatmap(normals, feats, (9, 7), method, grid=(6, 4)),
+                               region_heatmap(normals, feats, (9, 7), method))
+
+
+def test_a_strided_head_leaves_dots_on_the_feature_grid_and_none_on_its_own():
+    """Issue 19: a head that starts with a stride-2 convolution reads only even
+    positions, so every boundary normal is zero on odd ones and the map on the feature
+    grid is a grid of dots; on the head's grid (4 x 4 here) it is not."""
+    from repinterp import RepresentativeInterpreter
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),             # psi: 8 x 8
+        torch.nn.Conv2d(4, 6, 1, stride=2), torch.nn.ReLU(),              # head: 4 x 4
+        torch.nn.Flatten(), torch.nn.Linear(6 * 16, 3)).double().eval()
+    x = torch.randn(60, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():                                 # every class predicted
+        model[5].weight.mul_(10)
+        model[5].bias.sub_(model(x).mean(0))
+    kw = dict(num_boundaries=10, progress=False, channels_last=False, min_purity=None)
+    dots = RepresentativeInterpreter(model, "1", heatmap_grid="features", **kw).fit(x)
+    cells = RepresentativeInterpreter(model, "1", **kw).fit(x)
+    assert dots.network_.head_grid == (4, 4)
+    region = dots.explain(0)
+    normals = region.weights.reshape(-1, 4, 8, 8)
+    assert bool((normals[:, :, 1::2, :] == 0).all() and (normals[:, :, :, 1::2] == 0).all())
+    flat = dots.heatmap(region, x[:5])                     # the image size is the map's
+    assert bool((flat[:, 1::2, :] == 0).all() and (flat[:, :, 1::2] == 0).all())
+    pooled = cells.heatmap(region, x[:5])
+    feats = cells.features(x[:5], flat=False, progress=False)
+    for n in range(5):
+        torch.testing.assert_close(pooled[n], slow("margin", normals, feats[n], (8, 8),
+                                                   cell=2), rtol=0, atol=1e-12)
+    assert float((pooled[:, 1::2, 1::2] > 0).double().mean()) > 0.5
+    with pytest.raises(Exception, match="heatmap_grid must be one of"):
+        RepresentativeInterpreter(model, "1", heatmap_grid="pixels", **kw).fit(x)
 
 
 def test_heatmap_needs_a_convolutional_layer():

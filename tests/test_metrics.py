@@ -204,10 +204,82 @@ def test_auroc_matches_scikit_learn_with_ties(seed):
 def test_precision_at_k_and_heat_share_by_hand():
     from repinterp.metrics import heat_share, precision_at_k
     in_slice = torch.tensor([True, False, True, True, False])
-    assert precision_at_k(torch.tensor([2, 1, 0, 4]), in_slice, 2) == 0.5
-    assert precision_at_k(torch.tensor([3, 0]), in_slice, 25) == 1.0     # fewer than k
-    assert math.isnan(precision_at_k(torch.tensor([], dtype=torch.long), in_slice, 5))
+    scores = torch.tensor([0.5, 0.9, 1.0, -1.0, 0.0])      # order 2, 1, 0, 4, 3
+    assert precision_at_k(scores, in_slice, 2) == 0.5
+    assert precision_at_k(scores, in_slice, 3) == pytest.approx(2 / 3)
+    assert precision_at_k(scores, in_slice, 25) == 0.6      # k > n: every item counts
+    # ties go to the lower index
+    assert precision_at_k(torch.zeros(5), in_slice, 1) == 1.0
+    assert precision_at_k(torch.zeros(5), in_slice, 2) == 0.5
+    with pytest.raises(ValueError, match="a score for every item"):
+        precision_at_k(torch.tensor([2.0, 1.0]), in_slice, 2)
+    with pytest.raises(ValueError, match="k >= 1"):
+        precision_at_k(scores, in_slice, 0)
     heat = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
     mask = torch.tensor([[False, True], [False, False]])
     share = heat_share(heat, mask)
     assert share[0].item() == 0.75 and math.isnan(share[1].item())
+    # one mask per map
+    per = heat_share(heat[:1].expand(2, 2, 2), torch.stack([mask, ~mask]))
+    assert per.tolist() == [0.75, 0.25]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_precision_at_k_is_dcbench_formula(seed):
+    """dcbench: ``slice[np.argsort(-pred_slice)[:k]].mean()`` (a stable sort here, so
+    that ties are reproducible)."""
+    from repinterp.metrics import precision_at_k
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 6, 300).astype(float)
+    in_slice = rng.random(300) < 0.2
+    for k in (1, 10, 25, 100, 300, 1000):
+        ref = in_slice[np.argsort(-scores, kind="stable")[:k]].mean()
+        assert precision_at_k(torch.from_numpy(scores), torch.from_numpy(in_slice),
+                              k) == ref
+
+
+def test_a_one_member_region_no_longer_scores_one():
+    """Issue 19: a region holding one marked image and nothing else scored p@25 = 1.0;
+    over 25 items of the whole ranking it is what the rest of the ranking gives."""
+    from repinterp.core.region import Region
+    from repinterp.metrics import precision_at_k
+    feats = torch.tensor([[2.0], [-1.0], [-2.0], [-3.0]], dtype=torch.float64)
+    region = Region(predicted_class=0, weights=torch.tensor([[1.0]], dtype=torch.float64),
+                    biases=torch.tensor([-1.0], dtype=torch.float64),
+                    boundary_points=torch.zeros(1, 1), pairs=torch.tensor([[0, 1]]),
+                    delta=0, min_delta=0, members=torch.tensor([0]),
+                    member_distances=torch.zeros(1), purity=1.0, seed_index=0,
+                    seed_values=torch.tensor([1.0], dtype=torch.float64),
+                    feature_shape=(1,))
+    in_slice = torch.tensor([True, False, False, False])
+    scores = region.slice_scores(feats)
+    assert scores.argsort(descending=True).tolist() == [0, 1, 2, 3]
+    assert precision_at_k(scores, in_slice, 1) == 1.0
+    assert precision_at_k(scores, in_slice, 4) == 0.25
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_region_slice_scores_match_a_sort_by_the_formula(seed):
+    """Brute force: sort by (violated boundaries, semantic distance, index)."""
+    from repinterp.core.region import Region
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    feats = torch.randn(200, 5, generator=g, dtype=torch.float64)
+    feats[:3] = feats[3]                                        # ties
+    seed_values = (feats[10] @ w.T + b).abs()
+    region = Region(predicted_class=0, weights=w, biases=b, boundary_points=w,
+                    pairs=torch.zeros(6, 2, dtype=torch.long), delta=0, min_delta=0,
+                    members=torch.tensor([], dtype=torch.long),
+                    member_distances=torch.zeros(0), purity=1.0, seed_index=None,
+                    seed_values=seed_values, feature_shape=(5,))
+    keys = []
+    for i, z in enumerate(feats):
+        side = [float(z @ w[h] + b[h]) for h in range(6)]
+        keys.append((sum(v < 0 for v in side),
+                     sum(abs(side[h] - float(seed_values[h])) for h in range(6)), i))
+    expected = [k[2] for k in sorted(keys)]
+    got = torch.sort(-region.slice_scores(feats), stable=True).indices.tolist()
+    assert got == expected
+    inside = region.contains_features(feats)
+    assert got[:int(inside.sum())] == region.rank_features(feats)[0].tolist()

@@ -2,7 +2,7 @@
 scoring of a candidate group against the slice."""
 import pytest
 import torch
-from shortcut import best, scores
+from shortcut import best, logic_scores, scores
 
 from repinterp.core.errors import UserError
 from repinterp.demo.data import FASHION_MEAN, FASHION_STD, find_fashion_mnist
@@ -42,26 +42,76 @@ def test_bad_settings_are_user_errors():
 @pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST not installed")
 def test_splits_are_seeded_and_marked_as_specified():
     s = SETTINGS[1]
-    x, y, marked = shortcut_split(s, "test", seed=0)
-    x2, _, marked2 = shortcut_split(s, "test", seed=0)
+    x, y, marked, masks = shortcut_split(s, "test", seed=0)
+    x2, _, marked2, _ = shortcut_split(s, "test", seed=0)
     assert torch.equal(marked, marked2) and torch.equal(x, x2)
     assert not torch.equal(marked, shortcut_split(s, "test", seed=1)[2])
     assert 0.28 < float(marked.float().mean()) < 0.32                 # p_eval = 0.3
-    _, yt, mt = shortcut_split(s, "train", seed=0, train_marks=True)
+    _, yt, mt, _ = shortcut_split(s, "train", seed=0, train_marks=True)
     assert float(mt[yt == s.cls].float().mean()) > 0.88               # p_class = 0.9
     assert float(mt[yt != s.cls].float().mean()) < 0.03               # p_other = 0.02
     m = mark_mask(s)
     bright = (1.0 - FASHION_MEAN) / FASHION_STD
     assert bool((x[marked][:, 0][:, m] == bright).all())
+    assert torch.equal(masks[marked], m.expand(int(marked.sum()), 28, 28))
+    assert not bool(masks[~marked].any())
+
+
+@pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST not installed")
+def test_the_harder_settings():
+    """Issue 19: a background texture (on background pixels only, at half brightness),
+    a mark anywhere (its position varies), 10% label noise in the class (training
+    labels only)."""
+    from repinterp.demo.data import load_fashion_mnist
+    by_name = {s.name: s for s in SETTINGS}
+    clean, labels = load_fashion_mnist("test")
+    raw = clean[:, 0] * FASHION_STD + FASHION_MEAN
+    x, _, marked, masks = shortcut_split(by_name["stripes-background-coat"], "test")
+    half = (0.5 - FASHION_MEAN) / FASHION_STD
+    assert bool((x[:, 0][masks] == half).all()) and bool((raw[masks] < 0.05).all())
+    assert torch.equal(x[:, 0][~masks], clean[:, 0][~masks])
+    assert float(masks[marked].sum((1, 2)).float().mean()) > 100   # a texture, not a dot
+    x, _, marked, masks = shortcut_split(by_name["square-anywhere-sneaker"], "test")
+    corners = {tuple(m.nonzero()[0].tolist()) for m in masks[marked][:200]}
+    assert len(corners) > 100 and bool((masks[marked].sum((1, 2)) == 16).all())
+    noisy = by_name["square-topleft-pullover-noisy"]
+    _, y, _, _ = shortcut_split(noisy, "train", train_marks=True)
+    _, y_true = load_fashion_mnist("train")
+    flipped = y != y_true
+    assert 0.08 < float(flipped[y_true == noisy.cls].float().mean()) < 0.12
+    assert not bool(flipped[y_true != noisy.cls].any())
+    assert torch.equal(shortcut_split(noisy, "test").labels, labels)
 
 
 def test_benchmark_scores_by_hand():
+    """Every ranking is over all evaluated images: p@k counts exactly k of them (all
+    six when k > 6)."""
     in_slice = torch.tensor([True, True, False, False, True, False])
-    member = torch.tensor([True, True, True, False, False, False])
-    row = scores(torch.tensor([2, 0, 1]), member, in_slice)
-    assert row["p@10"] == row["p@25"] == row["p@100"] == pytest.approx(2 / 3)
-    # membership scores: positives 1, 1, 0; negatives 1, 0, 0. Of the 9 pairs, 4 are
-    # won, 1 lost and 4 tied: AUROC = (4 + 4 / 2) / 9
-    assert row["auroc"] == pytest.approx(6 / 9)
-    assert row["size"] == 3
+    row = scores(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0]), in_slice)
+    assert row["p@10"] == row["p@25"] == row["p@100"] == 0.5
+    # positives score 5, 4, 1; negatives 3, 2, 0: 7 of the 9 pairs are won
+    assert row["auroc"] == pytest.approx(7 / 9)
     assert best([{"p@25": 0.5, "auroc": 0.9}, {"p@25": 0.6, "auroc": 0.1}])["p@25"] == 0.6
+
+
+def test_a_logic_ranks_its_regions_members_first_then_the_nearest_outside():
+    """Two one-boundary regions on a line: members of the first, then of the second,
+    then the rest by fewest violations and distance; brute force on the formula."""
+    from repinterp.core.region import Region
+
+    def region(w, b, seed_value):
+        return Region(predicted_class=0, weights=torch.tensor([[w]], dtype=torch.float64),
+                      biases=torch.tensor([b], dtype=torch.float64),
+                      boundary_points=torch.zeros(1, 1), pairs=torch.tensor([[0, 1]]),
+                      delta=0, min_delta=0, members=torch.tensor([], dtype=torch.long),
+                      member_distances=torch.zeros(0), purity=1.0, seed_index=None,
+                      seed_values=torch.tensor([seed_value], dtype=torch.float64),
+                      feature_shape=(1,))
+    # region A: z >= 4 (seed at z = 6); region B: z <= -4 (seed at z = -6)
+    a, b = region(1.0, -4.0, 2.0), region(-1.0, -4.0, 2.0)
+    feats = torch.tensor([[0.0], [5.0], [-5.0], [9.0], [-3.0], [3.5], [-9.0]],
+                         dtype=torch.float64)
+    got = torch.sort(-logic_scores([a, b], feats), stable=True).indices.tolist()
+    # A's members 5 (dist 1), 9 (3); B's -5 (1), -9 (3); the rest: 3.5 violates A by
+    # 0.5 (dist 2.5), -3 violates B (dist 3), 0 violates both (A: dist 6, B: 6)
+    assert got == [1, 3, 2, 6, 5, 4, 0]

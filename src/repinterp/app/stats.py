@@ -15,7 +15,8 @@ from ..core.summary import Summary
 
 __all__ = ["FLAG_HEAT_CONCENTRATION", "FLAG_HELDOUT_PURITY", "FLAG_LABEL_ACCURACY",
            "HOT_SHARE", "RegionStats", "class_name", "heat_concentration", "heldout_figures",
-           "heldout_stats", "label_stats", "region_flags", "region_stats", "summary_dict"]
+           "heldout_stats", "label_stats", "region_flags", "region_stats", "report_order",
+           "summary_dict"]
 
 
 @dataclass
@@ -122,6 +123,15 @@ def region_flags(rd: dict) -> list[str]:
         flags.append(f"heat on a small area ({100 * conc:.0f}% on the hottest "
                      f"{100 * HOT_SHARE:.0f}% of pixels)")
     return flags
+
+
+def report_order(data: dict) -> list[int]:
+    """The region numbers of :func:`summary_dict` ``data`` in the order a reader of the
+    report meets them: the flagged regions first (class by class), then the others
+    class by class, each region once."""
+    regions = [rd for cd in data["classes"] for rd in cd["regions"]]
+    return [rd["region"] for rd in regions if rd["flags"]] + \
+        [rd["region"] for rd in regions if not rd["flags"]]
 
 
 def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,

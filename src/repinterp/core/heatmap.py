@@ -45,7 +45,8 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
 
 
 def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[int, int],
-                   method: str = "lineage") -> torch.Tensor:
+                   method: str = "lineage", grid: tuple[int, int] | None = None
+                   ) -> torch.Tensor:
     """Heat maps ``[n, H, W]`` in ``[0, 1]`` of ``features [n, C, h, w]``.
 
     Parameters
@@ -57,21 +58,32 @@ def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[in
         Output ``(H, W)``, the input image size.
     method
         One of :data:`METHODS`.
+    grid
+        The head's grid (:attr:`repinterp.core.network.SplitNetwork.head_grid`): when
+        coarser than ``h x w``, each map (before its ReLU) is averaged over the cells of
+        that grid (``adaptive_avg_pool2d``), then rectified and upsampled. A head that
+        starts with a stride-2 convolution reads its input on every other position, so
+        its boundary normals alternate from one position to the next and the map of
+        ``w * psi`` is a grid of dots (issue 19, a ResNet split at ``layer3``); the sum
+        over a cell is the cell's contribution to the margin, which the head does see.
+        A departure from the paper, which maps the feature grid as it is.
     """
     if features.ndim != 4 or weights.ndim != 4:
         raise ValueError("heat maps need a convolutional feature layer (C x H x W output)")
     if method == "lineage":
         a = weights.mean((2, 3))
-        maps = torch.einsum("pc,nchw->nphw", a, features).relu()
+        maps = torch.einsum("pc,nchw->nphw", a, features)
     elif method == "positive":
-        maps = torch.einsum("pchw,nchw->nphw", weights.relu(), features).relu()
+        maps = torch.einsum("pchw,nchw->nphw", weights.relu(), features)
     elif method in ("contribution", "logprob"):
-        maps = torch.einsum("pchw,nchw->nphw", weights, features).relu()
+        maps = torch.einsum("pchw,nchw->nphw", weights, features)
     elif method == "margin":
-        maps = torch.einsum("pchw,nchw->nhw", weights, features).relu()[:, None]
+        maps = torch.einsum("pchw,nchw->nhw", weights, features)[:, None]
     else:
         raise ValueError(f"unknown heat map method {method!r}; choose from {METHODS}")
     if len(weights) == 0:
         return torch.zeros(len(features), *size, dtype=features.dtype)
-    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    if grid is not None and tuple(grid) != tuple(maps.shape[-2:]):
+        maps = F.adaptive_avg_pool2d(maps, tuple(grid))
+    up = F.interpolate(maps.relu(), size=size, mode="bilinear", align_corners=False)
     return minmax(up).mean(1)

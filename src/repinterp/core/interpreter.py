@@ -15,7 +15,7 @@ from .boundaries import Boundaries, bisect_segments, boundaries_at
 from .engine import MIN_PURITY, dense_candidates, make_region
 from .errors import NotFittedError, UserError
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
-from .network import SplitNetwork, batches, decisions, exact
+from .network import GRIDS, SplitNetwork, batches, decisions, exact
 from .region import Region
 from .split import linear_prefix, split_model
 from .store import FeatureStore, chunk_rows
@@ -61,6 +61,12 @@ class RepresentativeInterpreter:
         Default heat map (:mod:`repinterp.core.heatmap`). ``margin`` was chosen on
         development seeds of the paper's protocol (``docs/evaluation.md``); the paper's
         lineage variant is ``lineage``.
+    heatmap_grid
+        ``"head"`` (default): draw heat maps on the head's coarsest grid
+        (:attr:`repinterp.core.network.SplitNetwork.head_grid`), which removes the grid
+        of dots a strided head leaves on the feature map's own grid
+        (:func:`repinterp.core.heatmap.region_heatmap`); ``"features"``: on the feature
+        map's grid, as the paper does.
     batch_size
         Images per batch through the network (default: 256, fewer for large images; see
         :func:`repinterp.core.network.auto_batch_size`).
@@ -103,7 +109,8 @@ class RepresentativeInterpreter:
     def __init__(self, model: nn.Module, layer: str | nn.Module, num_boundaries: int = 50,
                  *, sampling: str = "bisection", delta: int | None = None,
                  min_purity: float | None = MIN_PURITY, seed: int = 0,
-                 heatmap_method: str = "margin", batch_size: int | None = None,
+                 heatmap_method: str = "margin", heatmap_grid: str = "head",
+                 batch_size: int | None = None,
                  approximate: bool = False, device: str | torch.device | None = None,
                  feature_dtype: torch.dtype | None = None,
                  store_dir: str | os.PathLike | None = None, progress: bool = True,
@@ -116,6 +123,7 @@ class RepresentativeInterpreter:
         self.min_purity = min_purity
         self.seed = seed
         self.heatmap_method = heatmap_method
+        self.heatmap_grid = heatmap_grid
         self.batch_size = batch_size
         self.approximate = approximate
         self.device = device
@@ -139,6 +147,8 @@ class RepresentativeInterpreter:
             raise UserError(f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
         if int(self.num_boundaries) < 1:
             raise UserError("num_boundaries must be at least 1")
+        if self.heatmap_grid not in GRIDS:
+            raise UserError(f"heatmap_grid must be one of {GRIDS}, got {self.heatmap_grid!r}")
         net = SplitNetwork(self.model, self.layer, approximate=self.approximate,
                            device=self.device, channels_last=self.channels_last,
                            batch_size=self.batch_size, progress=self.progress)
@@ -500,11 +510,11 @@ class RepresentativeInterpreter:
         net = self.network_
         maps = net.unflatten(self.store_.rows(idx.to(self.store_.z.device)))
         return net.heatmap_of_features(region, maps, self.input_size_,
-                                       method or self.heatmap_method)
+                                       method or self.heatmap_method, self.heatmap_grid)
 
     @exact
     def heatmap(self, region: Region, images: Any, method: str | None = None) -> torch.Tensor:
         """Heat maps ``[n, H, W]`` in ``[0, 1]``: the same region weights for every image
         (see :mod:`repinterp.core.heatmap`; default ``heatmap_method``)."""
         net = self._fitted(stacklevel=4).network_
-        return net.heatmap(region, images, method or self.heatmap_method)
+        return net.heatmap(region, images, method or self.heatmap_method, self.heatmap_grid)

@@ -13,9 +13,10 @@ measure how the class probability reacts.
   areas under both curves (Petsiuk et al., RISE, BMVC 2018).
 * :func:`paired_ci`: the mean paired difference of two methods over seeds, with a
   bootstrap confidence interval.
-* :func:`precision_at_k`, :func:`auroc` and :func:`heat_share`: how well a group of
-  images (a region, a cluster) matches a known slice, as dcbench scores slice discovery
-  (Eyuboglu et al., "Domino", ICLR 2022), and how much of a heat map lies on a mask.
+* :func:`precision_at_k`, :func:`auroc` and :func:`heat_share`: how well a score of
+  every image (a region's ranking, a cluster's distance) matches a known slice, as
+  dcbench scores slice discovery (Eyuboglu et al., "Domino", ICLR 2022), and how much of
+  a heat map lies on a mask.
 """
 from __future__ import annotations
 
@@ -138,14 +139,26 @@ def paired_ci(a: np.ndarray, b: np.ndarray, *, n_boot: int = 10000, seed: int = 
     return float(d.mean()), float(lo), float(hi)
 
 
-def precision_at_k(ranked: torch.Tensor, in_slice: torch.Tensor, k: int) -> float:
-    """Share of the first ``k`` of ``ranked`` (indices, best first) that lie in the slice
-    (bool ``in_slice`` over all indices); over ``min(k, len(ranked))`` items, NaN when
-    ``ranked`` is empty."""
-    top = torch.as_tensor(ranked, dtype=torch.long)[:k]
-    if len(top) == 0:
-        return float("nan")
-    return float(torch.as_tensor(in_slice, dtype=torch.bool)[top].double().mean())
+def precision_at_k(scores: torch.Tensor, in_slice: torch.Tensor, k: int) -> float:
+    """Share of the slice among the ``k`` items with the highest ``scores``, as dcbench
+    defines it (``slice[argsort(-scores)[:k]].mean()``): always over ``k`` items of a
+    score of *every* item, so that a method returning few items is not rewarded (items it
+    leaves out still fill the top ``k`` in the order its scores give them). Ties go to
+    the lower index; ``k`` larger than the number of items counts them all.
+
+    Before issue 19 this took a partial ranking (a region's members) and divided by
+    ``min(k, len(ranked))``: a region with one marked member scored 1.0.
+    """
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    y = torch.as_tensor(in_slice, dtype=torch.bool).flatten()
+    if len(s) != len(y):
+        raise ValueError(f"precision@k needs a score for every item: {len(s)} scores "
+                         f"for {len(y)} items")
+    if k < 1 or len(s) == 0:
+        raise ValueError(f"precision@k needs k >= 1 and at least one item (k={k}, "
+                         f"{len(s)} items)")
+    top = torch.sort(-s, stable=True).indices[:k]
+    return float(y[top].double().mean())
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -173,9 +186,11 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 def heat_share(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per heat map ``[n, H, W]`` (non-negative), the share of its total mass on the
-    pixels of ``mask`` ``[H, W]``; NaN for an all-zero map."""
+    pixels of ``mask`` (``[H, W]``, or ``[n, H, W]``: one per map); NaN for an all-zero
+    map."""
     h = heat.double().flatten(1)
-    m = torch.as_tensor(mask, dtype=torch.bool).flatten().to(h.device)
+    m = torch.as_tensor(mask, dtype=torch.bool).to(h.device)
+    m = m.flatten(-2).expand_as(h)
     total = h.sum(1)
-    return torch.where(total > 0, h[:, m].sum(1) / total.clamp_min(1e-300),
+    return torch.where(total > 0, (h * m).sum(1) / total.clamp_min(1e-300),
                        torch.full_like(total, float("nan")))

@@ -29,8 +29,11 @@ from .region import Region
 from .split import HeadVerdict, head_verdict, split_model
 from .store import chunk_rows
 
-__all__ = ["SplitNetwork", "auto_batch_size", "batches", "check_device", "check_floating",
+__all__ = ["GRIDS", "SplitNetwork", "auto_batch_size", "batches", "check_device", "check_floating",
            "decisions", "exact", "exact_float32", "inference_mode", "model_fingerprint"]
+
+#: where a heat map is drawn: on the head's grid, or on the feature map's own grid
+GRIDS = ("head", "features")
 
 # the head's activations per point, as a multiple of its input, when sizing chunks
 HEAD_ACTIVATION_FACTOR = 4
@@ -438,21 +441,54 @@ class SplitNetwork:
         return region.rank_features(self.features(images, progress=False))
 
     @exact
-    def heatmap(self, region: Region, images: Any, method: str = "margin") -> torch.Tensor:
+    def heatmap(self, region: Region, images: Any, method: str = "margin",
+                grid: str = "head") -> torch.Tensor:
         """Heat maps ``[n, H, W]`` in ``[0, 1]`` of images ``[n, C, H, W]`` (or one image
         ``[C, H, W]``), the same region weights for every image."""
         images = torch.as_tensor(images)
         if images.ndim == 3:
             images = images.unsqueeze(0)
         maps = self.features(images, flat=False, progress=False)
-        return self.heatmap_of_features(region, maps, tuple(images.shape[-2:]), method)
+        return self.heatmap_of_features(region, maps, tuple(images.shape[-2:]), method, grid)
 
     @exact
     def heatmap_of_features(self, region: Region, maps: torch.Tensor,
-                            size: tuple[int, int], method: str = "margin") -> torch.Tensor:
+                            size: tuple[int, int], method: str = "margin",
+                            grid: str = "head") -> torch.Tensor:
         """Heat maps ``[n, H, W]`` (``size``) of feature maps ``[n, *feature_shape]`` already
         computed: no pass through the feature extractor (``logprob`` takes the class
-        gradients at the region's boundary points through the head)."""
+        gradients at the region's boundary points through the head). ``grid="head"``
+        maps on :attr:`head_grid`, ``"features"`` on the feature map's own grid."""
+        if grid not in GRIDS:
+            raise UserError(f"heat map grid must be one of {GRIDS}, got {grid!r}")
         normals = (self.class_gradients(region.boundary_points, region.predicted_class)
                    if method == "logprob" else None)
-        return region.heatmap_features(maps, size, method, normals).cpu()
+        cells = self.head_grid if grid == "head" else None
+        return region.heatmap_features(maps, size, method, normals, cells).cpu()
+
+    @functools.cached_property
+    def head_grid(self) -> tuple[int, int] | None:
+        """The coarsest spatial grid the head computes on: the smallest ``h x w`` (with
+        more than one cell) of a 4-d output of any module of the head, run once on zero
+        features; ``None`` when the head never goes coarser than the feature map (or the
+        feature map is not 4-d). A ResNet split at ``layer3`` gives ``layer4``'s grid
+        (7 x 7 at 224 px, where the features are 14 x 14)."""
+        if self.feature_shape is None or len(self.feature_shape) != 3:
+            return None
+        sizes: list[tuple[int, int]] = []
+
+        def record(_module: nn.Module, _inputs: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-2:].numel() > 1:
+                sizes.append((int(out.shape[-2]), int(out.shape[-1])))
+
+        handles = [m.register_forward_hook(record) for m in self.head.modules()]
+        try:
+            with torch.no_grad():
+                self.head(torch.zeros(1, *self.feature_shape, device=self.device,
+                                      dtype=self.dtype))
+        finally:
+            for h in handles:
+                h.remove()
+        own = tuple(self.feature_shape[1:])
+        coarsest = min(sizes, key=lambda hw: hw[0] * hw[1], default=own)
+        return None if coarsest[0] * coarsest[1] >= own[0] * own[1] else coarsest

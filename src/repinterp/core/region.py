@@ -137,16 +137,35 @@ class Region:
         order = torch.sort(dist, stable=True).indices
         return inside[order].cpu(), dist[order].cpu()
 
+    def slice_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """A score of *every* feature vector ``[n]`` (float64, higher first) that ranks
+        the members first, nearest to the seed first, then the rest by the number of
+        boundaries they violate (fewest first) and then by semantic distance: the
+        region as a ranking of all images, for :func:`repinterp.metrics.precision_at_k`
+        and :func:`repinterp.metrics.auroc`. The score is minus the position in that
+        order (ties by index)."""
+        side = self.side_values(features)
+        violated = (side < 0).sum(1).double().cpu()
+        dist = (side - self.seed_values.to(side.device, side.dtype)).abs().sum(1)
+        dist = dist.double().cpu()
+        order = torch.sort(dist, stable=True).indices
+        order = order[torch.sort(violated[order], stable=True).indices]
+        scores = torch.empty(len(order), dtype=torch.float64)
+        scores[order] = -torch.arange(len(order), dtype=torch.float64)
+        return scores
+
     def heatmap_features(self, feature_maps: torch.Tensor, size: tuple[int, int],
-                         method: str = "margin", normals: torch.Tensor | None = None
-                         ) -> torch.Tensor:
+                         method: str = "margin", normals: torch.Tensor | None = None,
+                         grid: tuple[int, int] | None = None) -> torch.Tensor:
         """Heat maps ``[n, H, W]`` of feature maps ``[n, C, h, w]``
         (:func:`repinterp.core.heatmap.region_heatmap`). ``normals`` replaces the
         boundary normals (``logprob`` needs the class gradients at the boundary points,
-        which :meth:`RepresentativeInterpreter.heatmap` computes)."""
+        which :meth:`RepresentativeInterpreter.heatmap` computes); ``grid`` is the head's
+        grid (:attr:`repinterp.core.network.SplitNetwork.head_grid`), which the
+        interpreter passes."""
         if method == "logprob" and normals is None:
             raise ValueError("the logprob heat map needs the class gradients at the "
                              "boundary points: use RepresentativeInterpreter.heatmap")
         w = self.weights if normals is None else normals
         w = w.to(feature_maps.device, feature_maps.dtype).reshape(-1, *feature_maps.shape[1:])
-        return region_heatmap(w, feature_maps, size, method)
+        return region_heatmap(w, feature_maps, size, method, grid)
