@@ -52,8 +52,13 @@ lint: install-dev
 	$(BIN)/lint-imports
 	$(BIN)/mypy src/repinterp/core
 
+# the paper's protocol, the real-size photo model's heat maps (trains and caches it
+# first: about 20-40 minutes on 2 cores), Quantus' checks, region stability
 evaluate: install-dev data
 	$(BIN)/python benchmarks/evaluate.py --out docs
+	$(BIN)/python benchmarks/photo_heatmaps.py --out docs
+	$(BIN)/python benchmarks/quantus_eval.py --out docs
+	$(BIN)/python benchmarks/stability.py --out docs
 
 # every heat map on the same images: ROAD, deletion / insertion, blur-fill Average Drop
 fidelity: install-dev data

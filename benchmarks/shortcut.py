@@ -325,14 +325,21 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--out", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --out/shortcut.json, run the rest")
     p.add_argument("--report", default=None, help="also write the debugging report of "
                    "the first setting here (and, with --out, a screenshot into --out)")
     a = p.parse_args()
     chosen = [s for s in SETTINGS if a.settings == "all" or s.name in a.settings.split(",")]
     seeds = [int(v) for v in a.seeds.split(",")]
     results = []
+    if a.resume and a.out and (Path(a.out) / "shortcut.json").exists():
+        results = json.loads((Path(a.out) / "shortcut.json").read_text())
+    done = {(r["setting"], r["seed"]) for r in results}
     for s in chosen:
         for seed in seeds:
+            if (s.name, seed) in done:
+                continue
             r = dict(run_setting(s, a.references, seed, not a.quiet), seed=seed)
             print(json.dumps({"setting": r["setting"], "seed": seed, "rows": {
                 k: {m: v[m] for m in ("p@25", "auroc")} for k, v in r["rows"].items()},

@@ -44,11 +44,12 @@ def test_members_contains_rank_agree_with_boundaries(fitted, images):
 
 def test_image_seed_gives_the_index_seed_region(net, images):
     """With shared boundaries nothing random depends on how the seed is given: the
-    region of image 4 is the region of reference 4."""
+    region of image 4 is the region of reference 4 (and, since issue 19, the image is
+    recognised as reference 4)."""
     it = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling="shared",
                                    progress=False).fit(images)
     by_image, by_index = it.explain(images[4]), it.explain(4)
-    assert by_image.seed_index is None and by_index.seed_index == 4
+    assert by_image.seed_index == by_index.seed_index == 4
     assert torch.equal(by_image.members, by_index.members)
     torch.testing.assert_close(by_image.weights, by_index.weights, rtol=0, atol=1e-12)
     assert torch.equal(by_image.pairs, by_index.pairs)
@@ -480,3 +481,62 @@ def test_notebook_views_are_self_contained_html(net, images):
     assert markup.count("<img ") == 1 + min(4, region.size)
     assert all(src.startswith("data:image/") for src in re.findall(r"src='([^']*)'", markup))
     assert "http" not in markup and "<script" not in markup and str(view) == markup
+
+
+def _same_region(a, b) -> bool:
+    return (a.predicted_class == b.predicted_class and torch.equal(a.members, b.members)
+            and torch.equal(a.weights, b.weights))
+
+
+def test_an_image_equal_to_a_reference_gets_its_region(net, images):
+    """Issue 19: ``explain(refs[i])`` and ``explain(i)`` agree (the image *is* that
+    reference), also through a float32 model whose batch of one differs from the fit's
+    batches in the last bits; an image that is no reference keeps its own stream."""
+    interp = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False)
+    interp.fit(images)
+    for i in (0, 7, 123):
+        by_index, by_image = interp.explain(i), interp.explain(images[i])
+        assert by_image.seed_index == i and _same_region(by_index, by_image)
+    other = images[5] + 0.05 * torch.randn(images[5].shape, dtype=images.dtype,
+                                           generator=torch.Generator().manual_seed(0))
+    assert interp.explain(other).seed_index is None
+    net32 = copy.deepcopy(net).float()
+    x32 = images.float()
+    f32 = RepresentativeInterpreter(net32, "2", num_boundaries=20, progress=False,
+                                    batch_size=64).fit(x32)
+    for i in (3, 200):
+        assert _same_region(f32.explain(i), f32.explain(x32[i]))
+
+
+def test_explain_takes_a_batch_and_numpy(net, images):
+    interp = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False)
+    interp.fit(images[:200])
+    batch = images[250:253]
+    regions = interp.explain(batch)
+    assert isinstance(regions, list) and len(regions) == 3
+    for img, region in zip(batch, regions, strict=True):
+        assert _same_region(region, interp.explain(img))
+        assert _same_region(region, interp.explain(img.numpy()))
+    assert _same_region(interp.explain(batch.numpy())[1], regions[1])
+
+
+def test_explain_against_one_target_class(net, images):
+    """``target=t``: sampled towards class-t references only, and no class-t reference
+    inside (delta 0); third classes may be inside. The seed's own class is the plain
+    region."""
+    interp = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False,
+                                       delta=0, min_purity=None).fit(images)
+    seed = 0
+    c = int(interp.predictions_[seed])
+    assert _same_region(interp.explain(seed, target=c), interp.explain(seed))
+    for t in {0, 1, 2} - {c}:
+        region = interp.explain(seed, target=t)
+        inside = interp.predictions_[region.members]
+        assert not bool((inside == t).any())
+        assert bool((region.pairs[:, 0] == c).all())
+        # its boundaries sit between c and t: at each point the two top logits are c, t
+        logits = interp.network_.logits(region.boundary_points)
+        top2 = logits.topk(2, 1).indices.sort(1).values
+        assert bool((top2 == torch.tensor(sorted((c, t)))).all(1).float().mean() > 0.5)
+    with pytest.raises(UserError, match="target class 7"):
+        interp.explain(seed, target=7)

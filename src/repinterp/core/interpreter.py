@@ -7,6 +7,7 @@ import os
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -217,37 +218,73 @@ class RepresentativeInterpreter:
 
     # --- explain -----------------------------------------------------------------
     def _seed(self, seed: Any) -> tuple[int | None, torch.Tensor, int]:
-        """Index (or None), flattened features and predicted class of a seed."""
+        """Index (or None), flattened features and predicted class of a seed. An image
+        whose features and logits are those of a reference (to the float noise of
+        another batch size) *is* that reference: it gets the reference's index, and so
+        its region (issue 19: ``explain(refs[i])`` and ``explain(i)`` agree)."""
+        if isinstance(seed, np.ndarray):
+            seed = torch.from_numpy(seed)
         if isinstance(seed, torch.Tensor) and seed.ndim == 3:
             z0 = self.network_.features(seed[None], progress=False)[0]
-            return None, z0, int(self.network_.logits(z0[None]).argmax(1))
+            logits = self.network_.logits(z0[None])
+            index = self._same_reference(z0, logits[0])
+            if index is not None:
+                return index, self.store_.rows(index), int(self.predictions_[index])
+            return None, z0, int(logits.argmax(1))
         try:
             index = operator.index(seed.item()  # type: ignore[arg-type]
                                    if isinstance(seed, torch.Tensor)
                                    and seed.ndim == 0 else seed)
         except TypeError:
-            raise UserError("seed must be a reference index (an integer) or an image "
-                            "tensor [C, H, W]") from None
+            raise UserError("seed must be a reference index (an integer), an image "
+                            "[C, H, W] or a batch of images [n, C, H, W]") from None
         if not 0 <= index < len(self.store_):
             raise UserError(f"seed index {index} out of range 0..{len(self.store_) - 1}")
         return index, self.store_.rows(index), int(self.predictions_[index])
 
+    def _same_reference(self, z0: torch.Tensor, logits: torch.Tensor) -> int | None:
+        """The first reference whose logits and features equal ``z0``'s within
+        ``sqrt(eps) * max(1, max|.|)`` (the float noise of a different batch), or None.
+        The logits narrow the candidates; only those are compared in full."""
+        tol = float(torch.finfo(logits.dtype).eps) ** 0.5
+        ref = self.logits_
+        close = ((ref - logits.to(ref)).abs().amax(1)
+                 <= tol * max(1.0, float(logits.abs().max()))).nonzero()[:, 0]
+        for i in close.tolist()[:64]:
+            row = self.store_.rows(i).to(z0)
+            if float((row - z0).abs().max()) <= tol * max(1.0, float(z0.abs().max())):
+                return int(i)
+        return None
+
     @exact
     def explain(self, seed: Any, *, delta: int | None = None,
-                num_boundaries: int | None = None) -> Region:
+                num_boundaries: int | None = None, target: int | None = None
+                ) -> Any:
         """The representative interpretation of ``seed``.
 
         Parameters
         ----------
         seed
-            An integer index into the references (any integer-like value), or an image
-            Tensor ``[C, H, W]``.
+            An integer index into the references (any integer-like value), an image
+            ``[C, H, W]`` (Tensor or numpy array), or a batch of images ``[n, C, H, W]``
+            (then a list of regions, one per image).
         delta, num_boundaries
             Override the interpreter's settings for this call (with shared sampling,
             ``num_boundaries`` uses the first that many boundaries of the bank).
+        target
+            Another class ``t``: the region of the seed against class ``t`` alone ("why
+            the seed's class and not ``t``"): boundaries are sampled towards references
+            predicted as ``t`` and the region excludes those; references of third
+            classes may lie inside. ``None`` or the seed's own class: against every
+            other class (the paper's region). Not with shared sampling.
         """
         self._fitted(stacklevel=4)
-        index, z0, cls, same, q = self._prepare(seed, num_boundaries)
+        if isinstance(seed, np.ndarray):
+            seed = torch.from_numpy(seed)
+        if isinstance(seed, torch.Tensor) and seed.ndim == 4:
+            return [self.explain(s, delta=delta, num_boundaries=num_boundaries,
+                                 target=target) for s in seed]
+        index, z0, cls, same, q = self._prepare(seed, num_boundaries, target)
         b, values, seed_values = self._candidates(index, z0, cls, same, q)
         return self._region(b, values, seed_values, cls, same, index,
                             self.delta if delta is None else delta)
@@ -300,14 +337,24 @@ class RepresentativeInterpreter:
         index, z0, cls, same, q = self._prepare(seed, num_boundaries)
         return self._sample(z0, cls, same, index, q)
 
-    def _prepare(self, seed: Any, num_boundaries: int | None
+    def _prepare(self, seed: Any, num_boundaries: int | None, target: int | None = None
                  ) -> tuple[int | None, torch.Tensor, int, torch.Tensor, int]:
-        """Index, features, class, same-class mask and ``|Q|`` of a seed, checked."""
+        """Index, features, class, the mask of references the region may keep and
+        ``|Q|`` of a seed, checked (``target``: see :meth:`explain`)."""
         index, z0, cls = self._seed(seed)
-        same = self.predictions_ == cls
-        if bool(same.all()):
-            raise UserError(f"every reference image is predicted as class {cls}; "
-                            "representative interpretations need images of other classes")
+        if target is None or int(target) == cls:
+            same = self.predictions_ == cls
+            if bool(same.all()):
+                raise UserError(f"every reference image is predicted as class {cls}; "
+                                "representative interpretations need images of other "
+                                "classes")
+        else:
+            if self.bank_ is not None:
+                raise UserError("target= needs bisection sampling (the shared bank was "
+                                "sampled against every class)")
+            same = self.predictions_ != int(target)
+            if bool(same.all()):
+                raise UserError(f"no reference is predicted as the target class {target}")
         q = int(self.num_boundaries if num_boundaries is None else num_boundaries)
         if q < 1:
             raise UserError("num_boundaries must be at least 1")

@@ -472,7 +472,8 @@ class SplitNetwork:
         more than one cell) of a 4-d output of any module of the head, run once on zero
         features; ``None`` when the head never goes coarser than the feature map (or the
         feature map is not 4-d). A ResNet split at ``layer3`` gives ``layer4``'s grid
-        (7 x 7 at 224 px, where the features are 14 x 14)."""
+        (7 x 7 at 224 px, where the features are 14 x 14). TorchScript modules take no
+        hooks and are not looked into."""
         if self.feature_shape is None or len(self.feature_shape) != 3:
             return None
         sizes: list[tuple[int, int]] = []
@@ -481,7 +482,8 @@ class SplitNetwork:
             if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-2:].numel() > 1:
                 sizes.append((int(out.shape[-2]), int(out.shape[-1])))
 
-        handles = [m.register_forward_hook(record) for m in self.head.modules()]
+        handles = [m.register_forward_hook(record) for m in self.head.modules()
+                   if not isinstance(m, torch.jit.ScriptModule)]
         try:
             with torch.no_grad():
                 self.head(torch.zeros(1, *self.feature_shape, device=self.device,

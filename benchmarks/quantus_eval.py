@@ -1,0 +1,209 @@
+"""Sanity checks and metrics from a peer's suite: Quantus (Hedstrom et al., JMLR 2023)
+on the region heat map and pytorch-grad-cam's CAMs, the same images (issue 19).
+
+    python benchmarks/quantus_eval.py --out docs [--models vgg,resnet,photos] [--images 30]
+
+Per model (the demo VGG and ResNet on Fashion-MNIST, and the real-size resnet18 of
+:mod:`repinterp.demo.photos`), ``--images`` test images (the first that many of a seeded
+permutation) with their predicted class as the target; references: 2,000 training
+images (1,000 photos). Explanations:
+
+* **RI region heat map**: :class:`repinterp.metrics.QuantusExplainer` (``explain(x,
+  target=y)`` of each image, its region's heat map; refitted on every model Quantus
+  hands it);
+* **Grad-CAM, Grad-CAM++, Score-CAM**: pytorch-grad-cam on the demo split layer (the
+  resnet18: ``layer4[-1]``), each image's own map for its target.
+
+Metrics, Quantus' own classes, each per image (paired bootstrap intervals against
+Grad-CAM++ over the images):
+
+* ``MPRT`` (Adebayo et al. 2018; ``skip_layers=True``: the trained model against the
+  fully randomised one, Spearman correlation of the maps (:func:`spearman`: Quantus'
+  own crashes when a map is constant); lower = the map depends on the weights);
+* ``FaithfulnessCorrelation`` (``nr_runs=50``, ``subset_size`` = 5% of the pixels, black
+  baseline; higher is better);
+* ``PixelFlipping`` (``features_in_step`` = 2% of the pixels, black baseline; the area
+  under the class score curve, lower is better);
+* ``MaxSensitivity`` (``nr_samples=10``, uniform noise of radius 0.2 in normalised
+  units; lower is better);
+* ``Sparseness`` (Gini index; higher = more concentrated).
+
+Quantus' defaults otherwise. ``nr_samples`` and ``nr_runs`` are lower than Quantus'
+defaults (200, 100) to keep the run in minutes on 2 cores; every method gets the same.
+Writes ``quantus.json`` and ``quantus.md`` into ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from protocol import CAM_METHODS, own_cam
+
+from repinterp.app.io import write_json, write_text
+from repinterp.metrics import QuantusExplainer, paired_ci
+
+METRICS = ("MPRT", "FaithfulnessCorrelation", "PixelFlipping", "MaxSensitivity",
+           "Sparseness")
+#: which way is better for each metric
+HIGHER_IS_BETTER = {"MPRT": False, "FaithfulnessCorrelation": True, "PixelFlipping": False,
+                    "MaxSensitivity": False, "Sparseness": True}
+
+
+def load(name: str, n_images: int, seed: int = 0):
+    """Model, split layer name, the CAMs' layer, references, evaluated images."""
+    if name == "photos":
+        from repinterp.demo.photos import load_photo_model, photo_set
+        model, _ = load_photo_model("resnet18", progress=False)
+        refs = photo_set("train", 1000, seed=1).tensors()
+        test = photo_set("test", 400, seed=2)
+        idx = torch.randperm(400, generator=torch.Generator().manual_seed(seed))[:n_images]
+        return model, "layer3", "layer4.1", refs, test.tensors(idx)
+    from repinterp.demo.data import load_fashion_mnist
+    from repinterp.demo.models import DEMO_LAYERS, load_demo_model
+    model, _ = load_demo_model(name, progress=False)
+    x, _ = load_fashion_mnist("train")
+    xt, _ = load_fashion_mnist("test")
+    g = torch.Generator().manual_seed(seed)
+    refs = x[torch.randperm(len(x), generator=g)[:2000]]
+    images = xt[torch.randperm(len(xt), generator=g)[:n_images]]
+    return model, DEMO_LAYERS[name], DEMO_LAYERS[name], refs, images
+
+
+def cam_explainer(method: str, layer: str):
+    """pytorch-grad-cam as a Quantus ``explain_func``: each image's own CAM for its
+    target, at ``layer`` of the model handed (MPRT hands a randomised copy)."""
+    def explain(model, inputs, targets, **_):
+        x = torch.as_tensor(np.asarray(inputs))
+        maps = [own_cam(method, model, model.get_submodule(layer), x[i:i + 1], int(t))
+                for i, t in enumerate(np.asarray(targets).reshape(-1))]
+        return torch.cat(maps)[:, None].float().numpy()
+    return explain
+
+
+def spearman(a: np.ndarray, b: np.ndarray, batched: bool = False, **_) -> np.ndarray:
+    """Spearman correlation of each pair of rows, NaN where a map is constant: what
+    Quantus' ``correlation_spearman`` computes, which crashes on such a batch (scipy
+    returns one float; ``'float' object has no attribute 'shape'``)."""
+    from scipy.stats import rankdata
+    a2, b2 = np.atleast_2d(a), np.atleast_2d(b)
+    ra, rb = rankdata(a2, axis=1), rankdata(b2, axis=1)
+    ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
+    den = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 0, (ra * rb).sum(1) / den, np.nan)
+    return out if batched else out[0]
+
+
+def metrics(pixels: int):
+    import quantus
+    return {
+        "MPRT": quantus.MPRT(skip_layers=True, return_last_correlation=True,
+                             similarity_func=spearman, disable_warnings=True),
+        "FaithfulnessCorrelation": quantus.FaithfulnessCorrelation(
+            nr_runs=50, subset_size=max(1, pixels // 20), perturb_baseline="black",
+            return_aggregate=False, disable_warnings=True),
+        "PixelFlipping": quantus.PixelFlipping(
+            features_in_step=max(1, pixels // 50), perturb_baseline="black",
+            return_auc_per_sample=True, disable_warnings=True),
+        "MaxSensitivity": quantus.MaxSensitivity(
+            nr_samples=10, lower_bound=0.2, disable_warnings=True),
+        "Sparseness": quantus.Sparseness(disable_warnings=True),
+    }
+
+
+def run_model(name: str, n_images: int, num_boundaries: int) -> dict:
+    model, layer_name, cam_layer, refs, images = load(name, n_images)
+    with torch.no_grad():
+        targets = model(images).argmax(1).numpy()
+    x = images.numpy()
+    h, w = images.shape[-2:]
+    explainers = {"RI region heat map": QuantusExplainer(refs, layer_name,
+                                                         num_boundaries=num_boundaries)}
+    for m in CAM_METHODS:
+        explainers[m] = cam_explainer(m, cam_layer)
+    out: dict = {"images": len(images), "references": len(refs), "layer": layer_name,
+                 "scores": {}, "seconds": {}}
+    for method, explain in explainers.items():
+        t0 = time.perf_counter()
+        a = explain(model, x, targets)
+        row = {}
+        for metric, fn in metrics(h * w).items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.manual_seed(0)
+                np.random.seed(0)
+                try:
+                    got = fn(model=model, x_batch=x, y_batch=targets, a_batch=a,
+                             explain_func=explain, device="cpu")
+                except AssertionError as e:        # Quantus refuses degenerate maps
+                    out.setdefault("refused", {})[f"{method}: {metric}"] = str(e)[:200]
+                    got = [float("nan")] * len(x)
+            vals = got if not isinstance(got, dict) else next(iter(got.values()))
+            row[metric] = np.asarray(vals, dtype=np.float64).reshape(-1)[:len(x)].tolist()
+        out["scores"][method] = row
+        if hasattr(explain, "fallbacks_"):
+            out["fallbacks"] = dict(explain.fallbacks_)
+        out["seconds"][method] = round(time.perf_counter() - t0, 1)
+        print(name, method, {k: round(float(np.nanmean(v)), 4) for k, v in row.items()},
+              out["seconds"][method], "s", flush=True)
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Quantus on the region heat map and the CAMs", "",
+             "Generated by `python benchmarks/quantus_eval.py --out docs` (`make evaluate`)"
+             ": Quantus' own metric classes, the same images and targets for every method "
+             "(see the script's docstring for the settings). Mean per image; in brackets "
+             "the mean paired difference to Grad-CAM++ with its 95% bootstrap interval. "
+             "Better: MPRT lower (maps of the randomised model unlike the trained one's), "
+             "FaithfulnessCorrelation higher, PixelFlipping lower, MaxSensitivity lower, "
+             "Sparseness higher.", ""]
+    for name, r in results.items():
+        lines += [f"## {name} (split `{r['layer']}`, {r['images']} images, "
+                  f"{r['references']} references)", "",
+                  "| method | " + " | ".join(METRICS) + " | seconds |",
+                  "|---|" + "---|" * (len(METRICS) + 1)]
+        base = r["scores"]["Grad-CAM++"]
+        for method, row in r["scores"].items():
+            cells = []
+            for m in METRICS:
+                v = np.asarray(row[m])
+                cell = f"{np.nanmean(v):.3f}"
+                if method != "Grad-CAM++":
+                    d, lo, hi = paired_ci(v, np.asarray(base[m]))
+                    cell += f" ({d:+.3f} [{lo:+.3f}, {hi:+.3f}])"
+                cells.append(cell)
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {r['seconds'][method]} |")
+        for what, why in r.get("refused", {}).items():
+            lines.append(f"- Quantus refused {what}: {why}")
+        if r.get("fallbacks"):
+            lines.append(f"- Region maps replaced by a uniform map (Quantus refuses empty "
+                         f"maps), over every call of the run: {r['fallbacks']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default="vgg,resnet,photos")
+    p.add_argument("--images", type=int, default=30)
+    p.add_argument("--num-boundaries", type=int, default=50)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    results = {}
+    for name in a.models.split(","):
+        results[name] = run_model(name, a.images, a.num_boundaries)
+        if a.out:
+            write_json(Path(a.out) / "quantus.json", results)
+            write_text(Path(a.out) / "quantus.md", markdown(results))
+    print(json.dumps({k: {m: {s: float(np.nanmean(v)) for s, v in row.items()}
+                          for m, row in r["scores"].items()} for k, r in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Region stability (issue 19): does a seed get the same region across interpreter seeds
+and |Q|, and does an image keep its region under noise the model ignores?
+
+    python benchmarks/stability.py --out docs [--arch vgg] [--seeds 20]
+
+The demo model, 5,000 training references. Jaccard overlap of the members of a seed's
+region (``explain(i)``) between the base interpreter (seed 0, |Q| = 50) and one with
+another seed (1..4, |Q| = 50) or another |Q| (100, 200; seed 0), over ``--seeds`` seed
+references. Noise: ``--seeds`` test images, each with 5 copies plus Gaussian noise
+(sigma ``--sigma`` in normalised units; copies whose prediction changes are dropped):
+the Jaccard overlap of ``explain(copy)`` with ``explain(image)`` and the share of copies
+whose region overlaps the image's by at least 0.8 ("kept"). Writes ``stability.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from repinterp import RepresentativeInterpreter
+from repinterp.app.io import write_json
+from repinterp.demo.data import load_fashion_mnist
+from repinterp.demo.models import DEMO_LAYERS, load_demo_model
+
+KEPT = 0.8
+
+
+def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+    sa, sb = set(a.tolist()), set(b.tolist())
+    return len(sa & sb) / max(1, len(sa | sb))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--arch", default="vgg")
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--references", type=int, default=5000)
+    p.add_argument("--sigma", type=float, default=0.05)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    model, _ = load_demo_model(a.arch, progress=False)
+    x, _ = load_fashion_mnist("train")
+    xt, _ = load_fashion_mnist("test")
+    g = torch.Generator().manual_seed(0)
+    refs = x[torch.randperm(len(x), generator=g)[:a.references]]
+    seeds = torch.randperm(a.references, generator=g)[:a.seeds].tolist()
+
+    def fit(seed: int = 0, q: int = 50) -> RepresentativeInterpreter:
+        return RepresentativeInterpreter(model, DEMO_LAYERS[a.arch], q, seed=seed,
+                                         progress=False).fit(refs)
+
+    base = fit()
+    regions = {i: base.explain(i) for i in seeds}
+    across: dict[str, list[float]] = {}
+    for name, kw in [*[(f"seed {s}", {"seed": s}) for s in range(1, 5)],
+                     ("|Q| = 100", {"q": 100}), ("|Q| = 200", {"q": 200})]:
+        other = fit(**kw)
+        across[name] = [jaccard(regions[i].members, other.explain(i).members) for i in seeds]
+        print(name, round(float(np.mean(across[name])), 3), flush=True)
+    images = xt[torch.randperm(len(xt), generator=g)[:a.seeds]]
+    noise: list[float] = []
+    dropped = 0
+    for img in images:
+        own = base.explain(img)
+        copies = img + a.sigma * torch.randn((5, *img.shape), generator=g)
+        keep = base.predict(copies) == own.predicted_class
+        dropped += int((~keep).sum())
+        noise += [jaccard(own.members, r.members) for r in base.explain(copies[keep])]
+    all_across = np.concatenate([np.asarray(v) for v in across.values()])
+    result = {"arch": a.arch, "references": a.references, "seeds": len(seeds),
+              "across": {k: {"mean": float(np.mean(v)), "min": float(np.min(v)),
+                             "kept": float(np.mean(np.asarray(v) >= KEPT))}
+                         for k, v in across.items()},
+              "across_mean": float(all_across.mean()),
+              "noise": {"sigma": a.sigma, "copies": len(noise), "dropped": dropped,
+                        "mean": float(np.mean(noise)),
+                        "kept": float(np.mean(np.asarray(noise) >= KEPT))}}
+    print(json.dumps(result), flush=True)
+    if a.out:
+        write_json(Path(a.out) / f"stability-{a.arch}.json", result)
+
+
+if __name__ == "__main__":
+    main()
