@@ -144,3 +144,19 @@ def test_statistics_are_data_before_any_rendering():
                            "hottest 5% of pixels)"] and rb["flags"] == []
     assert data["classes"][0]["heldout_purity"] == pytest.approx(0.95)
     assert summary_dict(summary)["classes"][0]["regions"][0]["heat_concentration"] is None
+
+
+def test_report_order_leads_with_the_flagged_region_most_labels_disagree_with():
+    """Issue 19: the flagged list is ordered by members whose label disagrees (most
+    first), then lowest held-out purity; unflagged regions follow class by class."""
+    from repinterp.app.stats import report_order
+
+    def rd(n, flags, wrong=None, hp=None):
+        return {"region": n, "flags": flags, "label_disagreements": wrong,
+                "heldout_purity": hp}
+    data = {"classes": [
+        {"regions": [rd(1, []), rd(2, ["x"], wrong=5, hp=0.9), rd(3, ["x"], wrong=None,
+                                                                    hp=0.5)]},
+        {"regions": [rd(4, ["x"], wrong=72, hp=0.92), rd(5, []),
+                     rd(6, ["x"], wrong=5, hp=0.8)]}]}
+    assert report_order(data) == [4, 6, 2, 3, 1, 5]

@@ -23,6 +23,7 @@ from .stats import (
     HOT_SHARE,
     RegionStats,
     class_name,
+    flag_order,
     summary_dict,
 )
 
@@ -219,6 +220,7 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                                shown=len(grid))
             write_text(out_dir / view["href"], html)
         sections.append(dict(cd, regions_view=views))
+    flagged.sort(key=flag_order)                # the most telling flagged region first
     approximate = any(r.approximate for r in summary.regions)
     html = env.get_template("report.html").render(
         title=title, meta=meta, data=data, sections=sections, thumb=THUMBNAIL,
