@@ -114,10 +114,10 @@ def _retrieve(interp, region, s: int, feats, images: int, retrieval: str) -> tor
 
 
 def run(arch: str, refs, x_test, seeds, images: int, percentiles, progress: bool,
-        retrieval: str = "ri", heatmap: str = "margin") -> dict:
+        retrieval: str = "ri", heatmap: str = "margin", grid: str = "head") -> dict:
     model, meta = load_demo_model(arch, progress=False)
     interp = RepresentativeInterpreter(model, DEMO_LAYERS[arch], heatmap_method=heatmap,
-                                       progress=False).fit(refs)
+                                       heatmap_grid=grid, progress=False).fit(refs)
     layer = model.get_submodule(interp.layer_)
     feats = interp.features(x_test, progress=False)
     fmap = feats.reshape(-1, *interp.feature_shape_)
@@ -214,6 +214,9 @@ def main() -> None:
     p.add_argument("--retrieval", choices=["ri", "euclidean"], default="ri",
                    help="whose images: RI's region members (default) or the Euclidean "
                    "neighbours of the seed in feature space (the CAMs' retrieval)")
+    p.add_argument("--heatmap-grid", choices=["head", "features"], default="head",
+                   help="the region heat map's grid (RepresentativeInterpreter."
+                   "heatmap_grid)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--dev-seeds", type=int, default=40, help="development seeds (at most "
                    "40: the ones evaluate.py keeps apart)")
@@ -232,7 +235,8 @@ def main() -> None:
     seeds = order[n_dev:n_dev + a.seeds].tolist()
     percentiles = tuple(int(v) for v in a.percentiles.split(","))
     res = {"settings": {"references": n_refs, "seeds": a.seeds, "images": a.images,
-                        "percentiles": list(percentiles), "retrieval": a.retrieval},
+                        "percentiles": list(percentiles), "retrieval": a.retrieval,
+                        "heatmap_grid": a.heatmap_grid},
            "models": {}}
     res["development"] = {}
     for arch in a.archs.split(","):
@@ -244,7 +248,7 @@ def main() -> None:
             res["development"][arch] = dev
             chosen = dev["chosen"]
         res["models"][arch] = run(arch, refs, x_test, seeds, a.images, percentiles,
-                                  not a.quiet, a.retrieval, chosen)
+                                  not a.quiet, a.retrieval, chosen, a.heatmap_grid)
     res["seconds"] = time.perf_counter() - start
     out = Path(a.out)
     suffix = "" if a.retrieval == "ri" else "-euclidean"

@@ -194,6 +194,13 @@ def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
         "regions_before_class": of_c[0][0] - 1, "regions_in_report": len(order),
         "class_regions": len(of_c), "flagged": sum(1 for cd in data["classes"]
                                                    for rd in cd["regions"] if rd["flags"]),
+        # what the report order is made of, to recompute a position under another rule
+        "order_inputs": [{k: rd.get(k) for k in ("region", "flags", "label_disagreements",
+                                                  "heldout_purity")} | {
+            "class": cd["class"], "p@25": next((sc["p@25"] for pos, r, sc in scored
+                                                if r is summary.regions[rd["region"] - 1]),
+                                               None)}
+            for cd in data["classes"] for rd in cd["regions"]],
         "fit_seconds": round(fit_s, 1), "summarize_seconds": round(summarize_s, 1),
         "mark_area_share": area, "heat_on_mark": mass, "heat_images": len(images)}
 
