@@ -23,7 +23,9 @@ Grad-CAM++ over the images):
 * ``FaithfulnessCorrelation`` (``nr_runs=50``, ``subset_size`` = 5% of the pixels, black
   baseline; higher is better);
 * ``PixelFlipping`` (``features_in_step``: the largest divisor of the pixel count up to
-  2% of it, black baseline; the area under the class score curve, lower is better);
+  2% of it, black baseline; the area under the class score curve, lower is better:
+  computed from Quantus' curves with ``np.trapezoid`` and ``dx = 1`` as its
+  ``calculate_auc`` does, since that calls ``np.trapz``, gone from numpy 2.4);
 * ``MaxSensitivity`` (``nr_samples=10``, uniform noise of radius 0.2 in normalised
   units; lower is better);
 * ``Sparseness`` (Gini index; higher = more concentrated).
@@ -110,8 +112,7 @@ def metrics(pixels: int):
             nr_runs=50, subset_size=max(1, pixels // 20), perturb_baseline="black",
             return_aggregate=False, disable_warnings=True),
         "PixelFlipping": quantus.PixelFlipping(
-            features_in_step=step, perturb_baseline="black",
-            return_auc_per_sample=True, disable_warnings=True),
+            features_in_step=step, perturb_baseline="black", disable_warnings=True),
         "MaxSensitivity": quantus.MaxSensitivity(
             nr_samples=10, lower_bound=0.2, disable_warnings=True),
         "Sparseness": quantus.Sparseness(disable_warnings=True),
@@ -146,6 +147,10 @@ def run_model(name: str, n_images: int, num_boundaries: int) -> dict:
                     out.setdefault("refused", {})[f"{method}: {metric}"] = str(e)[:200]
                     got = [float("nan")] * len(x)
             vals = got if not isinstance(got, dict) else next(iter(got.values()))
+            if metric == "PixelFlipping" and np.ndim(vals) == 2:
+                # the area under each curve, as Quantus' calculate_auc (dx = 1), which
+                # calls np.trapz, gone from numpy 2.4
+                vals = np.trapezoid(np.asarray(vals, dtype=np.float64), dx=1, axis=1)
             row[metric] = np.asarray(vals, dtype=np.float64).reshape(-1)[:len(x)].tolist()
         out["scores"][method] = row
         if hasattr(explain, "fallbacks_"):

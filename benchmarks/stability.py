@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--references", type=int, default=5000)
     p.add_argument("--sigma", type=float, default=0.05)
+    p.add_argument("--noise-only", action="store_true",
+                   help="skip the seeds and |Q| part (e.g. for another --sigma)")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     model, _ = load_demo_model(a.arch, progress=False)
@@ -55,8 +57,9 @@ def main() -> None:
     base = fit()
     regions = {i: base.explain(i) for i in seeds}
     across: dict[str, list[float]] = {}
-    for name, kw in [*[(f"seed {s}", {"seed": s}) for s in range(1, 5)],
-                     ("|Q| = 100", {"q": 100}), ("|Q| = 200", {"q": 200})]:
+    variants = [*[(f"seed {s}", {"seed": s}) for s in range(1, 5)],
+                ("|Q| = 100", {"q": 100}), ("|Q| = 200", {"q": 200})]
+    for name, kw in [] if a.noise_only else variants:
         other = fit(**kw)
         across[name] = [jaccard(regions[i].members, other.explain(i).members) for i in seeds]
         print(name, round(float(np.mean(across[name])), 3), flush=True)
@@ -69,7 +72,7 @@ def main() -> None:
         keep = base.predict(copies) == own.predicted_class
         dropped += int((~keep).sum())
         noise += [jaccard(own.members, r.members) for r in base.explain(copies[keep])]
-    all_across = np.concatenate([np.asarray(v) for v in across.values()])
+    all_across = np.concatenate([np.asarray(v) for v in across.values()] or [[np.nan]])
     result = {"arch": a.arch, "references": a.references, "seeds": len(seeds),
               "across": {k: {"mean": float(np.mean(v)), "min": float(np.min(v)),
                              "kept": float(np.mean(np.asarray(v) >= KEPT))}
@@ -80,7 +83,8 @@ def main() -> None:
                         "kept": float(np.mean(np.asarray(noise) >= KEPT))}}
     print(json.dumps(result), flush=True)
     if a.out:
-        write_json(Path(a.out) / f"stability-{a.arch}.json", result)
+        suffix = f"-sigma{a.sigma:g}" if a.noise_only else ""
+        write_json(Path(a.out) / f"stability-{a.arch}{suffix}.json", result)
 
 
 if __name__ == "__main__":

@@ -540,3 +540,33 @@ def test_explain_against_one_target_class(net, images):
         assert bool((top2 == torch.tensor(sorted((c, t)))).all(1).float().mean() > 0.5)
     with pytest.raises(UserError, match="target class 7"):
         interp.explain(seed, target=7)
+
+
+class _InplaceHead(torch.nn.Module):
+    """DenseNet's pattern: the head starts with ``F.relu(features, inplace=True)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = torch.nn.functional.relu(self.features(x), inplace=True)
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def test_an_inplace_op_on_the_heads_input_changes_nothing_stored(images):
+    """The stored features keep their negative values (the head's in-place ReLU works on
+    its own copy), and boundaries can be taken (no in-place op on a leaf)."""
+    torch.manual_seed(0)
+    model = _InplaceHead().double().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(20)
+        model.fc.bias.sub_(model(images).mean(0))
+    interp = RepresentativeInterpreter(model, "features", num_boundaries=10,
+                                       progress=False).fit(images)
+    fresh = interp.features(images, progress=False)
+    assert bool((interp.features_ < 0).any())
+    torch.testing.assert_close(interp.features_, fresh, rtol=0, atol=0)
+    region = interp.explain(0)
+    assert region.size >= 1

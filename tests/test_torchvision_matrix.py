@@ -54,3 +54,10 @@ def test_readme_table_is_the_matrix():
     rows = [(n, layer, kind if kind == "piecewise linear" else f"{kind}: {why}")
             for n, layer, _, kind, why in MATRIX]
     assert table(rows) in readme
+
+
+@pytest.mark.parametrize("name,layer", [(m[0], m[1]) for m in PL])
+def test_the_table_splits_where_the_suggestion_does(name, layer):
+    """Issue 19: the README's table, its examples and ``suggest_layer`` agree."""
+    from repinterp import suggest_layer
+    assert suggest_layer(build(name)) == layer

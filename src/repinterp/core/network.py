@@ -177,6 +177,27 @@ def exact(method):
     return wrapper
 
 
+def _no_inplace_on_inputs(net: fx.GraphModule) -> None:
+    """Make every in-place operation applied straight to an input of ``net`` out of place
+    (DenseNet's head starts with ``F.relu(features, inplace=True)``): it would overwrite
+    the caller's tensor (stored reference features) and cannot run on a leaf that
+    requires a gradient (the boundary search)."""
+    changed = False
+    for node in net.graph.nodes:
+        if not (node.args and isinstance(node.args[0], fx.Node)
+                and node.args[0].op == "placeholder"):
+            continue
+        if node.op == "call_function" and node.kwargs.get("inplace"):
+            node.kwargs = {**node.kwargs, "inplace": False}
+            changed = True
+        elif node.op == "call_module":
+            sub = net.get_submodule(str(node.target))
+            if getattr(sub, "inplace", False) is True:
+                sub.inplace = False  # type: ignore[assignment]
+    if changed:
+        net.recompile()
+
+
 def _private_copy(module: nn.Module, device: torch.device, channels_last: bool = False
                   ) -> nn.Module:
     """A deep copy in eval mode, without parameter gradients, on ``device``; with
@@ -188,6 +209,8 @@ def _private_copy(module: nn.Module, device: torch.device, channels_last: bool =
     for p in net.parameters():  # no parameter gradients are ever needed
         if p.is_leaf:
             p.requires_grad_(False)
+    if isinstance(net, fx.GraphModule):
+        _no_inplace_on_inputs(net)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         if isinstance(net, fx.GraphModule):
