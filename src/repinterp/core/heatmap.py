@@ -84,6 +84,6 @@ def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[in
     if len(weights) == 0:
         return torch.zeros(len(features), *size, dtype=features.dtype)
     if grid is not None and tuple(grid) != tuple(maps.shape[-2:]):
-        maps = F.adaptive_avg_pool2d(maps, tuple(grid))
+        maps = F.adaptive_avg_pool2d(maps, (int(grid[0]), int(grid[1])))
     up = F.interpolate(maps.relu(), size=size, mode="bilinear", align_corners=False)
     return minmax(up).mean(1)

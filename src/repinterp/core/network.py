@@ -514,6 +514,6 @@ class SplitNetwork:
         finally:
             for h in handles:
                 h.remove()
-        own = tuple(self.feature_shape[1:])
+        own = (int(self.feature_shape[1]), int(self.feature_shape[2]))
         coarsest = min(sizes, key=lambda hw: hw[0] * hw[1], default=own)
         return None if coarsest[0] * coarsest[1] >= own[0] * own[1] else coarsest
