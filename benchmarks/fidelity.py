@@ -114,7 +114,7 @@ def _retrieve(interp, region, s: int, feats, images: int, retrieval: str) -> tor
 
 
 def run(arch: str, refs, x_test, seeds, images: int, percentiles, progress: bool,
-        retrieval: str = "ri", heatmap: str = "margin", grid: str = "head") -> dict:
+        retrieval: str = "ri", heatmap: str = "margin", grid: str = "features") -> dict:
     model, meta = load_demo_model(arch, progress=False)
     interp = RepresentativeInterpreter(model, DEMO_LAYERS[arch], heatmap_method=heatmap,
                                        heatmap_grid=grid, progress=False).fit(refs)
@@ -214,7 +214,7 @@ def main() -> None:
     p.add_argument("--retrieval", choices=["ri", "euclidean"], default="ri",
                    help="whose images: RI's region members (default) or the Euclidean "
                    "neighbours of the seed in feature space (the CAMs' retrieval)")
-    p.add_argument("--heatmap-grid", choices=["head", "features"], default="head",
+    p.add_argument("--heatmap-grid", choices=["head", "features"], default="features",
                    help="the region heat map's grid (RepresentativeInterpreter."
                    "heatmap_grid)")
     p.add_argument("--quiet", action="store_true")

@@ -104,7 +104,7 @@ def test_a_strided_head_leaves_dots_on_the_feature_grid_and_none_on_its_own():
         model[5].bias.sub_(model(x).mean(0))
     kw = dict(num_boundaries=10, progress=False, channels_last=False, min_purity=None)
     dots = RepresentativeInterpreter(model, "1", heatmap_grid="features", **kw).fit(x)
-    cells = RepresentativeInterpreter(model, "1", **kw).fit(x)
+    cells = RepresentativeInterpreter(model, "1", heatmap_grid="head", **kw).fit(x)
     assert dots.network_.head_grid == (4, 4)
     region = dots.explain(0)
     normals = region.weights.reshape(-1, 4, 8, 8)

@@ -465,7 +465,7 @@ class SplitNetwork:
 
     @exact
     def heatmap(self, region: Region, images: Any, method: str = "margin",
-                grid: str = "head") -> torch.Tensor:
+                grid: str = "features") -> torch.Tensor:
         """Heat maps ``[n, H, W]`` in ``[0, 1]`` of images ``[n, C, H, W]`` (or one image
         ``[C, H, W]``), the same region weights for every image."""
         images = torch.as_tensor(images)
@@ -477,7 +477,7 @@ class SplitNetwork:
     @exact
     def heatmap_of_features(self, region: Region, maps: torch.Tensor,
                             size: tuple[int, int], method: str = "margin",
-                            grid: str = "head") -> torch.Tensor:
+                            grid: str = "features") -> torch.Tensor:
         """Heat maps ``[n, H, W]`` (``size``) of feature maps ``[n, *feature_shape]`` already
         computed: no pass through the feature extractor (``logprob`` takes the class
         gradients at the region's boundary points through the head). ``grid="head"``
