@@ -552,7 +552,7 @@ def test_sigint_at_any_point_leaves_the_old_set_or_the_new_one(tmp_path):
     old, new = _snapshot(tmp_path / "old"), _snapshot(tmp_path / "new")
     assert old != new
     outcomes = set()
-    for fraction in (0.2, 0.5, 0.7, 0.85, 0.95, 1.0):
+    for fraction in (0.05, 0.2, 0.5, 0.7, 0.85, 0.95, 1.0):
         out = tmp_path / "out"
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(tmp_path / "old", out)
