@@ -49,7 +49,7 @@ quick: install-dev data lint
 # ruff and the import-linter layering contracts (pyproject.toml)
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/mypy src/repinterp/core
 
 # the paper's protocol, the real-size photo model's heat maps (trains and caches it

@@ -6,11 +6,12 @@ Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal err
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from .app.stats import class_name
 from .core.errors import UserError, first_line
+from .core.words import plural
 
 __all__ = ["main"]
 
@@ -27,10 +28,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
     kw = {} if args.num_boundaries is None else {"num_boundaries": args.num_boundaries}
-    figures = run_demo(args.out or "out/demo", seed=args.seed, references=args.references,
-                       coverage=args.coverage, max_regions=args.max_regions,
-                       data_root=args.data, progress=not args.quiet, **kw)
-    print(json.dumps(figures, indent=2))
+    run_demo(args.out or "out/demo", seed=args.seed, references=args.references,
+             coverage=args.coverage, max_regions=args.max_regions, data_root=args.data,
+             progress=not args.quiet, retrain=args.retrain, **kw)
     return 0
 
 
@@ -51,7 +51,8 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     g.add_argument("--approximate", action="store_true",
                    help="accept a head that is not piecewise linear (local linearisation)")
     g.add_argument("--device", default=None, help="cpu or cuda")
-    g.add_argument("--num-boundaries", type=int, default=50)
+    g.add_argument("--num-boundaries", type=int, default=50, help="boundaries sampled per "
+                   "seed image, |Q| in the paper (default: 50, the paper's)")
     g.add_argument("--feature-dtype", choices=sorted(FEATURE_DTYPES), default=None,
                    help="storage dtype of the reference features (default: the model's)")
     g.add_argument("--store-dir", default=None, help="keep the reference features in a "
@@ -127,16 +128,16 @@ def _load_options(args: argparse.Namespace, model, family) -> dict:
                            normalize=args.normalize, strict=args.strict)
 
 
-def _fit(args: argparse.Namespace):
-    """The references of ``--data`` fitted (:func:`repinterp.app.pipeline.fit_job`) and
-    the model's family (or None)."""
+def _fit(args: argparse.Namespace, query: str | None = None):
+    """The references of ``--data`` fitted (:func:`repinterp.app.pipeline.fit_job`; the
+    ``query`` image read before any work) and the model's family (or None)."""
     from .app.pipeline import FitJob, fit_job
 
     job = FitJob(model=_model_source(args), data=args.data, layer=args.layer,
                  references=args.references, size=_parse_size(args.size),
                  normalize=args.normalize, strict=args.strict, heldout=args.heldout,
-                 labels=getattr(args, "labels", None),
-                 interpreter=_interpreter_options(args))
+                 labels=getattr(args, "labels", None), class_names=args.class_names,
+                 query=query, interpreter=_interpreter_options(args))
     return fit_job(job, _families())
 
 
@@ -148,11 +149,6 @@ def _interpreter_options(args: argparse.Namespace) -> dict:
                 store_dir=args.store_dir,
                 feature_dtype=getattr(torch, args.feature_dtype) if args.feature_dtype
                 else None)
-
-
-def _class_names(args: argparse.Namespace, family) -> list[str] | None:
-    from .app.pipeline import class_names_for
-    return class_names_for(args.class_names, args.weights, family)
 
 
 def _labels(args: argparse.Namespace, refs, class_names):
@@ -169,8 +165,7 @@ def _meta(args: argparse.Namespace, fitted) -> dict:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .app.io import output_folder
-    from .app.loading import load_images
-    from .app.report import write_report
+    from .app.report import Query, write_report
     from .core.summary import Summary
 
     if args.index:
@@ -178,70 +173,79 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.summary:
         return _explain_from_summary(args)
     out = _out(args, "out/explain")
-    fitted, family = _fit(args)
-    interp, refs = fitted.interp, fitted.references
-    seed_images = {}
-    if args.image:
-        image = load_images(args.image, **fitted.options).images[0]
+    fitted, _ = _fit(args, query=args.image)
+    interp, refs, names = fitted.interp, fitted.references, fitted.class_names
+    if fitted.query is not None:
+        image = fitted.query.images[0]
         region = interp.explain(image)
-        seed_images[0] = image
-        what = args.image
+        what = Path(args.image).name
     else:
+        if args.seed_index >= len(refs.names):
+            raise UserError(f"--seed-index {args.seed_index} is out of range: there are "
+                            f"{len(refs.names)} reference images")
+        image = refs.images[args.seed_index]
         region = interp.explain(args.seed_index)
         what = refs.names[args.seed_index]
     stats = fitted.heldout_stats([region])
     summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
-    names = _class_names(args, family)
     labels = _labels(args, refs, names)
+    cname = class_name(names, region.predicted_class)
     with output_folder(out) as tmp:
         write_report(tmp, summary, refs.images, heatmap=interp.heatmap, stats=stats,
-                     reference_heatmap=interp.reference_heatmap,
-                     names=refs.names, seed_images=seed_images, class_names=names,
+                     reference_heatmap=interp.reference_heatmap, names=refs.names,
+                     query=Query(image, what, region.predicted_class), class_names=names,
                      labels=labels, predictions=interp.predictions_,
-                     title=f"repinterp: region of {what}", meta=_meta(args, fitted))
-    print(f"region of {what} (class {region.predicted_class}): {region.size} members, "
-          f"{region.num_boundaries} boundaries, delta {region.delta}; "
+                     title=f"repinterp: why {what} is {cname}", meta=_meta(args, fitted))
+    print(f"region of {what} ({cname}): {plural(region.size, 'member')}, "
+          f"{plural(region.num_boundaries, 'boundary')}, delta {region.delta}; "
           f"report: {out / 'report.html'}")
     return 0
 
 
 def _explain_from_summary(args: argparse.Namespace) -> int:
     """``explain --summary DIR --image FILE``: the region of a saved summary that the image
-    falls in, without refitting."""
+    falls in (or the nearest of its class), without refitting."""
     from .app.io import load_summary, output_folder
-    from .app.loading import load_images
-    from .app.pipeline import check_summary_source, locate_image
-    from .app.report import write_report
+    from .app.loading import checked_path, load_images
+    from .app.pipeline import check_summary_source, class_names_for, locate_image
+    from .app.report import Query, write_report
 
     if not args.image:
         raise UserError("explain --summary needs --image FILE")
+    checked_path(args.image, kind="file", what="--image")
     summary = load_summary(args.summary)
     out = _out(args, "out/explain")
     model, family = _model(args)
-    refs, opts = _references(args, model, family)
-    check_summary_source(summary, model, refs.images, args.summary)
+    opts = _load_options(args, model, family)
     image = load_images(args.image, **opts).images[0]
+    refs, _ = _references(args, model, family)
+    check_summary_source(summary, model, refs.images, args.summary)
     located = locate_image(summary, model, image, device=args.device)
     where, pred, net = located.position, located.predicted, located.network
-    names = _class_names(args, family)
-    cname = names[int(pred)] if names and int(pred) < len(names) else str(int(pred))
+    names = class_names_for(args.class_names, args.weights, family, data=args.data,
+                            classes=located.classes,
+                            saved=summary.meta.get("class_names"))
+    cname = class_name(names, pred)
     if where < 0:
-        print(f"{args.image} (predicted {cname}) falls in none of the summary's regions "
-              "of its class")
+        print(f"{args.image} (predicted {cname}): the summary has no region of {cname}")
         return 0
     region = summary.regions[where]
-    one = summary.one_region(where)
     method = summary.meta.get("heatmap_method", "margin")
+    verdict = (f"falls in region {where + 1} of the summary" if located.inside else
+               f"falls in no region of {cname}; the nearest is region {where + 1} "
+               f"(wrong side of {located.violated} of its "
+               f"{plural(region.num_boundaries, 'boundary')})")
     with output_folder(out) as tmp:
-        write_report(tmp, one, refs.images,
+        write_report(tmp, summary.one_region(where), refs.images,
                      heatmap=lambda r, imgs: net.heatmap(r, imgs, method),
-                     names=refs.names, seed_images={0: image} if region.seed_index is None
-                     else None, class_names=names,
-                     title=f"repinterp: region of {args.image}",
+                     names=refs.names, numbers=[where + 1], class_names=names,
+                     query=Query(image, Path(args.image).name, pred, 0, located.inside,
+                                 located.violated),
+                     title=f"repinterp: where {Path(args.image).name} falls",
                      meta={"image": args.image, "summary": str(args.summary),
-                           "region": where + 1, "layer": summary.layer})
-    print(f"{args.image} (predicted {cname}) falls in region {where + 1} of the summary: "
-          f"{region.size} members; report: {out / 'report.html'}")
+                           "layer": summary.layer})
+    print(f"{args.image} (predicted {cname}) {verdict}: {plural(region.size, 'member')}; "
+          f"report: {out / 'report.html'}")
     return 0
 
 
@@ -331,21 +335,23 @@ def _cmd_index(args: argparse.Namespace) -> int:
                       model_description=spec, device=args.device,
                       progress=not args.quiet)
     index = load_index(out).index
-    print(f"indexed {len(index)} images against {len(index.bank)} boundaries "
+    print(f"indexed {plural(len(index), 'image')} against "
+          f"{plural(len(index.bank), 'boundary')} "
           f"({index.nbytes / 2**20:.1f} MiB of rows): {out}")
     return 0
 
 
 def _explain_index(args: argparse.Namespace) -> int:
     from .app.io import output_folder
-    from .app.loading import load_images
+    from .app.loading import checked_path, load_images
     from .app.pipeline import class_names_for, open_index
-    from .app.report import write_report
+    from .app.report import Query, write_report
     from .core.index import IndexWorker
     from .core.summary import Summary
 
     if not args.image:
         raise UserError("explain --index needs --image FILE")
+    checked_path(args.image, kind="file", what="--image")
     out = _out(args, "out/explain")
     loaded, model, family = open_index(args.index, _model_source(args), _families())
     index, names = loaded.index, loaded.names
@@ -356,18 +362,21 @@ def _explain_index(args: argparse.Namespace) -> int:
     region = index.explain(worker.rows(image[None]))
     net = worker.network
     cls = region.predicted_class
-    labels = class_names_for(args.class_names, args.weights, family)
+    labels = class_names_for(args.class_names, args.weights, family,
+                             data=loaded.manifest["data"].get("path"),
+                             classes=loaded.manifest["classes"])
     summary = Summary.of_region(region, index.rows.predictions, layer=index.layer)
+    cname = class_name(labels, cls)
     with output_folder(out) as tmp:
         write_report(tmp, summary, loaded.images(),
-                     heatmap=net.heatmap, names=names, seed_images={0: image},
-                     class_names=labels,
-                     title=f"repinterp: region of {args.image} (index)",
-                     meta={"image": args.image, "index": str(args.index)})
+                     heatmap=net.heatmap, names=names,
+                     query=Query(image, Path(args.image).name, cls), class_names=labels,
+                     title=f"repinterp: why {Path(args.image).name} is {cname} (index)",
+                     meta={"image": args.image, "index": str(args.index),
+                           "layer": index.layer})
     closest = ", ".join(names[int(i)] for i in region.members[:5])
-    cname = labels[cls] if labels and cls < len(labels) else f"class {cls}"
-    print(f"{args.image} ({cname}): region of {region.size} indexed images, "
-          f"{region.num_boundaries} boundaries; closest: {closest}; "
+    print(f"{args.image} ({cname}): region of {plural(region.size, 'indexed image')}, "
+          f"{plural(region.num_boundaries, 'boundary')}; closest: {closest}; "
           f"report: {out / 'report.html'}")
     return 0
 
@@ -439,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repinterp",
         description="Representative interpretations of CNN classifiers (ICCV 2021).")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"repinterp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="summarise the built-in Fashion-MNIST CNN into a report")
@@ -449,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-regions", type=int, default=6, help="regions per class at most")
     p.add_argument("--num-boundaries", type=int, default=None,
                    help="boundaries sampled per seed (default: the demo's, see the README)")
+    p.add_argument("--retrain", action="store_true", help="train the demo CNN again "
+                   "instead of using the weights shipped with repinterp (about 4 minutes "
+                   "on 2 CPU cores)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("explain", help="the region of one seed image")
@@ -486,7 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pilot", type=int, default=2000, help="pilot images the bank is "
                    "sampled from")
     p.add_argument("--shard-size", type=int, default=4096, help="images per shard")
-    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: shards one after another in this process; ray: on Ray "
+                   "Data (a local Ray, or the cluster of --ray-address)")
     p.add_argument("--workers", type=int, default=None, help="Ray workers (default: CPUs)")
     p.add_argument("--ray-address", default=None, help="join a running Ray cluster")
     p.set_defaults(func=_cmd_index)

@@ -193,7 +193,8 @@ def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
         ds = ray.data.from_items([{"shard": k} for k in todo])
         gpus = 1 if job.device and str(job.device).startswith("cuda") else 0
         done = ds.map_batches(_RayIndexer, fn_constructor_kwargs={"job": job},
-                              batch_size=1, concurrency=workers, num_cpus=1,
+                              batch_size=1,
+                              compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                               num_gpus=gpus, max_restarts=-1,
                               max_task_retries=-1).take_all()
         return {int(r["shard"]): str(r["sha256"]) for r in done}

@@ -646,6 +646,45 @@ def _load_weights_only(path: Path):
                         "trust, use model_file=FILE with trust_pickle=True") from exc
 
 
+def folder_classes(data: str | os.PathLike | None) -> list[str] | None:
+    """The class folders of an ImageFolder ``data`` (its subfolders, sorted: torchvision's
+    ``ImageFolder`` order), or None for any other data (a flat folder, a file, an
+    MNIST-style folder)."""
+    if data is None:
+        return None
+    root = Path(data)
+    if not root.is_dir() or _idx_images_in(root) is not None:
+        return None
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return None
+    if any(e.is_file() and not e.name.startswith(".") for e in entries):
+        return None
+    folders = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+    return folders or None
+
+
+def model_classes(model: nn.Module, image: torch.Tensor) -> int:
+    """The number of classes ``model`` scores: one image through it (no gradients; the
+    model is left as it was)."""
+    from ..core.network import inference_mode
+    param = next(model.parameters(), None)
+    x = image[None].to(param.dtype if param is not None else torch.float32)
+    with torch.no_grad(), inference_mode(model):
+        out = model(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return int(out.shape[-1]) if isinstance(out, torch.Tensor) else 0
+
+
+def check_class_names(names: list[str] | None, classes: int, source: str) -> None:
+    """Refuse class names that do not match the model's classes one for one."""
+    if names is not None and classes and len(names) != classes:
+        raise UserError(f"{source} has {len(names)} class names for a model with "
+                        f"{classes} classes: give one name per class, in the model's order")
+
+
 def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = None,
                 class_names: list[str] | None = None) -> torch.Tensor | None:
     """Labels ``[N]`` (class indices; -1 where unknown) of the images ``names`` loaded
@@ -715,7 +754,9 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
         folders = [n.split("/", 1)[0] if "/" in n else None for n in names]
         if any(f is None for f in folders) or not folders:
             return None
-        distinct = sorted(set(folders))
+        distinct = folder_classes(root) or []
+        if not set(folders) <= set(distinct):
+            distinct = sorted(set(folders))
         if class_names and all(f in lookup for f in distinct):
             mapping = {f: lookup[f] for f in distinct}
         elif all(f.isdigit() for f in distinct):

@@ -20,13 +20,16 @@ from .index import LoadedIndex, load_index, manifest_model, read_manifest
 from .io import check_output, images_digest, model_digest, output_folder, save_summary
 from .loading import (
     ImageSet,
+    check_class_names,
     check_feature_map,
     checked_path,
     expected_channels,
+    folder_classes,
     load_class_names,
     load_images,
     load_labels,
     load_model,
+    model_classes,
     torchvision_weights,
 )
 from .report import write_report
@@ -115,39 +118,59 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
     check_output(out)
     loaded, model, family = open_index(path, source, families)
     index, manifest = loaded.index, loaded.manifest
+    names = class_names_for(class_names, source.weights, family,
+                            data=manifest["data"].get("path"), classes=manifest["classes"])
     summary = index.summarize(coverage=coverage, max_regions=max_regions, progress=progress)
     summary.meta.update(model=manifest["model"], data=manifest["data"].get("path"),
-                        model_digest=manifest["model_digest"])
+                        model_digest=manifest["model_digest"], class_names=names)
     net = SplitNetwork(model, index.layer, device=device, progress=False)
     report = write_summary(
         out, summary, loaded.images(), heatmap=net.heatmap, names=loaded.names,
-        class_names=class_names_for(class_names, source.weights, family),
+        class_names=names,
         title="repinterp summary (index)",
         meta={"index": str(path), "layer": index.layer, "references": len(index),
               "bank": len(index.bank)})
     return summary, report, len(index)
 
 
-def class_names_for(spec: str | None, weights: str | None, family: Family | None
-                    ) -> list[str] | None:
+def class_names_for(spec: str | None, weights: str | None, family: Family | None,
+                    *, data: str | os.PathLike | None = None, classes: int = 0,
+                    saved: list[str] | None = None) -> list[str] | None:
     """Class names from ``spec`` (a file, or torchvision weights), else from torchvision
-    ``weights``, else the family's, else None (class indices)."""
+    ``weights``, else ``saved`` (a summary's), else the family's, else the class folders
+    of an ImageFolder ``data`` in torchvision's sorted order (when there is one per class
+    and they are not numbers), else None (class indices).
+    With ``classes`` (the model's), names of another length are refused."""
     if spec:
-        return load_class_names(spec)
+        names = load_class_names(spec)
+        check_class_names(names, classes, f"--class-names {spec}")
+        return names
     if weights and torchvision_weights(weights) is not None:
-        return load_class_names(weights)
-    return family.class_names if family else None
+        names = load_class_names(weights)
+    elif saved:
+        names = list(saved)
+    elif family is not None and family.class_names:
+        names = family.class_names
+    else:
+        folders = folder_classes(data)
+        named = folders and not all(f.isdigit() for f in folders)  # digits: the indices
+        return folders if named and len(folders) == classes else None
+    check_class_names(names, classes, "the class names")
+    return names
 
 
 @dataclass
 class Fitted:
     """An interpreter fitted on the reference images of a path, with what was loaded:
-    the references, the held-out images (or None) and the loading options."""
+    the references, the held-out images (or None), the loading options, the class
+    names (or None) and the query image (``explain --image``, or None)."""
 
     interp: RepresentativeInterpreter
     references: ImageSet
     heldout: ImageSet | None
     options: dict
+    class_names: list[str] | None = None
+    query: ImageSet | None = None
 
     def heldout_stats(self, regions: list[Region]) -> list[RegionStats] | None:
         """The regions' statistics on the held-out images (None without them)."""
@@ -165,16 +188,23 @@ class Fitted:
 
 def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,
                    options: dict, limit: int | None = None,
-                   heldout: str | os.PathLike | None = None, **interpreter) -> Fitted:
-    """Load the images of ``data`` (the first ``limit``; ``options`` as
-    :func:`~repinterp.app.loading.load_images` takes them) and of ``heldout``, refuse a
-    layer without a feature map before any fit, and fit a
+                   heldout: str | os.PathLike | None = None,
+                   query: str | os.PathLike | None = None,
+                   class_names: Callable[[int], list[str] | None] = lambda n: None,
+                   **interpreter) -> Fitted:
+    """Load the query image (``query``: read first, so that a bad one fails before any
+    work), the images of ``data`` (the first ``limit``; ``options`` as
+    :func:`~repinterp.app.loading.load_images` takes them) and of ``heldout``; refuse a
+    layer without a feature map and class names (``class_names(number of classes)``)
+    that do not fit the model before any fit, and fit a
     :class:`~repinterp.RepresentativeInterpreter` (``interpreter``: its parameters)."""
+    image = load_images(query, **options) if query else None
     refs = load_images(data, limit=limit, **options)
     held = load_images(heldout, **options) if heldout else None
     check_feature_map(model, layer, refs.images[0])
+    names = class_names(model_classes(model, refs.images[0]))
     interp = RepresentativeInterpreter(model, layer, **interpreter).fit(refs.images)
-    return Fitted(interp, refs, held, options)
+    return Fitted(interp, refs, held, options, names, image)
 
 
 def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
@@ -205,7 +235,8 @@ def loading_options(model: nn.Module, family: Family | None = None, *,
 @dataclass
 class FitJob:
     """A fit on a path's images: the model, the images and their options, the labels
-    file (checked before any work) and the interpreter's parameters."""
+    file (checked before any work), the class names (a file or torchvision weights), an
+    optional query image (read before any work) and the interpreter's parameters."""
 
     model: ModelSource
     data: str | None
@@ -216,16 +247,17 @@ class FitJob:
     strict: bool = False
     heldout: str | None = None
     labels: str | None = None
+    class_names: str | None = None
+    query: str | None = None
     interpreter: dict = field(default_factory=dict)
 
 
 @dataclass
 class SummarizeJob(FitJob):
-    """A whole ``summarize``: a :class:`FitJob`, the summary's settings, the class
-    names (a file or torchvision weights) and the output folder."""
+    """A whole ``summarize``: a :class:`FitJob`, the summary's settings and the output
+    folder."""
 
     out: str | os.PathLike = "out/summary"
-    class_names: str | None = None
     coverage: float = 0.9
     max_regions: int = 6
     separate_logics: bool = False
@@ -240,14 +272,19 @@ def fit_job(job: FitJob, families: Mapping[str, Family] | None = None
     the model's family (or None)."""
     if job.labels not in (None, "none"):
         checked_path(job.labels, kind="file", what="labels file")
+    if job.query:
+        checked_path(job.query, kind="file", what="--image")
     model, family = open_model(job.model, families)
     layer = layer_for(job.layer, family)
     if not job.data:
         raise UserError("data is required")
     options = loading_options(model, family, size=job.size, normalize=job.normalize,
                               strict=job.strict)
-    fitted = fit_references(model, layer, job.data, options=options, limit=job.references,
-                            heldout=job.heldout, **job.interpreter)
+    fitted = fit_references(
+        model, layer, job.data, options=options, limit=job.references, heldout=job.heldout,
+        query=job.query, class_names=lambda n: class_names_for(
+            job.class_names, job.model.weights, family, data=job.data, classes=n),
+        **job.interpreter)
     return fitted, family
 
 
@@ -258,20 +295,20 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
     the report, ``summary.json``, ``summary.pt`` and the memberships into ``job.out`` as
     one unit. Returns the summary and the report's path."""
     check_output(job.out)
-    fitted, family = fit_job(job, families)
-    names = class_names_for(job.class_names, job.model.weights, family)
+    fitted, _ = fit_job(job, families)
+    names = fitted.class_names
     refs = fitted.references
     labels = load_labels(job.data, refs.names, job.labels, names)
     summary, stats = summarize_references(
         fitted, coverage=job.coverage, max_regions=job.max_regions,
         separate_logics=job.separate_logics, max_logics=job.max_logics,
-        meta={"model": job.model.name, "data": job.data})
+        meta={"model": job.model.name, "data": job.data, "class_names": names})
     interp = fitted.interp
     report = write_summary(
         job.out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
         reference_heatmap=interp.reference_heatmap, names=refs.names, class_names=names,
         labels=labels, predictions=interp.predictions_, title="repinterp summary",
-        meta={"model": job.model.name, **fitted.meta(), **job.meta,
+        meta={"model": job.model.name, "data": job.data, **fitted.meta(), **job.meta,
               "separate_logics": job.separate_logics})
     return summary, report
 
@@ -314,23 +351,41 @@ def check_summary_source(summary: Summary, model: nn.Module, references: torch.T
 
 @dataclass
 class Located:
-    """Where an image falls in a summary: the position of its region in
-    ``summary.regions`` (-1: none of its class's regions), its predicted class, and the
-    split network that computed both (to draw heat maps with)."""
+    """Where an image falls in a summary: ``position`` of its region in
+    ``summary.regions`` (``inside``), or of the nearest region of its predicted class
+    when it falls in none (the fewest boundaries on the wrong side, ``violated``; the
+    larger region on a tie; -1 when the summary has no region of that class), its
+    predicted class, the model's number of classes, and the split network that computed
+    them (to draw heat maps with)."""
 
     position: int
     predicted: int
     network: SplitNetwork
+    inside: bool = True
+    violated: int = 0
+    classes: int = 0
 
 
 def locate_image(summary: Summary, model: nn.Module, image: torch.Tensor, *,
                  device: str | None = None, progress: bool = False) -> Located:
-    """The region of a saved ``summary`` that ``image`` ``[C, H, W]`` falls in, without
-    refitting: one pass of the image through ``model`` split at the summary's layer
-    (checked against ``model(x)`` first)."""
+    """The region of a saved ``summary`` that ``image`` ``[C, H, W]`` falls in (or the
+    nearest one of its class), without refitting: one pass of the image through
+    ``model`` split at the summary's layer (checked against ``model(x)`` first)."""
     net = SplitNetwork(model, summary.layer, approximate=bool(summary.meta.get(
         "approximate")), device=device, progress=progress)
     net.check_split(image[None])
     z = net.features(image[None], progress=False)
-    pred = net.logits(z).argmax(1).cpu()
-    return Located(int(summary.locate_features(z, pred)[0]), int(pred), net)
+    logits = net.logits(z)
+    pred = logits.argmax(1).cpu()
+    where = int(summary.locate_features(z, pred)[0])
+    located = Located(where, int(pred), net, classes=int(logits.shape[1]))
+    if where >= 0:
+        return located
+    flat = z.flatten(1)
+    candidates = [(int((r.side_values(flat) < 0).sum()), -r.size, k)
+                  for k, r in enumerate(summary.regions) if r.predicted_class == int(pred)]
+    if candidates:
+        violated, _, k = min(candidates)
+        located.position, located.violated = k, violated
+    located.inside = False
+    return located

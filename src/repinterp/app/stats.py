@@ -150,26 +150,34 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
                  stats: Sequence[RegionStats] | None = None, top: int = 50,
                  names: Sequence[str] | None = None, meta: dict | None = None,
                  labels: torch.Tensor | None = None,
-                 top_heat: Sequence[torch.Tensor] | None = None) -> dict:
+                 top_heat: Sequence[torch.Tensor] | None = None,
+                 numbers: Sequence[int] | None = None) -> dict:
     """Everything in a summary and its statistics as plain JSON data. ``stats`` are the
     held-out statistics of ``summary.regions`` in their order; ``names`` are the
     references' file names; ``labels`` their labels (-1 unknown), which add each region's
     label mix; ``top_heat`` the heat maps of each region's closest members (in the same
-    order), which give its ``heat_concentration``. Each region gets its ``flags``, each
-    class the mean held-out purity of its regions."""
+    order), which give its ``heat_concentration``; ``numbers`` the regions' numbers when
+    they are not 1, 2, ... (a region of a larger summary keeps its number). Each region
+    gets its ``flags`` and ``adds`` (its members that no earlier, larger region of its
+    class holds: regions overlap), each class the mean held-out purity of its regions."""
     per_region = iter(stats) if stats is not None else None
     heat = iter(top_heat) if top_heat is not None else None
+    number_of = iter(numbers) if numbers is not None else iter(
+        range(1, len(summary.regions) + 1))
     classes = []
-    number = 0
     for cs in summary.classes:
         regions = []
+        seen: set[int] = set()
         for region in cs.regions:
-            number += 1
+            number = next(number_of)
             st = next(per_region) if per_region is not None else None
+            every = region.members.tolist()
+            adds = len(set(every) - seen)
+            seen.update(every)
             members = region.members[:top].tolist()
             rd = {
                 "region": number, "logic": region.logic,
-                "seed_index": region.seed_index, "size": region.size,
+                "seed_index": region.seed_index, "size": region.size, "adds": adds,
                 "purity": region.purity, "num_boundaries": region.num_boundaries,
                 "delta": region.delta, "min_delta": region.min_delta,
                 "approximate": region.approximate,

@@ -150,8 +150,9 @@ def peel(predictions: torch.Tensor, margins: torch.Tensor,
         raise UserError("max_regions must be at least 1")
     wanted = sorted(set(predictions.tolist())) if classes is None else list(classes)
     out = []
-    with tqdm(total=len(wanted) * max_regions, desc="summary", unit="region",
-              disable=not progress, leave=False) as bar:
+    found = 0
+    with tqdm(total=len(wanted), desc="summary", unit="class", disable=not progress,
+              leave=False, dynamic_ncols=True) as bar:
         for c in wanted:
             of_class = predictions == c
             n = int(of_class.sum())
@@ -168,8 +169,9 @@ def peel(predictions: torch.Tensor, margins: torch.Tensor,
                 left &= ~inside
                 left[seed] = False
                 regions.append(region)
-                bar.update(1)
-            bar.update(max_regions - len(regions))
+                found += 1
+                bar.set_postfix_str(f"{found} regions", refresh=False)
+            bar.update(1)
             regions.sort(key=lambda r: -r.size)
             out.append(ClassSummary(cls=int(c), n_images=n, regions=regions,
                                     covered=int(covered.sum())))

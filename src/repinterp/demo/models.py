@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -11,6 +12,9 @@ from tqdm.auto import tqdm
 from ..app.io import atomic_path, write_json
 from ..core.errors import UserError
 from .data import cache_dir, load_fashion_mnist
+
+#: The demo models' weights shipped with the package (trained by the project).
+SHIPPED = Path(__file__).parent / "weights"
 
 __all__ = ["ARCHS", "DEMO_LAYERS", "FashionResNet", "FashionVGG", "evaluate_accuracy",
            "load_demo_model", "train_classifier"]
@@ -112,7 +116,10 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
                     data_root: str | None = None, progress: bool = True,
                     retrain: bool = False) -> tuple[nn.Module, dict]:
-    """The demo model, trained on Fashion-MNIST on first use and cached.
+    """The demo model: the one this machine trained (the cache), else the weights
+    shipped with repinterp (``repinterp/demo/weights``: trained by the project with these
+    same settings; their JSON says on which torch and how long it took), else trained
+    on Fashion-MNIST now and cached; ``retrain`` trains it again.
 
     Returns the model (eval mode) and its metadata: training settings, measured test
     accuracy and training time. The cache key holds every setting.
@@ -128,15 +135,22 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = ARCHS[arch]()
-        if weights.exists() and meta_file.exists() and not retrain:
-            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-            return model.eval(), json.loads(meta_file.read_text())
+        shipped = SHIPPED / f"{key}.pt"
+        for found in (weights, shipped):
+            meta_found = found.with_suffix(".json")
+            if found.exists() and meta_found.exists() and not retrain:
+                model.load_state_dict(torch.load(found, map_location="cpu",
+                                                 weights_only=True))
+                meta = json.loads(meta_found.read_text())
+                meta["weights"] = "shipped" if found == shipped else "trained here"
+                return model.eval(), meta
         x_train, y_train = load_fashion_mnist("train", data_root)
         x_test, y_test = load_fashion_mnist("test", data_root)
         start = time.perf_counter()
         train_classifier(model, x_train, y_train, epochs=epochs, lr=settings["lr"],
                          batch_size=settings["batch_size"], seed=seed, progress=progress)
-    meta = dict(settings, train_seconds=round(time.perf_counter() - start, 1),
+    meta = dict(settings, weights="trained here",
+                train_seconds=round(time.perf_counter() - start, 1),
                 test_accuracy=evaluate_accuracy(model, x_test, y_test),
                 torch=torch.__version__)
     with atomic_path(weights) as tmp:

@@ -19,17 +19,21 @@ __all__ = ["run_demo"]
 
 def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 10000,
              coverage: float = 0.9, max_regions: int = 6, num_boundaries: int = 200,
-             data_root: str | None = None, progress: bool = True,
+             data_root: str | None = None, progress: bool = True, retrain: bool = False,
              log: Callable[[str], None] = print) -> dict:
-    """Train (or load) the demo CNN, summarise ``references`` training images into
-    regions, measure the regions on the test split and write the report.
+    """Load the demo CNN (:func:`~repinterp.demo.models.load_demo_model`: shipped,
+    cached or trained now; ``retrain`` trains it again), summarise ``references``
+    training images into regions, measure the regions on the test split and write the
+    report. ``log`` gets two lines: the model, then the result and where the report is.
 
     Returns the headline figures (also stored in ``summary.json`` under ``meta``).
     """
     check_output(out)
     start = time.perf_counter()
-    model, meta = load_demo_model(seed=0, data_root=data_root, progress=progress)
-    log(f"model: {meta['arch']}, test accuracy {100 * meta['test_accuracy']:.2f}%")
+    model, meta = load_demo_model(seed=0, data_root=data_root, progress=progress,
+                                  retrain=retrain)
+    log(f"model: {meta['arch']} ({meta['weights']} weights), test accuracy "
+        f"{100 * meta['test_accuracy']:.2f}%")
     x_train, y_train = load_fashion_mnist("train", data_root)
     x_test, _ = load_fashion_mnist("test", data_root)
     gen = torch.Generator().manual_seed(seed)
@@ -44,7 +48,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     held = heldout_figures(summary.regions, test_feats, test_preds)
     stats = held["stats"]
     figures = {
-        "model": f"{meta['arch']} trained {meta['epochs']} epochs, seed {meta['seed']}",
+        "model": f"{meta['arch']} trained {meta['epochs']} epochs (training seed {meta['seed']})",
         "test_accuracy": round(meta["test_accuracy"], 4),
         "layer": interp.layer_, "references": len(refs), "num_boundaries": num_boundaries,
         "seed": seed, "regions": len(summary.regions),
@@ -57,12 +61,15 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     figures["seconds"] = round(time.perf_counter() - start, 1)
     names = [f"train[{i}]" for i in idx.tolist()]
     summary.meta.update(model=figures["model"], data="fashion-mnist train",
-                        **source_fingerprint(model, refs))
+                        class_names=list(FASHION_CLASSES), **source_fingerprint(model, refs))
     report = write_summary(out, summary, refs, heatmap=interp.heatmap,
                            reference_heatmap=interp.reference_heatmap,
                            class_names=FASHION_CLASSES, stats=stats, names=names,
                            labels=y_train[idx], predictions=interp.predictions_,
                            title="repinterp demo: Fashion-MNIST", meta=figures)
-    log(f"{len(summary.regions)} regions; held-out purity {figures['heldout_pooled_purity']}; "
-        f"report: {report}")
+    purity = figures["heldout_pooled_purity"]
+    log(f"{len(summary.regions)} regions over {len(summary.classes)} classes; on the test "
+        f"set: purity {'-' if purity is None else f'{100 * purity:.2f}%'}, "
+        f"{100 * figures['heldout_share_in_a_region']:.1f}% of images in a region; "
+        f"{time.perf_counter() - start:.0f} s in all; report: {report}")
     return figures
