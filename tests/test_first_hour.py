@@ -208,3 +208,48 @@ def test_demo_prints_its_summary_line_only(capsys, tmp_path):
     assert Path(lines[1].rsplit("report: ", 1)[1]).is_file()
     np.testing.assert_equal(json.loads((tmp_path / "demo" / "summary.json").read_text())
                             ["meta"]["references"], 600)
+
+
+def test_preprocess_normalises_queries_as_the_model_was_trained():
+    """With ``preprocess`` the interpreter takes images as they look: the same regions,
+    members and heat maps as normalised images without it (float64, exact)."""
+    model = tiny_cnn(0)
+    raw = torch.rand(120, 1, 8, 8, generator=torch.Generator().manual_seed(3),
+                     dtype=torch.float64)
+    mean, std = 0.4, 0.25
+
+    def normalise(x):
+        return (x - mean) / std
+
+    plain = RepresentativeInterpreter(model, "2", num_boundaries=10, seed=0,
+                                      progress=False).fit(normalise(raw))
+    pre = RepresentativeInterpreter(model, "2", num_boundaries=10, seed=0, progress=False,
+                                    preprocess=normalise).fit(raw)
+    query = torch.rand(1, 8, 8, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(4))
+    for a, b in ((plain.explain(7), pre.explain(7)),
+                 (plain.explain(normalise(query)), pre.explain(query))):
+        assert torch.equal(a.members, b.members) and torch.equal(a.weights, b.weights)
+        assert torch.equal(plain.heatmap(a, normalise(raw[:5])), pre.heatmap(b, raw[:5]))
+    assert torch.equal(plain.predict(normalise(raw)), pre.predict(raw))
+
+
+def test_show_draws_heat_only_where_it_is_high():
+    import repinterp
+    image = torch.full((3, 4, 4), 0.5)
+    heat = torch.zeros(4, 4)
+    heat[0, 0] = 2.0                                      # scaled to its own range
+    img = np.asarray(repinterp.show(image, heat, scale=1))
+    assert img.shape == (4, 4, 3)
+    assert (img[1:, :] == 128).all() and (img[0, 1:] == 128).all()   # untouched
+    # jet's top is (0.5, 0, 0) at opacity 0.7: 0.3 * 0.5 + 0.7 * (0.5, 0, 0)
+    assert img[0, 0].tolist() == [128, 38, 38]
+    # un-normalised with mean and std; [H, W, C] arrays and bytes are read too
+    norm = (image - 0.25) / 0.5
+    assert np.array_equal(np.asarray(repinterp.show(norm, mean=[0.25] * 3, std=[0.5] * 3,
+                                                    scale=1)), np.full((4, 4, 3), 128))
+    as_bytes = np.full((4, 4, 3), 255, np.uint8)
+    assert np.asarray(repinterp.show(as_bytes, scale=1)).min() == 255
+    assert repinterp.show(image).size == (112, 112)                  # enlarged
+    with pytest.raises(repinterp.UserError, match="differ in size"):
+        repinterp.show(image, torch.zeros(3, 3))

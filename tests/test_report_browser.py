@@ -89,8 +89,9 @@ def test_report_leads_with_the_flagged_region_and_searches(report, browser):
     wait(browser).until(lambda d: d.current_url.endswith(
         f"region-{marked:03d}.html#q=marked%2Fimg-085.png"))
     tiles = browser.find_elements(By.CSS_SELECTOR, "#grid figure.tile")
-    assert [t.find_element(By.TAG_NAME, "figcaption").text.split(". ", 1)[1]
-            for t in tiles] == ["marked/img-085.png"]
+    caps = [t.find_element(By.TAG_NAME, "figcaption") for t in tiles]
+    assert [c.get_attribute("title") for c in caps] == ["marked/img-085.png"]
+    assert caps[0].text.split(". ", 1)[1] == "\u2026ked/img-085.png"   # the name's tail
     assert "wrong" in tiles[0].get_attribute("class")        # its label disagrees
     browser.find_element(By.ID, "back").click()
     wait(browser).until(lambda d: d.current_url.endswith("report.html"))
@@ -116,7 +117,7 @@ def test_region_page_pages_and_filters_in_rank_order(report, browser):
     browser.find_element(By.ID, "next").click()
     assert ranks() == list(range(61, 101)) and info.text == "page 2 of 2 (100 members)"
     # captions are the members in rank order
-    names = [t.text.split(". ", 1)[1] for t in
+    names = [t.get_attribute("title") for t in
              browser.find_elements(By.CSS_SELECTOR, "#grid figcaption")]
     expected = [f"other/img-{i:03d}.png" for i in region.members[60:].tolist()]
     assert names == expected
@@ -125,3 +126,82 @@ def test_region_page_pages_and_filters_in_rank_order(report, browser):
     wanted = [k + 1 for k, i in enumerate(region.members.tolist()) if 200 <= i < 300]
     assert 0 < len(wanted) < 60
     assert ranks() == wanted and info.text == f"page 1 of 1 ({len(wanted)} members)"
+
+
+@pytest.fixture(scope="module")
+def photos224(tmp_path_factory):
+    """The README's commands on 224x224 JPEGs in class folders (cats, dogs, birds) with
+    long shared file-name prefixes, a ResNet-18 with random weights and a classifier
+    centred on them: a summary, an explanation and where a new image falls."""
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+    from torchvision_matrix import diversify
+
+    from repinterp.app.loading import load_images
+    from repinterp.cli import main
+
+    root = tmp_path_factory.mktemp("photos224")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        folder = root / "my_images" / ("cats", "dogs", "birds")[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 256, (1, 1, 3)) * np.ones((224, 224, 3))
+        img = np.clip(base + rng.normal(0, 40, (224, 224, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"holiday-2026-camera-{i:03d}.jpg", quality=90)
+    Image.open(root / "my_images/dogs/holiday-2026-camera-004.jpg").save(root / "q.jpg")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    diversify(model, load_images(root / "my_images", channels=3, size=(224, 224)).images)
+    torch.save(model.state_dict(), root / "model.pt")
+    common = ["--arch", "resnet18", "--weights", str(root / "model.pt"), "--num-classes",
+              "3", "--data", str(root / "my_images"), "--size", "224", "--quiet"]
+    assert main(["summarize", *common, "--layer", "layer4.0", "--out",
+                 str(root / "summary")]) == 0
+    assert main(["explain", *common, "--layer", "layer4.0", "--image", str(root / "q.jpg"),
+                 "--out", str(root / "query")]) == 0
+    assert main(["explain", *common, "--summary", str(root / "summary"), "--image",
+                 str(root / "q.jpg"), "--out", str(root / "located")]) == 0
+    return root
+
+
+@pytest.mark.slow
+def test_a_224px_report_reads(photos224, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get((photos224 / "summary" / "report.html").as_uri())
+    header = browser.find_element(By.TAG_NAME, "header").text
+    assert "Split after layer layer4.0" in header and "24 reference images" in header
+    assert "approximate" not in header and "seconds" not in header
+    names = {h.text for h in browser.find_elements(By.CSS_SELECTOR, ".ov-class h3 a")}
+    assert names and names <= {"cats", "dogs", "birds"}          # the folders' names
+    assert browser.find_element(By.CSS_SELECTOR, "#how-to-read .cbar").is_displayed()
+    assert "No held-out images were given" in browser.find_element(
+        By.ID, "how-to-read").text
+    for card in browser.find_elements(By.CSS_SELECTOR, "div.region"):
+        caps = card.find_elements(By.CSS_SELECTOR, ".group:not(:first-child) figcaption")
+        texts = [c.text for c in caps]
+        assert len(set(texts)) == len(texts), texts             # told apart at a glance
+        for c in caps:
+            assert c.text.endswith(".jpg") and c.get_attribute("title").endswith(c.text[1:])
+            assert c.get_attribute("title").split("/")[0] in ("cats", "dogs", "birds")
+
+
+@pytest.mark.slow
+def test_explain_and_locate_reports_lead_with_the_query(photos224, browser):
+    from selenium.webdriver.common.by import By
+
+    for folder in ("query", "located"):
+        browser.get((photos224 / folder / "report.html").as_uri())
+        query = browser.find_element(By.ID, "query")
+        how = browser.find_element(By.ID, "how-to-read")
+        assert query.location["y"] < how.location["y"]             # the image comes first
+        assert query.find_element(By.TAG_NAME, "h2").text == "The image: q.jpg"
+        verdict = browser.find_element(By.ID, "verdict").text
+        predicted = verdict.split("The model predicts ", 1)[1].split(".", 1)[0]
+        assert predicted in ("cats", "dogs", "birds"), verdict
+        number = browser.find_element(By.CSS_SELECTOR, "div.region h3 a").text
+        assert number in verdict                                   # "Region k" both
+        assert "region:" not in browser.find_element(By.TAG_NAME, "header").text
+        assert len(query.find_elements(By.TAG_NAME, "img")) >= 3   # image, map, members

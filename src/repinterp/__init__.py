@@ -19,9 +19,28 @@ from .core.region import Region
 from .core.split import head_verdict, layer_table, split_model, suggest_layer
 from .core.summary import ClassSummary, Summary
 
+
+def show(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
+         scale: int | None = None):
+    """An image with a heat map on top, as a PIL image (a notebook shows it; ``.save``
+    writes it), in the spirit of pytorch-grad-cam's ``show_cam_on_image``.
+
+    ``image``: ``[C, H, W]`` or ``[H, W, C]`` (tensor or array; bytes are divided by
+    255); drawn as it is when in ``[0, 1]``, min-max scaled otherwise, or un-normalised
+    with ``mean`` and ``std`` (per channel) when given. ``heat``: ``[H, W]`` (e.g.
+    ``interp.heatmap(region, images)[k]``), scaled to its own range and drawn in the
+    jet colours with opacity ``alpha * heat`` (low heat leaves the image as it is).
+    Small images are enlarged by ``scale`` (default: to about 112 px).
+
+    >>> repinterp.show(images[i], interp.heatmap(region, images[i:i + 1])[0])
+    """
+    from .app.report import show_image
+    return show_image(image, heat, alpha=alpha, mean=mean, std=std, scale=scale)
+
+
 __all__ = ["ClassSummary", "NotFittedError", "NotPiecewiseLinearError", "Region",
            "RepresentativeInterpreter", "SplitNetwork", "Summary", "UserError",
-           "head_verdict", "layer_table", "split_model", "suggest_layer"]
+           "head_verdict", "layer_table", "show", "split_model", "suggest_layer"]
 try:
     __version__ = _version("repinterp")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree

@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from matplotlib import colormaps
 from PIL import Image
 
+from ..core.errors import UserError
 from ..core.region import Region
 from ..core.summary import Summary
 from ..core.words import plural
@@ -38,25 +39,63 @@ THUMBNAIL = 112
 _EMBED_MAX = 128
 
 
-def _to_display(image: torch.Tensor) -> np.ndarray:
-    """``[C, H, W]`` -> ``[H, W, 3]`` in ``[0, 1]``, min-max scaled for display."""
+def _to_display(image: torch.Tensor, minmax: bool = True) -> np.ndarray:
+    """``[C, H, W]`` -> ``[H, W, 3]`` in ``[0, 1]``, min-max scaled for display (or
+    clipped, with ``minmax=False``)."""
     a = image.detach().float().cpu()
-    a = (a - a.min()) / (a.max() - a.min()).clamp_min(1e-12)
+    a = (a - a.min()) / (a.max() - a.min()).clamp_min(1e-12) if minmax else a.clamp(0, 1)
     a = a.permute(1, 2, 0).numpy()
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
 
 
-def overlay(image: torch.Tensor, heat: torch.Tensor | None, alpha: float = 0.7
-            ) -> np.ndarray:
-    """``image`` ``[C, H, W]`` as ``[H, W, 3]`` in ``[0, 1]`` with ``heat`` (``[H, W]`` in
-    ``[0, 1]``) drawn in the jet colours, each pixel's opacity ``alpha * heat``: where the
-    map is low the image shows through undimmed."""
-    rgb = _to_display(image)
+def overlay(image: torch.Tensor, heat: torch.Tensor | None, alpha: float = 0.7,
+            minmax: bool = True) -> np.ndarray:
+    """``image`` ``[C, H, W]`` as ``[H, W, 3]`` in ``[0, 1]`` (min-max scaled, or as it
+    is with ``minmax=False``) with ``heat`` (``[H, W]`` in ``[0, 1]``) drawn in the jet
+    colours, each pixel's opacity ``alpha * heat``: where the map is low the image shows
+    through undimmed."""
+    rgb = _to_display(image, minmax)
     if heat is None:
         return rgb
     h = heat.detach().float().cpu().clamp(0, 1).numpy()
     a = alpha * h[..., None]
     return (1 - a) * rgb + a * _JET(h)[..., :3]
+
+
+def show_image(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
+               scale: int | None = None) -> Image.Image:
+    """See :func:`repinterp.show`."""
+    x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    if x.ndim == 3 and x.shape[-1] in (1, 3, 4) and x.shape[0] not in (1, 3, 4):
+        x = x.permute(2, 0, 1)                                    # [H, W, C] -> [C, H, W]
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise UserError(f"image must be [C, H, W], [H, W, C] or [H, W], got "
+                        f"{tuple(x.shape)}")
+    if not x.is_floating_point():
+        x = x.float() / 255.0                                     # bytes
+    x = x.detach().float().cpu()
+    if mean is not None or std is not None:
+        m = torch.as_tensor(0.0 if mean is None else mean, dtype=torch.float32)
+        s = torch.as_tensor(1.0 if std is None else std, dtype=torch.float32)
+        x = x * s.reshape(-1, 1, 1) + m.reshape(-1, 1, 1)
+    h = None
+    if heat is not None:
+        h = torch.as_tensor(np.asarray(heat) if not isinstance(heat, torch.Tensor)
+                            else heat).detach().float().cpu().squeeze()
+        if h.shape != x.shape[1:]:
+            raise UserError(f"heat {tuple(h.shape)} and image {tuple(x.shape[1:])} differ "
+                            "in size")
+        h = (h - h.min()) / (h.max() - h.min()).clamp_min(1e-12)
+    as_is = mean is not None or std is not None or bool(x.min() >= 0 and x.max() <= 1)
+    rgb = overlay(x, h, alpha, minmax=not as_is)
+    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
+    if scale is None:
+        scale = max(1, math.ceil(THUMBNAIL / max(img.size)))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
 
 
 def _data_uri(rgb: np.ndarray, *, small: bool = False) -> str:

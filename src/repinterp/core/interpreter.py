@@ -5,6 +5,7 @@ import functools
 import operator
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,10 @@ class RepresentativeInterpreter:
         (exact; see :mod:`repinterp.core.store`).
     channels_last
         On the CPU, run the feature extractor in channels-last format.
+    preprocess
+        Applied to every batch of images before the network, at ``fit`` and after (e.g.
+        ``torchvision.transforms.Normalize(mean, std)``): references and queries are then
+        passed as they look, in ``[0, 1]``, and reports draw them as they are.
 
     Attributes
     ----------
@@ -120,7 +125,8 @@ class RepresentativeInterpreter:
                  approximate: bool = False, device: str | torch.device | None = None,
                  feature_dtype: torch.dtype | None = None,
                  store_dir: str | os.PathLike | None = None, progress: bool = True,
-                 use_prefix: bool = True, channels_last: bool = True):
+                 use_prefix: bool = True, channels_last: bool = True,
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.model = model
         self.layer = layer
         self.num_boundaries = num_boundaries
@@ -138,6 +144,7 @@ class RepresentativeInterpreter:
         self.progress = progress
         self.use_prefix = use_prefix
         self.channels_last = channels_last
+        self.preprocess = preprocess
 
     # --- fit ---------------------------------------------------------------------
     @exact
@@ -157,7 +164,8 @@ class RepresentativeInterpreter:
             raise UserError(f"heatmap_grid must be one of {GRIDS}, got {self.heatmap_grid!r}")
         net = SplitNetwork(self.model, self.layer, approximate=self.approximate,
                            device=self.device, channels_last=self.channels_last,
-                           batch_size=self.batch_size, progress=self.progress)
+                           batch_size=self.batch_size, progress=self.progress,
+                           preprocess=self.preprocess)
         net.check_split(next(batches(references, 8)))
         z = net.features(references, dtype=self.feature_dtype, storage=self.store_dir)
         assert net.input_shape is not None           # set by the first pass

@@ -16,7 +16,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -266,11 +266,15 @@ class SplitNetwork:
     batch_size, progress
         Images per batch in :meth:`features` (None: :func:`auto_batch_size`), and whether
         to show a progress bar.
+    preprocess
+        Applied to every batch before the network (e.g. torchvision's
+        ``Normalize(mean, std)``): images are then passed as they look, in ``[0, 1]``.
     """
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, *, approximate: bool = False,
                  device: str | torch.device | None = None, channels_last: bool = True,
-                 batch_size: int | None = None, progress: bool = True):
+                 batch_size: int | None = None, progress: bool = True,
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None):
         split = split_model(model, layer)
         self.layer = split.layer
         self.verdict: HeadVerdict = head_verdict(split.head)
@@ -288,10 +292,17 @@ class SplitNetwork:
         self.head = _private_copy(split.head, self.device)
         self.batch_size = None if batch_size is None else int(batch_size)
         self.progress = progress
+        self.preprocess = preprocess
         self.input_shape: tuple[int, ...] | None = None
         self.feature_shape: tuple[int, ...] | None = None
         self._model = model
         self._fingerprint = model_fingerprint(model)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as the network takes them: on its device and dtype, then
+        :attr:`preprocess` (e.g. a normalisation) when one is given."""
+        x = images.to(self.device, self.dtype)
+        return x if self.preprocess is None else self.preprocess(x)
 
     @property
     def approximate(self) -> bool:
@@ -315,7 +326,7 @@ class SplitNetwork:
         or a model that does not return logits is a :class:`UserError` here, not a
         wrong explanation later.
         """
-        x = check_floating(images[:count]).to(self.device, self.dtype)
+        x = self._prepare(check_floating(images[:count]))
         if self.input_shape is None:                 # the first pass fixes the shapes
             self.input_shape = tuple(x.shape[1:])
         whole = _private_copy(self._model, self.device)
@@ -393,7 +404,7 @@ class SplitNetwork:
             for batch in batches(images, size):
                 if self.input_shape is None:       # fixed by the first pass (fit)
                     self.input_shape = tuple(batch.shape[1:])
-                batch = batch.to(self.device, self.dtype)
+                batch = self._prepare(batch)
                 if self.channels_last and batch.ndim == 4:
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 f = self._run(self.psi, batch)
