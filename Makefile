@@ -9,7 +9,11 @@ DATA   := /usr/share/datasets/fashion-mnist
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: torch's CPU build (no CUDA download)
+TORCH_INDEX ?=
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(if $(TORCH_INDEX),$(BIN)/pip install -q --index-url $(TORCH_INDEX) torch torchvision)
 	$(BIN)/pip install -q -e .
 	touch $@
 

@@ -64,3 +64,18 @@ def test_cli_explain_writes_report(trained, tmp_path):
     assert data["meta"]["references"] == 800
     html = (out / "report.html").read_text()
     assert "Region 1" in html and "data:image/png;base64," in html
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet"])
+def test_the_shipped_demo_weights_score_what_their_record_says(arch, tmp_path, monkeypatch):
+    """The demo's weights ship with the package (no 4-minute training on a fresh
+    machine): with an empty cache they are what loads, and they score on the test set
+    what their JSON says they scored when the project trained them."""
+    from repinterp.demo.models import load_demo_model
+    monkeypatch.setenv("REPINTERP_CACHE", str(tmp_path))
+    model, meta = load_demo_model(arch, progress=False)
+    assert meta["weights"] == "shipped with repinterp" and meta["epochs"] == 3
+    xt, yt = load_fashion_mnist("test")
+    assert evaluate_accuracy(model, xt, yt) == pytest.approx(meta["test_accuracy"],
+                                                             abs=2e-4)
+    assert not (tmp_path / "models").exists()                 # nothing trained or cached

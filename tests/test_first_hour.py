@@ -201,8 +201,8 @@ def test_demo_prints_its_summary_line_only(capsys, tmp_path):
                          "600", "--quiet")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("model: vgg (shipped weights)") \
-        or lines[0].startswith("model: vgg (trained here weights)"), out
+    assert len(lines) == 2 and re.match(r"model: vgg, weights (shipped with repinterp|"
+                                        r"trained on this machine), test accuracy", lines[0])
     assert re.match(r"\d+ regions over 10 classes; on the test set: purity \d+\.\d\d%, "
                     r"\d+\.\d% of images in a region; \d+ s in all; report: ", lines[1])
     assert Path(lines[1].rsplit("report: ", 1)[1]).is_file()

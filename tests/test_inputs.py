@@ -190,7 +190,7 @@ def test_explain_and_summarize_own_folder(capsys, gray_folder, tiny_script, tmp_
         assert f"falls in region {where + 1} of the summary" in stdout
         assert (out / "located" / "report.html").exists()
     else:
-        assert "falls in none" in stdout
+        assert "falls in no region of" in stdout and "the nearest is region" in stdout
     code, _, err = cli(capsys, "explain", "--model", tiny_script, "--data", gray_folder,
                        "--summary", tmp_path, "--image", gray_folder / "class2/img005.png")
     assert code == 2 and "summary.pt does not exist" in err
@@ -228,14 +228,17 @@ def test_cli_one_class_and_non_pl_head(capsys, tmp_path):
     np.save(tmp_path / "x.npy", x)
     args = ["explain", "--model", tmp_path / "g.pt", "--layer", "1", "--data",
             tmp_path / "x.npy", "--quiet", "--out", tmp_path / "o"]
-    code, _, err = cli(capsys, *args)
-    assert code == 2 and "module '4' (GELU)" in err and "approximate" in err
-    code, _, err = cli(capsys, *args, "--approximate")
+    code, _, err = cli(capsys, *args)                     # smooth: tangent boundaries
     assert code == 0, err
     data = json.loads((tmp_path / "o/summary.json").read_text())
-    assert data["meta"]["approximate"] is True
-    assert data["classes"][0]["regions"][0]["approximate"] is True
-    assert "not piecewise linear" in (tmp_path / "o/report.html").read_text()
+    assert data["meta"]["approximate"] is True and data["tangent"] is True
+    region = data["classes"][0]["regions"][0]
+    assert region["approximate"] is True
+    assert data["fidelity"]["references"] == pytest.approx(region["purity"])
+    page = (tmp_path / "o/report.html").read_text()
+    assert "is smooth (not piecewise linear)" in page and "Measured fidelity" in page
+    code, _, err = cli(capsys, *args, "--approximate")    # kept for old scripts
+    assert code == 0, err
 
 
 def test_internal_error_exit_1(capsys, monkeypatch, tiny_script, gray_folder):
@@ -299,8 +302,13 @@ def test_store_options_and_weights_class_names(capsys, tmp_path):
             "--num-boundaries", "5"]
     code, _, err = cli(capsys, *base, "--out", tmp_path / "a")
     assert code == 0, err
+    # ImageNet's 1000 names for a 3-class model: refused (issue 20), before any fit
+    code, _, err = cli(capsys, *base, "--out", tmp_path / "b", "--class-names",
+                       "ResNet18_Weights.IMAGENET1K_V1")
+    assert code == 2 and "has 1000 class names for a model with 3 classes" in err
+    (tmp_path / "three.txt").write_text("tench\ngoldfish\ngreat white shark\n")
     code, _, err = cli(capsys, *base, "--out", tmp_path / "b", "--store-dir",
-                       tmp_path / "store", "--class-names", "ResNet18_Weights.IMAGENET1K_V1")
+                       tmp_path / "store", "--class-names", tmp_path / "three.txt")
     assert code == 0, err
     assert list((tmp_path / "store").iterdir()) == []
     a = json.loads((tmp_path / "a/summary.json").read_text())

@@ -29,13 +29,12 @@ def test_readme_own_model_example_runs_verbatim(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     for i in range(18):
-        folder = tmp_path / "my_images" / f"class{i % 3}"
+        folder = tmp_path / "my_images" / ("cats", "dogs", "birds")[i % 3]
         folder.mkdir(parents=True, exist_ok=True)
         base = rng.integers(0, 256, (1, 1, 3)) * np.ones((224, 224, 3))
         img = np.clip(base + rng.normal(0, 40, (224, 224, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(folder / f"photo {i:02d}.jpg", quality=90)
-    Image.open(tmp_path / "my_images/class1/photo 04.jpg").save(tmp_path / "query.jpg")
-    (tmp_path / "classes.txt").write_text("cats\ndogs\nbirds\n")
+    Image.open(tmp_path / "my_images/dogs/photo 04.jpg").save(tmp_path / "query.jpg")
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3).eval()
     diversify(model, load_images(tmp_path / "my_images", channels=3, size=(224, 224)).images)
@@ -59,6 +58,7 @@ def test_readme_own_model_example_runs_verbatim(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "out/resnet/summary.pt").is_file()
     assert (tmp_path / "out/query/report.html").is_file()
     assert "falls in" in outs[3]
+    assert re.search(r"\(predicted (cats|dogs|birds)\)", outs[3])     # the folders' names
     # separate logics at 224x224: every region carries its logic, the folders' labels
     import json
     debug = json.loads((tmp_path / "out/debug/summary.json").read_text())

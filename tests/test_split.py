@@ -4,7 +4,7 @@ import torchvision
 from nets import tiny_images
 from torch import nn
 
-from repinterp import NotPiecewiseLinearError, RepresentativeInterpreter
+from repinterp import RepresentativeInterpreter, head_verdict, split_model
 from repinterp.core.split import (
     AFFINE,
     NOT_PIECEWISE_LINEAR,
@@ -21,28 +21,51 @@ def mlp_head(act: nn.Module) -> nn.Module:
                          nn.Linear(256, 16), act, nn.Linear(16, 3)).double()
 
 
-@pytest.mark.parametrize("act,name", [(nn.GELU(), "GELU"), (nn.Sigmoid(), "Sigmoid")])
-def test_smooth_head_is_refused_naming_the_module(act, name):
-    x = tiny_images(0, 20)
-    with pytest.raises(NotPiecewiseLinearError, match=rf"module '4' \({name}\)"):
-        RepresentativeInterpreter(mlp_head(act), "1").fit(x)
-    # a ValueError, so callers can catch the generic type
-    with pytest.raises(ValueError):
-        RepresentativeInterpreter(mlp_head(act), "1").fit(x)
-
-
-def test_approximate_accepts_smooth_head_and_flags_every_result():
-    model = mlp_head(nn.GELU())
-    x = tiny_images(0, 120)
-    with torch.no_grad():  # centre the last layer so that several classes are predicted
+def centred(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Centre the last layer so that several classes are predicted."""
+    with torch.no_grad():
         h = model[:5](x)
         model[5].bias.copy_(-(h @ model[5].weight.T).mean(0))
-    it = RepresentativeInterpreter(model, "1", approximate=True, num_boundaries=10,
-                                   progress=False).fit(x)
+    return model
+
+
+@pytest.mark.parametrize("act,name", [(nn.GELU(), "GELU"), (nn.Sigmoid(), "Sigmoid"),
+                                      (nn.SiLU(), "SiLU"), (nn.Hardswish(), "Hardswish")])
+def test_a_smooth_head_gets_tangent_boundaries(act, name):
+    """Issue 21: a smooth head is no longer refused. Each boundary is the tangent plane
+    of the decision surface at its point: the top-2 margin is 0 there and the normal is
+    the margin's gradient there (float64, to rounding); the verdict names the module."""
+    x = tiny_images(0, 120)
+    model = centred(mlp_head(act), x)
+    verdict = head_verdict(split_model(model, "1").head)
+    assert verdict.mode == "tangent" and f"module '4' ({name})" in verdict.describe()
+    it = RepresentativeInterpreter(model, "1", num_boundaries=10, progress=False).fit(x)
     assert it.approximate_ and len(set(it.predictions_.tolist())) > 1
-    summary = it.summarize(max_regions=2)
-    assert summary.regions and all(r.approximate for r in summary.regions)
-    assert summary.meta["approximate"] is True
+    region = it.explain(0)
+    assert region.approximate and 0 in region.members.tolist()
+    head = it.network_.head
+    for w, b, (c1, c2), p in zip(region.weights, region.biases, region.pairs.tolist(),
+                                 region.boundary_points, strict=True):
+        z = p.clone().requires_grad_(True)
+        out = head(z.view(1, *it.network_.feature_shape))[0]
+        margin = out[c1] - out[c2]
+        assert abs(float(margin.detach())) < 1e-5           # on the decision surface
+        (g,) = torch.autograd.grad(margin, z)
+        sign = 1.0 if float(w @ g) > 0 else -1.0             # oriented towards the seed
+        torch.testing.assert_close(w, sign * g, rtol=1e-9, atol=1e-12)
+        # the plane is the margin's first-order model at p: w . p + b = margin(p)
+        assert float(w @ p + b) == pytest.approx(sign * float(margin.detach()), abs=1e-12)
+
+
+def test_approximate_is_accepted_and_changes_nothing():
+    model = centred(mlp_head(nn.GELU()), tiny_images(0, 120))
+    x = tiny_images(0, 120)
+    runs = [RepresentativeInterpreter(model, "1", approximate=flag, num_boundaries=10,
+                                      progress=False).fit(x) for flag in (False, True)]
+    a, b = (it.summarize(max_regions=2) for it in runs)
+    assert [r.members.tolist() for r in a.regions] == [r.members.tolist() for r in b.regions]
+    assert a.regions and all(r.approximate for r in a.regions)
+    assert a.meta["approximate"] is True
 
 
 def test_approximate_on_a_piecewise_linear_head_is_exact(net, images):

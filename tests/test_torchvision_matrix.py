@@ -1,30 +1,40 @@
-"""Every torchvision CNN classifier family, randomly initialised, split at a meaningful
-layer: the verdict on the head, and for piecewise-linear heads, boundaries that are exact
-at their points (top-2 margin about 0, normal = gradient of G_c1 - G_c2 there)."""
+"""Every torchvision classifier family, randomly initialised, split where
+``suggest_layer`` splits: the verdict on the head, and boundaries that are exact at
+their points (top-2 margin about 0, normal = gradient of G_c1 - G_c2 there) for
+piecewise-linear heads, tangent planes there for smooth ones (issue 21: CNNs with SiLU,
+Hardswish, Sigmoid gates, LayerNorm; a ViT's tokens; Swin's channels-last maps)."""
 import pytest
 import torch
-from torchvision_matrix import MATRIX, build, diversify, table
+from torchvision_matrix import MATRIX, RESHAPE, build, diversify, table, verdict
 
-from repinterp import NotPiecewiseLinearError, RepresentativeInterpreter, head_verdict, split_model
+from repinterp import RepresentativeInterpreter, head_verdict, split_model
 
-PL = [m for m in MATRIX if m[3] == "piecewise linear"]
-NOT_PL = [m for m in MATRIX if m[3] != "piecewise linear"]
-HEAVY = {"wide_resnet50_2", "vgg11_bn", "mobilenet_v2", "resnext50_32x4d"}
+HEAVY = {"wide_resnet50_2", "vgg11_bn", "mobilenet_v2", "resnext50_32x4d", "vit_b_16",
+         "efficientnet_v2_s", "convnext_tiny", "swin_t"}
 
 
-@pytest.mark.parametrize("name,layer,size", [
-    pytest.param(n, layer, s, marks=[pytest.mark.slow] if n in HEAVY else [])
-    for n, layer, s, _, _ in PL])
-def test_piecewise_linear_heads_give_exact_boundaries(name, layer, size):
+@pytest.mark.parametrize("name,layer,size,mode", [
+    pytest.param(n, layer, s, mode, marks=[pytest.mark.slow] if n in HEAVY else [])
+    for n, layer, s, mode, _ in MATRIX])
+def test_boundaries_are_exact_or_tangent_at_their_points(name, layer, size, mode):
     model = build(name)
     x = torch.randn(20, 3, size, size, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(1))
     diversify(model, x)
-    assert head_verdict(split_model(model, layer).head).kind == "piecewise linear"
-    it = RepresentativeInterpreter(model, layer, num_boundaries=4, progress=False).fit(x)
+    assert head_verdict(split_model(model, layer).head).mode == mode
+    it = RepresentativeInterpreter(model, layer, num_boundaries=4, progress=False,
+                                   reshape_transform=RESHAPE.get(name)).fit(x)
     assert len(set(it.predictions_.tolist())) > 1
     region = it.explain(0)
-    assert not region.approximate and 0 in region.members.tolist()
+    assert region.approximate == (mode == "tangent") and 0 in region.members.tolist()
+    # the purity a region reports is its fidelity: the members predicted as its class
+    inside = it.contains(region, x)
+    assert torch.equal(inside.nonzero()[:, 0].sort().values, region.members.sort().values)
+    assert region.purity == pytest.approx(float(
+        (it.predictions_[region.members] == region.predicted_class).double().mean()))
+    heat = it.heatmap(region, x[:2])
+    assert heat.shape == (2, size, size) and torch.isfinite(heat).all()
+    assert float(heat.min()) >= 0 and float(heat.max()) <= 1
     head, shape = it.network_.head, it.network_.feature_shape
     for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(), region.boundary_points,
                               strict=True):
@@ -36,27 +46,16 @@ def test_piecewise_linear_heads_give_exact_boundaries(name, layer, size):
         torch.testing.assert_close(w, g, rtol=1e-9, atol=1e-9 * float(g.abs().max()))
 
 
-@pytest.mark.parametrize("name,layer,size,kind,culprit", NOT_PL)
-def test_other_heads_are_refused_naming_the_module(name, layer, size, kind, culprit):
-    model = build(name)
-    x = torch.randn(2, 3, size, size, dtype=torch.float64)
-    with pytest.raises(ValueError, match=culprit) as err:
-        RepresentativeInterpreter(model, layer, progress=False).fit(x)
-    if kind == "not piecewise linear":
-        assert err.type is NotPiecewiseLinearError
-
-
 def test_readme_table_is_the_matrix():
     """The README's table of verdicts is generated from the same matrix
     (``python tests/torchvision_matrix.py``)."""
     from pathlib import Path
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    rows = [(n, layer, kind if kind == "piecewise linear" else f"{kind}: {why}")
-            for n, layer, _, kind, why in MATRIX]
+    rows = [(n, layer, verdict(mode, why)) for n, layer, _, mode, why in MATRIX]
     assert table(rows) in readme
 
 
-@pytest.mark.parametrize("name,layer", [(m[0], m[1]) for m in PL])
+@pytest.mark.parametrize("name,layer", [(m[0], m[1]) for m in MATRIX])
 def test_the_table_splits_where_the_suggestion_does(name, layer):
     """Issue 19: the README's table, its examples and ``suggest_layer`` agree."""
     from repinterp import suggest_layer

@@ -7,29 +7,41 @@ import torch
 import torchvision
 from torch import nn
 
-#: (name, layer, input size, expected verdict, what refuses it); a piecewise-linear
-#: model's layer is the one ``repinterp.suggest_layer`` proposes (issue 19: one split
-#: layer in the README, this table and the suggestion)
+#: (name, layer, input size, mode, what makes it smooth); the layer is the one
+#: ``repinterp.suggest_layer`` proposes (issue 19: one split layer in the README, this
+#: table and the suggestion). "exact": piecewise-linear head, exact boundaries;
+#: "tangent": smooth head, tangent boundaries (issue 21).
 MATRIX = [
-    ("resnet18", "layer4.0", 32, "piecewise linear", None),
-    ("resnext50_32x4d", "layer4.1", 32, "piecewise linear", None),
-    ("wide_resnet50_2", "layer4.1", 32, "piecewise linear", None),
-    ("vgg11_bn", "features", 32, "piecewise linear", None),
-    ("alexnet", "features", 64, "piecewise linear", None),
-    ("densenet121", "features", 32, "piecewise linear", None),
-    ("googlenet", "inception5a", 64, "piecewise linear", None),
-    ("inception_v3", "Mixed_7b", 80, "piecewise linear", None),
-    ("mobilenet_v2", "features.17", 32, "piecewise linear", None),
-    ("mnasnet0_5", "layers.14", 32, "piecewise linear", None),
-    ("shufflenet_v2_x0_5", "stage4", 32, "piecewise linear", None),
-    ("squeezenet1_1", "features", 64, "piecewise linear", None),
-    ("regnet_x_400mf", "trunk_output.block4.block4-10", 32, "piecewise linear", None),
-    ("efficientnet_b0", "features.6", 32, "not piecewise linear", "SiLU"),
-    ("mobilenet_v3_small", "features.9", 32, "not piecewise linear", "Hardswish"),
-    ("regnet_y_400mf", "trunk_output.block3", 32, "not piecewise linear", "Sigmoid"),
-    ("convnext_tiny", "features.5", 32, "not piecewise linear", "layer_norm"),
-    ("vit_b_16", "encoder.layers.encoder_layer_5", 224, "refused", "LayerNorm"),
+    ("resnet18", "layer4.0", 32, "exact", None),
+    ("resnext50_32x4d", "layer4.1", 32, "exact", None),
+    ("wide_resnet50_2", "layer4.1", 32, "exact", None),
+    ("vgg11_bn", "features", 32, "exact", None),
+    ("alexnet", "features", 64, "exact", None),
+    ("densenet121", "features", 32, "exact", None),
+    ("googlenet", "inception5a", 64, "exact", None),
+    ("inception_v3", "Mixed_7b", 80, "exact", None),
+    ("mobilenet_v2", "features.17", 32, "exact", None),
+    ("mnasnet0_5", "layers.14", 32, "exact", None),
+    ("shufflenet_v2_x0_5", "stage4", 32, "exact", None),
+    ("squeezenet1_1", "features", 64, "exact", None),
+    ("regnet_x_400mf", "trunk_output.block4.block4-10", 32, "exact", None),
+    ("efficientnet_b0", "features.7", 32, "tangent", "SiLU"),
+    ("efficientnet_v2_s", "features.6", 32, "tangent", "SiLU"),
+    ("mobilenet_v3_small", "features", 32, "tangent", "Hardswish"),
+    ("regnet_y_400mf", "trunk_output.block4.block4-4", 32, "tangent", "Sigmoid"),
+    ("convnext_tiny", "features", 32, "tangent", "layer_norm"),
+    ("vit_b_16", "encoder.layers.encoder_layer_11", 224, "tangent", "LayerNorm"),
+    ("swin_t", "features", 64, "tangent", "LayerNorm"),
 ]
+
+#: Layers whose output is not C x H x W nor tokens: how to make it a feature map for
+#: heat maps (as pytorch-grad-cam's reshape_transform)
+RESHAPE = {"swin_t": lambda t: t.permute(0, 3, 1, 2)}
+
+
+def verdict(mode: str, why: str | None) -> str:
+    """The README's words for a row."""
+    return "exact (piecewise linear)" if mode == "exact" else f"tangent (smooth: {why})"
 
 
 def build(name: str, classes: int = 4) -> nn.Module:
@@ -63,11 +75,10 @@ def diversify(model: nn.Module, images: torch.Tensor) -> nn.Module:
 
 def table(rows: list[tuple[str, str, str]]) -> str:
     """Markdown table of (model, layer, verdict) rows."""
-    lines = ["| torchvision model | split at | head after it |", "|---|---|---|"]
+    lines = ["| torchvision model | split at | boundaries |", "|---|---|---|"]
     lines += [f"| `{m}` | `{layer}` | {v} |" for m, layer, v in rows]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(table([(n, layer, kind if kind == "piecewise linear" else f"{kind}: {why}")
-                 for n, layer, _, kind, why in MATRIX]))
+    print(table([(n, layer, verdict(mode, why)) for n, layer, _, mode, why in MATRIX]))

@@ -49,7 +49,9 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
         return
     g.add_argument("--layer", default=None, help="feature layer (see `repinterp layers`)")
     g.add_argument("--approximate", action="store_true",
-                   help="accept a head that is not piecewise linear (local linearisation)")
+                   help="no longer needed (kept for old scripts): a smooth head (SiLU, "
+                   "GELU, LayerNorm, attention) gets tangent boundaries and its "
+                   "regions' fidelity is measured")
     g.add_argument("--device", default=None, help="cpu or cuda")
     g.add_argument("--num-boundaries", type=int, default=50, help="boundaries sampled per "
                    "seed image, |Q| in the paper (default: 50, the paper's)")
@@ -296,8 +298,8 @@ def _cmd_layers(args: argparse.Namespace) -> int:
         print(f"({hidden} deeper layers not listed: --depth {(depth or 0) + 1} or --depth 0 "
               "for all)")
     print(f"suggested layer: {best}" if best else
-          "no layer leaves a piecewise-linear head with a kink; --approximate accepts "
-          "other heads")
+          "no layer to suggest: no block leaves a head with a kink or a smooth head; "
+          "give --layer (see the verdicts above)")
     return 0
 
 

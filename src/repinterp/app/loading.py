@@ -472,10 +472,17 @@ def check_feature_map(model: nn.Module, layer: str, image: torch.Tensor) -> None
             out = features(x)
     except Exception:  # noqa: BLE001 - a bad input size is reported by the fit itself
         return
+    if isinstance(out, torch.Tensor) and out.ndim == 3:
+        from ..core.heatmap import token_grid
+        try:
+            token_grid(out[:1])                  # tokens on a square grid of patches
+            return
+        except ValueError:
+            pass
     if isinstance(out, torch.Tensor) and out.ndim != 4:
         raise UserError(f"layer {layer!r} outputs {tuple(out.shape[1:])}, not a feature map "
-                        "C x H x W: heat maps need a convolutional layer; choose an earlier "
-                        "one (see `repinterp layers`)")
+                        "C x H x W nor tokens on a square grid of patches: heat maps need "
+                        "one; choose an earlier layer (see `repinterp layers`)")
 
 
 def _torchvision_archs() -> list[str]:
@@ -667,12 +674,16 @@ def folder_classes(data: str | os.PathLike | None) -> list[str] | None:
 
 def model_classes(model: nn.Module, image: torch.Tensor) -> int:
     """The number of classes ``model`` scores: one image through it (no gradients; the
-    model is left as it was)."""
+    model is left as it was); 0 when it cannot tell (an image the model refuses is
+    reported by the fit's own checks, with a better message)."""
     from ..core.network import inference_mode
     param = next(model.parameters(), None)
     x = image[None].to(param.dtype if param is not None else torch.float32)
-    with torch.no_grad(), inference_mode(model):
-        out = model(x)
+    try:
+        with torch.no_grad(), inference_mode(model):
+            out = model(x)
+    except Exception:  # noqa: BLE001 - the fit names the problem
+        return 0
     if isinstance(out, (tuple, list)):
         out = out[0]
     return int(out.shape[-1]) if isinstance(out, torch.Tensor) else 0

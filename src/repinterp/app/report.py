@@ -195,7 +195,7 @@ def header_facts(meta: dict) -> list[str]:
         "seed": lambda v: f"seed {v}",
         "seconds": lambda v: f"made in {_duration(v)}",
         "skipped_files": lambda v: f"{v:,} unreadable files skipped" if v else None,
-        "approximate": lambda v: "head linearised (approximate)" if v else None,
+        "approximate": lambda v: "smooth head: tangent boundaries" if v else None,
         "separate_logics": lambda v: "classes split by decision logic first" if v else None,
         "image": lambda v: f"query image: {v}",
         "data": lambda v: f"images: {v}",
@@ -407,12 +407,11 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
             write_text(out_dir / view["href"], html)
         sections.append(dict(cd, regions_view=views))
     flagged.sort(key=flag_order)                # the most telling flagged region first
-    approximate = any(r.approximate for r in summary.regions)
     heldout = any(rd["heldout_inside"] is not None for cd in data["classes"]
                   for rd in cd["regions"])
     html = env.get_template("report.html").render(
         title=title, facts=header_facts(meta), data=data, sections=sections,
-        thumb=THUMBNAIL, approximate=approximate, flagged=flagged,
+        thumb=THUMBNAIL, flagged=flagged,
         search_json=_script_json(search), labelled=labels is not None, heldout=heldout,
         query=query_view, single=query is not None, colour_bar=bar,
         rules={"purity": FLAG_HELDOUT_PURITY, "labels": FLAG_LABEL_ACCURACY,

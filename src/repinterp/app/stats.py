@@ -204,6 +204,16 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
                         "n_images": cs.n_images, "coverage": cs.coverage,
                         "heldout_purity": sum(measured) / len(measured) if measured
                         else None, "regions": regions})
+    every = [r for c in classes for r in c["regions"]]
+    size = sum(r["size"] for r in every)
+    held = [r for r in every if r["heldout_purity"] is not None]
+    inside = sum(r["heldout_inside"] for r in held)
     return {"meta": dict(meta or {}), "layer": summary.layer,
             "coverage_target": summary.coverage_target, "max_regions": summary.max_regions,
-            "classes": classes}
+            # the share of images inside a region that the network predicts as its class
+            # (pooled over regions): how faithful the regions are, measured
+            "fidelity": {"references": sum(r["size"] * r["purity"] for r in every) / size
+                         if size else None,
+                         "heldout": sum(r["heldout_inside"] * r["heldout_purity"]
+                                        for r in held) / inside if inside else None},
+            "tangent": any(r["approximate"] for r in every), "classes": classes}

@@ -14,7 +14,8 @@ class NotFittedError(UserError, AttributeError):
 
 
 class NotPiecewiseLinearError(UserError):
-    """The head after the chosen layer is not piecewise linear."""
+    """The head after the chosen layer is not piecewise linear. No longer raised (smooth
+    heads get tangent boundaries since 0.5); kept so that code catching it still runs."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -27,10 +27,12 @@ per-image gradient is taken, so one set of weights explains the whole group.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["METHODS", "region_heatmap", "minmax"]
+__all__ = ["METHODS", "minmax", "region_heatmap", "token_grid"]
 
 METHODS = ("lineage", "positive", "contribution", "margin", "logprob")
 
@@ -44,8 +46,25 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     return out.view_as(maps)
 
 
+def token_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """Tokens ``[n, T, D]`` of a vision transformer as a feature map ``[n, D, h, w]``:
+    the last ``h * w`` tokens are the patches in raster order (``h = w``, the largest
+    square that leaves at most 8 leading tokens: a class token, distillation or register
+    tokens), which are dropped, as pytorch-grad-cam's ``reshape_transform`` does."""
+    t = tokens.shape[1]
+    side = int(t ** 0.5)
+    while side > 0 and t - side * side > 8:
+        side -= 1
+    if side == 0 or t - side * side > 8:
+        raise ValueError(f"{t} tokens are not a square grid of patches (plus at most 8 "
+                         "leading tokens)")
+    grid = tokens[:, t - side * side:]
+    return grid.transpose(1, 2).reshape(len(tokens), tokens.shape[2], side, side)
+
+
 def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[int, int],
-                   method: str = "lineage", grid: tuple[int, int] | None = None
+                   method: str = "lineage", grid: tuple[int, int] | None = None,
+                   reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
                    ) -> torch.Tensor:
     """Heat maps ``[n, H, W]`` in ``[0, 1]`` of ``features [n, C, h, w]``.
 
@@ -67,7 +86,17 @@ def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[in
         ``w * psi`` is a grid of dots (issue 19, a ResNet split at ``layer3``); the sum
         over a cell is the cell's contribution to the margin, which the head does see.
         A departure from the paper, which maps the feature grid as it is.
+
+    Tokens (``features [n, T, D]``, ``weights [P, T, D]``) are mapped on their patch grid
+    (:func:`token_grid`): the class token's own features are part of every boundary but
+    have no place on the image. Other layouts (Swin's channels-last ``[n, h, w, C]``)
+    take ``reshape``, applied to features and normals alike, as pytorch-grad-cam's
+    ``reshape_transform`` (e.g. ``lambda t: t.permute(0, 3, 1, 2)``).
     """
+    if reshape is not None:
+        features, weights = reshape(features), reshape(weights)
+    elif features.ndim == 3 and weights.ndim == 3:
+        features, weights = token_grid(features), token_grid(weights)
     if features.ndim != 4 or weights.ndim != 4:
         raise ValueError("heat maps need a convolutional feature layer (C x H x W output)")
     if method == "lineage":

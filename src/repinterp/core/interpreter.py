@@ -78,8 +78,15 @@ class RepresentativeInterpreter:
         Images per batch through the network (default: 256, fewer for large images; see
         :func:`repinterp.core.network.auto_batch_size`).
     approximate
-        Accept a head that is not piecewise linear; its boundaries are then local
-        linearisations and every result is flagged ``approximate``.
+        Kept for compatibility and ignored (before 0.5 it had to be True for a smooth
+        head). A head that is not piecewise linear (SiLU, GELU, LayerNorm, attention) is
+        accepted: each boundary is the tangent plane of the decision surface at a point
+        where the top two classes tie (normal = the gradient of their margin there), so
+        a region is a first-order approximation of where the network decides alike,
+        and ``Region.approximate`` is True. Its fidelity is measured, not assumed:
+        ``Region.purity`` is the share of the references inside it that the network
+        predicts as its class. A departure from the paper, which stops at piecewise
+        linear heads.
     device
         Where to compute (default: the model's device).
     feature_dtype
@@ -99,6 +106,11 @@ class RepresentativeInterpreter:
         Applied to every batch of images before the network, at ``fit`` and after (e.g.
         ``torchvision.transforms.Normalize(mean, std)``): references and queries are then
         passed as they look, in ``[0, 1]``, and reports draw them as they are.
+    reshape_transform
+        The layer's output as feature maps ``[n, C, h, w]`` for heat maps, as
+        pytorch-grad-cam's (e.g. ``lambda t: t.permute(0, 3, 1, 2)`` for Swin's
+        channels-last stages); a ViT's tokens ``[n, T, D]`` are put on their patch grid
+        without it (:func:`repinterp.core.heatmap.token_grid`).
 
     Attributes
     ----------
@@ -126,7 +138,8 @@ class RepresentativeInterpreter:
                  feature_dtype: torch.dtype | None = None,
                  store_dir: str | os.PathLike | None = None, progress: bool = True,
                  use_prefix: bool = True, channels_last: bool = True,
-                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.model = model
         self.layer = layer
         self.num_boundaries = num_boundaries
@@ -145,6 +158,7 @@ class RepresentativeInterpreter:
         self.use_prefix = use_prefix
         self.channels_last = channels_last
         self.preprocess = preprocess
+        self.reshape_transform = reshape_transform
 
     # --- fit ---------------------------------------------------------------------
     @exact
@@ -165,7 +179,8 @@ class RepresentativeInterpreter:
         net = SplitNetwork(self.model, self.layer, approximate=self.approximate,
                            device=self.device, channels_last=self.channels_last,
                            batch_size=self.batch_size, progress=self.progress,
-                           preprocess=self.preprocess)
+                           preprocess=self.preprocess,
+                           reshape_transform=self.reshape_transform)
         net.check_split(next(batches(references, 8)))
         z = net.features(references, dtype=self.feature_dtype, storage=self.store_dir)
         assert net.input_shape is not None           # set by the first pass

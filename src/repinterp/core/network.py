@@ -24,7 +24,7 @@ from torch import fx, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .errors import NotPiecewiseLinearError, UserError, first_line
+from .errors import UserError, first_line
 from .region import Region
 from .split import HeadVerdict, head_verdict, split_model
 from .store import chunk_rows
@@ -255,9 +255,8 @@ class SplitNetwork:
     layer
         By name (``named_modules()``) or as a module.
     approximate
-        Accept a head that is not piecewise linear (its boundaries are then local
-        linearisations); otherwise such a head raises :class:`NotPiecewiseLinearError`
-        naming its first non-PL operation.
+        Kept for compatibility and ignored: a smooth head (not piecewise linear) is
+        always accepted, its boundaries being tangent planes (:attr:`approximate`).
     device
         Where to compute; default: the model's device.
     channels_last
@@ -269,19 +268,21 @@ class SplitNetwork:
     preprocess
         Applied to every batch before the network (e.g. torchvision's
         ``Normalize(mean, std)``): images are then passed as they look, in ``[0, 1]``.
+    reshape_transform
+        The layer's output (and the boundary normals, in the same layout) as feature
+        maps ``[n, C, h, w]`` for heat maps, as pytorch-grad-cam's ``reshape_transform``
+        (Swin's ``[n, h, w, C]``: ``lambda t: t.permute(0, 3, 1, 2)``). Not needed for
+        ``[n, C, h, w]`` maps or for a ViT's tokens ``[n, T, D]`` on a square grid.
     """
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, *, approximate: bool = False,
                  device: str | torch.device | None = None, channels_last: bool = True,
                  batch_size: int | None = None, progress: bool = True,
-                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         split = split_model(model, layer)
         self.layer = split.layer
         self.verdict: HeadVerdict = head_verdict(split.head)
-        if not self.verdict.exact and not approximate:
-            raise NotPiecewiseLinearError(
-                f"the network after layer {self.layer!r} is {self.verdict.describe()}; "
-                "choose a later layer or pass approximate=True")
         param = next(model.parameters(), None)
         model_device = param.device if param is not None else torch.device("cpu")
         self.device = check_device(device) if device is not None else model_device
@@ -293,6 +294,7 @@ class SplitNetwork:
         self.batch_size = None if batch_size is None else int(batch_size)
         self.progress = progress
         self.preprocess = preprocess
+        self.reshape_transform = reshape_transform
         self.input_shape: tuple[int, ...] | None = None
         self.feature_shape: tuple[int, ...] | None = None
         self._model = model
@@ -306,7 +308,8 @@ class SplitNetwork:
 
     @property
     def approximate(self) -> bool:
-        """True when the head is not piecewise linear: boundaries are linearisations."""
+        """True when the head is smooth (not piecewise linear): boundaries are tangent
+        planes of the decision surface (:attr:`HeadVerdict.mode` ``"tangent"``)."""
         return not self.verdict.exact
 
     def is_stale(self) -> bool:
@@ -498,7 +501,8 @@ class SplitNetwork:
         normals = (self.class_gradients(region.boundary_points, region.predicted_class)
                    if method == "logprob" else None)
         cells = self.head_grid if grid == "head" else None
-        return region.heatmap_features(maps, size, method, normals, cells).cpu()
+        return region.heatmap_features(maps, size, method, normals, cells,
+                                       self.reshape_transform).cpu()
 
     @functools.cached_property
     def head_grid(self) -> tuple[int, int] | None:
@@ -508,7 +512,8 @@ class SplitNetwork:
         feature map is not 4-d). A ResNet split at ``layer3`` gives ``layer4``'s grid
         (7 x 7 at 224 px, where the features are 14 x 14). TorchScript modules take no
         hooks and are not looked into."""
-        if self.feature_shape is None or len(self.feature_shape) != 3:
+        if self.feature_shape is None or len(self.feature_shape) != 3 \
+                or self.reshape_transform is not None:
             return None
         sizes: list[tuple[int, int]] = []
 

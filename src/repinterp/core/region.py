@@ -8,6 +8,7 @@ and loaded, and knows nothing of the network. What needs the network (``contains
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -156,8 +157,11 @@ class Region:
 
     def heatmap_features(self, feature_maps: torch.Tensor, size: tuple[int, int],
                          method: str = "margin", normals: torch.Tensor | None = None,
-                         grid: tuple[int, int] | None = None) -> torch.Tensor:
-        """Heat maps ``[n, H, W]`` of feature maps ``[n, C, h, w]``
+                         grid: tuple[int, int] | None = None,
+                         reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
+                         ) -> torch.Tensor:
+        """Heat maps ``[n, H, W]`` of feature maps ``[n, C, h, w]`` (or tokens, or what
+        ``reshape`` makes into such maps)
         (:func:`repinterp.core.heatmap.region_heatmap`). ``normals`` replaces the
         boundary normals (``logprob`` needs the class gradients at the boundary points,
         which :meth:`RepresentativeInterpreter.heatmap` computes); ``grid`` is the head's
@@ -168,4 +172,4 @@ class Region:
                              "boundary points: use RepresentativeInterpreter.heatmap")
         w = self.weights if normals is None else normals
         w = w.to(feature_maps.device, feature_maps.dtype).reshape(-1, *feature_maps.shape[1:])
-        return region_heatmap(w, feature_maps, size, method, grid)
+        return region_heatmap(w, feature_maps, size, method, grid, reshape)

@@ -124,6 +124,7 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
             inputs.append(env[node])
     head = fx.GraphModule(tracer.root, head_graph)
     head_graph = head.graph
+    _drop_checks_before_the_cut(head_graph, z)
     head_graph.eliminate_dead_code()
     for node in inputs:
         if node.users:
@@ -137,6 +138,25 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
         head_graph.erase_node(node)
     head.recompile()
     return SplitModel(features=features, head=head, layer=name)
+
+
+#: Calls kept by fx's dead-code elimination although nothing uses their result.
+_CHECKS = {torch._assert, getattr(torch, "_assert_async", torch._assert)}
+
+
+def _drop_checks_before_the_cut(graph: fx.Graph, z: fx.Node) -> None:
+    """Remove from a head's graph the checks (``torch._assert``) on values computed
+    before the cut: they ran in the feature extractor already, and being impure they
+    would keep the input alive in the head (torchvision's ViT asserts the input's size
+    and the encoder's input's rank before its blocks)."""
+    after = {z}
+    for node in graph.nodes:
+        if any(a in after for a in node.all_input_nodes):
+            after.add(node)
+    for node in reversed(list(graph.nodes)):
+        if node.op == "call_function" and node.target in _CHECKS and node not in after \
+                and not node.users:
+            graph.erase_node(node)
 
 
 def _split_script_sequential(model: torch.jit.ScriptModule, name: str) -> SplitModel:
@@ -206,9 +226,10 @@ class HeadVerdict:
     """What the traced graph of a head says about it.
 
     ``kind`` is :data:`AFFINE` (no kink after the layer: every decision region is a
-    whole class, so regions explain nothing), :data:`PIECEWISE_LINEAR` (what the method
-    needs) or :data:`NOT_PIECEWISE_LINEAR`; ``reasons`` names each operation that is not
-    piecewise linear or could not be classified.
+    whole class, so regions explain nothing), :data:`PIECEWISE_LINEAR` or
+    :data:`NOT_PIECEWISE_LINEAR` (smooth: SiLU, GELU, LayerNorm, attention, ...);
+    ``reasons`` names each operation that is not piecewise linear or could not be
+    classified. :attr:`mode` is what repinterp does with it.
     """
 
     kind: str
@@ -219,11 +240,23 @@ class HeadVerdict:
         """True when boundaries are exact: the head is (piecewise) affine."""
         return self.kind != NOT_PIECEWISE_LINEAR
 
+    @property
+    def mode(self) -> str:
+        """``"exact"`` (piecewise linear or affine: the boundaries are the network's
+        own; after an affine head every region is a whole class) or ``"tangent"``
+        (smooth: each boundary is the tangent plane of the decision surface at a point
+        where the top two classes tie, and regions are first-order approximations whose
+        fidelity is measured). A layer the network cannot be cut at has no verdict
+        (:attr:`LayerInfo.problem`)."""
+        return "tangent" if self.kind == NOT_PIECEWISE_LINEAR else "exact"
+
     def describe(self) -> str:
-        if self.exact:
-            return self.kind
-        more = f" (and {len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""
-        return f"{self.kind}: {self.reasons[0]}{more}"
+        if self.kind == PIECEWISE_LINEAR:
+            return "exact: piecewise linear"
+        if self.kind == AFFINE:
+            return "exact: affine head, every region is a whole class (uninformative)"
+        more = f" and {len(self.reasons) - 1} more" if len(self.reasons) > 1 else ""
+        return f"tangent: smooth, {self.reasons[0]}{more}"
 
 
 def _module_kind(mod: nn.Module) -> str | None:
@@ -362,8 +395,6 @@ class LayerInfo:
     def describe(self) -> str:
         if self.verdict is None:
             return f"no split: {self.problem}"
-        if self.verdict.kind == AFFINE:
-            return "affine head: every region is a whole class (uninformative)"
         return self.verdict.describe()
 
 
@@ -394,7 +425,9 @@ def _has_conv(module: nn.Module) -> bool:
 
 def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str | None:
     """The layer to split at: the last convolutional block whose head is still
-    piecewise linear with a kink (the paper splits after the last convolutional block).
+    piecewise linear with a kink (the paper splits after the last convolutional block);
+    for a smooth network (no such block), the last block whose head is not affine
+    (tangent boundaries).
 
     From the model's top level: among the children that hold a convolution, take the
     last one whose head has a kink, unless the last of them has an affine head and is
@@ -417,7 +450,19 @@ def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str 
         last_name, last = convs[-1]
         blocks = [c for c in last.children() if _has_conv(c) and list(c.children())]
         inner = pick(f"{last_name}.", last) if kind(last_name) == AFFINE and blocks else None
-        good = [n for n, _ in convs if kind(n) == PIECEWISE_LINEAR]
+        good = [n for n, _ in convs if kind(n) == PIECEWISE_LINEAR] or \
+            [n for n, _ in convs if kind(n) == NOT_PIECEWISE_LINEAR]
         return inner or (good[-1] if good else None)
 
-    return pick("", model)
+    def last_block() -> str | None:
+        """Without a convolutional block (a vision transformer): the last block of a
+        stack of blocks of one type whose head is not affine, looked at from the end."""
+        blocks = [f"{name}.{n}" if name else n
+                  for name, m in model.named_modules()
+                  if isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m) >= 2
+                  and len({type(c) for c in m}) == 1 and list(m[0].children())
+                  for n, _ in m.named_children()]
+        return next((b for b in reversed(blocks)
+                     if kind(b) in (PIECEWISE_LINEAR, NOT_PIECEWISE_LINEAR)), None)
+
+    return pick("", model) or last_block()

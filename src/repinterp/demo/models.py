@@ -142,14 +142,15 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
                 model.load_state_dict(torch.load(found, map_location="cpu",
                                                  weights_only=True))
                 meta = json.loads(meta_found.read_text())
-                meta["weights"] = "shipped" if found == shipped else "trained here"
+                meta["weights"] = ("shipped with repinterp" if found == shipped
+                                   else "trained on this machine")
                 return model.eval(), meta
         x_train, y_train = load_fashion_mnist("train", data_root)
         x_test, y_test = load_fashion_mnist("test", data_root)
         start = time.perf_counter()
         train_classifier(model, x_train, y_train, epochs=epochs, lr=settings["lr"],
                          batch_size=settings["batch_size"], seed=seed, progress=progress)
-    meta = dict(settings, weights="trained here",
+    meta = dict(settings, weights="trained on this machine",
                 train_seconds=round(time.perf_counter() - start, 1),
                 test_accuracy=evaluate_accuracy(model, x_test, y_test),
                 torch=torch.__version__)

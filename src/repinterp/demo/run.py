@@ -32,7 +32,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     start = time.perf_counter()
     model, meta = load_demo_model(seed=0, data_root=data_root, progress=progress,
                                   retrain=retrain)
-    log(f"model: {meta['arch']} ({meta['weights']} weights), test accuracy "
+    log(f"model: {meta['arch']}, weights {meta['weights']}, test accuracy "
         f"{100 * meta['test_accuracy']:.2f}%")
     x_train, y_train = load_fashion_mnist("train", data_root)
     x_test, _ = load_fashion_mnist("test", data_root)
