@@ -4,7 +4,7 @@ import torchvision
 from nets import tiny_images
 from torch import nn
 
-from repinterp import RepresentativeInterpreter, head_verdict, split_model
+from repinterp import RepresentativeInterpreter
 from repinterp.core.split import (
     AFFINE,
     NOT_PIECEWISE_LINEAR,

@@ -81,6 +81,16 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    "else class indices)")
 
 
+def _engine(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help=f"{what}: local (this process) or ray (a local Ray, or the cluster "
+                   "of --ray-address)")
+    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: "
+                   "the CPUs of this machine)")
+    p.add_argument("--ray-address", default=None, help="join a running Ray cluster "
+                   "(`ray start --head` prints its address)")
+
+
 def _parse_size(spec: str | None) -> tuple[int, int] | None:
     if spec is None:
         return None
@@ -264,7 +274,8 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
         summary, report, n = summarize_index(
             args.index, args.out or "out/summary", source=source, families=families,
             coverage=args.coverage, max_regions=args.max_regions,
-            class_names=args.class_names, device=args.device, progress=not args.quiet)
+            class_names=args.class_names, device=args.device, progress=not args.quiet,
+            **_engine_options(args))
         print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
               f"index of {n} images; report: {report}")
         return 0
@@ -344,18 +355,35 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _explain_index(args: argparse.Namespace) -> int:
-    from .app.io import output_folder
-    from .app.loading import checked_path, load_images
-    from .app.pipeline import class_names_for, open_index
-    from .app.report import Query, write_report
-    from .core.index import IndexWorker
-    from .core.summary import Summary
+    from .app.loading import checked_path
+    from .app.pipeline import open_index
 
     if not args.image:
         raise UserError("explain --index needs --image FILE")
     checked_path(args.image, kind="file", what="--image")
     out = _out(args, "out/explain")
-    loaded, model, family = open_index(args.index, _model_source(args), _families())
+    loaded, model, family = open_index(args.index, _model_source(args), _families(),
+                                       **_engine_options(args))
+    try:
+        return _explain_loaded(args, loaded, model, family, out)
+    finally:
+        loaded.close()
+
+
+def _engine_options(args: argparse.Namespace) -> dict:
+    import os
+    return {"engine": args.engine, "workers": args.workers or os.cpu_count() or 1,
+            "ray_address": args.ray_address}
+
+
+def _explain_loaded(args: argparse.Namespace, loaded, model, family, out: Path) -> int:
+    from .app.io import output_folder
+    from .app.loading import load_images
+    from .app.pipeline import class_names_for
+    from .app.report import Query, write_report
+    from .core.index import IndexWorker
+    from .core.summary import ClassSummary, Summary
+
     index, names = loaded.index, loaded.names
     opts = {k: loaded.manifest["data"][k] for k in ("channels", "size", "normalize")}
     image = load_images(args.image, **opts).images[0]
@@ -367,7 +395,9 @@ def _explain_index(args: argparse.Namespace) -> int:
     labels = class_names_for(args.class_names, args.weights, family,
                              data=loaded.manifest["data"].get("path"),
                              classes=loaded.manifest["classes"])
-    summary = Summary.of_region(region, index.rows.predictions, layer=index.layer)
+    n_cls = int(index.class_counts()[cls])
+    summary = Summary([ClassSummary(cls, n_cls, [region], round(region.purity * region.size))],
+                      1.0, 1, layer=index.layer)
     cname = class_name(labels, cls)
     with output_folder(out) as tmp:
         write_report(tmp, summary, loaded.images(),
@@ -477,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(or its summary.pt) to locate the image in, without refitting")
     p.add_argument("--index", default=None, help="with --image: a region index "
                    "(`repinterp index`): the image's region and closest indexed images")
+    _engine(p, "with --index, where the greedy runs over the index's rows")
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("summarize", help="peel every predicted class into regions")
@@ -492,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "reason, e.g. a watermark")
     p.add_argument("--max-logics", type=int, default=4, help="logics per class at most "
                    "(with --separate-logics)")
+    _engine(p, "with --index, where the greedy runs over the index's rows")
     p.set_defaults(func=_cmd_summarize)
 
     p = sub.add_parser("index", help="index every image's side of a bank of boundaries "
@@ -502,11 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pilot", type=int, default=2000, help="pilot images the bank is "
                    "sampled from")
     p.add_argument("--shard-size", type=int, default=4096, help="images per shard")
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: shards one after another in this process; ray: on Ray "
-                   "Data (a local Ray, or the cluster of --ray-address)")
-    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: CPUs)")
-    p.add_argument("--ray-address", default=None, help="join a running Ray cluster")
+    _engine(p, "how the shards are written: one after another in this process, or on "
+            "Ray Data")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("layers", help="candidate layers, the verdict on the head after "

@@ -422,16 +422,119 @@ def manifest_model(manifest: dict, *, trust_pickle: bool = False,
     return load_model(archs=archs, trust_pickle=trust_pickle, **spec)
 
 
+class _RowGroupActor:
+    """A Ray actor holding a contiguous run of an index's shards as one
+    :class:`~repinterp.core.sharded.RowGroup` (read and checked where it runs)."""
+
+    def __init__(self, out: str, shards: list[int], sums: list[str], bank: int,
+                 offset: int):
+        from ..core.sharded import RowGroup
+        parts = [_read_shard(_shard_path(Path(out), k), bank, s)[2]
+                 for k, s in zip(shards, sums, strict=True)]
+        self.group = RowGroup(offset, IndexRows.cat(parts), bank)
+
+    def run(self, name: str, *args):
+        return getattr(self.group, name)(*args)
+
+
+#: RowGroup methods that change its state: replayed on a restarted actor
+_MUTATING = {"start_class", "begin", "apply", "prune_start", "prune_drop", "finish", "mark"}
+
+
+class RayGroups:
+    """:class:`~repinterp.core.sharded.ShardedIndex`'s ``call`` on Ray: one actor per
+    worker, each holding a contiguous run of the index's shards. A worker that dies is
+    restarted by Ray (it reads its shards again) and the driver replays the calls that
+    built its state since the current class began, then asks again: the summary goes on
+    with the same regions."""
+
+    def __init__(self, out: Path, manifest: dict, bank_size: int, workers: int,
+                 address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise UserError("engine='ray' needs Ray: pip install 'repinterp[ray]'") from None
+        import pyarrow.parquet as pq
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        shards = math.ceil(manifest["items"] / manifest["shard_size"])
+        counts = [pq.read_metadata(_shard_path(out, k)).num_rows for k in range(shards)]
+        cuts = np.linspace(0, shards, min(workers, shards) + 1).round().astype(int)
+        actor = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=1)(_RowGroupActor)
+        self.actors = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            self.actors.append(actor.remote(
+                str(out), list(range(int(a), int(b))),
+                [str(x) for x in manifest["shards"][a:b]], bank_size, int(sum(counts[:a]))))
+        self.log: list[tuple[str, tuple]] = []
+        self.restarts = 0
+
+    def __call__(self, name: str, *args):
+        if name == "start_class":
+            self.log = []
+        if name in _MUTATING:
+            self.log.append((name, args))
+        refs = [a.run.remote(name, *args) for a in self.actors]
+        out = []
+        for actor, ref in zip(self.actors, refs, strict=True):
+            out.append(self._get(actor, ref, name, args))
+        return out
+
+    def _get(self, actor, ref, name: str, args: tuple):
+        import time
+
+        from ray.exceptions import ActorUnavailableError, RayActorError
+        lost = (RayActorError, ActorUnavailableError)
+        counted = False
+        for _ in range(120):
+            if ref is not None:
+                try:
+                    return self.ray.get(ref)
+                except lost:
+                    pass
+            if not counted:
+                self.restarts, counted = self.restarts + 1, True
+            time.sleep(0.5)
+            # the actor restarts (its shards read again): rebuild its state, ask again
+            try:
+                replay = self.log[:-1] if name in _MUTATING else self.log
+                for n, a in replay:
+                    self.ray.get(actor.run.remote(n, *a))
+                ref = actor.run.remote(name, *args)
+            except lost:
+                ref = None
+        raise UserError("a Ray worker holding index rows did not come back in a minute")
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        self.actors = []
+        if self.started:
+            self.ray.shutdown()
+
+
 @dataclass
 class LoadedIndex:
     """An index read from disk: the index, per row the source item and name, and the
     manifest."""
 
-    index: RegionIndex
+    index: RegionIndex | Any
     items: list[int]
     names: list[str]
     manifest: dict
     checked: ImageSource | None = field(default=None, repr=False)
+    groups: RayGroups | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        """Stop the Ray actors holding the rows (``engine="ray"``); nothing otherwise."""
+        if self.groups is not None:
+            self.groups.close()
+            self.groups = None
 
     def source(self) -> ImageSource:
         """The images the index was built from (the source that was checked against the
@@ -444,11 +547,21 @@ class LoadedIndex:
 
 
 def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
-               check_source: bool = False) -> LoadedIndex:
+               check_source: bool = False, engine: str = "local", workers: int = 2,
+               ray_address: str | None = None) -> LoadedIndex:
     """The index in ``path``, every file checked against the manifest's checksums.
     With ``model``, checks that it is the model the index was built from; with
     ``check_source``, that the indexed images are still the files that were indexed
-    (before they are read again, e.g. for a report)."""
+    (before they are read again, e.g. for a report).
+
+    ``engine="local"`` reads every row into this process (a
+    :class:`~repinterp.core.index.RegionIndex`); ``engine="ray"`` leaves them on
+    ``workers`` Ray actors (a :class:`~repinterp.core.sharded.ShardedIndex` over
+    :class:`RayGroups`; a local Ray, or the cluster at ``ray_address``): this process
+    then holds the bank, the images' names and the regions, not the rows. Close it with
+    :meth:`LoadedIndex.close`."""
+    if engine not in ("local", "ray"):
+        raise UserError(f"engine must be local or ray, got {engine!r}")
     out = Path(path)
     manifest = read_manifest(out)
     if model is not None and model_digest(model) != manifest["model_digest"]:
@@ -465,17 +578,46 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
     if check_source and "path" in manifest["data"]:
         checked = ImageSource(**manifest["data"])
         _check_source(out, manifest, checked)
+    meta = {"seed": manifest["seed"], "index": str(out)}
+    if engine == "ray":
+        names, all_items = [], []
+        for k in range(shards):
+            items, nm = _read_names(_shard_path(out, k))
+            _check_items(out, k, items, manifest["shard_size"])
+            names += nm
+            all_items += items
+        groups = RayGroups(out, manifest, len(bank), workers, ray_address)
+        from ..core.sharded import ShardedIndex
+        sharded = ShardedIndex(bank, tuple(manifest["feature_shape"]), groups,
+                               layer=manifest["layer"], meta=meta,
+                               classes=manifest["classes"])
+        return LoadedIndex(sharded, all_items, names, manifest, checked, groups)
     parts, names, all_items = [], [], []
     for k in range(shards):
         items, nm, rows = _read_shard(_shard_path(out, k), len(bank), str(sums[k]))
-        lo, hi = k * manifest["shard_size"], (k + 1) * manifest["shard_size"]
-        if any(not lo <= i < hi for i in items) or items != sorted(set(items)):
-            raise UserError(f"the index shard {_shard_path(out, k)} holds rows of another "
-                            "shard or twice the same row; delete it and resume")
+        _check_items(out, k, items, manifest["shard_size"])
         parts.append(rows)
         names += nm
         all_items += items
     index = RegionIndex(bank, IndexRows.cat(parts), tuple(manifest["feature_shape"]),
-                        layer=manifest["layer"],
-                        meta={"seed": manifest["seed"], "index": str(out)})
+                        layer=manifest["layer"], meta=meta)
     return LoadedIndex(index, all_items, names, manifest, checked)
+
+
+def _check_items(out: Path, k: int, items: list[int], shard_size: int) -> None:
+    lo, hi = k * shard_size, (k + 1) * shard_size
+    if any(not lo <= i < hi for i in items) or items != sorted(set(items)):
+        raise UserError(f"the index shard {_shard_path(out, k)} holds rows of another "
+                        "shard or twice the same row; delete it and resume")
+
+
+def _read_names(path: Path) -> tuple[list[int], list[str]]:
+    """A shard's items and names only (its rows are read where they are used; their
+    bytes are checked there)."""
+    import pyarrow.parquet as pq
+    try:
+        t = pq.read_table(path, columns=["item", "name"])
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
+        raise UserError(f"the index shard {path} is corrupt ({first_line(exc)}); delete it "
+                        "and run `repinterp index` again to rebuild it") from exc
+    return t.column("item").to_pylist(), t.column("name").to_pylist()

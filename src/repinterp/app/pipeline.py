@@ -91,11 +91,14 @@ def write_summary(out: str | os.PathLike, summary: Summary, images, **report) ->
 
 
 def open_index(path: str | os.PathLike, source: ModelSource,
-               families: Mapping[str, Family] | None = None
+               families: Mapping[str, Family] | None = None, *, engine: str = "local",
+               workers: int = 2, ray_address: str | None = None
                ) -> tuple[LoadedIndex, nn.Module, Family | None]:
     """The region index in ``path`` (every file checked, and its images against their
     folder) and its model: ``source`` when it names one, else the model the manifest
-    names (unpickled only with ``source.trust_pickle``)."""
+    names (unpickled only with ``source.trust_pickle``). ``engine="ray"`` leaves the
+    rows on ``workers`` Ray actors (:func:`~repinterp.app.index.load_index`); close the
+    index when done."""
     families = families or {}
     manifest = read_manifest(path)          # the shards are read once, below
     if source.arch or source.model_file:
@@ -104,19 +107,35 @@ def open_index(path: str | os.PathLike, source: ModelSource,
         model = manifest_model(manifest, trust_pickle=source.trust_pickle,
                                archs={k: f.build for k, f in families.items()})
         family = next((f for f in families.values() if type(model) is f.build), None)
-    return load_index(path, model, check_source=True), model, family
+    return load_index(path, model, check_source=True, engine=engine, workers=workers,
+                      ray_address=ray_address), model, family
 
 
 def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
                     source: ModelSource, families: Mapping[str, Family] | None = None,
                     coverage: float = 0.9, max_regions: int = 6,
                     class_names: str | None = None, device: str | None = None,
-                    progress: bool = True) -> tuple[Summary, Path, int]:
+                    progress: bool = True, engine: str = "local", workers: int = 2,
+                    ray_address: str | None = None) -> tuple[Summary, Path, int]:
     """``summarize --index``: the index's summary written into ``out`` as one unit (its
     report reads the members' images from their checked source). Returns the summary,
-    the report's path and the number of indexed images."""
+    the report's path and the number of indexed images. ``engine="ray"``: the greedy
+    runs where the rows are (``workers`` Ray actors; :mod:`repinterp.core.sharded`),
+    with the same regions."""
     check_output(out)
-    loaded, model, family = open_index(path, source, families)
+    loaded, model, family = open_index(path, source, families, engine=engine,
+                                       workers=workers, ray_address=ray_address)
+    try:
+        return _summarize_loaded(loaded, model, family, path, out, source, coverage,
+                                 max_regions, class_names, device, progress)
+    finally:
+        loaded.close()
+
+
+def _summarize_loaded(loaded: LoadedIndex, model: nn.Module, family: Family | None,
+                      path: str | os.PathLike, out: str | os.PathLike, source: ModelSource,
+                      coverage: float, max_regions: int, class_names: str | None,
+                      device: str | None, progress: bool) -> tuple[Summary, Path, int]:
     index, manifest = loaded.index, loaded.manifest
     names = class_names_for(class_names, source.weights, family,
                             data=manifest["data"].get("path"), classes=manifest["classes"])

@@ -221,6 +221,10 @@ class RegionIndex:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def class_counts(self) -> np.ndarray:
+        """Indexed images per predicted class."""
+        return np.bincount(self.rows.predictions.numpy())
+
     @property
     def nbytes(self) -> int:
         """Bytes of the per-image rows (what grows with ``N``)."""
@@ -305,18 +309,29 @@ class RegionIndex:
 
     def _candidates(self, cls: int, values: torch.Tensor, q: int | None) -> torch.Tensor:
         """Bank columns a seed of class ``cls`` with side values ``values`` chooses from."""
+        if q is not None and self._norms is None:
+            self._norms = self.bank.working.weights.double().norm(dim=1).float().cpu()
+        return self.candidates(self.bank, cls, values, q, self._norms)
+
+    @staticmethod
+    def candidates(bank: Bank, cls: int, values: torch.Tensor, q: int | None,
+                   norms: torch.Tensor | None = None) -> torch.Tensor:
+        """The bank columns a seed of class ``cls`` with side values ``values`` chooses
+        from: all of them (``q`` None), or the ``q`` nearest (``|value| / |normal|``)
+        among those that separate ``cls`` from another class (``norms``: the working
+        normals' norms, when already computed)."""
         if q is None:
-            return torch.arange(len(self.bank))
+            return torch.arange(len(bank))
         if q < 1:
             raise UserError("num_boundaries must be at least 1")
-        if self._norms is None:
-            self._norms = self.bank.working.weights.double().norm(dim=1).float().cpu()
-        pairs = self.bank.working.pairs.cpu()
+        if norms is None:
+            norms = bank.working.weights.double().norm(dim=1).float().cpu()
+        pairs = bank.working.pairs.cpu()
         of_cls = ((pairs == cls).any(1)).nonzero()[:, 0]
         if len(of_cls) == 0:
             raise UserError(f"the bank holds no boundary of class {cls}; build the index "
                             "with a larger pilot or bank")
-        dist = values[of_cls].abs() / self._norms[of_cls].clamp_min(1e-30)
+        dist = values[of_cls].abs() / norms[of_cls].clamp_min(1e-30)
         return of_cls[torch.sort(dist, stable=True).indices[:q]]
 
     def summarize(self, coverage: float = 0.95, max_regions: int = 10,

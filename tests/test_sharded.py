@@ -1,0 +1,113 @@
+"""Issue 22: the region index's greedy and summary with the rows left in groups (one
+per worker) give the in-process regions bit for bit, whatever the cut."""
+from __future__ import annotations
+
+import pytest
+import torch
+from nets import tiny_cnn, tiny_images
+
+from repinterp import RepresentativeInterpreter
+from repinterp.core.index import IndexWorker, RegionIndex, sample_bank
+from repinterp.core.sharded import ShardedIndex
+
+FIELDS = ("predicted_class", "weights", "biases", "boundary_points", "pairs", "delta",
+          "min_delta", "members", "member_distances", "purity", "seed_index",
+          "seed_values")
+
+
+@pytest.fixture(scope="module")
+def index():
+    model = tiny_cnn(0, dtype=torch.float32)
+    x = tiny_images(0, 700).float()
+    pilot = RepresentativeInterpreter(model, "2", num_boundaries=8, progress=False).fit(x[:150])
+    bank = sample_bank(pilot, 96, per_origin=8, seed=0)
+    worker = IndexWorker(model, "2", bank)
+    rows = worker.rows(x)
+    return RegionIndex(bank, rows, tuple(worker.network.feature_shape)), worker, x
+
+
+def same_region(a, b):
+    for f in FIELDS:
+        va, vb = getattr(a, f), getattr(b, f)
+        if isinstance(va, torch.Tensor):
+            assert torch.equal(va, vb), f
+        else:
+            assert va == vb, f
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 7])
+def test_explain_equals_the_in_process_index(index, groups):
+    ix, worker, x = index
+    sh = ShardedIndex.local(ix.rows, ix.bank, ix.feature_shape, groups=groups)
+    for seed in (0, 5, 123, 699):
+        same_region(ix.explain(seed), sh.explain(seed))
+    same_region(ix.explain(3, num_boundaries=20, min_purity=None),
+                sh.explain(3, num_boundaries=20, min_purity=None))
+    outside = worker.rows(x[10:11] * 0.9)
+    same_region(ix.explain(outside), sh.explain(outside))
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_summary_equals_the_in_process_index(index, groups):
+    ix, _, _ = index
+    sh = ShardedIndex.local(ix.rows, ix.bank, ix.feature_shape, groups=groups)
+    a = ix.summarize(coverage=0.9, max_regions=4)
+    b = sh.summarize(coverage=0.9, max_regions=4)
+    assert [(c.cls, c.n_images, c.covered) for c in a] == \
+        [(c.cls, c.n_images, c.covered) for c in b]
+    assert len(a.regions) == len(b.regions) > 3
+    for ra, rb in zip(a.regions, b.regions, strict=True):
+        same_region(ra, rb)
+    assert sh.steps > 0
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_same_summary_and_survives_a_killed_worker(tmp_path, capsys):
+    """The rows on two Ray actors (a local Ray, started as its users start it): the same
+    summary as in process; one actor killed in the middle of the summary is restarted,
+    its state replayed, and the summary comes out the same. Through the command line
+    too (`summarize --index --engine ray`)."""
+    import json
+
+    import numpy as np
+    ray = pytest.importorskip("ray")          # `make test` installs the `ray` extra
+
+    from repinterp.app.index import load_index
+    from repinterp.cli import main
+    model = tiny_cnn(0, dtype=torch.float32)
+    torch.jit.script(model).save(str(tmp_path / "m.pt"))
+    np.save(tmp_path / "x.npy", tiny_images(0, 600).float().numpy())
+    base = ["--model", str(tmp_path / "m.pt"), "--quiet"]
+    assert main(["index", *base, "--data", str(tmp_path / "x.npy"), "--layer", "2",
+                 "--normalize", "none", "--out", str(tmp_path / "idx"), "--bank", "48",
+                 "--pilot", "120", "--shard-size", "100"]) == 0
+    local = load_index(tmp_path / "idx").index.summarize(coverage=0.9, max_regions=4)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        loaded = load_index(tmp_path / "idx", engine="ray", workers=2)
+        groups, applied = loaded.groups, []
+
+        def call(name, *args):
+            if name == "apply":
+                applied.append(args)
+                if len(applied) == 5:                 # mid-summary: kill a worker
+                    ray.kill(groups.actors[1], no_restart=False)
+            return groups(name, *args)
+
+        loaded.index.call = call
+        remote = loaded.index.summarize(coverage=0.9, max_regions=4)
+        assert groups.restarts >= 1 and len(applied) > 5
+        loaded.close()
+    finally:
+        ray.shutdown()
+    assert len(local.regions) == len(remote.regions) > 2
+    for a, b in zip(local.regions, remote.regions, strict=True):
+        same_region(a, b)
+    # the command line, on a Ray it starts itself
+    for engine in ("local", "ray"):
+        assert main(["summarize", "--index", str(tmp_path / "idx"), *base[2:], "--engine",
+                     engine, "--workers", "2", "--out", str(tmp_path / engine)]) == 0
+    capsys.readouterr()
+    a, b = (json.loads((tmp_path / e / "summary.json").read_text()) for e in ("local", "ray"))
+    assert [r["top_members"] for c in a["classes"] for r in c["regions"]] == \
+        [r["top_members"] for c in b["classes"] for r in c["regions"]]
