@@ -292,7 +292,8 @@ class ShardedIndex:
                   leave=False) as bar:
             for c in wanted:
                 n = sum(self.call("start_class", c))
-                covered, left, regions = 0, n > 0, []
+                covered, left = 0, n > 0
+                regions: list[Region] = []
                 while len(regions) < max_regions and left and covered < coverage * n:
                     best = [b for b in self.call("best_seed") if b is not None]
                     seed = min(best, key=lambda mi: (-mi[0], mi[1]))[1]
