@@ -85,15 +85,19 @@ import json, sys, time
 sys.path.insert(0, sys.argv[2])
 from real_size import PeakMemory
 from repinterp.app.index import load_index
+engine = sys.argv[3]
 with PeakMemory() as mem:
     t = time.perf_counter()
-    index = load_index(sys.argv[1]).index
+    loaded = load_index(sys.argv[1], engine=engine, workers=2)
+    index = loaded.index
     load_s = time.perf_counter() - t
     t = time.perf_counter()
     summary = index.summarize(coverage=0.9, max_regions=6)
     summary_s = time.perf_counter() - t
-print(json.dumps({"n": len(index), "row_bytes": index.nbytes, "load_s": load_s,
+    loaded.close()
+print(json.dumps({"engine": engine, "n": len(index), "load_s": load_s,
                   "summary_s": summary_s, "regions": len(summary.regions),
+                  "members": [r.members[:20].tolist() for r in summary.regions],
                   "driver_peak_bytes": mem.peak[0] - mem.before[0]}))
 """
 
@@ -103,6 +107,8 @@ def main() -> None:
     p.add_argument("--sizes", default="70000,1000000")
     p.add_argument("--ray-n", type=int, default=70000)
     p.add_argument("--bank", type=int, default=1024)
+    p.add_argument("--engines", default="local,ray", help="where summarize --index runs "
+                   "its greedy: in the driver (local) or on 2 Ray actors holding the rows")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     model, _ = load_demo_model(progress=False)
@@ -132,10 +138,15 @@ def main() -> None:
                     row["ray2_over_local"] = row["index_ray2_s"] / local
                 finally:
                     ray.shutdown()
-            child = subprocess.run([sys.executable, "-c", SUMMARY_CHILD, str(out),
-                                    str(Path(__file__).resolve().parent)],
-                                   capture_output=True, text=True, check=True)
-            row.update(json.loads(child.stdout.strip().splitlines()[-1]))
+            for engine in a.engines.split(","):
+                child = subprocess.run([sys.executable, "-c", SUMMARY_CHILD, str(out),
+                                        str(Path(__file__).resolve().parent), engine],
+                                       capture_output=True, text=True, check=True)
+                got = json.loads(child.stdout.strip().splitlines()[-1])
+                row[f"summary_{engine}"] = {k: v for k, v in got.items() if k != "members"}
+                row.setdefault("members", got["members"])
+                row[f"same_regions_{engine}"] = got["members"] == row["members"]
+            row.pop("members")
             res["rows"].append(row)
             print(json.dumps(row), flush=True)
     if a.out:

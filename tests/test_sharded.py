@@ -111,3 +111,116 @@ def test_ray_engine_gives_the_same_summary_and_survives_a_killed_worker(tmp_path
     a, b = (json.loads((tmp_path / e / "summary.json").read_text()) for e in ("local", "ray"))
     assert [r["top_members"] for c in a["classes"] for r in c["regions"]] == \
         [r["top_members"] for c in b["classes"] for r in c["regions"]]
+
+
+@pytest.fixture()
+def two_nodes(monkeypatch):
+    """A Ray cluster of two nodes on this machine, started as users start one
+    (`ray start --head`, then `ray start --address`), one CPU each, each its own raylet
+    and object store; stopped by killing only the processes it started (those whose
+    command line names its own temporary folder), never another user's Ray."""
+    import contextlib
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    pytest.importorskip("ray")
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")     # a local test cluster
+    folder = tempfile.mkdtemp(prefix="ri-", dir="/tmp")  # short: Ray's socket paths
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+
+    def ours() -> set[int]:
+        """The processes naming our folder, and their descendants (from /proc)."""
+        parent, named = {}, set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            if folder in cmd:
+                named.add(int(entry.name))
+        found, grew = set(named), True
+        while grew:
+            kids = {p for p, pp in parent.items() if pp in found} - found
+            found |= kids
+            grew = bool(kids)
+        return found
+
+    try:
+        for args in (["--head", "--port", str(port), "--temp-dir", folder,
+                      "--include-dashboard=false"], ["--address", address]):
+            subprocess.run([ray_cli, "start", *args, "--num-cpus", "1",
+                            "--disable-usage-stats"], check=True, capture_output=True,
+                           timeout=180, env=os.environ.copy())
+        yield address
+    finally:
+        for pid in ours():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_ray_nodes_give_the_same_summary_after_a_node_loses_its_worker(tmp_path,
+                                                                            two_nodes):
+    """Issue 22: the index's rows on two Ray nodes (one actor each, as each node has
+    one CPU), joined with --ray-address; the worker process of one node killed
+    mid-summary; the summary equals the in-process one."""
+    import os
+    import signal
+
+    import numpy as np
+    import ray
+
+    from repinterp.app.index import load_index
+    from repinterp.cli import main
+    model = tiny_cnn(0, dtype=torch.float32)
+    torch.jit.script(model).save(str(tmp_path / "m.pt"))
+    np.save(tmp_path / "x.npy", tiny_images(0, 600).float().numpy())
+    assert main(["index", "--model", str(tmp_path / "m.pt"), "--quiet", "--data",
+                 str(tmp_path / "x.npy"), "--layer", "2", "--normalize", "none", "--out",
+                 str(tmp_path / "idx"), "--bank", "48", "--pilot", "120", "--shard-size",
+                 "100"]) == 0
+    local = load_index(tmp_path / "idx").index.summarize(coverage=0.9, max_regions=4)
+    ray.init(address=two_nodes, log_to_driver=False)
+    try:
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        loaded = load_index(tmp_path / "idx", engine="ray", workers=2)
+        groups = loaded.groups
+        where = ray.get([a.where.remote() for a in groups.actors])
+        assert len({node for node, _ in where}) == 2          # one actor on each node
+        steps = []
+
+        def call(name, *args):
+            if name == "apply":
+                steps.append(args)
+                if len(steps) == 4:
+                    os.kill(where[1][1], signal.SIGKILL)   # that node's worker dies
+            return groups(name, *args)
+
+        loaded.index.call = call
+        remote = loaded.index.summarize(coverage=0.9, max_regions=4)
+        assert groups.restarts >= 1
+        loaded.close()
+    finally:
+        ray.shutdown()
+    assert len(local.regions) == len(remote.regions) > 2
+    for a, b in zip(local.regions, remote.regions, strict=True):
+        same_region(a, b)
+    # and through the command line, joining the cluster
+    assert main(["summarize", "--index", str(tmp_path / "idx"), "--quiet", "--engine", "ray",
+                 "--workers", "2", "--ray-address", two_nodes, "--out",
+                 str(tmp_path / "s")]) == 0

@@ -436,6 +436,11 @@ class _RowGroupActor:
     def run(self, name: str, *args):
         return getattr(self.group, name)(*args)
 
+    def where(self) -> tuple[str, int]:
+        """The node and process this actor runs in."""
+        import ray
+        return ray.get_runtime_context().get_node_id(), os.getpid()
+
 
 #: RowGroup methods that change its state: replayed on a restarted actor
 _MUTATING = {"start_class", "begin", "apply", "prune_start", "prune_drop", "finish", "mark"}
