@@ -141,7 +141,9 @@ def main() -> None:
             for engine in a.engines.split(","):
                 child = subprocess.run([sys.executable, "-c", SUMMARY_CHILD, str(out),
                                         str(Path(__file__).resolve().parent), engine],
-                                       capture_output=True, text=True, check=True)
+                                       capture_output=True, text=True)
+                if child.returncode:
+                    sys.exit(f"summary ({engine}) failed:\n{child.stderr[-3000:]}")
                 got = json.loads(child.stdout.strip().splitlines()[-1])
                 row[f"summary_{engine}"] = {k: v for k, v in got.items() if k != "members"}
                 row.setdefault("members", got["members"])
