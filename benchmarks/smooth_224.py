@@ -1,0 +1,74 @@
+"""Smooth torchvision classifiers and transformers at 224x224, random weights (issue 21):
+fit, explain and summarize run, and what an explanation costs against a forward pass.
+
+    python benchmarks/smooth_224.py [--images 50] [--out docs/smooth-224.json]
+
+For each model of the matrix with tangent boundaries (``tests/torchvision_matrix.py``:
+efficientnet_b0, mobilenet_v3_small, regnet_y_400mf, convnext_tiny, vit_b_16, swin_t),
+random initialisation (nothing is downloaded) with its classifier centred on the images
+so that it predicts several classes, float32, on ``--images`` random 224x224 images:
+the time of one forward pass of all of them (the plain model), of ``fit`` on them (the
+split layer of the matrix), of ``explain`` of one reference (|Q| = 50) and of a
+summary; the ratio explain / forward is the figure (measured in one run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from torchvision_matrix import MATRIX, RESHAPE, build, diversify  # noqa: E402
+
+from repinterp import RepresentativeInterpreter  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=50)
+    p.add_argument("--only", default=None)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    rows = []
+    names = a.only.split(",") if a.only else [m[0] for m in MATRIX if m[3] == "tangent"]
+    for name, layer, _, mode, why in MATRIX:
+        if name not in names:
+            continue
+        model = build(name).float()
+        x = torch.randn(a.images, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        diversify(model, x)
+        with torch.no_grad():
+            t = time.perf_counter()
+            model(x)
+            forward = time.perf_counter() - t
+        t = time.perf_counter()
+        it = RepresentativeInterpreter(model, layer, progress=False,
+                                       reshape_transform=RESHAPE.get(name)).fit(x)
+        fit = time.perf_counter() - t
+        t = time.perf_counter()
+        region = it.explain(0)
+        explain = time.perf_counter() - t
+        t = time.perf_counter()
+        summary = it.summarize(coverage=0.9, max_regions=2)
+        summarize = time.perf_counter() - t
+        heat = it.heatmap(region, x[:2])
+        row = {"model": name, "layer": layer, "boundaries": mode, "smooth": why,
+               "classes_predicted": len(set(it.predictions_.tolist())),
+               "forward_s": round(forward, 2), "fit_s": round(fit, 2),
+               "explain_s": round(explain, 2), "summarize_s": round(summarize, 2),
+               "explain_over_forward": round(explain / forward, 2),
+               "region_size": region.size, "region_purity": region.purity,
+               "summary_regions": len(summary.regions),
+               "heatmap_shape": list(heat.shape)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps({"images": a.images, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
