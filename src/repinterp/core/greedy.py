@@ -127,15 +127,12 @@ def select_boundaries_bits(excluded: np.ndarray, n: int, same: torch.Tensor,
     chosen: list[int] = []
     while True:
         n_diff, n_same = _count(covered & d_bits), _count(covered & s_bits)
-        if n_diff <= delta or (ratio is not None and n_diff <= ratio * n_same):
+        if done(n_diff, n_same, delta, ratio):
             break
         new_same = np.bitwise_count(excluded & (covered & s_bits)).sum(1, dtype=np.int64)
         new_diff = np.bitwise_count(excluded & (covered & d_bits)).sum(1, dtype=np.int64)
-        score = (torch.from_numpy(new_same).double() + eps1) / \
-            (torch.from_numpy(new_diff).double() + eps2)
-        score[torch.from_numpy(new_diff) <= 0] = torch.inf
-        h = int(torch.argmin(score))
-        if not torch.isfinite(score[h]):
+        h = best_step(new_same, new_diff, eps1, eps2)
+        if h is None:
             break
         chosen.append(h)
         covered &= ~excluded[h]
@@ -148,6 +145,23 @@ def select_boundaries_bits(excluded: np.ndarray, n: int, same: torch.Tensor,
         covered_mask = torch.from_numpy(_unbits(covered[None], n)[0])
     return Selection(indices=idx, delta=int(delta), min_delta=min_delta,
                      covered=covered_mask)
+
+
+def done(n_diff: int, n_same: int, delta: int, ratio: float | None) -> bool:
+    """The greedy's stop: at most ``delta`` other-class images covered, or (``ratio`` =
+    ``(1 - min_purity) / min_purity``) the covered images that pure."""
+    return n_diff <= delta or (ratio is not None and n_diff <= ratio * n_same)
+
+
+def best_step(new_same: np.ndarray, new_diff: np.ndarray, eps1: float = EPS1,
+              eps2: float = EPS2) -> int | None:
+    """The candidate with the smallest ``(new_same + eps1) / (new_diff + eps2)`` among
+    those that exclude an image of another class (the first on a tie), or None."""
+    score = (torch.from_numpy(new_same).double() + eps1) / \
+        (torch.from_numpy(new_diff).double() + eps2)
+    score[torch.from_numpy(new_diff) <= 0] = torch.inf
+    h = int(torch.argmin(score))
+    return h if bool(torch.isfinite(score[h])) else None
 
 
 def _resolve_delta(delta: int | None, min_delta: int, stacklevel: int) -> int:

@@ -14,6 +14,7 @@ towards references of other classes from the seed itself.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +143,11 @@ class IndexRows:
     def __len__(self) -> int:
         return len(self.predictions)
 
+    def slice(self, start: int, end: int) -> IndexRows:
+        """Rows ``start .. end - 1``."""
+        return IndexRows(*(getattr(self, f)[start:end] for f in
+                           ("predictions", "margins", "signs", "values")))
+
     @classmethod
     def cat(cls, parts: list[IndexRows]) -> IndexRows:
         return cls(*(torch.cat([getattr(p, f) for p in parts])
@@ -200,6 +206,20 @@ class IndexWorker:
         return IndexRows.cat(parts)
 
 
+def seed_row(seed: int | IndexRows, n: int, row_at: Callable[[int], IndexRows]
+             ) -> tuple[int | None, IndexRows]:
+    """A seed given to ``explain``: an indexed image's number (its row from
+    ``row_at``) or an outside image's rows, as ``(index or None, row)``."""
+    if isinstance(seed, IndexRows):
+        if len(seed) != 1:
+            raise UserError("explain takes the rows of one outside image")
+        return None, seed
+    index = int(seed)
+    if not 0 <= index < n:
+        raise UserError(f"seed index {index} out of range 0..{n - 1}")
+    return index, row_at(index)
+
+
 @dataclass
 class RegionIndex:
     """A bank and the index rows of ``N`` images: greedy, ranking, summaries and locating
@@ -250,16 +270,7 @@ class RegionIndex:
         ``min_purity=0.995``, the per-seed summary's figures (0.9926 / 0.9422 / 24 against
         0.9928 / 0.9509 / 24).
         """
-        if isinstance(seed, IndexRows):
-            if len(seed) != 1:
-                raise UserError("explain takes the rows of one outside image")
-            index, row = None, seed
-        else:
-            index = int(seed)
-            if not 0 <= index < len(self):
-                raise UserError(f"seed index {index} out of range 0..{len(self) - 1}")
-            row = IndexRows(*(getattr(self.rows, f)[index:index + 1] for f in
-                              ("predictions", "margins", "signs", "values")))
+        index, row = seed_row(seed, len(self), lambda i: self.rows.slice(i, i + 1))
         cls = int(row.predictions[0])
         cand = self._candidates(cls, row.values[0].float(), num_boundaries)
         preds = self.rows.predictions

@@ -27,8 +27,8 @@ import torch
 from .boundaries import Boundaries, flip
 from .engine import MIN_PURITY
 from .errors import UserError
-from .greedy import EPS1, EPS2, _bits, _count, _resolve_delta, _unbits, pack_columns
-from .index import Bank, IndexRows, signs_at, unpack_signs
+from .greedy import _bits, _count, _resolve_delta, _unbits, best_step, done, pack_columns
+from .index import Bank, IndexRows, RegionIndex, seed_row, signs_at, unpack_signs
 from .region import Region
 from .summary import ClassSummary, Summary
 
@@ -65,10 +65,7 @@ class RowGroup:
     def row(self, index: int) -> IndexRows | None:
         """The row of image ``index`` (global), or None when it is not in this group."""
         i = index - self.offset
-        if not 0 <= i < self.n:
-            return None
-        return IndexRows(*(getattr(self.rows, f)[i:i + 1] for f in
-                           ("predictions", "margins", "signs", "values")))
+        return self.rows.slice(i, i + 1) if 0 <= i < self.n else None
 
     def class_counts(self, classes: int) -> np.ndarray:
         return np.bincount(self.rows.predictions.numpy(), minlength=classes)
@@ -157,9 +154,8 @@ def local_groups(rows: IndexRows, bank_size: int, groups: int = 1) -> list[RowGr
     """``rows`` cut into ``groups`` contiguous :class:`RowGroup` s in this process."""
     n = len(rows)
     cuts = np.linspace(0, n, groups + 1).round().astype(int)
-    return [RowGroup(int(a), IndexRows(*(getattr(rows, f)[a:b] for f in (
-        "predictions", "margins", "signs", "values"))), bank_size)
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+    return [RowGroup(int(a), rows.slice(int(a), int(b)), bank_size)
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
 
 
 def _local_call(groups: Sequence[RowGroup]) -> Callable[..., list]:
@@ -198,23 +194,12 @@ class ShardedIndex:
         """Indexed images per predicted class (a reduction)."""
         return np.sum(self.call("class_counts", self.classes), axis=0)
 
-    def _row(self, index: int) -> IndexRows:
-        if not 0 <= index < self.n:
-            raise UserError(f"seed index {index} out of range 0..{self.n - 1}")
-        return next(r for r in self.call("row", index) if r is not None)
-
     def explain(self, seed: int | IndexRows, *, delta: int | None = None,
                 num_boundaries: int | None = None,
                 min_purity: float | None = MIN_PURITY) -> Region:
         """As :meth:`RegionIndex.explain`."""
-        from .index import RegionIndex
-        if isinstance(seed, IndexRows):
-            if len(seed) != 1:
-                raise UserError("explain takes the rows of one outside image")
-            index, row = None, seed
-        else:
-            index = int(seed)
-            row = self._row(index)
+        index, row = seed_row(seed, self.n, lambda i: next(
+            r for r in self.call("row", i) if r is not None))
         cls = int(row.predictions[0])
         cand = RegionIndex.candidates(self.bank, cls, row.values[0].float(), num_boundaries)
         seed_side = signs_at(row.signs, cand)[0]
@@ -227,17 +212,11 @@ class ShardedIndex:
         chosen: list[int] = []
         while True:
             answers = self.call("counts")
-            n_diff = sum(a[0] for a in answers)
-            n_same = sum(a[1] for a in answers)
-            if n_diff <= delta or (ratio is not None and n_diff <= ratio * n_same):
+            if done(sum(a[0] for a in answers), sum(a[1] for a in answers), delta, ratio):
                 break
-            new_same = np.sum([a[2] for a in answers], axis=0, dtype=np.int64)
-            new_diff = np.sum([a[3] for a in answers], axis=0, dtype=np.int64)
-            score = (torch.from_numpy(new_same).double() + EPS1) / \
-                (torch.from_numpy(new_diff).double() + EPS2)
-            score[torch.from_numpy(new_diff) <= 0] = torch.inf
-            h = int(torch.argmin(score))
-            if not torch.isfinite(score[h]):
+            h = best_step(np.asarray(np.sum([a[2] for a in answers], axis=0, dtype=np.int64)),
+                          np.asarray(np.sum([a[3] for a in answers], axis=0, dtype=np.int64)))
+            if h is None:
                 break
             chosen.append(h)
             self.call("apply", h)
