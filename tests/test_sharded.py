@@ -88,7 +88,7 @@ def test_ray_engine_gives_the_same_summary_and_survives_a_killed_worker(tmp_path
         groups, applied = loaded.groups, []
 
         def call(name, *args):
-            if name == "apply":
+            if name == "step":
                 applied.append(args)
                 if len(applied) == 5:                 # mid-summary: kill a worker
                     ray.kill(groups.actors[1], no_restart=False)
@@ -205,7 +205,7 @@ def test_two_ray_nodes_give_the_same_summary_after_a_node_loses_its_worker(tmp_p
         steps = []
 
         def call(name, *args):
-            if name == "apply":
+            if name == "step":
                 steps.append(args)
                 if len(steps) == 4:
                     os.kill(where[1][1], signal.SIGKILL)   # that node's worker dies

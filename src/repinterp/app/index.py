@@ -443,7 +443,8 @@ class _RowGroupActor:
 
 
 #: RowGroup methods that change its state: replayed on a restarted actor
-_MUTATING = {"start_class", "begin", "apply", "prune_start", "prune_drop", "finish", "mark"}
+_MUTATING = {"start_class", "begin", "apply", "step", "prune_start", "prune_drop", "finish",
+             "mark"}
 
 
 class RayGroups:
@@ -496,7 +497,7 @@ class RayGroups:
         from ray.exceptions import ActorUnavailableError, RayActorError
         lost = (RayActorError, ActorUnavailableError)
         counted = False
-        for _ in range(120):
+        for _ in range(360):
             if ref is not None:
                 try:
                     return self.ray.get(ref)
@@ -513,7 +514,7 @@ class RayGroups:
                 ref = actor.run.remote(name, *args)
             except lost:
                 ref = None
-        raise UserError("a Ray worker holding index rows did not come back in a minute")
+        raise UserError("a Ray worker holding index rows did not come back in 3 minutes")
 
     def close(self) -> None:
         for a in self.actors:

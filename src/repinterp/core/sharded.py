@@ -124,6 +124,11 @@ class RowGroup:
     def apply(self, h: int) -> None:
         self.covered &= ~self.excluded[h]
 
+    def step(self, h: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """:meth:`apply` then :meth:`counts`: one round trip per greedy step."""
+        self.apply(h)
+        return self.counts()
+
     def prune_start(self, chosen: list[int]) -> None:
         self.excl = torch.from_numpy(_unbits(self.excluded[chosen], self.n)).T
         self.count = self.excl.sum(1)
@@ -210,8 +215,8 @@ class ShardedIndex:
         delta = _resolve_delta(delta, min_delta, 3)
         ratio = None if min_purity is None else (1 - min_purity) / min_purity
         chosen: list[int] = []
+        answers = self.call("counts")
         while True:
-            answers = self.call("counts")
             if done(sum(a[0] for a in answers), sum(a[1] for a in answers), delta, ratio):
                 break
             h = best_step(np.asarray(np.sum([a[2] for a in answers], axis=0, dtype=np.int64)),
@@ -219,7 +224,7 @@ class ShardedIndex:
             if h is None:
                 break
             chosen.append(h)
-            self.call("apply", h)
+            answers = self.call("step", h)
             self.steps += 1
         idx = torch.tensor(chosen, dtype=torch.long)
         if chosen:                               # prune, in selection order
