@@ -98,7 +98,8 @@ with PeakMemory() as mem:
 print(json.dumps({"engine": engine, "n": len(index), "load_s": load_s,
                   "summary_s": summary_s, "regions": len(summary.regions),
                   "members": [r.members[:20].tolist() for r in summary.regions],
-                  "driver_peak_bytes": mem.peak[0] - mem.before[0]}))
+                  "driver_peak_bytes": mem.peak[0] - mem.before[0],
+                  "driver_peak_anon_bytes": mem.peak[1] - mem.before[1]}))
 """
 
 
