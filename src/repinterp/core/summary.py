@@ -67,7 +67,7 @@ class Summary:
             raise UserError(f"region {position} out of range 0..{len(self.regions) - 1}")
         region = self.regions[position]
         cs = next(c for c in self.classes if c.cls == region.predicted_class)
-        covered = round(region.purity * region.size)
+        covered = min(round(region.purity * region.size), cs.n_images)
         return Summary([ClassSummary(cs.cls, cs.n_images, [region], covered)], 1.0, 1,
                        layer=self.layer, meta=dict(self.meta))
 
