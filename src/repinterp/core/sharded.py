@@ -55,7 +55,6 @@ class RowGroup:
             self.cols[:, at:at + part.shape[1]] = part
             at += part.shape[1]
         self.valid = _bits(np.ones(n, dtype=bool), words)
-        self.left = np.zeros(words, dtype=np.uint64)    # a summary's class state
         self.inside = torch.zeros(0, dtype=torch.long)  # the last region's members
 
     # --- rows and classes --------------------------------------------------------
@@ -173,7 +172,7 @@ class ShardedIndex:
     """The greedy, ranking and summary of a region index whose rows stay in
     :class:`RowGroup` s: ``call(name, *args)`` runs a method on every group and returns
     their answers in the groups' order (in this process: :func:`local_groups`; on Ray:
-    :func:`repinterp.app.index.ray_groups`).
+    :class:`repinterp.app.index.RayGroups`).
 
     The same :meth:`explain` and :meth:`summarize` as :class:`RegionIndex`, the same
     regions."""
@@ -185,6 +184,7 @@ class ShardedIndex:
         self.n = sum(call("size"))
         self.classes = classes or int(self.bank.working.pairs.max()) + 1
         self.steps = 0                           # greedy steps sent (for the record)
+        self._norms = bank.working.weights.double().norm(dim=1).float().cpu()
 
     @classmethod
     def local(cls, rows: IndexRows, bank: Bank, feature_shape: tuple[int, ...],
@@ -206,7 +206,8 @@ class ShardedIndex:
         index, row = seed_row(seed, self.n, lambda i: next(
             r for r in self.call("row", i) if r is not None))
         cls = int(row.predictions[0])
-        cand = RegionIndex.candidates(self.bank, cls, row.values[0].float(), num_boundaries)
+        cand = RegionIndex.candidates(self.bank, cls, row.values[0].float(), num_boundaries,
+                                      self._norms)
         seed_side = signs_at(row.signs, cand)[0]
         parts = self.call("begin", cand, seed_side, cls)
         min_delta = sum(p[0] for p in parts)
