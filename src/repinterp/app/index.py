@@ -192,11 +192,12 @@ def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
         ctx.enable_progress_bars = progress
         ds = ray.data.from_items([{"shard": k} for k in todo])
         gpus = 1 if job.device and str(job.device).startswith("cuda") else 0
+        # Ray Data restarts dead actors and retries their tasks by default
+        # (max_restarts=-1, max_task_retries=-1)
         done = ds.map_batches(_RayIndexer, fn_constructor_kwargs={"job": job},
                               batch_size=1,
                               compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
-                              num_gpus=gpus, max_restarts=-1,
-                              max_task_retries=-1).take_all()
+                              num_gpus=gpus).take_all()
         return {int(r["shard"]): str(r["sha256"]) for r in done}
     finally:
         if started:
@@ -266,8 +267,7 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
             torch.save(boundaries.to_dict(), tmp)
             manifest["bank_sha256"] = _sha256(tmp)
         _write_manifest(out, manifest)
-    for stale in (out / "shards").glob("*.tmp*") if (out / "shards").exists() else []:
-        stale.unlink()                                   # a killed writer's leftovers
+    _remove_leftovers(out)                               # a killed writer's, earlier
     shards = math.ceil(len(source) / shard_size)
     recorded = manifest.get("shards") or [None] * shards
     todo = [k for k in range(shards) if not _shard_path(out, k).exists()]
@@ -282,6 +282,7 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
             for k in tqdm(todo, desc="index", unit="shard", disable=not progress,
                           leave=False):
                 sums[k] = job.run(worker, k)
+    _remove_leftovers(out)                               # a worker killed mid-write
     # shards kept from an interrupted build are hashed here (they were renamed into
     # place whole); a completed build's recorded sums are kept as they are
     final = [sums.get(k) or recorded[k] or _sha256(_shard_path(out, k))
@@ -290,6 +291,14 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
         manifest["shards"] = final
         _write_manifest(out, manifest)
     return out
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Delete the temporary files of shard writers that were killed mid-write (a
+    restarted worker writes the shard again, under a new temporary name)."""
+    shards = out / "shards"
+    for stale in shards.glob("*.tmp*") if shards.exists() else []:
+        stale.unlink(missing_ok=True)
 
 
 def _write_listing(path: Path, listing: list[tuple[str, int, int]]) -> str:
