@@ -382,7 +382,7 @@ def _explain_loaded(args: argparse.Namespace, loaded, model, family, out: Path) 
     from .app.pipeline import class_names_for
     from .app.report import Query, write_report
     from .core.index import IndexWorker
-    from .core.summary import ClassSummary, Summary
+    from .core.summary import Summary
 
     index, names = loaded.index, loaded.names
     opts = {k: loaded.manifest["data"][k] for k in ("channels", "size", "normalize")}
@@ -395,9 +395,7 @@ def _explain_loaded(args: argparse.Namespace, loaded, model, family, out: Path) 
     labels = class_names_for(args.class_names, args.weights, family,
                              data=loaded.manifest["data"].get("path"),
                              classes=loaded.manifest["classes"])
-    n_cls = int(index.class_counts()[cls])
-    summary = Summary([ClassSummary(cls, n_cls, [region], round(region.purity * region.size))],
-                      1.0, 1, layer=index.layer)
+    summary = Summary.single(region, int(index.class_counts()[cls]), layer=index.layer)
     cname = class_name(labels, cls)
     with output_folder(out) as tmp:
         write_report(tmp, summary, loaded.images(),

@@ -206,6 +206,21 @@ class IndexWorker:
         return IndexRows.cat(parts)
 
 
+def column_bits(signs: torch.Tensor, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Packed signs ``[n, ceil(width / 8)]`` (:func:`pack_signs`) as one bitset over the
+    ``n`` images per bank boundary, ``[width, ceil(n / 64)]`` uint64 (the greedy's
+    layout), built in chunks of rows; and the bitset of all ``n`` images."""
+    n = len(signs)
+    step = 1 << 16                                          # rows per chunk, 64-aligned
+    cols = np.zeros((width, (n + 63) // 64), dtype=np.uint64)
+    at = 0
+    for i in range(0, n, step):
+        part = pack_columns(unpack_signs(signs[i:i + step], width).numpy())
+        cols[:, at:at + part.shape[1]] = part
+        at += part.shape[1]
+    return cols, pack_columns(np.ones((n, 1), dtype=bool))[0]
+
+
 def seed_row(seed: int | IndexRows, n: int, row_at: Callable[[int], IndexRows]
              ) -> tuple[int | None, IndexRows]:
     """A seed given to ``explain``: an indexed image's number (its row from
@@ -304,18 +319,7 @@ class RegionIndex:
     def _columns(self) -> np.ndarray:
         """The signs as one bitset over the images per bank boundary (built once)."""
         if self._cols is None:
-            n, width = len(self), len(self.bank)
-            step = 1 << 16                                  # rows per chunk, 64-aligned
-            parts = [pack_columns(unpack_signs(self.rows.signs[i:i + step], width).numpy())
-                     for i in range(0, n, step)]
-            words = (n + 63) // 64
-            cols = np.zeros((width, words), dtype=np.uint64)
-            at = 0
-            for part in parts:
-                cols[:, at:at + part.shape[1]] = part
-                at += part.shape[1]
-            self._cols = cols
-            self._valid = pack_columns(np.ones((n, 1), dtype=bool))[0]
+            self._cols, self._valid = column_bits(self.rows.signs, len(self.bank))
         return self._cols
 
     def _candidates(self, cls: int, values: torch.Tensor, q: int | None) -> torch.Tensor:

@@ -27,8 +27,8 @@ import torch
 from .boundaries import Boundaries, flip
 from .engine import MIN_PURITY
 from .errors import UserError
-from .greedy import _bits, _count, _resolve_delta, _unbits, best_step, done, pack_columns
-from .index import Bank, IndexRows, RegionIndex, seed_row, signs_at, unpack_signs
+from .greedy import _bits, _count, _resolve_delta, _unbits, best_step, done
+from .index import Bank, IndexRows, RegionIndex, column_bits, seed_row, signs_at
 from .region import Region
 from .summary import ClassSummary, Summary
 
@@ -44,17 +44,8 @@ class RowGroup:
 
     def __init__(self, offset: int, rows: IndexRows, bank_size: int):
         self.offset, self.rows, self.bank_size = int(offset), rows, int(bank_size)
-        n = len(rows)
-        self.n = n
-        step = 1 << 16                                  # rows per chunk, 64-aligned
-        words = (n + 63) // 64
-        self.cols = np.zeros((bank_size, words), dtype=np.uint64)
-        at = 0
-        for i in range(0, n, step):
-            part = pack_columns(unpack_signs(rows.signs[i:i + step], bank_size).numpy())
-            self.cols[:, at:at + part.shape[1]] = part
-            at += part.shape[1]
-        self.valid = _bits(np.ones(n, dtype=bool), words)
+        self.n = len(rows)
+        self.cols, self.valid = column_bits(rows.signs, self.bank_size)
         self.inside = torch.zeros(0, dtype=torch.long)  # the last region's members
 
     # --- rows and classes --------------------------------------------------------

@@ -54,22 +54,26 @@ class Summary:
         """A summary holding one region (an explanation, e.g. for a report), its class's
         counts taken from the references' ``predictions``."""
         c = region.predicted_class
-        preds = predictions.cpu()
-        covered = int((preds[region.members] == c).sum())
-        return cls([ClassSummary(c, int((preds == c).sum()), [region], covered)], 1.0, 1,
-                   layer=layer, meta=dict(meta or {}))
+        return cls.single(region, int((predictions.cpu() == c).sum()), layer=layer,
+                          meta=meta)
+
+    @classmethod
+    def single(cls, region: Region, class_size: int, layer: str = "",
+               meta: dict | None = None) -> Summary:
+        """A summary holding one region whose class has ``class_size`` references: it
+        covers its members predicted as its class (``purity x size``)."""
+        covered = min(round(region.purity * region.size), class_size)
+        return cls([ClassSummary(region.predicted_class, class_size, [region], covered)],
+                   1.0, 1, layer=layer, meta=dict(meta or {}))
 
     def one_region(self, position: int) -> Summary:
         """A summary of the region at ``position`` in :attr:`regions` alone, counted as
-        :meth:`of_region` counts (its class's references covered: the members predicted
-        as its class, ``purity x size``), with this summary's layer and meta."""
+        :meth:`single` counts, with this summary's layer and meta."""
         if not 0 <= position < len(self.regions):
             raise UserError(f"region {position} out of range 0..{len(self.regions) - 1}")
         region = self.regions[position]
         cs = next(c for c in self.classes if c.cls == region.predicted_class)
-        covered = min(round(region.purity * region.size), cs.n_images)
-        return Summary([ClassSummary(cs.cls, cs.n_images, [region], covered)], 1.0, 1,
-                       layer=self.layer, meta=dict(self.meta))
+        return Summary.single(region, cs.n_images, layer=self.layer, meta=self.meta)
 
     def __iter__(self) -> Iterator[ClassSummary]:
         return iter(self.classes)
