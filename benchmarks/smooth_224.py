@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from torchvision_matrix import MATRIX, RESHAPE, build, diversify  # noqa: E402
+from torchvision_matrix import MATRIX, build, diversify  # noqa: E402
 
 from repinterp import RepresentativeInterpreter  # noqa: E402
 
@@ -47,8 +47,7 @@ def main() -> None:
             model(x)
             forward = time.perf_counter() - t
         t = time.perf_counter()
-        it = RepresentativeInterpreter(model, layer, progress=False,
-                                       reshape_transform=RESHAPE.get(name)).fit(x)
+        it = RepresentativeInterpreter(model, layer, progress=False).fit(x)
         fit = time.perf_counter() - t
         t = time.perf_counter()
         region = it.explain(0)

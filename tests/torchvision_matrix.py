@@ -34,9 +34,19 @@ MATRIX = [
     ("swin_t", "features", 64, "tangent", "LayerNorm"),
 ]
 
-#: Layers whose output is not C x H x W nor tokens: how to make it a feature map for
-#: heat maps (as pytorch-grad-cam's reshape_transform)
-RESHAPE = {"swin_t": lambda t: t.permute(0, 3, 1, 2)}
+#: timm models (``--arch timm:NAME``), the same columns; a ViT or Swin takes the input
+#: size it was built for. timm is an optional extra: these rows are skipped without it.
+TIMM_MATRIX = [
+    ("resnet18", "layer4.0", 64, "exact", None),
+    ("efficientnet_b0", "conv_head", 64, "tangent", "SiLU"),
+    ("mobilenetv3_small_050", "blocks", 64, "tangent", "Hardswish"),
+    ("regnety_002", "s4.b6", 64, "tangent", "Sigmoid"),
+    ("convnext_atto", "stages", 64, "tangent", "layer_norm"),
+    ("efficientformer_l1", "stages", 224, "tangent", "LayerNorm"),
+    ("vit_tiny_patch16_224", "blocks.11", 224, "tangent", "layer_norm"),
+    ("deit_tiny_patch16_224", "blocks.11", 224, "tangent", "layer_norm"),
+    ("swin_tiny_patch4_window7_224", "layers.3.blocks.1", 224, "tangent", "LayerNorm"),
+]
 
 
 def verdict(mode: str, why: str | None) -> str:
@@ -45,7 +55,13 @@ def verdict(mode: str, why: str | None) -> str:
 
 
 def build(name: str, classes: int = 4) -> nn.Module:
-    """A randomly initialised model, float64, eval mode (no weights are downloaded)."""
+    """A randomly initialised model, float64, eval mode (no weights are downloaded):
+    torchvision's, or timm's for ``timm:NAME``."""
+    if name.startswith("timm:"):
+        import timm
+        torch.manual_seed(0)
+        return timm.create_model(name[5:], pretrained=False,
+                                 num_classes=classes).double().eval()
     kw = {"aux_logits": False, "init_weights": False} if name in ("googlenet",
                                                                   "inception_v3") else {}
     torch.manual_seed(0)
@@ -73,12 +89,14 @@ def diversify(model: nn.Module, images: torch.Tensor) -> nn.Module:
     return model
 
 
-def table(rows: list[tuple[str, str, str]]) -> str:
+def table(rows: list[tuple[str, str, str]], source: str = "torchvision") -> str:
     """Markdown table of (model, layer, verdict) rows."""
-    lines = ["| torchvision model | split at | boundaries |", "|---|---|---|"]
+    lines = [f"| {source} model | split at | boundaries |", "|---|---|---|"]
     lines += [f"| `{m}` | `{layer}` | {v} |" for m, layer, v in rows]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
     print(table([(n, layer, verdict(mode, why)) for n, layer, _, mode, why in MATRIX]))
+    print(table([(n, layer, verdict(mode, why)) for n, layer, _, mode, why in TIMM_MATRIX],
+                "timm"))

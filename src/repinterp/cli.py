@@ -36,7 +36,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--arch", help="demo architecture (vgg, resnet) or torchvision name")
+    g.add_argument("--arch", help="demo architecture (vgg, resnet), torchvision name (resnet18) "
+                   "or timm:NAME (with timm installed; random weights)")
     g.add_argument("--weights", help="state dict for --arch (loaded with weights_only), or "
                    "torchvision weights such as ResNet50_Weights.IMAGENET1K_V2 (from "
                    "torch's hub cache; class names from their metadata)")

@@ -493,11 +493,14 @@ def _torchvision_archs() -> list[str]:
 def build_arch(arch: str, num_classes: int | None,
                archs: Mapping[str, Callable[..., nn.Module]] | None = None) -> nn.Module:
     """A randomly initialised model: one of ``archs`` (name -> constructor taking
-    ``num_classes``) or any torchvision classifier."""
+    ``num_classes``), any torchvision classifier, or ``timm:NAME`` (any of timm's
+    architectures, when timm is installed)."""
     archs = archs or {}
     kwargs = {"num_classes": num_classes} if num_classes else {}
     if arch in archs:
         return archs[arch](**kwargs)
+    if arch.startswith("timm:"):
+        return _timm_model(arch[len("timm:"):], kwargs)
     names = _torchvision_archs()
     if arch not in names:
         close = difflib.get_close_matches(arch, names + sorted(archs), n=3)
@@ -508,6 +511,25 @@ def build_arch(arch: str, num_classes: int | None,
         return torchvision.models.get_model(arch, weights=None, **kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"cannot build {arch}: {exc}") from exc
+
+
+def _timm_model(name: str, kwargs: dict) -> nn.Module:
+    """``timm.create_model(name, pretrained=False)``: random weights, nothing downloaded
+    (``weights=FILE`` loads a state dict afterwards)."""
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"--arch timm:{name} needs timm: pip install 'repinterp[timm]'") \
+            from None
+    names = timm.list_models()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise UserError(f"timm has no architecture {name!r}{hint}")
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot build timm:{name}: {first_line(exc)}") from exc
 
 
 def torchvision_weights(name: str):
@@ -677,6 +699,7 @@ def model_classes(model: nn.Module, image: torch.Tensor) -> int:
     model is left as it was); 0 when it cannot tell (an image the model refuses is
     reported by the fit's own checks, with a better message)."""
     from ..core.network import inference_mode
+    from ..core.split import logits_of
     param = next(model.parameters(), None)
     x = image[None].to(param.dtype if param is not None else torch.float32)
     try:
@@ -684,8 +707,7 @@ def model_classes(model: nn.Module, image: torch.Tensor) -> int:
             out = model(x)
     except Exception:  # noqa: BLE001 - the fit names the problem
         return 0
-    if isinstance(out, (tuple, list)):
-        out = out[0]
+    out = logits_of(out)
     return int(out.shape[-1]) if isinstance(out, torch.Tensor) else 0
 
 

@@ -32,7 +32,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["METHODS", "minmax", "region_heatmap", "token_grid"]
+__all__ = ["METHODS", "channels_first", "looks_channels_last", "minmax", "region_heatmap",
+           "token_grid"]
 
 METHODS = ("lineage", "positive", "contribution", "margin", "logprob")
 
@@ -44,6 +45,26 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     span = flat.max(-1, keepdim=True).values - lo
     out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.zeros_like(flat))
     return out.view_as(maps)
+
+
+def channels_first(maps: torch.Tensor) -> torch.Tensor:
+    """Channels-last maps ``[n, h, w, C]`` (Swin's layout) as ``[n, C, h, w]``."""
+    return maps.permute(0, 3, 1, 2)
+
+
+def looks_channels_last(shape: tuple[int, ...], image: tuple[int, int]) -> bool:
+    """True when a feature map of ``shape`` (without the batch) is channels-last
+    ``(h, w, C)`` for an input of ``image = (H, W)`` pixels: its first two sizes share one
+    stride into the image and its last two do not (a ``(C, h, w)`` map's last two do).
+    A map that reads both ways (``7 x 7 x 7``) is taken as ``(C, h, w)``."""
+    if len(shape) != 3:
+        return False
+
+    def on_grid(h: int, w: int) -> bool:
+        return 1 < h <= image[0] and 1 < w <= image[1] and \
+            round(image[0] / h) == round(image[1] / w)
+
+    return on_grid(shape[0], shape[1]) and not on_grid(shape[1], shape[2])
 
 
 def token_grid(tokens: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .network import inference_mode
+from .split import logits_of
 
 __all__ = ["auroc", "average_drop_increase", "blur", "deletion_insertion", "heat_share",
            "keep_top", "paired_ci", "precision_at_k", "rank_pixels"]
@@ -98,7 +99,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, heat: torch.Tenso
             mask = mask.view(n, 1, h, w)
             for curve, x in ((dele, torch.where(mask, base, images)),
                              (ins, torch.where(mask, images, base))):
-                p = model(x).double().softmax(1)
+                p = logits_of(model(x)).double().softmax(1)
                 curve.append(p.gather(1, c[:, None])[:, 0])
     d, i = torch.stack(dele, 1), torch.stack(ins, 1)
 
@@ -117,7 +118,7 @@ def average_drop_increase(model: nn.Module, images: torch.Tensor, masked: torch.
     log-softmax so that probabilities near 1 stay distinct.
     """
     with inference_mode(model):
-        y = model(images).double().log_softmax(1)
+        y = logits_of(model(images)).double().log_softmax(1)
         y2 = model(masked).double().log_softmax(1)
     c = torch.as_tensor(cls).expand(len(images)).to(y.device)
     lp, lp2 = y.gather(1, c[:, None])[:, 0], y2.gather(1, c[:, None])[:, 0]

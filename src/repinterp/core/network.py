@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .errors import UserError, first_line
+from .heatmap import channels_first, looks_channels_last
 from .region import Region
-from .split import HeadVerdict, head_verdict, split_model
+from .split import HeadVerdict, head_verdict, logits_of, split_model
 from .store import chunk_rows
 
 __all__ = ["GRIDS", "SplitNetwork", "auto_batch_size", "batches", "check_device", "check_floating",
@@ -212,7 +213,9 @@ def _private_copy(module: nn.Module, device: torch.device, channels_last: bool =
     if isinstance(net, fx.GraphModule):
         _no_inplace_on_inputs(net)
     if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+        for t in [*net.parameters(), *net.buffers()]:   # 4-d only (Swin keeps 5-d ones)
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
         if isinstance(net, fx.GraphModule):
             for node in net.graph.nodes:
                 if node.op == "call_module" and isinstance(net.get_submodule(node.target),
@@ -271,8 +274,10 @@ class SplitNetwork:
     reshape_transform
         The layer's output (and the boundary normals, in the same layout) as feature
         maps ``[n, C, h, w]`` for heat maps, as pytorch-grad-cam's ``reshape_transform``
-        (Swin's ``[n, h, w, C]``: ``lambda t: t.permute(0, 3, 1, 2)``). Not needed for
-        ``[n, C, h, w]`` maps or for a ViT's tokens ``[n, T, D]`` on a square grid.
+        (``lambda t: t.permute(0, 3, 1, 2)``). Not needed for ``[n, C, h, w]`` maps, for
+        a ViT's tokens ``[n, T, D]`` on a square grid, nor for Swin's channels-last maps
+        ``[n, h, w, C]``, recognised by their shape (:func:`looks_channels_last`) at the
+        first pass.
     """
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, *, approximate: bool = False,
@@ -334,12 +339,13 @@ class SplitNetwork:
             self.input_shape = tuple(x.shape[1:])
         whole = _private_copy(self._model, self.device)
         try:
-            expected = self._run(whole, x)
+            expected = logits_of(self._run(whole, x))
         finally:
             del whole
         if not isinstance(expected, torch.Tensor):
             raise UserError(f"the model returns a {type(expected).__name__}, not a tensor "
-                            "of logits; wrap it so that forward returns the logits [N, K]")
+                            "of logits (nor a tuple, dict or ModelOutput holding them); wrap "
+                            "it so that forward returns the logits [N, K]")
         if expected.ndim != 2:
             raise UserError(f"the model returns shape {tuple(expected.shape)}, not logits "
                             "[N, K]")
@@ -419,6 +425,9 @@ class SplitNetwork:
                 if out is None:
                     if self.feature_shape is None:
                         self.feature_shape = tuple(f.shape[1:])
+                        if self.reshape_transform is None and looks_channels_last(
+                                self.feature_shape, (batch.shape[-2], batch.shape[-1])):
+                            self.reshape_transform = channels_first
                     shape = (n, *f.shape[1:])
                     out = (torch.empty(shape, dtype=dtype or f.dtype, device=f.device)
                            if storage is None else _mapped(storage, shape, dtype or f.dtype))

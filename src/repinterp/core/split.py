@@ -26,8 +26,8 @@ from torch import nn
 from .errors import UserError
 
 __all__ = ["AFFINE", "NOT_PIECEWISE_LINEAR", "PIECEWISE_LINEAR", "HeadVerdict", "LayerInfo",
-           "SplitModel", "head_verdict", "layer_table", "linear_prefix", "resolve_layer",
-           "split_model", "suggest_layer"]
+           "SplitModel", "head_verdict", "layer_table", "linear_prefix", "logits_of",
+           "resolve_layer", "split_model", "suggest_layer"]
 
 
 @dataclass
@@ -100,7 +100,7 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
     feat_graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     for node in graph.nodes:
-        env[node] = feat_graph.node_copy(node, lambda n: env[n])
+        env[node] = _copy(feat_graph, node, env, name)
         if node is cut_node:
             break
     feat_graph.output(env[cut_node])
@@ -119,11 +119,12 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
         if node is cut_node:
             env[node] = z
             continue
-        env[node] = head_graph.node_copy(node, lambda n: env[n])
+        env[node] = _copy(head_graph, node, env, name)
         if node.op == "placeholder":
             inputs.append(env[node])
     head = fx.GraphModule(tracer.root, head_graph)
     head_graph = head.graph
+    _keep_only_logits(head_graph)
     _drop_checks_before_the_cut(head_graph, z)
     head_graph.eliminate_dead_code()
     for node in inputs:
@@ -138,6 +139,44 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
         head_graph.erase_node(node)
     head.recompile()
     return SplitModel(features=features, head=head, layer=name)
+
+
+def _copy(graph: fx.Graph, node: fx.Node, env: dict[fx.Node, fx.Node], layer: str
+          ) -> fx.Node:
+    """``node`` copied into ``graph``, its inputs mapped by ``env``; a traced graph whose
+    nodes are not in the order they are used (timm's LeViT) cannot be cut."""
+    try:
+        return graph.node_copy(node, lambda n: env[n])
+    except KeyError as exc:
+        raise UserError(f"the traced graph of the model cannot be cut after {layer!r} "
+                        f"({node.name} uses {exc}, which the graph makes later)") from None
+
+
+def logits_of(out: Any) -> Any:
+    """The logits in a model's output: the tensor itself, the first item of a tuple or
+    list (``(logits, aux)``), the ``"logits"`` entry of a dict or the ``.logits`` of an
+    object (Hugging Face's ``ModelOutput``); anything else unchanged."""
+    if isinstance(out, (tuple, list)) and out:
+        return out[0]
+    if isinstance(out, dict):
+        return out.get("logits", out)
+    logits = getattr(out, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else out
+
+
+def _keep_only_logits(graph: fx.Graph) -> None:
+    """Make a head whose model returns a tuple, list or dict return its logits only (as
+    :func:`logits_of` reads the model's output); a dict without ``"logits"`` is refused
+    by its keys."""
+    out = next(n for n in graph.nodes if n.op == "output")
+    value = out.args[0]
+    if isinstance(value, (tuple, list)) and value:
+        out.args = (value[0],)
+    elif isinstance(value, dict):
+        if "logits" not in value:
+            raise UserError(f"the model returns a dict with keys {sorted(value)}, none of "
+                            "them 'logits'; wrap it so that forward returns the logits")
+        out.args = (value["logits"],)
 
 
 #: Calls kept by fx's dead-code elimination although nothing uses their result.
@@ -419,6 +458,15 @@ def layer_table(model: nn.Module, max_depth: int | None = None) -> list[LayerInf
             if name and (max_depth is None or name.count(".") < max_depth)]
 
 
+def _is_global_pool(module: nn.Module) -> bool:
+    """A pooling to ``1 x 1`` (``AdaptiveAvgPool2d(1)``), or a module without convolutions
+    that wraps one (timm's ``SelectAdaptivePool2d``); a squeeze-excitation block, which
+    pools inside a convolutional block, is not one."""
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return module.output_size in (1, (1, 1))
+    return not _has_conv(module) and any(_is_global_pool(c) for c in module.children())
+
+
 def _has_conv(module: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in module.modules())
 
@@ -427,7 +475,8 @@ def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str 
     """The layer to split at: the last convolutional block whose head is still
     piecewise linear with a kink (the paper splits after the last convolutional block);
     for a smooth network (no such block), the last block whose head is not affine
-    (tangent boundaries).
+    (tangent boundaries), and for a transformer the last of its blocks. Nothing after a
+    global pooling is proposed (its maps are ``1 x 1``).
 
     From the model's top level: among the children that hold a convolution, take the
     last one whose head has a kink, unless the last of them has an affine head and is
@@ -444,7 +493,12 @@ def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str 
         return v.kind if v is not None else None
 
     def pick(prefix: str, module: nn.Module) -> str | None:
-        convs = [(f"{prefix}{n}", m) for n, m in module.named_children() if _has_conv(m)]
+        convs = []
+        for n, m in module.named_children():
+            if _is_global_pool(m):          # what follows sees 1 x 1 maps (timm's
+                break                       # MobileNetV3: pool, then conv_head)
+            if _has_conv(m):
+                convs.append((f"{prefix}{n}", m))
         if not convs:
             return None
         last_name, last = convs[-1]
@@ -465,4 +519,13 @@ def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str 
         return next((b for b in reversed(blocks)
                      if kind(b) in (PIECEWISE_LINEAR, NOT_PIECEWISE_LINEAR)), None)
 
-    return pick("", model) or last_block()
+    choice = pick("", model)
+    if choice is None or kind(choice) == NOT_PIECEWISE_LINEAR:
+        # a transformer with a convolutional stem (Swin's or BEiT's patch embedding,
+        # MLP-Mixer's stem): its last block, when that comes after the stem
+        order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+        block = last_block()
+        if block is not None and (choice is None or (
+                order[block] > order[choice] and not block.startswith(choice + "."))):
+            return block
+    return choice
