@@ -338,7 +338,7 @@ class Doubled(nn.Module):
 
 
 class Pair(nn.Module):
-    """Logits and probabilities: not a classifier's single output."""
+    """Logits and their double: the first item is taken as the logits."""
 
     def __init__(self, dtype: torch.dtype):
         super().__init__()
@@ -347,6 +347,18 @@ class Pair(nn.Module):
     def forward(self, x):
         y = self.net(x)
         return y, 2.0 * y
+
+
+class Scores(nn.Module):
+    """Returns its outputs in a dict without a "logits" entry."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_cnn(0, dtype=torch.float32)
+
+    def forward(self, x):
+        y = self.net(x)
+        return {"scores": y, "probabilities": y.softmax(1)}
 
 
 def test_the_split_is_checked_at_fit(net, images):
@@ -366,8 +378,12 @@ def test_the_split_is_checked_at_fit(net, images):
         RepresentativeInterpreter(custom, "net.2", progress=False).fit(images)
     assert custom.training                                       # the user's flag kept
 
-    with pytest.raises(UserError, match="returns a tuple"):
-        RepresentativeInterpreter(Pair(torch.float64), "net.2", progress=False).fit(images)
+    # a tuple's first item is the logits (issue 21: (logits, aux) as many models return)
+    pair = RepresentativeInterpreter(Pair(torch.float64), "net.2", num_boundaries=5,
+                                     progress=False).fit(images)
+    plain = RepresentativeInterpreter(tiny_cnn(0), "2", num_boundaries=5,
+                                      progress=False).fit(images)
+    assert torch.equal(pair.predictions_, plain.predictions_)
 
 
 def test_integer_images_are_refused(net, images):
@@ -430,12 +446,14 @@ def test_num_classes_mismatch_names_the_tensor(capsys, tmp_path):
     one_line_error(code, err, "fc.weight is (3, 512) in the file, (10, 512) in the model")
 
 
-def test_a_model_returning_a_tuple(capsys, tmp_path, files):
-    torch.save(Pair(torch.float32), tmp_path / "pair.pt")
-    code, _, err = cli(capsys, "summarize", "--model", tmp_path / "pair.pt", "--trust-pickle",
-                       "--layer", "net.2", "--data", files / "x.npy", "--normalize", "none",
-                       "--quiet", "--out", tmp_path / "s")
-    one_line_error(code, err, "returns a tuple")
+def test_a_model_returning_a_dict_without_logits(capsys, tmp_path, files):
+    """A tuple's first item is taken as the logits, a dict's "logits"; a dict without
+    them is refused by its keys."""
+    torch.save(Scores(), tmp_path / "scores.pt")
+    code, _, err = cli(capsys, "summarize", "--model", tmp_path / "scores.pt",
+                       "--trust-pickle", "--layer", "net.2", "--data", files / "x.npy",
+                       "--normalize", "none", "--quiet", "--out", tmp_path / "s")
+    one_line_error(code, err, "returns a dict with keys ['probabilities', 'scores']")
 
 
 def test_out_that_is_a_file_or_a_foreign_folder(files, capsys, tmp_path):

@@ -200,3 +200,79 @@ def test_cli_layers_of_a_timm_model():
                           "timm:no_such_net"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "timm has no architecture 'no_such_net'" in bad.stderr
+
+
+def _hf_models() -> dict:
+    from transformers import (
+        ConvNextConfig,
+        ConvNextForImageClassification,
+        ResNetConfig,
+        ResNetForImageClassification,
+        SwinConfig,
+        SwinForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
+    return {
+        "vit": lambda: ViTForImageClassification(ViTConfig(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=64, num_labels=3)),
+        "resnet": lambda: ResNetForImageClassification(ResNetConfig(
+            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], num_labels=3)),
+        "convnext": lambda: ConvNextForImageClassification(ConvNextConfig(
+            num_stages=2, hidden_sizes=[8, 16], depths=[1, 2], num_labels=3)),
+        "swin": lambda: SwinForImageClassification(SwinConfig(
+            image_size=32, patch_size=4, embed_dim=8, depths=[1, 2], num_heads=[1, 2],
+            window_size=4, num_labels=3)),
+    }
+
+
+needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                                        reason="transformers is not installed")
+
+
+@needs_transformers
+@pytest.mark.parametrize("family,layer", [
+    ("vit", "vit.layers.1"), ("resnet", "resnet.encoder.stages.1"),
+    ("convnext", "convnext.encoder.stages.1"), ("swin", "swin.encoder.layers.1")])
+def test_hugging_face_classifiers_through_hooks(family, layer):
+    """torch.fx cannot trace Hugging Face's classifiers: the split runs the model with
+    hooks (its verdict says so), suggested at the last block, and its boundaries are
+    still tangent planes at points where the top two classes tie (float64)."""
+    from torchvision_matrix import diversify
+    torch.manual_seed(0)
+    model = _hf_models()[family]().double().eval()
+    x = torch.randn(40, 3, 32, 32, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(1))
+    diversify(model, x)
+    assert suggest_layer(model) == layer
+    it = RepresentativeInterpreter(model, layer, num_boundaries=6, progress=False).fit(x)
+    assert it.network_.verdict.describe().startswith("tangent: untraced (torch.fx")
+    assert len(set(it.predictions_.tolist())) > 1
+    region = it.explain(0)
+    assert 0 in region.members.tolist() and len(region.weights) > 0
+    assert torch.equal(it.contains(region, x).nonzero()[:, 0].sort().values,
+                       region.members.sort().values)
+    heat = it.heatmap(region, x[:2])
+    assert heat.shape == (2, 32, 32) and torch.isfinite(heat).all()
+    head, shape = it.network_.head, it.network_.feature_shape
+    for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(), region.boundary_points,
+                              strict=True):
+        z = p.clone().requires_grad_(True)
+        out = head(z.view(1, *shape))[0]
+        assert float((out[c1] - out[c2]).detach().abs()) < 1e-5
+        (g,) = torch.autograd.grad(out[c1] - out[c2], z)
+        torch.testing.assert_close(w, g, rtol=1e-9, atol=1e-9 * float(g.abs().max()))
+    for name, mod in model.named_modules():    # the user's model keeps no hook
+        assert not mod._forward_hooks, name
+
+
+@needs_transformers
+def test_a_hooked_split_that_a_skip_connection_bypasses_is_refused():
+    """Inside a residual block the input reaches the logits around the layer: the check
+    against the model refuses it (no graph says so beforehand)."""
+    model = _hf_models()["resnet"]().double().eval()
+    x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    with pytest.raises(UserError, match="disagrees with model"):
+        RepresentativeInterpreter(model, "resnet.encoder.stages.1.layers.1.layer.2",
+                                  progress=False).fit(x)

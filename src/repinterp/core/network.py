@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .errors import UserError, first_line
 from .heatmap import channels_first, looks_channels_last
 from .region import Region
-from .split import HeadVerdict, head_verdict, logits_of, split_model
+from .split import HeadVerdict, HookedHead, head_verdict, logits_of, split_model
 from .store import chunk_rows
 
 __all__ = ["GRIDS", "SplitNetwork", "auto_batch_size", "batches", "check_device", "check_floating",
@@ -300,10 +300,21 @@ class SplitNetwork:
         self.progress = progress
         self.preprocess = preprocess
         self.reshape_transform = reshape_transform
-        self.input_shape: tuple[int, ...] | None = None
+        self._input_shape: tuple[int, ...] | None = None
         self.feature_shape: tuple[int, ...] | None = None
         self._model = model
         self._fingerprint = model_fingerprint(model)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input image, fixed by the first pass."""
+        return self._input_shape
+
+    @input_shape.setter
+    def input_shape(self, shape: tuple[int, ...] | None) -> None:
+        self._input_shape = shape
+        if isinstance(self.head, HookedHead):   # it runs the model on zeros of that shape
+            self.head.input_shape = shape
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Images as the network takes them: on its device and dtype, then

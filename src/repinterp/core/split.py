@@ -23,7 +23,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 __all__ = ["AFFINE", "NOT_PIECEWISE_LINEAR", "PIECEWISE_LINEAR", "HeadVerdict", "LayerInfo",
            "SplitModel", "head_verdict", "layer_table", "linear_prefix", "logits_of",
@@ -91,7 +91,9 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types for untraceable code
-        raise UserError(f"could not trace the model with torch.fx ({exc})") from exc
+        return SplitModel(features=HookedFeatures(model, name),
+                          head=HookedHead(model, name, first_line(exc).split(". ")[0]),
+                          layer=name)
     cut = [n for n in graph.nodes if n.op == "call_module" and n.target == name]
     if len(cut) != 1:
         raise UserError(f"layer {name!r} is called {len(cut)} times in forward; need once")
@@ -139,6 +141,82 @@ def split_model(model: nn.Module, layer: str | nn.Module) -> SplitModel:
         head_graph.erase_node(node)
     head.recompile()
     return SplitModel(features=features, head=head, layer=name)
+
+
+class _Reached(Exception):
+    """Raised by :class:`HookedFeatures`' hook to stop the forward pass at the layer."""
+
+
+class HookedFeatures(nn.Module):
+    """``psi`` of a model that :mod:`torch.fx` cannot trace (Hugging Face's classifiers,
+    whose ``forward`` branches on tensor shapes): the model run up to ``layer``, whose
+    output (the first item of a tuple) a forward hook takes, stopping the pass there.
+    The hook lives only during the call, on the copy the caller runs."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        self.model = model
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> Any:
+        taken: list[Any] = []
+
+        def take(_m: nn.Module, _i: Any, out: Any) -> None:
+            taken.append(out)
+            raise _Reached
+
+        handle = self.model.get_submodule(self.layer).register_forward_hook(take)
+        try:
+            self.model(x)
+        except _Reached:
+            pass
+        finally:
+            handle.remove()
+        if not taken:
+            raise UserError(f"layer {self.layer!r} is not called by the model's forward")
+        if isinstance(taken[0], tuple) and taken[0] and isinstance(taken[0][0], torch.Tensor):
+            return taken[0][0]          # a Hugging Face block's (hidden states, ...)
+        if not isinstance(taken[0], torch.Tensor):
+            raise UserError(f"layer {self.layer!r} outputs a {type(taken[0]).__name__}, not "
+                            "a tensor; choose a layer inside it (see `repinterp layers`)")
+        return taken[0]
+
+
+class HookedHead(nn.Module):
+    """``G`` of a model that :mod:`torch.fx` cannot trace: the whole model run on zero
+    images of :attr:`input_shape` (set by the caller once known) with ``layer``'s output
+    (or the first item of the tuple it returns) replaced by ``z``; its logits
+    (:func:`logits_of`). Correct when everything after the layer depends on the input
+    only through it, which nothing here can read from a graph:
+    :meth:`repinterp.core.network.SplitNetwork.check_split` compares it with the model on
+    real images and refuses a disagreement. Each pass also computes the layers
+    before the cut (on the zeros): a pass costs a forward of the whole model. Its verdict
+    is "tangent" (untraced: nothing says it is piecewise linear)."""
+
+    def __init__(self, model: nn.Module, layer: str, why: str = ""):
+        super().__init__()
+        self.model = model
+        self.layer = layer
+        self.why = why
+        self.input_shape: tuple[int, ...] | None = None
+
+    def forward(self, z: torch.Tensor) -> Any:
+        if self.input_shape is None:
+            raise UserError("the input shape of an untraced head is not known yet")
+        calls = []
+
+        def put(_m: nn.Module, _i: Any, out: Any) -> Any:
+            calls.append(1)
+            if len(calls) > 1:
+                raise UserError(f"layer {self.layer!r} is called more than once in forward")
+            return (z, *out[1:]) if isinstance(out, tuple) else z
+
+        x = torch.zeros(len(z), *self.input_shape, dtype=z.dtype, device=z.device)
+        handle = self.model.get_submodule(self.layer).register_forward_hook(put)
+        try:
+            return logits_of(self.model(x))
+        finally:
+            handle.remove()
 
 
 def _copy(graph: fx.Graph, node: fx.Node, env: dict[fx.Node, fx.Node], layer: str
@@ -295,6 +373,8 @@ class HeadVerdict:
         if self.kind == AFFINE:
             return "exact: affine head, every region is a whole class (uninformative)"
         more = f" and {len(self.reasons) - 1} more" if len(self.reasons) > 1 else ""
+        if self.reasons[0].startswith("untraced"):
+            return f"tangent: {self.reasons[0]}, the head run through hooks"
         return f"tangent: smooth, {self.reasons[0]}{more}"
 
 
@@ -357,6 +437,8 @@ def head_verdict(head: nn.Module) -> HeadVerdict:
     linear" rather than being tested numerically: no single-step numerical test tells a
     deep ReLU head from a smooth one (``docs/method.md``).
     """
+    if isinstance(head, HookedHead):
+        return HeadVerdict(NOT_PIECEWISE_LINEAR, (f"untraced (torch.fx: {head.why})",))
     if not isinstance(head, fx.GraphModule):  # a Sequential of TorchScript modules
         return _script_verdict(head)
     varying: set[fx.Node] = set()
@@ -508,18 +590,26 @@ def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str 
             [n for n, _ in convs if kind(n) == NOT_PIECEWISE_LINEAR]
         return inner or (good[-1] if good else None)
 
-    def last_block() -> str | None:
+    def last_block(outermost: bool = False) -> str | None:
         """Without a convolutional block (a vision transformer): the last block of a
-        stack of blocks of one type whose head is not affine, looked at from the end."""
-        blocks = [f"{name}.{n}" if name else n
-                  for name, m in model.named_modules()
+        stack of blocks of one type whose head is not affine, looked at from the end;
+        ``outermost``: only stacks that are not inside a block of another stack (a
+        Hugging Face ResNet's stages, not the layers inside a residual block)."""
+        stacks = [name for name, m in model.named_modules()
                   if isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m) >= 2
-                  and len({type(c) for c in m}) == 1 and list(m[0].children())
-                  for n, _ in m.named_children()]
+                  and len({type(c) for c in m}) == 1 and list(m[0].children())]
+        if outermost:
+            stacks = [s for s in stacks if not any(s.startswith(f"{t}.") for t in stacks)]
+        blocks = [f"{name}.{n}" if name else n for name in stacks
+                  for n, _ in model.get_submodule(name).named_children()]
         return next((b for b in reversed(blocks)
                      if kind(b) in (PIECEWISE_LINEAR, NOT_PIECEWISE_LINEAR)), None)
 
     choice = pick("", model)
+    untraced = choice is not None and isinstance(info[choice].verdict, HeadVerdict) and \
+        info[choice].describe().startswith("tangent: untraced")
+    if untraced:                  # no graph to look at (Hugging Face): the last block
+        return last_block(outermost=True) or choice
     if choice is None or kind(choice) == NOT_PIECEWISE_LINEAR:
         # a transformer with a convolutional stem (Swin's or BEiT's patch embedding,
         # MLP-Mixer's stem): its last block, when that comes after the stem
