@@ -5,6 +5,7 @@ from nets import tiny_images
 from torch import nn
 
 from repinterp import RepresentativeInterpreter
+from repinterp.core.errors import UserError
 from repinterp.core.split import (
     AFFINE,
     NOT_PIECEWISE_LINEAR,
@@ -191,3 +192,24 @@ def test_interpreter_on_random_resnet18_split_at_layer3():
     inside = ((z @ region.weights.T + region.biases) >= 0).all(1)
     assert set(region.members.tolist()) == set(inside.nonzero()[:, 0].tolist())
     assert inside[seed] and region.num_boundaries >= 1
+
+
+def test_tangent_boundaries_stop_the_greedy_at_a_higher_purity():
+    """Issue 21: ``min_purity="auto"`` is 0.999 for tangent boundaries (measured in
+    docs/tangent-curve.md) and 0.995 for exact ones: the same regions as given by hand,
+    and on seed 300 not those of the other stop."""
+    from repinterp.core.engine import MIN_PURITY, TANGENT_MIN_PURITY
+    x = tiny_images(0, 3000)
+    for act, stop, other in [(nn.GELU(), TANGENT_MIN_PURITY, MIN_PURITY),
+                             (nn.ReLU(), MIN_PURITY, TANGENT_MIN_PURITY)]:
+        model = centred(mlp_head(act), x)
+        fits = [RepresentativeInterpreter(model, "1", num_boundaries=20, min_purity=p,
+                                          progress=False).fit(x)
+                for p in ("auto", stop, other)]
+        auto, given, not_it = (f.explain(300) for f in fits)
+        assert torch.equal(auto.members, given.members)
+        assert torch.equal(auto.weights, given.weights)
+        assert not_it.size != auto.size
+    assert (TANGENT_MIN_PURITY, MIN_PURITY) == (0.999, 0.995)
+    with pytest.raises(UserError, match="min_purity must be"):
+        RepresentativeInterpreter(model, "1", min_purity=1.5, progress=False).fit(x)

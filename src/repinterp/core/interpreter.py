@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .boundaries import Boundaries, bisect_segments, boundaries_at
-from .engine import MIN_PURITY, dense_candidates, make_region
+from .engine import MIN_PURITY, TANGENT_MIN_PURITY, dense_candidates, make_region
 from .errors import NotFittedError, UserError
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
 from .network import GRIDS, SplitNetwork, batches, decisions, exact
@@ -54,9 +54,11 @@ class RepresentativeInterpreter:
     delta
         Other-class references allowed in a region; ``None`` = smallest feasible.
     min_purity
-        Also stop the greedy as soon as the references in the region are this pure
-        (:data:`repinterp.core.engine.MIN_PURITY` by default, the same for a region
-        index; ``None``: the paper's ``delta`` rule alone).
+        Also stop the greedy as soon as the references in the region are this pure;
+        ``"auto"`` (default): :data:`repinterp.core.engine.MIN_PURITY` (0.995, the same
+        for a region index) for a piecewise-linear head,
+        :data:`~repinterp.core.engine.TANGENT_MIN_PURITY` (0.999) for tangent boundaries;
+        ``None``: the paper's ``delta`` rule alone.
     seed
         Seed of every random draw; the same seed gives the same results.
     heatmap_method
@@ -131,7 +133,7 @@ class RepresentativeInterpreter:
 
     def __init__(self, model: nn.Module, layer: str | nn.Module, num_boundaries: int = 50,
                  *, sampling: str = "bisection", delta: int | None = None,
-                 min_purity: float | None = MIN_PURITY, seed: int = 0,
+                 min_purity: float | str | None = "auto", seed: int = 0,
                  heatmap_method: str = "margin", heatmap_grid: str = "features",
                  batch_size: int | None = None,
                  approximate: bool = False, device: str | torch.device | None = None,
@@ -176,6 +178,10 @@ class RepresentativeInterpreter:
             raise UserError("num_boundaries must be at least 1")
         if self.heatmap_grid not in GRIDS:
             raise UserError(f"heatmap_grid must be one of {GRIDS}, got {self.heatmap_grid!r}")
+        if not (self.min_purity is None or self.min_purity == "auto" or (
+                isinstance(self.min_purity, (int, float)) and 0 < self.min_purity <= 1)):
+            raise UserError(f"min_purity must be 'auto', None or in (0, 1], got "
+                            f"{self.min_purity!r}")
         net = SplitNetwork(self.model, self.layer, approximate=self.approximate,
                            device=self.device, channels_last=self.channels_last,
                            batch_size=self.batch_size, progress=self.progress,
@@ -341,6 +347,12 @@ class RepresentativeInterpreter:
         weights, biases = store.lift(b.weights, b.biases)
         return Boundaries(weights, biases, b.points, b.pairs), values, seed_values
 
+    def _min_purity(self) -> float | None:
+        """:attr:`min_purity`, with ``"auto"`` resolved by the head's verdict."""
+        if self.min_purity != "auto":
+            return None if self.min_purity is None else float(self.min_purity)
+        return TANGENT_MIN_PURITY if self.network_.approximate else MIN_PURITY
+
     def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                 cls: int, same: torch.Tensor, index: int | None, delta: int | None,
                 logic: int | None = None) -> Region:
@@ -350,7 +362,7 @@ class RepresentativeInterpreter:
         should keep."""
         return make_region(dense_candidates(b, values, seed_values), self.predictions_,
                            cls, same, seed_index=index, delta=delta,
-                           min_purity=self.min_purity,
+                           min_purity=self._min_purity(),
                            feature_shape=self._shape(),
                            approximate=self.network_.approximate, logic=logic,
                            stacklevel=5)
