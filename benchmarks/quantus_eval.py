@@ -2,6 +2,7 @@
 on the region heat map and pytorch-grad-cam's CAMs, the same images (issue 19).
 
     python benchmarks/quantus_eval.py --out docs [--models vgg,resnet,photos] [--images 30]
+        [--cams Grad-CAM,Grad-CAM++] [--keep]
 
 Per model (the demo VGG and ResNet on Fashion-MNIST, and the real-size resnet18 of
 :mod:`repinterp.demo.photos`), ``--images`` test images (the first that many of a seeded
@@ -11,8 +12,9 @@ images (1,000 photos). Explanations:
 * **RI region heat map**: :class:`repinterp.metrics.QuantusExplainer` (``explain(x,
   target=y)`` of each image, its region's heat map; refitted on every model Quantus
   hands it);
-* **Grad-CAM, Grad-CAM++, Score-CAM**: pytorch-grad-cam on the demo split layer (the
-  resnet18: ``layer4[-1]``), each image's own map for its target.
+* **Grad-CAM, Grad-CAM++, Score-CAM** (``--cams``): pytorch-grad-cam on the demo split
+  layer (the resnet18: ``layer4[-1]``, its region maps split at ``layer4.0``, the
+  suggestion), each image's own map for its target.
 
 Metrics, Quantus' own classes, each per image (paired bootstrap intervals against
 Grad-CAM++ over the images):
@@ -64,7 +66,7 @@ def load(name: str, n_images: int, seed: int = 0):
         refs = photo_set("train", 1000, seed=1).tensors()
         test = photo_set("test", 400, seed=2)
         idx = torch.randperm(400, generator=torch.Generator().manual_seed(seed))[:n_images]
-        return model, "layer3", "layer4.1", refs, test.tensors(idx)
+        return model, "layer4.0", "layer4.1", refs, test.tensors(idx)
     from repinterp.demo.data import load_fashion_mnist
     from repinterp.demo.models import DEMO_LAYERS, load_demo_model
     model, _ = load_demo_model(name, progress=False)
@@ -119,7 +121,8 @@ def metrics(pixels: int):
     }
 
 
-def run_model(name: str, n_images: int, num_boundaries: int) -> dict:
+def run_model(name: str, n_images: int, num_boundaries: int,
+              cams: tuple[str, ...] = CAM_METHODS) -> dict:
     model, layer_name, cam_layer, refs, images = load(name, n_images)
     with torch.no_grad():
         targets = model(images).argmax(1).numpy()
@@ -127,7 +130,7 @@ def run_model(name: str, n_images: int, num_boundaries: int) -> dict:
     h, w = images.shape[-2:]
     explainers = {"RI region heat map": QuantusExplainer(refs, layer_name,
                                                          num_boundaries=num_boundaries)}
-    for m in CAM_METHODS:
+    for m in cams:
         explainers[m] = cam_explainer(m, cam_layer)
     out: dict = {"images": len(images), "references": len(refs), "layer": layer_name,
                  "scores": {}, "seconds": {}}
@@ -208,10 +211,18 @@ def main() -> None:
     p.add_argument("--images", type=int, default=30)
     p.add_argument("--num-boundaries", type=int, default=50)
     p.add_argument("--out", default=None)
+    p.add_argument("--cams", default=",".join(CAM_METHODS),
+                   help="the CAMs to compare (Score-CAM costs 512 passes per map on the "
+                        "resnet18)")
+    p.add_argument("--keep", action="store_true",
+                   help="add to the models already in --out/quantus.json")
     a = p.parse_args()
     results = {}
+    if a.keep and a.out and (Path(a.out) / "quantus.json").exists():
+        results = json.loads((Path(a.out) / "quantus.json").read_text())
     for name in a.models.split(","):
-        results[name] = run_model(name, a.images, a.num_boundaries)
+        results[name] = run_model(name, a.images, a.num_boundaries,
+                                  tuple(c for c in a.cams.split(",") if c))
         if a.out:
             write_json(Path(a.out) / "quantus.json", results)
             write_text(Path(a.out) / "quantus.md", markdown(results))
