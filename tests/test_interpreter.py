@@ -243,7 +243,7 @@ def test_bug5_seed_on_a_boundary_stays_in_its_region():
         candidates = dense_candidates(Boundaries(w, b, bank.points, bank.pairs), values,
                                       values[s])
         region = make_region(candidates, it.predictions_, cls, it.predictions_ == cls,
-                             seed_index=s, delta=None, min_purity=it.min_purity,
+                             seed_index=s, delta=None, min_purity=it.min_purity_,
                              feature_shape=it.feature_shape_)
         assert s in set(region.members.tolist())
         assert (region.seed_values >= 0).all()

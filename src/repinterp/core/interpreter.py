@@ -347,11 +347,13 @@ class RepresentativeInterpreter:
         weights, biases = store.lift(b.weights, b.biases)
         return Boundaries(weights, biases, b.points, b.pairs), values, seed_values
 
-    def _min_purity(self) -> float | None:
-        """:attr:`min_purity`, with ``"auto"`` resolved by the head's verdict."""
+    @property
+    def min_purity_(self) -> float | None:
+        """The greedy's purity stop in use: :attr:`min_purity`, with ``"auto"`` resolved by
+        the fitted head's verdict (0.999 for tangent boundaries, else 0.995)."""
         if self.min_purity != "auto":
             return None if self.min_purity is None else float(self.min_purity)
-        return TANGENT_MIN_PURITY if self.network_.approximate else MIN_PURITY
+        return TANGENT_MIN_PURITY if self._fitted().network_.approximate else MIN_PURITY
 
     def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                 cls: int, same: torch.Tensor, index: int | None, delta: int | None,
@@ -362,7 +364,7 @@ class RepresentativeInterpreter:
         should keep."""
         return make_region(dense_candidates(b, values, seed_values), self.predictions_,
                            cls, same, seed_index=index, delta=delta,
-                           min_purity=self._min_purity(),
+                           min_purity=self.min_purity_,
                            feature_shape=self._shape(),
                            approximate=self.network_.approximate, logic=logic,
                            stacklevel=5)
