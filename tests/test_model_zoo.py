@@ -239,7 +239,7 @@ def test_hugging_face_classifiers_through_hooks(family, layer):
     """torch.fx cannot trace Hugging Face's classifiers: the split runs the model with
     hooks (its verdict says so), suggested at the last block, and its boundaries are
     still tangent planes at points where the top two classes tie (float64)."""
-    from torchvision_matrix import diversify
+    from torchvision_matrix import check_boundaries_at_points, diversify
     torch.manual_seed(0)
     model = _hf_models()[family]().double().eval()
     x = torch.randn(40, 3, 32, 32, dtype=torch.float64,
@@ -255,14 +255,7 @@ def test_hugging_face_classifiers_through_hooks(family, layer):
                        region.members.sort().values)
     heat = it.heatmap(region, x[:2])
     assert heat.shape == (2, 32, 32) and torch.isfinite(heat).all()
-    head, shape = it.network_.head, it.network_.feature_shape
-    for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(), region.boundary_points,
-                              strict=True):
-        z = p.clone().requires_grad_(True)
-        out = head(z.view(1, *shape))[0]
-        assert float((out[c1] - out[c2]).detach().abs()) < 1e-5
-        (g,) = torch.autograd.grad(out[c1] - out[c2], z)
-        torch.testing.assert_close(w, g, rtol=1e-9, atol=1e-9 * float(g.abs().max()))
+    check_boundaries_at_points(it, region)
     for name, mod in model.named_modules():    # the user's model keeps no hook
         assert not mod._forward_hooks, name
 

@@ -7,7 +7,15 @@ import importlib.util
 
 import pytest
 import torch
-from torchvision_matrix import MATRIX, TIMM_MATRIX, build, diversify, table, verdict
+from torchvision_matrix import (
+    MATRIX,
+    TIMM_MATRIX,
+    build,
+    check_boundaries_at_points,
+    diversify,
+    table,
+    verdict,
+)
 
 from repinterp import RepresentativeInterpreter, head_verdict, split_model
 
@@ -48,15 +56,7 @@ def test_boundaries_are_exact_or_tangent_at_their_points(name, layer, size, mode
     heat = it.heatmap(region, x[:2])
     assert heat.shape == (2, size, size) and torch.isfinite(heat).all()
     assert float(heat.min()) >= 0 and float(heat.max()) <= 1
-    head, shape = it.network_.head, it.network_.feature_shape
-    for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(), region.boundary_points,
-                              strict=True):
-        z = p.clone().requires_grad_(True)
-        out = head(z.view(1, *shape))[0]
-        top2 = out.detach().topk(2).values
-        assert float(top2[0] - top2[1]) < 1e-5              # on the decision boundary
-        (g,) = torch.autograd.grad(out[c1] - out[c2], z)
-        torch.testing.assert_close(w, g, rtol=1e-9, atol=1e-9 * float(g.abs().max()))
+    check_boundaries_at_points(it, region)
 
 
 def test_readme_table_is_the_matrix():

@@ -89,6 +89,21 @@ def diversify(model: nn.Module, images: torch.Tensor) -> nn.Module:
     return model
 
 
+def check_boundaries_at_points(it, region) -> None:
+    """Each boundary of ``region`` (float64) passes through its point on the decision
+    surface (top-2 margin about 0) with normal = the margin's gradient there: exact for
+    piecewise-linear heads, the tangent plane for smooth ones."""
+    head, shape = it.network_.head, it.network_.feature_shape
+    for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(), region.boundary_points,
+                              strict=True):
+        z = p.clone().requires_grad_(True)
+        out = head(z.view(1, *shape))[0]
+        top2 = out.detach().topk(2).values
+        assert float(top2[0] - top2[1]) < 1e-5              # on the decision boundary
+        (g,) = torch.autograd.grad(out[c1] - out[c2], z)
+        torch.testing.assert_close(w, g, rtol=1e-9, atol=1e-9 * float(g.abs().max()))
+
+
 def table(rows: list[tuple[str, str, str]], source: str = "torchvision") -> str:
     """Markdown table of (model, layer, verdict) rows."""
     lines = [f"| {source} model | split at | boundaries |", "|---|---|---|"]

@@ -367,13 +367,19 @@ class HeadVerdict:
         (:attr:`LayerInfo.problem`)."""
         return "tangent" if self.kind == NOT_PIECEWISE_LINEAR else "exact"
 
+    @property
+    def untraced(self) -> bool:
+        """True for a head :mod:`torch.fx` could not trace (:class:`HookedHead`): its
+        operations were not looked at."""
+        return bool(self.reasons) and self.reasons[0].startswith("untraced")
+
     def describe(self) -> str:
         if self.kind == PIECEWISE_LINEAR:
             return "exact: piecewise linear"
         if self.kind == AFFINE:
             return "exact: affine head, every region is a whole class (uninformative)"
         more = f" and {len(self.reasons) - 1} more" if len(self.reasons) > 1 else ""
-        if self.reasons[0].startswith("untraced"):
+        if self.untraced:
             return f"tangent: {self.reasons[0]}, the head run through hooks"
         return f"tangent: smooth, {self.reasons[0]}{more}"
 
@@ -606,9 +612,8 @@ def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str 
                      if kind(b) in (PIECEWISE_LINEAR, NOT_PIECEWISE_LINEAR)), None)
 
     choice = pick("", model)
-    untraced = choice is not None and isinstance(info[choice].verdict, HeadVerdict) and \
-        info[choice].describe().startswith("tangent: untraced")
-    if untraced:                  # no graph to look at (Hugging Face): the last block
+    verdict = info[choice].verdict if choice is not None else None
+    if verdict is not None and verdict.untraced:    # no graph (Hugging Face): last block
         return last_block(outermost=True) or choice
     if choice is None or kind(choice) == NOT_PIECEWISE_LINEAR:
         # a transformer with a convolutional stem (Swin's or BEiT's patch embedding,
