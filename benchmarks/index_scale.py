@@ -85,7 +85,12 @@ import json, sys, time
 sys.path.insert(0, sys.argv[2])
 from real_size import PeakMemory
 from repinterp.app.index import load_index
+from repinterp.core.index import IndexWorker
+from repinterp.demo.data import load_fashion_mnist
+from repinterp.demo.models import load_demo_model
 engine = sys.argv[3]
+model, _ = load_demo_model(progress=False)
+query = load_fashion_mnist("test")[0][5:6].flip(3)        # an image outside the index
 with PeakMemory() as mem:
     t = time.perf_counter()
     loaded = load_index(sys.argv[1], engine=engine, workers=2)
@@ -94,12 +99,21 @@ with PeakMemory() as mem:
     t = time.perf_counter()
     summary = index.summarize(coverage=0.9, max_regions=6)
     summary_s = time.perf_counter() - t
+    steps = getattr(index, "steps", None)
+    worker = IndexWorker(model, index.layer, index.bank)
+    t = time.perf_counter()
+    region = index.explain(worker.rows(query))         # one forward, then the greedy
+    explain_s = time.perf_counter() - t
+    usage = loaded.groups.usage() if loaded.groups is not None else None
     loaded.close()
 print(json.dumps({"engine": engine, "n": len(index), "load_s": load_s,
                   "summary_s": summary_s, "regions": len(summary.regions),
+                  "greedy_steps": steps, "explain_outside_s": explain_s,
+                  "explain_outside_size": region.size,
                   "members": [r.members[:20].tolist() for r in summary.regions],
                   "driver_peak_bytes": mem.peak[0] - mem.before[0],
-                  "driver_peak_anon_bytes": mem.peak[1] - mem.before[1]}))
+                  "driver_peak_anon_bytes": mem.peak[1] - mem.before[1],
+                  "workers": usage}))
 """
 
 
@@ -111,23 +125,30 @@ def main() -> None:
     p.add_argument("--engines", default="local,ray", help="where summarize --index runs "
                    "its greedy: in the driver (local) or on 2 Ray actors holding the rows")
     p.add_argument("--out", default=None)
+    p.add_argument("--keep", default=None, help="build the indexes in this folder and "
+                   "keep them (a later run reuses an index that is complete)")
     a = p.parse_args()
     model, _ = load_demo_model(progress=False)
     res = {"bank": a.bank, "rows": []}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = a.keep or scratch
         for n in [int(v) for v in a.sizes.split(",")]:
             source = AugmentedFashion(n)
             batch = 256
-            bare = bare_forward(model, source, batch)
-            out = Path(tmp) / f"idx{n}"
-            start = time.perf_counter()
-            build_index(model, "features", source, out, bank=a.bank, progress=False,
-                        batch_size=batch, shard_size=16384)
-            local = time.perf_counter() - start
-            row = {"n": n, "bare_forward_s": bare, "index_local_s": local,
-                   "local_over_bare": local / bare,
-                   "disk_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file())}
-            if n == a.ray_n:
+            out = Path(tmp) / f"idx{n}-bank{a.bank}"
+            row: dict = {"n": n}
+            if (out / "manifest.json").exists():          # kept from an earlier run
+                row["index_reused"] = str(out)
+            else:
+                bare = bare_forward(model, source, batch)
+                start = time.perf_counter()
+                build_index(model, "features", source, out, bank=a.bank, progress=False,
+                            batch_size=batch, shard_size=16384)
+                local = time.perf_counter() - start
+                row.update(bare_forward_s=bare, index_local_s=local,
+                           local_over_bare=local / bare)
+            row["disk_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+            if n == a.ray_n and "index_local_s" in row:
                 import ray
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
                 try:
@@ -152,8 +173,8 @@ def main() -> None:
             row.pop("members")
             res["rows"].append(row)
             print(json.dumps(row), flush=True)
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=2))
+            if a.out:                                   # after each size: long runs
+                Path(a.out).write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

@@ -149,7 +149,15 @@ def test_build_load_resume_and_mismatches(tmp_path, npy_source):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["items"] == 230 and manifest["bank"] == 40 and manifest["version"] == 1
     loaded = load_index(out, model)
-    assert loaded.items == list(range(230)) and len(loaded.index) == 230
+    assert list(loaded.items) == list(range(230)) and len(loaded.index) == 230
+    # names and items are read from the shards when asked for, in any order
+    names = [loaded.names[i] for i in range(230)]
+    assert len(set(names)) == 230 and names == npy_source.read(0, 230)[2]
+    order = np.random.default_rng(0).permutation(230)
+    assert loaded.names.take(order) == [names[i] for i in order]
+    assert loaded.names[-1] == names[229] and loaded.names[48:52] == names[48:52]
+    with pytest.raises(IndexError):
+        loaded.names[230]
     # the same rows as one pass of the worker over every image
     whole = IndexWorker(model, "2", loaded.index.bank).rows(npy_source.read(0, 230)[0])
     assert torch.equal(loaded.index.rows.predictions, whole.predictions)

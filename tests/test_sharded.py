@@ -8,7 +8,7 @@ from nets import tiny_cnn, tiny_images
 
 from repinterp import RepresentativeInterpreter
 from repinterp.core.index import IndexWorker, RegionIndex, sample_bank
-from repinterp.core.sharded import ShardedIndex
+from repinterp.core.sharded import ShardedIndex, local_groups
 
 FIELDS = ("predicted_class", "weights", "biases", "boundary_points", "pairs", "delta",
           "min_delta", "members", "member_distances", "purity", "seed_index",
@@ -33,6 +33,20 @@ def same_region(a, b):
             assert torch.equal(va, vb), f
         else:
             assert va == vb, f
+
+
+def test_a_row_sent_to_the_driver_is_one_row(index):
+    """A group answers a row query with that row alone: a slice of its rows would be a
+    view, and pickling a view (Ray's transfer to the driver) sends every row of the
+    group, which made the driver's memory grow with N (issue 22)."""
+    import pickle
+    ix, _, _ = index
+    group = local_groups(ix.rows, len(ix.bank))[0]
+    row = group.row(350)
+    assert torch.equal(row.values, ix.rows.values[350:351])
+    assert torch.equal(row.signs, ix.rows.signs[350:351])
+    assert len(pickle.dumps(row)) * 20 < len(pickle.dumps(group.rows))
+    assert group.row(700) is None and group.row(-1) is None
 
 
 @pytest.mark.parametrize("groups", [1, 2, 3, 7])

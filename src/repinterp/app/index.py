@@ -31,7 +31,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -441,9 +441,22 @@ class _RowGroupActor:
         parts = [_read_shard(_shard_path(Path(out), k), bank, s)[2]
                  for k, s in zip(shards, sums, strict=True)]
         self.group = RowGroup(offset, IndexRows.cat(parts), bank)
+        self.seconds: dict[str, float] = {}
 
     def run(self, name: str, *args):
-        return getattr(self.group, name)(*args)
+        import time
+        start = time.perf_counter()
+        try:
+            return getattr(self.group, name)(*args)
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def usage(self) -> dict:
+        """For the record: this worker's rows, peak resident memory (bytes) and the
+        seconds spent per method."""
+        import resource
+        return {"rows": self.group.n, "seconds": dict(self.seconds),
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
     def where(self) -> tuple[str, int]:
         """The node and process this actor runs in."""
@@ -464,12 +477,11 @@ class RayGroups:
     with the same regions."""
 
     def __init__(self, out: Path, manifest: dict, bank_size: int, workers: int,
-                 address: str | None):
+                 address: str | None, counts: list[int]):
         try:
             import ray
         except ImportError:
             raise UserError("engine='ray' needs Ray: pip install 'repinterp[ray]'") from None
-        import pyarrow.parquet as pq
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
@@ -478,7 +490,6 @@ class RayGroups:
             else:
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         shards = math.ceil(manifest["items"] / manifest["shard_size"])
-        counts = [pq.read_metadata(_shard_path(out, k)).num_rows for k in range(shards)]
         cuts = np.linspace(0, shards, min(workers, shards) + 1).round().astype(int)
         actor = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=1)(_RowGroupActor)
         self.actors = []
@@ -525,6 +536,10 @@ class RayGroups:
                 ref = None
         raise UserError("a Ray worker holding index rows did not come back in 3 minutes")
 
+    def usage(self) -> list[dict]:
+        """Each worker's :meth:`_RowGroupActor.usage` (benchmarks)."""
+        return self.ray.get([a.usage.remote() for a in self.actors])
+
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a)
@@ -539,8 +554,8 @@ class LoadedIndex:
     manifest."""
 
     index: RegionIndex | Any
-    items: list[int]
-    names: list[str]
+    items: Sequence[int]
+    names: Sequence[str]
     manifest: dict
     checked: ImageSource | None = field(default=None, repr=False)
     groups: RayGroups | None = field(default=None, repr=False)
@@ -594,29 +609,80 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
         checked = ImageSource(**manifest["data"])
         _check_source(out, manifest, checked)
     meta = {"seed": manifest["seed"], "index": str(out)}
+    paths = [_shard_path(out, k) for k in range(shards)]
     if engine == "ray":
-        names, all_items = [], []
-        for k in range(shards):
-            items, nm = _read_names(_shard_path(out, k))
+        counts = []
+        for k, path in enumerate(paths):       # one shard's items at a time: checked, dropped
+            items = _read_column(path, "item")
             _check_items(out, k, items, manifest["shard_size"])
-            names += nm
-            all_items += items
-        groups = RayGroups(out, manifest, len(bank), workers, ray_address)
+            counts.append(len(items))
+        groups = RayGroups(out, manifest, len(bank), workers, ray_address, counts)
         from ..core.sharded import ShardedIndex
-        sharded = ShardedIndex(bank, tuple(manifest["feature_shape"]), groups,
-                               layer=manifest["layer"], meta=meta,
-                               classes=manifest["classes"])
-        return LoadedIndex(sharded, all_items, names, manifest, checked, groups)
-    parts, names, all_items = [], [], []
-    for k in range(shards):
-        items, nm, rows = _read_shard(_shard_path(out, k), len(bank), str(sums[k]))
-        _check_items(out, k, items, manifest["shard_size"])
-        parts.append(rows)
-        names += nm
-        all_items += items
-    index = RegionIndex(bank, IndexRows.cat(parts), tuple(manifest["feature_shape"]),
-                        layer=manifest["layer"], meta=meta)
-    return LoadedIndex(index, all_items, names, manifest, checked)
+        index: RegionIndex | Any = ShardedIndex(
+            bank, tuple(manifest["feature_shape"]), groups, layer=manifest["layer"],
+            meta=meta, classes=manifest["classes"])
+    else:
+        groups, parts, counts = None, [], []
+        for k, path in enumerate(paths):
+            items, _, rows = _read_shard(path, len(bank), str(sums[k]))
+            _check_items(out, k, items, manifest["shard_size"])
+            parts.append(rows)
+            counts.append(len(items))
+        index = RegionIndex(bank, IndexRows.cat(parts), tuple(manifest["feature_shape"]),
+                            layer=manifest["layer"], meta=meta)
+    return LoadedIndex(index, ShardColumn(paths, counts, "item"),
+                       ShardColumn(paths, counts, "name"), manifest, checked, groups)
+
+
+class ShardColumn(Sequence):
+    """One column of an index's shards (``"name"`` or ``"item"``) in row order, read from
+    the shards when asked for: a summary's driver does not hold the names of millions of
+    images. :meth:`take` reads each shard it needs once; single lookups keep the last
+    few shards read."""
+
+    def __init__(self, paths: list[Path], counts: list[int], column: str, keep: int = 4):
+        self.paths, self.column, self.keep = list(paths), column, keep
+        self.starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self._read: dict[int, list] = {}
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _shard(self, k: int) -> list:
+        if k not in self._read:
+            if len(self._read) >= self.keep:
+                self._read.pop(next(iter(self._read)))
+            self._read[k] = _read_column(self.paths[k], self.column)
+        return self._read[k]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.take(range(*i.indices(len(self))))
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} out of range for {len(self)} indexed images")
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self._shard(k)[i - int(self.starts[k])]
+
+    def take(self, indices) -> list:
+        """The values at ``indices`` (any order), each shard read once."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"rows out of range for {len(self)} indexed images")
+        shard = np.searchsorted(self.starts, idx, side="right") - 1
+        out: list = [None] * len(idx)
+        order = np.argsort(shard, kind="stable")
+        bounds = np.searchsorted(shard[order], np.arange(len(self.paths) + 1))
+        for k in range(len(self.paths)):
+            sel = order[bounds[k]:bounds[k + 1]]
+            if len(sel):
+                values = self._shard(k)
+                for j, r in zip(sel.tolist(), (idx[sel] - self.starts[k]).tolist(),
+                                strict=True):
+                    out[j] = values[r]
+        return out
 
 
 def _check_items(out: Path, k: int, items: list[int], shard_size: int) -> None:
@@ -626,13 +692,13 @@ def _check_items(out: Path, k: int, items: list[int], shard_size: int) -> None:
                         "shard or twice the same row; delete it and resume")
 
 
-def _read_names(path: Path) -> tuple[list[int], list[str]]:
-    """A shard's items and names only (its rows are read where they are used; their
-    bytes are checked there)."""
+def _read_column(path: Path, column: str) -> list:
+    """One column of a shard (its rows are read where they are used; their bytes are
+    checked there)."""
     import pyarrow.parquet as pq
     try:
-        t = pq.read_table(path, columns=["item", "name"])
+        t = pq.read_table(path, columns=[column])
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
         raise UserError(f"the index shard {path} is corrupt ({first_line(exc)}); delete it "
                         "and run `repinterp index` again to rebuild it") from exc
-    return t.column("item").to_pylist(), t.column("name").to_pylist()
+    return t.column(column).to_pylist()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +30,9 @@ from .stats import (
     summary_dict,
 )
 
-__all__ = ["THUMBNAIL", "Query", "colour_bar_css", "header_facts", "heat_uri", "membership_rows",
-           "overlay", "short_name", "thumbnail", "write_memberships", "write_report"]
+__all__ = ["THUMBNAIL", "Query", "colour_bar_css", "header_facts", "heat_uri",
+           "membership_blocks", "membership_rows", "overlay", "short_name", "thumbnail",
+           "write_memberships", "write_report"]
 
 _JET = colormaps["jet"]
 #: Displayed thumbnail size in CSS pixels; embedded images are at most 128 px.
@@ -233,52 +234,76 @@ class Query:
     violated: int = 0
 
 
-def membership_rows(summary: Summary, names: Sequence[str] | None = None,
-                    predictions: torch.Tensor | None = None,
-                    labels: torch.Tensor | None = None,
-                    numbers: Sequence[int] | None = None) -> dict[str, list]:
-    """Every (region, member) pair as columns: ``image`` (name), ``index``,
-    ``predicted``, ``label`` (-1 unknown or none), ``region`` (1-based, the report's
-    numbering, ``numbers`` when given), ``logic``, ``rank`` (1 = nearest the seed) and
-    ``distance``."""
-    cols: dict[str, list] = {k: [] for k in ("image", "index", "predicted", "label",
-                                             "region", "logic", "rank", "distance")}
+#: The memberships' columns, in file order
+MEMBER_COLUMNS = ("image", "index", "predicted", "label", "region", "logic", "rank",
+                  "distance")
+
+
+def membership_blocks(summary: Summary, names: Sequence[str] | None = None,
+                      predictions: torch.Tensor | None = None,
+                      labels: torch.Tensor | None = None,
+                      numbers: Sequence[int] | None = None) -> Iterator[dict[str, list]]:
+    """Every (region, member) pair as columns, one block per region: ``image`` (name),
+    ``index``, ``predicted``, ``label`` (-1 unknown or none), ``region`` (1-based, the
+    report's numbering, ``numbers`` when given), ``logic``, ``rank`` (1 = nearest the
+    seed) and ``distance``. ``names`` may be read lazily: a ``take(indices)`` method is
+    used when it has one (one read per shard of an index, not one per member)."""
     numbers = list(numbers) if numbers is not None else \
         list(range(1, len(summary.regions) + 1))
     for number, region in zip(numbers, summary.regions, strict=True):
         idx = region.members.tolist()
-        cols["image"] += [names[i] if names else f"#{i}" for i in idx]
-        cols["index"] += idx
-        cols["predicted"] += (predictions[region.members].tolist() if predictions is not None
-                              else [region.predicted_class] * len(idx))
-        cols["label"] += (labels[region.members].tolist() if labels is not None
-                          else [-1] * len(idx))
-        cols["region"] += [number] * len(idx)
-        cols["logic"] += [-1 if region.logic is None else region.logic] * len(idx)
-        cols["rank"] += list(range(1, len(idx) + 1))
-        cols["distance"] += [float(d) for d in region.member_distances]
+        n = len(idx)
+        if names is None:
+            image = [f"#{i}" for i in idx]
+        else:
+            take = getattr(names, "take", None)
+            image = take(idx) if take is not None else [names[i] for i in idx]
+        yield {"image": image, "index": idx,
+               "predicted": (predictions[region.members].tolist() if predictions is not None
+                             else [region.predicted_class] * n),
+               "label": (labels[region.members].tolist() if labels is not None
+                         else [-1] * n),
+               "region": [number] * n,
+               "logic": [-1 if region.logic is None else region.logic] * n,
+               "rank": list(range(1, n + 1)),
+               "distance": region.member_distances.double().tolist()}
+
+
+def membership_rows(summary: Summary, names: Sequence[str] | None = None,
+                    predictions: torch.Tensor | None = None,
+                    labels: torch.Tensor | None = None,
+                    numbers: Sequence[int] | None = None) -> dict[str, list]:
+    """:func:`membership_blocks` of every region as one set of columns."""
+    cols: dict[str, list] = {k: [] for k in MEMBER_COLUMNS}
+    for block in membership_blocks(summary, names, predictions, labels, numbers):
+        for k in cols:
+            cols[k] += block[k]
     return cols
 
 
-def write_memberships(out_dir: str | Path, cols: dict[str, list]) -> None:
-    """``members.csv`` and ``members.parquet`` of :func:`membership_rows`, atomically."""
+def write_memberships(out_dir: str | Path, blocks: Iterable[dict[str, list]]) -> None:
+    """``members.csv`` and ``members.parquet`` of :func:`membership_blocks`, atomically,
+    written block by block (the memberships of a summary of millions of images are
+    never held at once)."""
     import csv
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out_dir = Path(out_dir)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(list(cols))
-    writer.writerows(zip(*cols.values(), strict=True))
-    write_text(out_dir / "members.csv", buf.getvalue())
-    table = pa.table({"image": pa.array(cols["image"], pa.string()),
-                      **{k: pa.array(cols[k], pa.int64()) for k in
-                         ("index", "predicted", "label", "region", "logic", "rank")},
-                      "distance": pa.array(cols["distance"], pa.float64())})
-    with atomic_path(out_dir / "members.parquet") as tmp:
-        pq.write_table(table, tmp)
+    schema = pa.schema([("image", pa.string()),
+                        *[(k, pa.int64()) for k in MEMBER_COLUMNS[1:-1]],
+                        ("distance", pa.float64())])
+    with atomic_path(out_dir / "members.csv") as csv_tmp, \
+            atomic_path(out_dir / "members.parquet") as pq_tmp, \
+            open(csv_tmp, "w", newline="", encoding="utf-8") as fh, \
+            pq.ParquetWriter(pq_tmp, schema) as parquet:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(MEMBER_COLUMNS)
+        for block in blocks:
+            writer.writerows(zip(*(block[k] for k in MEMBER_COLUMNS), strict=True))
+            parquet.write_table(pa.table({k: block[k] for k in MEMBER_COLUMNS},
+                                         schema=schema))
 
 
 def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
@@ -313,6 +338,7 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
+    shown_names = _shown_names(names, summary, max_members, far)
 
     def member_heat(region: Region, idx: torch.Tensor) -> torch.Tensor:
         if reference_heatmap is not None:
@@ -320,14 +346,14 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
         return heatmap(region, images[idx])
 
     def caption(i: int) -> tuple[str, str]:
-        name = names[i] if names else f"#{i}"
+        name = shown_names[i] if shown_names else f"#{i}"
         return name, short_name(name)
 
     # the statistics first (the closest members' heat maps among them), then rendering
     closest = [member_heat(r, r.members[:top]) if r.size else torch.zeros(0)
                for r in summary.regions]
-    data = summary_dict(summary, class_names, stats, names=names, meta=meta, labels=labels,
-                        top_heat=closest, numbers=numbers)
+    data = summary_dict(summary, class_names, stats, names=shown_names, meta=meta,
+                        labels=labels, top_heat=closest, numbers=numbers)
 
     def tiles(region: Region, idx: torch.Tensor,
               heat: torch.Tensor | None = None) -> list[dict]:
@@ -417,10 +443,39 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
         rules={"purity": FLAG_HELDOUT_PURITY, "labels": FLAG_LABEL_ACCURACY,
                "heat": FLAG_HEAT_CONCENTRATION, "hot": HOT_SHARE})
     write_json(out_dir / "summary.json", data)
-    write_memberships(out_dir, membership_rows(summary, names, predictions, labels,
-                                               numbers))
+    write_memberships(out_dir, membership_blocks(summary, names, predictions, labels,
+                                                 numbers))
     write_text(out_dir / "report.html", html)
     return out_dir / "report.html"
+
+
+class _Shown(dict):
+    """Names looked up in one pass (a lazy column's :meth:`take`), the rest on demand."""
+
+    def __init__(self, names, looked: dict):
+        super().__init__(looked)
+        self.names = names
+
+    def __missing__(self, i: int) -> str:
+        return self.names[i]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __bool__(self) -> bool:
+        return len(self.names) > 0
+
+
+def _shown_names(names, summary: Summary, max_members: int, far: int):
+    """``names``, or, for names read lazily (``take``), the names of the members a report
+    shows (each region's first ``max_members`` and last ``far``) read in one pass."""
+    take = getattr(names, "take", None)
+    if take is None:
+        return names
+    idx = sorted({i for r in summary.regions
+                  for part in (r.members[:max_members], r.members[max(0, r.size - far):])
+                  for i in part.tolist()})
+    return _Shown(names, dict(zip(idx, take(idx), strict=True)))
 
 
 def _script_json(obj) -> str:

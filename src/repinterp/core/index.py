@@ -148,6 +148,11 @@ class IndexRows:
         return IndexRows(*(getattr(self, f)[start:end] for f in
                            ("predictions", "margins", "signs", "values")))
 
+    def clone(self) -> IndexRows:
+        """These rows in storage of their own (a slice shares its parent's)."""
+        return IndexRows(*(getattr(self, f).clone() for f in
+                           ("predictions", "margins", "signs", "values")))
+
     @classmethod
     def cat(cls, parts: list[IndexRows]) -> IndexRows:
         return cls(*(torch.cat([getattr(p, f) for p in parts])

@@ -53,9 +53,11 @@ class RowGroup:
         return self.n
 
     def row(self, index: int) -> IndexRows | None:
-        """The row of image ``index`` (global), or None when it is not in this group."""
+        """The row of image ``index`` (global), or None when it is not in this group.
+        A copy: a slice is a view, and pickling a view (to send it to the driver) sends
+        its whole storage, every row of the group."""
         i = index - self.offset
-        return self.rows.slice(i, i + 1) if 0 <= i < self.n else None
+        return self.rows.slice(i, i + 1).clone() if 0 <= i < self.n else None
 
     def class_counts(self, classes: int) -> np.ndarray:
         return np.bincount(self.rows.predictions.numpy(), minlength=classes)
