@@ -570,3 +570,32 @@ def test_an_inplace_op_on_the_heads_input_changes_nothing_stored(images):
     torch.testing.assert_close(interp.features_, fresh, rtol=0, atol=0)
     region = interp.explain(0)
     assert region.size >= 1
+
+
+def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time():
+    """Issue 22: the summary's boundary searches of every class share their head passes
+    (fewer, larger passes: a GPU's latency, not its work); each region is the one the
+    class-by-class peel finds, seed by seed (float64: to the rounding of a batch)."""
+    from repinterp.core.summary import peel
+    net = tiny_cnn(4, classes=5)
+    it = RepresentativeInterpreter(net, "2", num_boundaries=12, seed=1,
+                                   progress=False).fit(tiny_images(4, 400))
+    passes = []
+    hook = it.store_.rest.register_forward_hook(lambda m, i, o: passes.append(len(o)))
+    try:
+        together = it.summarize(coverage=0.9, max_regions=4)
+        n_together, rows_together = len(passes), sum(passes)
+        passes.clear()
+        alone = peel(it.predictions_, it.margins_, it.explain, 0.9, 4)
+    finally:
+        hook.remove()
+    assert len(together.classes) == 5 and len(together.regions) >= 9
+    for a, b in zip(together.regions, [r for c in alone for r in c.regions], strict=True):
+        assert torch.equal(a.members, b.members) and a.seed_index == b.seed_index
+        torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=1e-10)
+        torch.testing.assert_close(a.member_distances, b.member_distances)
+    assert [(c.n_images, c.covered) for c in together] == [(c.n_images, c.covered)
+                                                           for c in alone]
+    # the same head rows, in less than half as many passes
+    assert 2 * n_together < len(passes)
+    assert rows_together <= sum(passes) + len(together.regions)

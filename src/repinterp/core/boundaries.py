@@ -70,25 +70,37 @@ def boundaries_at(head: nn.Module, points: torch.Tensor, shape: tuple[int, ...],
     return Boundaries(w, b, points.detach(), torch.stack([c1, c2], 1))
 
 
-def _margin_of(logits: torch.Tensor, cls: int) -> torch.Tensor:
-    """``G_cls - max_{c != cls} G_c`` of logits ``[n, K]``: > 0 where ``cls`` wins."""
+def _margin_of(logits: torch.Tensor, cls: int | torch.Tensor) -> torch.Tensor:
+    """``G_cls - max_{c != cls} G_c`` of logits ``[n, K]``: > 0 where ``cls`` wins
+    (``cls`` one class, or one per row ``[n]``)."""
+    if isinstance(cls, torch.Tensor):
+        own = cls[:, None].to(logits.device)
+        return logits.gather(1, own)[:, 0] - logits.scatter(1, own, -torch.inf).max(1).values
     others = logits.clone()
     others[:, cls] = -torch.inf
     return logits[:, cls] - others.max(1).values
 
 
-def _margin(head: nn.Module, z: torch.Tensor, shape: tuple[int, ...], cls: int
-            ) -> torch.Tensor:
+def _margin(head: nn.Module, z: torch.Tensor, shape: tuple[int, ...],
+            cls: int | torch.Tensor) -> torch.Tensor:
     """:func:`_margin_of` at points ``[n, D]``."""
     return _margin_of(_logits(head, z, shape), cls)
 
 
 @torch.no_grad()
-def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor, cls: int,
-                    shape: tuple[int, ...], *, max_iter: int = 40, tol: float = 1e-5,
-                    target_logits: torch.Tensor | None = None) -> torch.Tensor:
+def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor,
+                    cls: int | torch.Tensor, shape: tuple[int, ...], *, max_iter: int = 40,
+                    tol: float = 1e-5, target_logits: torch.Tensor | None = None,
+                    owner: torch.Tensor | None = None) -> torch.Tensor:
     """For every segment ``origin -> targets[q]``, the position ``t [Q, 1]`` of the last
     point still classified ``cls``: a point on the decision boundary.
+
+    Several seeds' searches share the head passes: ``origin [k, D]`` holds ``k`` seeds,
+    ``owner [Q]`` the seed of each segment (default: all the first) and ``cls`` their
+    classes (an int, or ``[k]``). Each segment's result is the one a search of its seed
+    alone finds (its tolerance and noise floor are its own seed's); a summary searches
+    the seeds of every class at once (:meth:`RepresentativeInterpreter.summarize`), so
+    that a GPU runs a few large head passes instead of many small ones.
 
     Along a segment the margin ``m(t) = G_cls - max_{c != cls} G_c`` is piecewise linear
     in ``t`` for a PL head, so the search is *regula falsi* on the bracket ``[lo, hi]``
@@ -101,7 +113,8 @@ def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor
     zero to the precision the head is evaluated in, and a further step only follows the
     noise), when no float ``t`` is left between ``lo`` and ``hi`` (the noise jumps by
     more than that between neighbouring points), or after ``max_iter`` steps; ``tol`` is
-    raised to ``64 eps max|G(origin)|``.
+    raised to ``64 eps max|G(origin)|``. One host synchronisation per pass (the list of
+    unfinished segments).
     ``target_logits`` (``G`` at the targets, when already known) saves the first pass.
     Departure from the lineage: bisection there (about 40 head passes). Measured on
     resnet50 at 224x224 in float32 (``docs/performance.md``): 19 passes for 50 segments,
@@ -109,17 +122,23 @@ def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor
     ``max_iter`` (a float32 resnet50 head's margin is noisy at about ``3e-4`` for logits
     of size 8, about ``300 eps``; checked against the same head in float64).
     """
-    direction = targets - origin
     n = len(targets)
+    if owner is None:
+        owner = torch.zeros(n, dtype=torch.long, device=origin.device)
+    owner = owner.to(origin.device)
+    seg_cls = (cls.to(origin.device)[owner] if isinstance(cls, torch.Tensor)
+               else torch.full((n,), int(cls), dtype=torch.long, device=origin.device))
+    start = origin[owner]
+    direction = targets - start
     lo = torch.zeros(n, dtype=origin.dtype, device=origin.device)
     hi = torch.ones_like(lo)
     at_origin = _logits(head, origin, shape)
     # below the rounding floor of the logits a margin is noise: never ask for less
-    floor = torch.finfo(origin.dtype).eps * float(at_origin.abs().max())
-    tol, noise = max(tol, 64 * floor), 256 * floor
-    m_lo = _margin_of(at_origin, cls).expand(n).clone()   # true margins at lo
-    m_hi = (_margin(head, targets, shape, cls) if target_logits is None
-            else _margin_of(target_logits.to(m_lo), cls))
+    floor = (torch.finfo(origin.dtype).eps * at_origin.abs().amax(1))[owner]
+    tol_, noise = torch.clamp(64 * floor, min=tol), 256 * floor
+    m_lo = _margin_of(at_origin[owner], seg_cls)           # true margins at lo
+    m_hi = (_margin(head, targets, shape, seg_cls) if target_logits is None
+            else _margin_of(target_logits.to(m_lo), seg_cls))
     w_lo, w_hi = m_lo.clone(), m_hi.clone()        # the secant's (Illinois-weighted) ones
     # a target still classified cls (a tie at the end of the segment): the end is the point
     done = m_hi >= 0
@@ -128,13 +147,13 @@ def bisect_segments(head: nn.Module, origin: torch.Tensor, targets: torch.Tensor
     bisect = torch.zeros(n, dtype=torch.bool, device=origin.device)
     for _ in range(max_iter):
         open_ = torch.nextafter(lo, hi) < hi        # a float t still lies inside
-        act = (~done & open_ & (m_lo >= tol) & (m_lo - m_hi >= noise)).nonzero()[:, 0]
+        act = (~done & open_ & (m_lo >= tol_) & (m_lo - m_hi >= noise)).nonzero()[:, 0]
         if len(act) == 0:
             break
         a, b = lo[act], hi[act]
         t = a + w_lo[act] * (b - a) / (w_lo[act] - w_hi[act])
         t = torch.where(bisect[act] | ~((t > a) & (t < b)), (a + b) / 2, t)
-        m = _margin(head, origin + t[:, None] * direction[act], shape, cls)
+        m = _margin(head, start[act] + t[:, None] * direction[act], shape, seg_cls[act])
         inside = m >= 0
         lo[act], hi[act] = torch.where(inside, t, a), torch.where(inside, b, t)
         m_lo[act] = torch.where(inside, m, m_lo[act])

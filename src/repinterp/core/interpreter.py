@@ -324,11 +324,11 @@ class RepresentativeInterpreter:
                             self.delta if delta is None else delta)
 
     def _candidates(self, index: int | None, z0: torch.Tensor, cls: int,
-                    same: torch.Tensor, q: int
+                    same: torch.Tensor, q: int, sampled: Boundaries | None = None
                     ) -> tuple[Boundaries, torch.Tensor, torch.Tensor]:
         """A seed's candidate boundaries (the bank's first ``q``, or ``q`` sampled by
-        bisection) in feature space, their side values ``[N, q]`` at every reference
-        (working space) and at the seed ``[q]``."""
+        bisection, or ``sampled`` when they already are) in feature space, their side
+        values ``[N, q]`` at every reference (working space) and at the seed ``[q]``."""
         store = self.store_
         if self.bank_ is not None:
             if q > len(self.bank_):
@@ -338,7 +338,7 @@ class RepresentativeInterpreter:
             assert self.bank_values_ is not None    # set with bank_ at fit
             values = self.bank_values_[:, :q]
         else:
-            b = self._sample(z0, cls, same, index, q)
+            b = self._sample(z0, cls, same, index, q) if sampled is None else sampled
             values = store.side_values(b.weights, b.biases)
         # the seed's own values from the same product as everyone's, so that it always
         # lands on the side it is oriented to
@@ -406,19 +406,51 @@ class RepresentativeInterpreter:
                 q: int) -> Boundaries:
         """Bisection sampling (METHOD §1) towards ``q`` random other-class references, in
         the store's working space; the points are returned in feature space."""
-        store = self.store_
-        others = (~same).nonzero()[:, 0]
-        gen = self._rng(2 if index is None else 3 + index)
-        pick = others[torch.randperm(len(others), generator=gen)[:q]].to(self.network_.device)
-        p0 = store.working_rows(index) if index is not None else store.to_working(z0[None])[0]
-        pt = store.working_rows(pick)
-        shape = self._working_shape()
-        t = bisect_segments(store.rest, p0[None], pt, cls, shape,
-                            target_logits=self.logits_[pick])
-        c1 = torch.full((len(pick),), cls, dtype=torch.long, device=pt.device)
-        found = boundaries_at(store.rest, p0 + t * (pt - p0), shape, c1)
-        points = z0 + t.to(z0) * (store.rows(pick) - z0)
-        return Boundaries(found.weights, found.biases, points, found.pairs)
+        return self._sample_many([(z0, cls, same, index, q)])[0]
+
+    def _sample_many(self, seeds: list[tuple[torch.Tensor, int, torch.Tensor, int | None,
+                                             int]]) -> list[Boundaries]:
+        """:meth:`_sample` of several seeds ``(z0, cls, same, index, q)`` with their
+        searches in one set of head passes (:func:`bisect_segments` with one origin per
+        seed) and their boundaries in one backward pass. Each seed draws its targets from
+        its own stream, so its boundaries are those it gets alone (to the float rounding
+        of a larger batch)."""
+        store, shape, device = self.store_, self._working_shape(), self.network_.device
+        picks, origins = [], []
+        for z0, _, same, index, q in seeds:
+            others = (~same).nonzero()[:, 0]
+            gen = self._rng(2 if index is None else 3 + index)
+            picks.append(others[torch.randperm(len(others), generator=gen)[:q]].to(device))
+            origins.append(store.working_rows(index) if index is not None
+                           else store.to_working(z0[None])[0])
+        pick = torch.cat(picks)
+        sizes = [len(p) for p in picks]
+        owner = torch.repeat_interleave(torch.arange(len(seeds), device=device),
+                                        torch.tensor(sizes, device=device))
+        classes = torch.tensor([c for _, c, *_ in seeds], dtype=torch.long, device=device)
+        p0, pt = torch.stack(origins), store.working_rows(pick)
+        t = bisect_segments(store.rest, p0, pt, classes, shape,
+                            target_logits=self.logits_[pick], owner=owner)
+        found = boundaries_at(store.rest, p0[owner] + t * (pt - p0[owner]), shape,
+                              classes[owner])
+        z0s = torch.stack([z0 for z0, *_ in seeds])
+        points = z0s[owner.to(z0s.device)] + t.to(z0s) * (store.rows(pick) -
+                                                          z0s[owner.to(z0s.device)])
+        return [Boundaries(*parts) for parts in zip(
+            *(x.split(sizes) for x in (found.weights, found.biases, points, found.pairs)),
+            strict=True)]
+
+    def _explain_references(self, seeds: list[int]) -> list[Region]:
+        """:meth:`explain` of several reference indices, their boundary searches batched
+        (:meth:`_sample_many`): the summary's seeds of every class at once."""
+        if self.bank_ is not None:
+            return [self.explain(int(i)) for i in seeds]
+        prepared = [self._prepare(int(i), None) for i in seeds]
+        sampled = self._sample_many([(z0, cls, same, index, q)
+                                     for index, z0, cls, same, q in prepared])
+        return [self._region(*self._candidates(*seed, sampled=b), seed[2], seed[3], seed[0],
+                             self.delta)
+                for seed, b in zip(prepared, sampled, strict=True)]
 
     # --- summary -----------------------------------------------------------------
     @exact
@@ -449,7 +481,8 @@ class RepresentativeInterpreter:
                 "separate_logics": bool(separate_logics)}
         if not separate_logics:
             out = peel(self.predictions_, self.margins_, self.explain, coverage,
-                       max_regions, classes, self.progress)
+                       max_regions, classes, self.progress,
+                       explain_many=self._explain_references)
         else:
             wanted = sorted(set(self.predictions_.tolist())) if classes is None \
                 else list(classes)

@@ -143,40 +143,66 @@ class Summary:
 
 def peel(predictions: torch.Tensor, margins: torch.Tensor,
          explain: Callable[[int], Region], coverage: float, max_regions: int,
-         classes: list[int] | None = None, progress: bool = False) -> list[ClassSummary]:
+         classes: list[int] | None = None, progress: bool = False, *,
+         explain_many: Callable[[list[int]], list[Region]] | None = None
+         ) -> list[ClassSummary]:
     """Peel each predicted class into regions: take as seed the remaining image of the
     class with the largest top-2 margin, ``explain`` it, mark every image of the class
     inside its region as covered, and repeat until the covered share reaches
-    ``coverage`` or ``max_regions`` regions were found. Regions come largest first."""
+    ``coverage`` or ``max_regions`` regions were found. Regions come largest first.
+
+    The classes are peeled side by side: each round takes the next seed of every class
+    not yet done, and ``explain_many`` (when given) explains them together (one set of
+    head passes for the boundary searches of every class). A class's regions depend only
+    on its own seeds, so they are those of peeling one class after the other."""
     if not 0 < coverage <= 1:
         raise UserError("coverage must be in (0, 1]")
     if max_regions < 1:
         raise UserError("max_regions must be at least 1")
     wanted = sorted(set(predictions.tolist())) if classes is None else list(classes)
-    out = []
+    many = explain_many or (lambda seeds: [explain(i) for i in seeds])
+    predictions = predictions.cpu()
+    # per class: its images (ascending), which are covered and which are left as seeds;
+    # ``position`` maps an image to its place in its class's list
+    members = {c: (predictions == c).nonzero()[:, 0] for c in wanted}
+    position = torch.zeros(len(predictions), dtype=torch.long)
+    for idx in members.values():
+        position[idx] = torch.arange(len(idx))
+    covered = {c: torch.zeros(len(members[c]), dtype=torch.bool) for c in wanted}
+    left = {c: torch.ones(len(members[c]), dtype=torch.bool) for c in wanted}
+    regions: dict[int, list[Region]] = {c: [] for c in wanted}
+
+    def going(c: int) -> bool:
+        return (len(regions[c]) < max_regions and bool(left[c].any())
+                and int(covered[c].sum()) < coverage * len(members[c]))
+
+    def seed_of(c: int) -> int:
+        """The image left with the largest margin (the first on a tie)."""
+        m = torch.where(left[c], margins.cpu()[members[c]], -torch.inf)
+        return int(members[c][m.argmax()])
+
     found = 0
     with tqdm(total=len(wanted), desc="summary", unit="class", disable=not progress,
               leave=False, dynamic_ncols=True) as bar:
-        for c in wanted:
-            of_class = predictions == c
-            n = int(of_class.sum())
-            covered = torch.zeros_like(of_class)
-            left = of_class.clone()
-            regions: list[Region] = []
-            while (len(regions) < max_regions and left.any()
-                   and int(covered.sum()) < coverage * n):
-                seed = int(torch.where(left, margins, -torch.inf).argmax())
-                region = explain(seed)
-                inside = torch.zeros_like(of_class)
-                inside[region.members] = True
-                covered |= inside & of_class
-                left &= ~inside
-                left[seed] = False
-                regions.append(region)
+        active = [c for c in wanted if going(c)]
+        bar.update(len(wanted) - len(active))
+        while active:
+            seeds = [seed_of(c) for c in active]
+            for c, seed, region in zip(active, seeds, many(seeds), strict=True):
+                inside = region.members.cpu()
+                mine = position[inside[predictions[inside] == c]]
+                covered[c][mine] = True
+                left[c][mine] = False
+                left[c][position[seed]] = False
+                regions[c].append(region)
                 found += 1
-                bar.set_postfix_str(f"{found} regions", refresh=False)
-            bar.update(1)
-            regions.sort(key=lambda r: -r.size)
-            out.append(ClassSummary(cls=int(c), n_images=n, regions=regions,
-                                    covered=int(covered.sum())))
+            bar.set_postfix_str(f"{found} regions", refresh=False)
+            still = [c for c in active if going(c)]
+            bar.update(len(active) - len(still))
+            active = still
+    out = []
+    for c in wanted:
+        regions[c].sort(key=lambda r: -r.size)
+        out.append(ClassSummary(cls=int(c), n_images=len(members[c]), regions=regions[c],
+                                covered=int(covered[c].sum())))
     return out

@@ -1,0 +1,123 @@
+"""Head passes and host synchronisations per region of a summary (issue 22), counted.
+
+    python benchmarks/summary_passes.py [--n 5000] [--out docs/summary-passes.json]
+
+On a GPU a summary's cost is latency: many small head passes, each followed by a host
+synchronisation (the list of unfinished segments of the boundary search). Counted here
+on the CPU, for the cached demo VGG (split at ``features``) and demo ResNet (at
+``layer2``), each fitted on ``n`` training images with the library's defaults and
+summarised as the demo does (coverage 0.9, at most 6 regions per class):
+
+* ``one at a time``: the class-by-class peel, one seed's search after another (the
+  summary before issue 22: :func:`repinterp.core.summary.peel` without ``explain_many``);
+* ``every class at once``: :meth:`RepresentativeInterpreter.summarize`, each round's
+  seeds of every class searched in one set of head passes.
+
+Head passes: calls of the head module (a forward hook), anywhere in the summary. Host
+synchronisations of the boundary search (bisection and the boundaries' gradients, the
+part that runs on the device pass after pass): calls that make the host wait for a
+tensor's value or size (on CUDA a device-to-host copy): ``item``, ``tolist``,
+``bool``/``int``/``float`` of a tensor, ``nonzero``, ``unique``, ``masked_select`` and
+indexing with a boolean mask, counted with a ``TorchFunctionMode``. Not counted: the
+greedy, which runs on the host on bitsets of the side values (one copy of them per
+region). Counts, not times: the same on any machine (the CPU seconds are given too).
+Both paths give the same regions (checked).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from repinterp import RepresentativeInterpreter
+from repinterp.core import interpreter
+from repinterp.core.summary import peel
+from repinterp.demo.data import load_fashion_mnist
+from repinterp.demo.models import DEMO_LAYERS, load_demo_model
+
+#: the boundary search: what runs on the device, pass after pass
+SEARCH = ("bisect_segments", "boundaries_at")
+SYNCING = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__,
+           torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__,
+           torch.Tensor.nonzero, torch.nonzero, torch.Tensor.unique, torch.unique,
+           torch.masked_select, torch.Tensor.masked_select}
+
+
+class CountSyncs(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in SYNCING or _masked(func, args):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _masked(func, args) -> bool:
+    """Indexing with a boolean mask (its result's size is the mask's count)."""
+    if func not in (torch.Tensor.__getitem__, torch.Tensor.__setitem__):
+        return False
+    index = args[1] if isinstance(args[1], tuple) else (args[1],)
+    return any(isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in index)
+
+
+def count(interp, run) -> dict:
+    passes = []
+    syncs = CountSyncs()
+    hook = interp.store_.rest.register_forward_hook(lambda m, i, o: passes.append(len(o)))
+    originals = {name: getattr(interpreter, name) for name in SEARCH}
+
+    def counted(f):
+        def wrapper(*args, **kw):
+            with syncs:
+                return f(*args, **kw)
+        return wrapper
+
+    try:
+        for name, f in originals.items():
+            setattr(interpreter, name, counted(f))
+        start = time.perf_counter()
+        classes = run()
+        seconds = time.perf_counter() - start
+    finally:
+        hook.remove()
+        for name, f in originals.items():
+            setattr(interpreter, name, f)
+    regions = [r for c in classes for r in c.regions]
+    return {"regions": len(regions), "head_passes": len(passes), "head_rows": sum(passes),
+            "search_syncs": syncs.count, "passes_per_region": len(passes) / len(regions),
+            "search_syncs_per_region": syncs.count / len(regions), "seconds_cpu": seconds,
+            "members": [r.members[:10].tolist() for r in regions]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    x, _ = load_fashion_mnist("train")
+    res = {"n": a.n, "rows": []}
+    for arch in ("vgg", "resnet"):
+        model, _ = load_demo_model(arch, progress=False)
+        it = RepresentativeInterpreter(model, DEMO_LAYERS[arch], seed=0,
+                                       progress=False).fit(x[:a.n])
+        alone = count(it, lambda: peel(it.predictions_, it.margins_, it.explain, 0.9, 6))
+        together = count(it, lambda: it.summarize(coverage=0.9, max_regions=6).classes)
+        same = alone.pop("members") == together.pop("members")
+        row = {"model": arch, "one_at_a_time": alone, "every_class_at_once": together,
+               "same_regions": same,
+               "passes_ratio": together["head_passes"] / alone["head_passes"],
+               "search_syncs_ratio": together["search_syncs"] / alone["search_syncs"]}
+        res["rows"].append(row)
+        print(json.dumps(row), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
