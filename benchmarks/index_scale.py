@@ -117,6 +117,32 @@ print(json.dumps({"engine": engine, "n": len(index), "load_s": load_s,
 """
 
 
+def cost_model(rows: list[dict], images: float = 100e6, nodes: int = 16) -> dict:
+    """The summary of ``images`` rows on ``nodes`` workers (one each), extrapolated from
+    the measured Ray runs (the smallest and the largest N): a worker's busy seconds (its
+    share of every greedy step, the seeds' reductions, the members' ranking) and its
+    peak memory are fitted as ``a + b x rows`` through the two runs and taken at
+    ``images / nodes`` rows; the driver's part (the rest of the wall time: a round trip
+    per step, the bank's candidates, the regions) as at the largest N; the number of
+    steps as measured (it is bounded by regions x steps per region, with at most
+    ``max_regions`` regions per class)."""
+    runs = [r for r in rows if r.get("summary_ray", {}).get("workers")]
+    lo, hi = runs[0]["summary_ray"], runs[-1]["summary_ray"]
+
+    def worker(m: dict) -> tuple[float, float, float]:
+        w = max(m["workers"], key=lambda w: w["rows"])
+        return w["rows"], sum(w["seconds"].values()), w["peak_rss_bytes"]
+
+    (r0, b0, p0), (r1, b1, p1) = worker(lo), worker(hi)
+    share = images / nodes
+    busy = b1 if r1 == r0 else b0 + (b1 - b0) * (share - r0) / (r1 - r0)
+    peak = p1 if r1 == r0 else p0 + (p1 - p0) * (share - r0) / (r1 - r0)
+    driver = hi["summary_s"] - b1
+    return {"from_n": [runs[0]["n"], runs[-1]["n"]], "images": images, "nodes": nodes,
+            "worker_busy_s": busy, "driver_s": driver, "greedy_steps": hi["greedy_steps"],
+            "summary_s": busy + driver, "worker_memory_bytes": peak}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="70000,1000000")
@@ -125,6 +151,10 @@ def main() -> None:
     p.add_argument("--engines", default="local,ray", help="where summarize --index runs "
                    "its greedy: in the driver (local) or on 2 Ray actors holding the rows")
     p.add_argument("--out", default=None)
+    p.add_argument("--local-max", type=int, default=None, help="the in-process engine "
+                   "only up to this N (its driver holds every row)")
+    p.add_argument("--no-forward", action="store_true", help="skip the bare forward pass "
+                   "that the index build is compared with")
     p.add_argument("--keep", default=None, help="build the indexes in this folder and "
                    "keep them (a later run reuses an index that is complete)")
     a = p.parse_args()
@@ -140,13 +170,13 @@ def main() -> None:
             if (out / "manifest.json").exists():          # kept from an earlier run
                 row["index_reused"] = str(out)
             else:
-                bare = bare_forward(model, source, batch)
+                bare = None if a.no_forward else bare_forward(model, source, batch)
                 start = time.perf_counter()
                 build_index(model, "features", source, out, bank=a.bank, progress=False,
                             batch_size=batch, shard_size=16384)
                 local = time.perf_counter() - start
                 row.update(bare_forward_s=bare, index_local_s=local,
-                           local_over_bare=local / bare)
+                           local_over_bare=None if bare is None else local / bare)
             row["disk_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
             if n == a.ray_n and "index_local_s" in row:
                 import ray
@@ -161,6 +191,8 @@ def main() -> None:
                 finally:
                     ray.shutdown()
             for engine in a.engines.split(","):
+                if engine == "local" and a.local_max is not None and n > a.local_max:
+                    continue
                 child = subprocess.run([sys.executable, "-c", SUMMARY_CHILD, str(out),
                                         str(Path(__file__).resolve().parent), engine],
                                        capture_output=True, text=True)
@@ -168,11 +200,15 @@ def main() -> None:
                     sys.exit(f"summary ({engine}) failed:\n{child.stderr[-3000:]}")
                 got = json.loads(child.stdout.strip().splitlines()[-1])
                 row[f"summary_{engine}"] = {k: v for k, v in got.items() if k != "members"}
-                row.setdefault("members", got["members"])
-                row[f"same_regions_{engine}"] = got["members"] == row["members"]
-            row.pop("members")
+                if engine == "local":
+                    row["members"] = got["members"]
+                elif "members" in row:                 # the in-process engine's regions
+                    row[f"same_regions_{engine}"] = got["members"] == row["members"]
+            row.pop("members", None)
             res["rows"].append(row)
             print(json.dumps(row), flush=True)
+            if "summary_ray" in row and row["summary_ray"].get("workers"):
+                res["cost_model"] = cost_model(res["rows"])
             if a.out:                                   # after each size: long runs
                 Path(a.out).write_text(json.dumps(res, indent=2))
 

@@ -280,7 +280,8 @@ def bench_index(sizes: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for key, script, extra in [
                 ("quality", "index_quality.py", []),
-                ("scale", "index_scale.py", ["--sizes", sizes])]:
+                ("scale", "index_scale.py", ["--sizes", sizes]),
+                ("passes", "summary_passes.py", [])]:
             target = Path(tmp) / f"{key}.json"
             subprocess.run([sys.executable, str(here / script), "--out", str(target),
                             *extra], check=True)
@@ -304,18 +305,38 @@ def render_index(res: dict) -> list[str]:
                      f"{r['seconds']:.1f} | {build} |")
     lines += ["", f"Scale (`benchmarks/index_scale.py`, bank {sc['bank']}): the index "
               "built in-process against a bare forward pass of the whole model over the "
-              "same images (batch 256), on Ray Data with 2 workers, and the driver that "
-              "loads the index and summarises it (fresh process; peak resident memory "
-              "minus the resident memory before).", "",
-              "| N | index / bare forward | Ray (2 workers) / in-process | rows MiB | disk "
-              "MiB | driver peak MiB | load s | summary s (regions) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "same images (batch 256); `summarize --index` in a fresh process per engine "
+              "(in-process, or the rows on 2 Ray actors): peak anonymous resident memory "
+              "of the driver minus before, the workers' peak, and `explain --index` of an "
+              "image outside the index (one forward, then the greedy).", "",
+              "| N | index / bare forward | engine | load s | summary s (regions) | driver "
+              "peak MiB | worker peak MiB | explain s | regions equal to in-process |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in sc["rows"]:
-        ray = f"{r['ray2_over_local']:.2f}" if "ray2_over_local" in r else "not run"
-        lines.append(f"| {r['n']:,} | {r['local_over_bare']:.2f} ({r['index_local_s']:.0f} s"
-                     f" / {r['bare_forward_s']:.0f} s) | {ray} | {r['row_bytes'] / 2**20:.0f} |"
-                     f" {r['disk_bytes'] / 2**20:.0f} | {r['driver_peak_bytes'] / 2**20:.0f} |"
-                     f" {r['load_s']:.1f} | {r['summary_s']:.1f} ({r['regions']}) |")
+        build = (f"{r['local_over_bare']:.2f} ({r['index_local_s']:.0f} s / "
+                 f"{r['bare_forward_s']:.0f} s)" if r.get("local_over_bare") else "-")
+        for engine in ("local", "ray"):
+            m = r.get(f"summary_{engine}")
+            if m is None:
+                continue
+            workers = ("-" if not m.get("workers") else " / ".join(
+                f"{w['peak_rss_bytes'] / 2**20:.0f}" for w in m["workers"]))
+            same = {True: "yes", False: "no", None: "-"}[r.get(f"same_regions_{engine}")]
+            lines.append(f"| {r['n']:,} | {build} | {engine} | {m['load_s']:.1f} | "
+                         f"{m['summary_s']:.1f} ({m['regions']}) | "
+                         f"{m['driver_peak_anon_bytes'] / 2**20:.0f} | {workers} | "
+                         f"{m['explain_outside_s']:.2f} | {same} |")
+    lines += ["", "Head passes per region of a summary (`benchmarks/summary_passes.py`, "
+              "counted on the CPU: one seed at a time against every class's seeds in one "
+              "set of passes):", "",
+              "| model | regions | passes per region | search syncs per region | CPU s | "
+              "same regions |", "|---|---|---|---|---|---|"]
+    for r in res["passes"]["rows"]:
+        a, b = r["one_at_a_time"], r["every_class_at_once"]
+        lines.append(f"| {r['model']} | {a['regions']} | {a['passes_per_region']:.1f} -> "
+                     f"{b['passes_per_region']:.1f} | {a['search_syncs_per_region']:.1f} -> "
+                     f"{b['search_syncs_per_region']:.1f} | {a['seconds_cpu']:.1f} -> "
+                     f"{b['seconds_cpu']:.1f} | {'yes' if r['same_regions'] else 'no'} |")
     return lines + [""]
 
 

@@ -572,7 +572,8 @@ def test_an_inplace_op_on_the_heads_input_changes_nothing_stored(images):
     assert region.size >= 1
 
 
-def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time():
+def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
+        monkeypatch):
     """Issue 22: the summary's boundary searches of every class share their head passes
     (fewer, larger passes: a GPU's latency, not its work); each region is the one the
     class-by-class peel finds, seed by seed (float64: to the rounding of a batch)."""
@@ -599,3 +600,10 @@ def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
     # the same head rows, in less than half as many passes
     assert 2 * n_together < len(passes)
     assert rows_together <= sum(passes) + len(together.regions)
+    # searches cut into batches of at most 2 seeds' segment points: the same regions
+    import repinterp.core.interpreter as module
+    monkeypatch.setattr(module, "SEARCH_BYTES", 2 * 12 * it.store_.z.shape[1] * 8)
+    cut = it.summarize(coverage=0.9, max_regions=4)
+    for a, b in zip(together.regions, cut.regions, strict=True):
+        assert torch.equal(a.members, b.members)
+        torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=1e-10)

@@ -26,6 +26,8 @@ from .summary import ClassSummary, Summary, peel
 __all__ = ["RepresentativeInterpreter"]
 
 SAMPLING = ("bisection", "shared")
+#: at most this many bytes of segment points (``seeds x |Q| x D``) in one batched search
+SEARCH_BYTES = 1 << 30
 
 
 class RepresentativeInterpreter:
@@ -431,11 +433,10 @@ class RepresentativeInterpreter:
         p0, pt = torch.stack(origins), store.working_rows(pick)
         t = bisect_segments(store.rest, p0, pt, classes, shape,
                             target_logits=self.logits_[pick], owner=owner)
-        found = boundaries_at(store.rest, p0[owner] + t * (pt - p0[owner]), shape,
-                              classes[owner])
-        z0s = torch.stack([z0 for z0, *_ in seeds])
-        points = z0s[owner.to(z0s.device)] + t.to(z0s) * (store.rows(pick) -
-                                                          z0s[owner.to(z0s.device)])
+        start = p0[owner]
+        found = boundaries_at(store.rest, start + t * (pt - start), shape, classes[owner])
+        z0 = torch.stack([z0 for z0, *_ in seeds])[owner.to(seeds[0][0].device)]
+        points = z0 + t.to(z0) * (store.rows(pick) - z0)
         return [Boundaries(*parts) for parts in zip(
             *(x.split(sizes) for x in (found.weights, found.biases, points, found.pairs)),
             strict=True)]
@@ -446,8 +447,11 @@ class RepresentativeInterpreter:
         if self.bank_ is not None:
             return [self.explain(int(i)) for i in seeds]
         prepared = [self._prepare(int(i), None) for i in seeds]
-        sampled = self._sample_many([(z0, cls, same, index, q)
-                                     for index, z0, cls, same, q in prepared])
+        store = self.store_
+        row_bytes = store.z.shape[1] * torch.finfo(store.compute_dtype).bits // 8
+        per = max(1, SEARCH_BYTES // (int(self.num_boundaries) * row_bytes))
+        sampled = [b for k in range(0, len(prepared), per) for b in self._sample_many(
+            [(z0, cls, same, index, q) for index, z0, cls, same, q in prepared[k:k + per]])]
         return [self._region(*self._candidates(*seed, sampled=b), seed[2], seed[3], seed[0],
                              self.delta)
                 for seed, b in zip(prepared, sampled, strict=True)]
