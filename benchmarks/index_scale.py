@@ -167,8 +167,10 @@ def main() -> None:
             batch = 256
             out = Path(tmp) / f"idx{n}-bank{a.bank}"
             row: dict = {"n": n}
-            if (out / "manifest.json").exists():          # kept from an earlier run
+            if (out / "manifest.json").exists():  # kept from an earlier run: completed
                 row["index_reused"] = str(out)
+                build_index(model, "features", source, out, bank=a.bank, progress=False,
+                            batch_size=batch, shard_size=16384)
             else:
                 bare = None if a.no_forward else bare_forward(model, source, batch)
                 start = time.perf_counter()

@@ -111,8 +111,7 @@ def _read_shard(path: Path, bank: int, sha256: str) -> tuple[list[int], list[str
                          torch.from_numpy(signs), torch.from_numpy(values))
         items, names = t.column("item").to_pylist(), t.column("name").to_pylist()
     except Exception as exc:  # noqa: BLE001 - pyarrow and numpy raise many types
-        raise UserError(f"the index shard {path} is corrupt ({first_line(exc)}); delete it "
-                        "and run `repinterp index` again to rebuild it") from exc
+        raise _corrupt(path, exc) from exc
     return items, names, rows
 
 
@@ -436,11 +435,11 @@ class _RowGroupActor:
     :class:`~repinterp.core.sharded.RowGroup` (read and checked where it runs)."""
 
     def __init__(self, out: str, shards: list[int], sums: list[str], bank: int,
-                 offset: int):
+                 offset: int, rows: int):
         from ..core.sharded import RowGroup
-        parts = [_read_shard(_shard_path(Path(out), k), bank, s)[2]
-                 for k, s in zip(shards, sums, strict=True)]
-        self.group = RowGroup(offset, IndexRows.cat(parts), bank)
+        parts = (_read_shard(_shard_path(Path(out), k), bank, s)[2]
+                 for k, s in zip(shards, sums, strict=True))
+        self.group = RowGroup(offset, IndexRows.cat(parts, rows), bank)
         self.seconds: dict[str, float] = {}
 
     def run(self, name: str, *args):
@@ -496,7 +495,8 @@ class RayGroups:
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             self.actors.append(actor.remote(
                 str(out), list(range(int(a), int(b))),
-                [str(x) for x in manifest["shards"][a:b]], bank_size, int(sum(counts[:a]))))
+                [str(x) for x in manifest["shards"][a:b]], bank_size, int(sum(counts[:a])),
+                int(sum(counts[a:b]))))
         self.log: list[tuple[str, tuple]] = []
         self.restarts = 0
 
@@ -622,14 +622,19 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
             bank, tuple(manifest["feature_shape"]), groups, layer=manifest["layer"],
             meta=meta, classes=manifest["classes"])
     else:
-        groups, parts, counts = None, [], []
-        for k, path in enumerate(paths):
-            items, _, rows = _read_shard(path, len(bank), str(sums[k]))
-            _check_items(out, k, items, manifest["shard_size"])
-            parts.append(rows)
-            counts.append(len(items))
-        index = RegionIndex(bank, IndexRows.cat(parts), tuple(manifest["feature_shape"]),
-                            layer=manifest["layer"], meta=meta)
+        groups, counts = None, []
+
+        def parts():
+            for k, path in enumerate(paths):
+                items, _, rows = _read_shard(path, len(bank), str(sums[k]))
+                _check_items(out, k, items, manifest["shard_size"])
+                counts.append(len(items))
+                yield rows
+
+        total = sum(_rows_in(p) for p in paths)
+        index = RegionIndex(bank, IndexRows.cat(parts(), total),
+                            tuple(manifest["feature_shape"]), layer=manifest["layer"],
+                            meta=meta)
     return LoadedIndex(index, ShardColumn(paths, counts, "item"),
                        ShardColumn(paths, counts, "name"), manifest, checked, groups)
 
@@ -647,6 +652,14 @@ class ShardColumn(Sequence):
 
     def __len__(self) -> int:
         return int(self.starts[-1])
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a sequence of the same values (like the list it stands for)."""
+        if not isinstance(other, Sequence) or len(other) != len(self):
+            return False
+        return self.take(range(len(self))) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def _shard(self, k: int) -> list:
         if k not in self._read:
@@ -692,6 +705,20 @@ def _check_items(out: Path, k: int, items: list[int], shard_size: int) -> None:
                         "shard or twice the same row; delete it and resume")
 
 
+def _corrupt(path: Path, exc: Exception) -> UserError:
+    return UserError(f"the index shard {path} is corrupt ({first_line(exc)}); delete it "
+                     "and run `repinterp index` again to rebuild it")
+
+
+def _rows_in(path: Path) -> int:
+    """How many rows a shard holds (its footer only)."""
+    import pyarrow.parquet as pq
+    try:
+        return pq.read_metadata(path).num_rows
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
+        raise _corrupt(path, exc) from exc
+
+
 def _read_column(path: Path, column: str) -> list:
     """One column of a shard (its rows are read where they are used; their bytes are
     checked there)."""
@@ -699,6 +726,5 @@ def _read_column(path: Path, column: str) -> list:
     try:
         t = pq.read_table(path, columns=[column])
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
-        raise UserError(f"the index shard {path} is corrupt ({first_line(exc)}); delete it "
-                        "and run `repinterp index` again to rebuild it") from exc
+        raise _corrupt(path, exc) from exc
     return t.column(column).to_pylist()

@@ -14,7 +14,7 @@ towards references of other classes from the seed itself.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,9 +154,26 @@ class IndexRows:
                            ("predictions", "margins", "signs", "values")))
 
     @classmethod
-    def cat(cls, parts: list[IndexRows]) -> IndexRows:
-        return cls(*(torch.cat([getattr(p, f) for p in parts])
-                     for f in ("predictions", "margins", "signs", "values")))
+    def cat(cls, parts: Iterable[IndexRows], n: int | None = None) -> IndexRows:
+        """The rows of ``parts`` one after the other. With ``n`` (their total), ``parts``
+        may be a generator: each part is copied into place and dropped, so that reading
+        an index never holds its rows twice."""
+        fields = ("predictions", "margins", "signs", "values")
+        if n is None:
+            parts = list(parts)
+            return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+        out: IndexRows | None = None
+        at = 0
+        for part in parts:
+            if out is None:
+                out = cls(*(getattr(part, f).new_empty((n, *getattr(part, f).shape[1:]))
+                            for f in fields))
+            for f in fields:
+                getattr(out, f)[at:at + len(part)] = getattr(part, f)
+            at += len(part)
+        if out is None or at != n:
+            raise ValueError(f"the parts hold {at} rows, not {n}")
+        return out
 
 
 class IndexWorker:
@@ -311,7 +328,7 @@ class RegionIndex:
         signs = torch.where(seed_side, 1.0, -1.0)
 
         def values(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-            return self.rows.values[rows][:, cand[columns]].float() * signs[columns]
+            return self.rows.values[rows[:, None], cand[columns][None]].float() * signs[columns]
 
         def boundaries(columns: torch.Tensor) -> Boundaries:
             pick, s = cand[columns], signs[columns]

@@ -142,7 +142,8 @@ class RowGroup:
         else:
             inside = torch.from_numpy(_unbits(self.covered[None], self.n)[0]).nonzero()[:, 0]
         self.inside = inside
-        vals = self.rows.values[inside][:, cand_pick].float() * signs
+        # the kept columns of the members only (not every value of every member)
+        vals = self.rows.values[inside[:, None], cand_pick[None]].float() * signs
         dist = (vals - origin).abs().sum(1)
         return inside + self.offset, dist, int(self.same[inside.numpy()].sum())
 
