@@ -88,8 +88,9 @@ def _write_shard(path: Path, items: list[int], names: list[str], rows: IndexRows
     return digest
 
 
-def _read_shard(path: Path, bank: int, sha256: str) -> tuple[list[int], list[str], IndexRows]:
-    """A shard's rows, after checking its bytes against ``sha256``."""
+def _read_shard(path: Path, bank: int, sha256: str) -> tuple[list[int], IndexRows]:
+    """A shard's items and rows, after checking its bytes against ``sha256`` (its names
+    are read when asked for: :class:`ShardColumn`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -109,10 +110,10 @@ def _read_shard(path: Path, bank: int, sha256: str) -> tuple[list[int], list[str
         rows = IndexRows(torch.from_numpy(t.column("prediction").to_numpy().astype(np.int64)),
                          torch.from_numpy(t.column("margin").to_numpy().astype(np.float32)),
                          torch.from_numpy(signs), torch.from_numpy(values))
-        items, names = t.column("item").to_pylist(), t.column("name").to_pylist()
+        items = t.column("item").to_pylist()
     except Exception as exc:  # noqa: BLE001 - pyarrow and numpy raise many types
         raise _corrupt(path, exc) from exc
-    return items, names, rows
+    return items, rows
 
 
 def _fixed_rows(column, n: int, width: int, dtype) -> np.ndarray:
@@ -437,7 +438,7 @@ class _RowGroupActor:
     def __init__(self, out: str, shards: list[int], sums: list[str], bank: int,
                  offset: int, rows: int):
         from ..core.sharded import RowGroup
-        parts = (_read_shard(_shard_path(Path(out), k), bank, s)[2]
+        parts = (_read_shard(_shard_path(Path(out), k), bank, s)[1]
                  for k, s in zip(shards, sums, strict=True))
         self.group = RowGroup(offset, IndexRows.cat(parts, rows), bank)
         self.seconds: dict[str, float] = {}
@@ -488,7 +489,7 @@ class RayGroups:
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        shards = math.ceil(manifest["items"] / manifest["shard_size"])
+        shards = len(counts)
         cuts = np.linspace(0, shards, min(workers, shards) + 1).round().astype(int)
         actor = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=1)(_RowGroupActor)
         self.actors = []
@@ -626,7 +627,7 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
 
         def parts():
             for k, path in enumerate(paths):
-                items, _, rows = _read_shard(path, len(bank), str(sums[k]))
+                items, rows = _read_shard(path, len(bank), str(sums[k]))
                 _check_items(out, k, items, manifest["shard_size"])
                 counts.append(len(items))
                 yield rows
