@@ -21,7 +21,8 @@ tensor's value or size (on CUDA a device-to-host copy): ``item``, ``tolist``,
 indexing with a boolean mask, counted with a ``TorchFunctionMode``. Not counted: the
 greedy, which runs on the host on bitsets of the side values (one copy of them per
 region). Counts, not times: the same on any machine (the CPU seconds are given too).
-Both paths give the same regions (checked).
+Whether both paths give the same regions is checked (their first 10 members): in
+float32 a larger batch can round a head's logits differently, so a few can differ.
 """
 from __future__ import annotations
 
@@ -107,10 +108,13 @@ def main() -> None:
         it = RepresentativeInterpreter(model, DEMO_LAYERS[arch], seed=0,
                                        progress=False).fit(x[:a.n])
         alone = count(it, lambda: peel(it.predictions_, it.margins_, it.explain, 0.9, 6))
-        together = count(it, lambda: it.summarize(coverage=0.9, max_regions=6).classes)
-        same = alone.pop("members") == together.pop("members")
+        together = count(it, lambda: it.summarize(coverage=0.9, max_regions=6,
+                                                   batch_seeds=True).classes)
+        a_m, b_m = alone.pop("members"), together.pop("members")
+        differing = sum(x != y for x, y in zip(a_m, b_m, strict=False)) + abs(len(a_m) -
+                                                                          len(b_m))
         row = {"model": arch, "one_at_a_time": alone, "every_class_at_once": together,
-               "same_regions": same,
+               "same_regions": differing == 0, "regions_differing": differing,
                "passes_ratio": together["head_passes"] / alone["head_passes"],
                "search_syncs_ratio": together["search_syncs"] / alone["search_syncs"]}
         res["rows"].append(row)

@@ -584,10 +584,14 @@ def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
     passes = []
     hook = it.store_.rest.register_forward_hook(lambda m, i, o: passes.append(len(o)))
     try:
-        together = it.summarize(coverage=0.9, max_regions=4)
+        together = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True)
         n_together, rows_together = len(passes), sum(passes)
         passes.clear()
         alone = peel(it.predictions_, it.margins_, it.explain, 0.9, 4)
+        n_alone = len(passes)
+        passes.clear()
+        default = it.summarize(coverage=0.9, max_regions=4)     # CPU: one seed at a time
+        assert len(passes) == n_alone
     finally:
         hook.remove()
     assert len(together.classes) == 5 and len(together.regions) >= 9
@@ -598,12 +602,14 @@ def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
     assert [(c.n_images, c.covered) for c in together] == [(c.n_images, c.covered)
                                                            for c in alone]
     # the same head rows, in less than half as many passes
-    assert 2 * n_together < len(passes)
+    assert 2 * n_together < n_alone
     assert rows_together <= sum(passes) + len(together.regions)
+    for a, b in zip(default.regions, [r for c in alone for r in c.regions], strict=True):
+        assert torch.equal(a.members, b.members) and torch.equal(a.weights, b.weights)
     # searches cut into batches of at most 2 seeds' segment points: the same regions
     import repinterp.core.interpreter as module
     monkeypatch.setattr(module, "SEARCH_BYTES", 2 * 12 * it.store_.z.shape[1] * 8)
-    cut = it.summarize(coverage=0.9, max_regions=4)
+    cut = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True)
     for a, b in zip(together.regions, cut.regions, strict=True):
         assert torch.equal(a.members, b.members)
         torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=1e-10)
