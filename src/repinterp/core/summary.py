@@ -161,7 +161,7 @@ def peel(predictions: torch.Tensor, margins: torch.Tensor,
         raise UserError("max_regions must be at least 1")
     wanted = sorted(set(predictions.tolist())) if classes is None else list(classes)
     many = explain_many or (lambda seeds: [explain(i) for i in seeds])
-    predictions = predictions.cpu()
+    predictions, margins = predictions.cpu(), margins.cpu()
     # per class: its images (ascending), which are covered and which are left as seeds;
     # ``position`` maps an image to its place in its class's list
     members = {c: (predictions == c).nonzero()[:, 0] for c in wanted}
@@ -178,7 +178,7 @@ def peel(predictions: torch.Tensor, margins: torch.Tensor,
 
     def seed_of(c: int) -> int:
         """The image left with the largest margin (the first on a tie)."""
-        m = torch.where(left[c], margins.cpu()[members[c]], -torch.inf)
+        m = torch.where(left[c], margins[members[c]], -torch.inf)
         return int(members[c][m.argmax()])
 
     found = 0
