@@ -70,19 +70,15 @@ def boundaries_at(head: nn.Module, points: torch.Tensor, shape: tuple[int, ...],
     return Boundaries(w, b, points.detach(), torch.stack([c1, c2], 1))
 
 
-def _margin_of(logits: torch.Tensor, cls: int | torch.Tensor) -> torch.Tensor:
-    """``G_cls - max_{c != cls} G_c`` of logits ``[n, K]``: > 0 where ``cls`` wins
-    (``cls`` one class, or one per row ``[n]``)."""
-    if isinstance(cls, torch.Tensor):
-        own = cls[:, None].to(logits.device)
-        return logits.gather(1, own)[:, 0] - logits.scatter(1, own, -torch.inf).max(1).values
-    others = logits.clone()
-    others[:, cls] = -torch.inf
-    return logits[:, cls] - others.max(1).values
+def _margin_of(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """``G_cls - max_{c != cls} G_c`` of logits ``[n, K]`` with one class per row
+    (``cls [n]``): > 0 where ``cls`` wins."""
+    own = cls[:, None].to(logits.device)
+    return logits.gather(1, own)[:, 0] - logits.scatter(1, own, -torch.inf).max(1).values
 
 
 def _margin(head: nn.Module, z: torch.Tensor, shape: tuple[int, ...],
-            cls: int | torch.Tensor) -> torch.Tensor:
+            cls: torch.Tensor) -> torch.Tensor:
     """:func:`_margin_of` at points ``[n, D]``."""
     return _margin_of(_logits(head, z, shape), cls)
 
