@@ -611,29 +611,25 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
         _check_source(out, manifest, checked)
     meta = {"seed": manifest["seed"], "index": str(out)}
     paths = [_shard_path(out, k) for k in range(shards)]
+    counts = [_rows_in(p) for p in paths]
     if engine == "ray":
-        counts = []
         for k, path in enumerate(paths):       # one shard's items at a time: checked, dropped
-            items = _read_column(path, "item")
-            _check_items(out, k, items, manifest["shard_size"])
-            counts.append(len(items))
+            _check_items(out, k, _read_column(path, "item"), manifest["shard_size"])
         groups = RayGroups(out, manifest, len(bank), workers, ray_address, counts)
         from ..core.sharded import ShardedIndex
         index: RegionIndex | Any = ShardedIndex(
             bank, tuple(manifest["feature_shape"]), groups, layer=manifest["layer"],
             meta=meta, classes=manifest["classes"])
     else:
-        groups, counts = None, []
+        groups = None
 
         def parts():
             for k, path in enumerate(paths):
                 items, rows = _read_shard(path, len(bank), str(sums[k]))
                 _check_items(out, k, items, manifest["shard_size"])
-                counts.append(len(items))
                 yield rows
 
-        total = sum(_rows_in(p) for p in paths)
-        index = RegionIndex(bank, IndexRows.cat(parts(), total),
+        index = RegionIndex(bank, IndexRows.cat(parts(), sum(counts)),
                             tuple(manifest["feature_shape"]), layer=manifest["layer"],
                             meta=meta)
     return LoadedIndex(index, ShardColumn(paths, counts, "item"),
