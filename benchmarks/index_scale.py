@@ -167,16 +167,16 @@ def main() -> None:
             batch = 256
             out = Path(tmp) / f"idx{n}-bank{a.bank}"
             row: dict = {"n": n}
-            if (out / "manifest.json").exists():  # kept from an earlier run: completed
+            # an index kept from an earlier run is completed (resumed), not timed
+            reused = (out / "manifest.json").exists()
+            bare = None if reused or a.no_forward else bare_forward(model, source, batch)
+            start = time.perf_counter()
+            build_index(model, "features", source, out, bank=a.bank, progress=False,
+                        batch_size=batch, shard_size=16384)
+            local = time.perf_counter() - start
+            if reused:
                 row["index_reused"] = str(out)
-                build_index(model, "features", source, out, bank=a.bank, progress=False,
-                            batch_size=batch, shard_size=16384)
             else:
-                bare = None if a.no_forward else bare_forward(model, source, batch)
-                start = time.perf_counter()
-                build_index(model, "features", source, out, bank=a.bank, progress=False,
-                            batch_size=batch, shard_size=16384)
-                local = time.perf_counter() - start
                 row.update(bare_forward_s=bare, index_local_s=local,
                            local_over_bare=None if bare is None else local / bare)
             row["disk_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
