@@ -20,7 +20,7 @@ import torch
 from protocol import CAM_METHODS, KS, EvalResult, evaluate_seeds
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import write_bytes, write_json, write_text
+from repinterp.app.outputs import write_bytes, write_json, write_text
 from repinterp.core.heatmap import METHODS as HEATMAPS
 from repinterp.core.metrics import paired_ci
 from repinterp.demo.data import load_fashion_mnist

@@ -27,7 +27,7 @@ from protocol import CAM_METHODS, cam_weights, own_cam, reused_cam
 from tqdm.auto import tqdm
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import write_json, write_text
+from repinterp.app.outputs import write_json, write_text
 from repinterp.core.heatmap import METHODS as HEATMAPS
 from repinterp.demo.data import load_fashion_mnist
 from repinterp.demo.models import DEMO_LAYERS, load_demo_model

@@ -22,8 +22,8 @@ import numpy as np
 
 from repinterp import RepresentativeInterpreter
 from repinterp.app.index import build_index, load_index
-from repinterp.app.io import write_json
 from repinterp.app.loading import ImageSource
+from repinterp.app.outputs import write_json
 from repinterp.app.stats import heldout_figures
 from repinterp.demo.data import load_fashion_mnist
 from repinterp.demo.models import load_demo_model

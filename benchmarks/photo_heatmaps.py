@@ -30,7 +30,7 @@ import torch
 from protocol import CAM_METHODS, own_cam
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import write_bytes, write_json, write_text
+from repinterp.app.outputs import write_bytes, write_json, write_text
 from repinterp.demo.photos import CLASS_NAMES, load_photo_model, photo_set
 from repinterp.metrics import blur, deletion_insertion, heat_share, paired_ci, road
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import write_json
+from repinterp.app.outputs import write_json
 from repinterp.app.stats import heldout_figures
 from repinterp.demo.data import load_fashion_mnist
 from repinterp.demo.models import DEMO_LAYERS, load_demo_model

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from protocol import CAM_METHODS, own_cam
 
-from repinterp.app.io import write_json, write_text
+from repinterp.app.outputs import write_json, write_text
 from repinterp.metrics import QuantusExplainer, paired_ci
 
 METRICS = ("MPRT", "FaithfulnessCorrelation", "PixelFlipping", "MaxSensitivity",

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import write_bytes, write_json, write_text
+from repinterp.app.outputs import write_bytes, write_json, write_text
 from repinterp.demo.data import load_fashion_mnist
 from repinterp.demo.models import load_demo_model
 

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import write_json, write_text
+from repinterp.app.outputs import write_json, write_text
 from repinterp.app.stats import heldout_stats, report_order, summary_dict
 from repinterp.demo.models import DEMO_LAYERS
 from repinterp.demo.shortcut import SETTINGS, load_shortcut_model, shortcut_split

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import atomic_path, write_json, write_text
+from repinterp.app.outputs import atomic_path, write_json, write_text
 from repinterp.app.stats import heldout_figures
 from repinterp.core.network import inference_mode
 from repinterp.demo.data import cache_dir, load_fashion_mnist

@@ -28,7 +28,7 @@ import torch
 from smooth_heads import ROWS, trained
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.io import write_json, write_text
+from repinterp.app.outputs import write_json, write_text
 from repinterp.app.stats import heldout_figures
 from repinterp.core.engine import MIN_PURITY
 from repinterp.demo.data import load_fashion_mnist

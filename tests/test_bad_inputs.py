@@ -526,7 +526,7 @@ def _snapshot(out: Path) -> dict[str, bytes]:
 
 
 def test_a_failed_run_leaves_the_old_output_whole(tmp_path):
-    from repinterp.app.io import output_folder
+    from repinterp.app.outputs import output_folder
     out = tmp_path / "out"
     with output_folder(out) as tmp:
         (tmp / "a.txt").write_text("old")

@@ -13,8 +13,8 @@ from PIL import Image
 from torch import nn
 from torchvision_matrix import diversify
 
-from repinterp.app.io import atomic_path, write_text
 from repinterp.app.loading import load_images, load_model
+from repinterp.app.outputs import atomic_path, write_text
 from repinterp.cli import main
 from repinterp.core.errors import UserError
 
@@ -169,15 +169,15 @@ def test_explain_and_summarize_own_folder(capsys, gray_folder, tiny_script, tmp_
     assert all("label_accuracy" in r and "flags" in r for r in regions_in_json)
     code, stdout, err = cli(capsys, "explain", "--model", tiny_script, "--layer", "2",
                             "--data", gray_folder, "--image", gray_folder / "class2/img005.png",
-                            "--out", out / "one", "--quiet")
+                            "--out", tmp_path / "one", "--quiet")
     assert code == 0, err
     # the query is one of the references: it is that reference (issue 19), shown by name
-    html = (out / "one" / "report.html").read_text()
+    html = (tmp_path / "one" / "report.html").read_text()
     assert "outside image" not in html and "class2/img005.png" in html
     # the saved summary locates a new image without refitting
     code, stdout, err = cli(capsys, "explain", "--model", tiny_script, "--data", gray_folder,
                             "--summary", out, "--image", gray_folder / "class2/img005.png",
-                            "--out", out / "located", "--quiet")
+                            "--out", tmp_path / "located", "--quiet")
     assert code == 0, err
     from repinterp.app.io import load_summary
     from repinterp.app.loading import load_images as li
@@ -188,7 +188,7 @@ def test_explain_and_summarize_own_folder(capsys, gray_folder, tiny_script, tmp_
     where = int(summary.locate_features(z, net.logits(z).argmax(1))[0])
     if where >= 0:
         assert f"falls in region {where + 1} of the summary" in stdout
-        assert (out / "located" / "report.html").exists()
+        assert (tmp_path / "located" / "report.html").exists()
     else:
         assert "falls in no region of" in stdout and "the nearest is region" in stdout
     code, _, err = cli(capsys, "explain", "--model", tiny_script, "--data", gray_folder,

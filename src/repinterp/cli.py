@@ -6,7 +6,9 @@ Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal err
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .app.stats import class_name
@@ -177,7 +179,7 @@ def _meta(args: argparse.Namespace, fitted) -> dict:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .app.io import output_folder
+    from .app.outputs import output_folder
     from .app.report import Query, write_report
     from .core.summary import Summary
 
@@ -218,8 +220,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _explain_from_summary(args: argparse.Namespace) -> int:
     """``explain --summary DIR --image FILE``: the region of a saved summary that the image
     falls in (or the nearest of its class), without refitting."""
-    from .app.io import load_summary, output_folder
+    from .app.io import load_summary
     from .app.loading import checked_path, load_images
+    from .app.outputs import output_folder
     from .app.pipeline import check_summary_source, class_names_for, locate_image
     from .app.report import Query, write_report
 
@@ -378,8 +381,8 @@ def _engine_options(args: argparse.Namespace) -> dict:
 
 
 def _explain_loaded(args: argparse.Namespace, loaded, model, family, out: Path) -> int:
-    from .app.io import output_folder
     from .app.loading import load_images
+    from .app.outputs import output_folder
     from .app.pipeline import class_names_for
     from .app.report import Query, write_report
     from .core.index import IndexWorker
@@ -415,10 +418,15 @@ def _explain_loaded(args: argparse.Namespace, loaded, model, family, out: Path) 
 def _out(args: argparse.Namespace, default: str) -> Path:
     """The output folder, checked before any work (an existing file, a folder of other
     files, or a place that cannot be written is an error now, not after the fit)."""
-    from .app.io import check_output
+    from .app.outputs import check_output
     out = Path(args.out or default)
-    check_output(out)
+    check_output(out, [getattr(args, name, None) for name in _INPUTS])
     return out
+
+
+# the options that name files or folders a command reads
+_INPUTS = ("data", "image", "summary", "index", "model", "weights", "labels", "class_names",
+           "heldout")
 
 
 # (option, smallest value) of the counts the commands take
@@ -550,10 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from .app.outputs import release_locks
+
     parser = build_parser()
     args = parser.parse_args(argv)
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
+    main_thread = threading.current_thread() is threading.main_thread()
+    terminate = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         _check_counts(args)
         return int(args.func(args) or 0)
@@ -574,6 +586,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = shown
+        if main_thread:
+            signal.signal(signal.SIGTERM, terminate)
+        release_locks()
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM as SIGINT: the run unwinds, removing what it had half written."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

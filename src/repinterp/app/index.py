@@ -45,8 +45,9 @@ from ..core.errors import UserError, first_line
 from ..core.index import Bank, IndexRows, IndexWorker, RegionIndex, sample_bank
 from ..core.interpreter import RepresentativeInterpreter
 from ..core.split import resolve_layer
-from .io import atomic_path, model_digest, write_json
+from .io import model_digest
 from .loading import ImageSource
+from .outputs import atomic_path, claim_folder, remove_temporaries, write_json
 
 __all__ = ["INDEX_VERSION", "IndexedImages", "LoadedIndex", "build_index", "load_index",
            "manifest_model", "model_digest", "read_manifest"]
@@ -226,12 +227,23 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
         raise UserError(f"engine must be one of {ENGINES}, got {engine!r}")
     if bank < 1 or pilot < 2 or shard_size < 1:
         raise UserError("bank and shard_size must be >= 1 and pilot >= 2")
-    out = Path(out)
     layer = resolve_layer(model, layer)                  # a name, also for a module
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the index folder {out} ({exc.strerror})") from None
+    inputs = [getattr(source, "path", None)]
+    with claim_folder(out, "index", inputs) as claimed:
+        _build(model, layer, source, claimed, bank=bank, pilot=pilot,
+               per_origin=per_origin, seed=seed, shard_size=shard_size, engine=engine,
+               workers=workers, ray_address=ray_address, load_model=load_model,
+               model_description=model_description, batch_size=batch_size,
+               device=device, progress=progress)
+    return Path(out)
+
+
+def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank: int,
+           pilot: int, per_origin: int, seed: int, shard_size: int, engine: str,
+           workers: int | None, ray_address: str | None,
+           load_model: Callable[[], nn.Module] | None, model_description: Any,
+           batch_size: int | None, device: str | None, progress: bool) -> None:
+    """:func:`build_index` in the claimed (locked, repinterp's) folder ``out``."""
     digest = model_digest(model)
     listing = source.listing() if hasattr(source, "listing") else None
     manifest = {"version": INDEX_VERSION, "model": model_description,
@@ -290,15 +302,12 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
     if final != manifest.get("shards"):
         manifest["shards"] = final
         _write_manifest(out, manifest)
-    return out
 
 
 def _remove_leftovers(out: Path) -> None:
     """Delete the temporary files of shard writers that were killed mid-write (a
     restarted worker writes the shard again, under a new temporary name)."""
-    shards = out / "shards"
-    for stale in shards.glob("*.tmp*") if shards.exists() else []:
-        stale.unlink(missing_ok=True)
+    remove_temporaries(out / "shards", "*.tmp*")
 
 
 def _write_listing(path: Path, listing: list[tuple[str, int, int]]) -> str:

@@ -17,7 +17,7 @@ from ..core.network import SplitNetwork
 from ..core.region import Region
 from ..core.summary import Summary
 from .index import LoadedIndex, load_index, manifest_model, read_manifest
-from .io import check_output, images_digest, model_digest, output_folder, save_summary
+from .io import images_digest, model_digest, save_summary
 from .loading import (
     ImageSet,
     check_class_names,
@@ -32,6 +32,7 @@ from .loading import (
     model_classes,
     torchvision_weights,
 )
+from .outputs import check_output, output_folder
 from .report import write_report
 from .stats import RegionStats, heldout_stats
 
@@ -122,9 +123,10 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
     the report's path and the number of indexed images. ``engine="ray"``: the greedy
     runs where the rows are (``workers`` Ray actors; :mod:`repinterp.core.sharded`),
     with the same regions."""
-    check_output(out)
+    check_output(out, [path, class_names, source.model_file, source.weights])
     loaded, model, family = open_index(path, source, families, engine=engine,
                                        workers=workers, ray_address=ray_address)
+    check_output(out, [loaded.manifest["data"].get("path")])   # the indexed images
     try:
         return _summarize_loaded(loaded, model, family, path, out, source, coverage,
                                  max_regions, class_names, device, progress)
@@ -270,6 +272,12 @@ class FitJob:
     query: str | None = None
     interpreter: dict = field(default_factory=dict)
 
+    @property
+    def inputs(self) -> list[str | None]:
+        """Every path the job reads (an output may not hold, sit in or be one)."""
+        return [self.data, self.heldout, self.labels, self.class_names, self.query,
+                self.model.model_file, self.model.weights]
+
 
 @dataclass
 class SummarizeJob(FitJob):
@@ -313,7 +321,7 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
     the model and the images, fit, summarise, compute the regions' statistics and write
     the report, ``summary.json``, ``summary.pt`` and the memberships into ``job.out`` as
     one unit. Returns the summary and the report's path."""
-    check_output(job.out)
+    check_output(job.out, job.inputs)
     fitted, _ = fit_job(job, families)
     names = fitted.class_names
     refs = fitted.references

@@ -18,7 +18,7 @@ from ..core.errors import UserError
 from ..core.region import Region
 from ..core.summary import Summary
 from ..core.words import plural
-from .io import atomic_path, write_json, write_text
+from .outputs import atomic_path, write_json, write_text
 from .stats import (
     FLAG_HEAT_CONCENTRATION,
     FLAG_HELDOUT_PURITY,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..app.io import atomic_path, write_json
+from ..app.outputs import atomic_path, write_json
 from ..core.errors import UserError
 from .data import cache_dir, load_fashion_mnist
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..app.io import atomic_path, write_json
+from ..app.outputs import atomic_path, write_json
 from ..core.errors import UserError
 from .data import cache_dir, load_fashion_mnist
 from .models import evaluate_accuracy, train_classifier

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..app.io import check_output
+from ..app.outputs import check_output
 from ..app.pipeline import source_fingerprint, write_summary
 from ..app.stats import heldout_figures
 from ..core.interpreter import RepresentativeInterpreter
@@ -28,7 +28,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
 
     Returns the headline figures (also stored in ``summary.json`` under ``meta``).
     """
-    check_output(out)
+    check_output(out, [data_root])
     start = time.perf_counter()
     model, meta = load_demo_model(seed=0, data_root=data_root, progress=progress,
                                   retrain=retrain)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..app.io import atomic_path, write_json
+from ..app.outputs import atomic_path, write_json
 from ..core.errors import UserError
 from .data import FASHION_MEAN, FASHION_STD, cache_dir, load_fashion_mnist
 from .models import ARCHS, evaluate_accuracy, train_classifier
