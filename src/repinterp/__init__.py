@@ -12,7 +12,7 @@ Fashion-MNIST demo; :mod:`repinterp.cli` is the command line.
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from .core.errors import NotFittedError, NotPiecewiseLinearError, UserError
+from .core.errors import NotFittedError, UserError
 from .core.interpreter import RepresentativeInterpreter
 from .core.network import SplitNetwork
 from .core.region import Region
@@ -38,7 +38,7 @@ def show(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
     return show_image(image, heat, alpha=alpha, mean=mean, std=std, scale=scale)
 
 
-__all__ = ["ClassSummary", "NotFittedError", "NotPiecewiseLinearError", "Region",
+__all__ = ["ClassSummary", "NotFittedError", "Region",
            "RepresentativeInterpreter", "SplitNetwork", "Summary", "UserError",
            "head_verdict", "layer_table", "show", "split_model", "suggest_layer"]
 try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core import defaults
 from ..core.errors import UserError
 from ..core.interpreter import RepresentativeInterpreter
 from ..core.network import SplitNetwork
@@ -36,9 +37,10 @@ from .outputs import check_output, output_folder
 from .report import write_report
 from .stats import RegionStats, heldout_stats
 
-__all__ = ["Family", "FitJob", "Fitted", "Located", "ModelSource", "SummarizeJob",
+__all__ = ["Family", "FitJob", "Fitted", "IndexJob", "Located", "ModelSource", "SummarizeJob",
            "check_summary_source", "class_names_for", "fit_job", "fit_references",
-           "layer_for", "loading_options", "locate_image", "open_index", "open_model",
+           "index_job", "layer_for", "layer_lines", "loading_options", "locate_image",
+           "open_index", "open_model",
            "source_fingerprint", "summarize_index", "summarize_job", "summarize_references",
            "write_summary"]
 
@@ -114,7 +116,8 @@ def open_index(path: str | os.PathLike, source: ModelSource,
 
 def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
                     source: ModelSource, families: Mapping[str, Family] | None = None,
-                    coverage: float = 0.9, max_regions: int = 6,
+                    coverage: float = defaults.COVERAGE,
+                    max_regions: int = defaults.MAX_REGIONS,
                     class_names: str | None = None, device: str | None = None,
                     progress: bool = True, engine: str = "local", workers: int = 2,
                     ray_address: str | None = None) -> tuple[Summary, Path, int]:
@@ -239,7 +242,8 @@ def layer_for(layer: str | None, family: Family | None) -> str:
     """The layer given, else the family's default; without either, an error."""
     layer = layer or (family.layer if family else None)
     if layer is None:
-        raise UserError("a layer is required (list the candidates with `repinterp layers`)")
+        raise UserError("{param} is required (list the candidates with `repinterp layers`)",
+                        param="layer", api="a layer")
     return layer
 
 
@@ -285,10 +289,10 @@ class SummarizeJob(FitJob):
     folder."""
 
     out: str | os.PathLike = "out/summary"
-    coverage: float = 0.9
-    max_regions: int = 6
+    coverage: float = defaults.COVERAGE
+    max_regions: int = defaults.MAX_REGIONS
     separate_logics: bool = False
-    max_logics: int = 4
+    max_logics: int = defaults.MAX_LOGICS
     meta: dict = field(default_factory=dict)
 
 
@@ -304,7 +308,7 @@ def fit_job(job: FitJob, families: Mapping[str, Family] | None = None
     model, family = open_model(job.model, families)
     layer = layer_for(job.layer, family)
     if not job.data:
-        raise UserError("data is required")
+        raise UserError("{param} is required", param="data")
     options = loading_options(model, family, size=job.size, normalize=job.normalize,
                               strict=job.strict)
     fitted = fit_references(
@@ -341,7 +345,8 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
 
 
 def summarize_references(fitted: Fitted, *, coverage: float, max_regions: int,
-                         separate_logics: bool = False, max_logics: int = 4,
+                         separate_logics: bool = False,
+                         max_logics: int = defaults.MAX_LOGICS,
                          meta: dict | None = None
                          ) -> tuple[Summary, list[RegionStats] | None]:
     """The summary of the fitted references (``meta`` added to its own, with the model's
@@ -398,8 +403,7 @@ def locate_image(summary: Summary, model: nn.Module, image: torch.Tensor, *,
     """The region of a saved ``summary`` that ``image`` ``[C, H, W]`` falls in (or the
     nearest one of its class), without refitting: one pass of the image through
     ``model`` split at the summary's layer (checked against ``model(x)`` first)."""
-    net = SplitNetwork(model, summary.layer, approximate=bool(summary.meta.get(
-        "approximate")), device=device, progress=progress)
+    net = SplitNetwork(model, summary.layer, device=device, progress=progress)
     net.check_split(image[None])
     z = net.features(image[None], progress=False)
     logits = net.logits(z)
@@ -416,3 +420,91 @@ def locate_image(summary: Summary, model: nn.Module, image: torch.Tensor, *,
         located.position, located.violated = k, violated
     located.inside = False
     return located
+
+
+@dataclass
+class IndexJob:
+    """A whole ``index``: the model, the images (``data`` and its loading options), the
+    bank's and the shards' settings, the engine, and the output folder (built or
+    resumed in place)."""
+
+    model: ModelSource
+    data: str | None
+    out: str | os.PathLike = "out/index"
+    layer: str | None = None
+    size: tuple[int, int] | None = None
+    normalize: str | None = None
+    strict: bool = False
+    bank: int = 1024
+    pilot: int = 2000
+    shard_size: int = 4096
+    seed: int = 0
+    engine: str = "local"
+    workers: int | None = None
+    ray_address: str | None = None
+    device: str | None = None
+    progress: bool = True
+
+
+def index_job(job: IndexJob, families: Mapping[str, Family] | None = None
+              ) -> LoadedIndex:
+    """Run ``job``: open the model, check its layer on the first images, and build (or
+    resume) the index (:func:`~repinterp.app.index.build_index`; Ray workers rebuild the
+    model from the manifest's description). Returns the index as loaded back (close it
+    when done)."""
+    import functools
+
+    from ..core.split import resolve_layer
+    from .index import build_index
+    from .loading import ImageSource
+
+    families = families or {}
+    model, family = open_model(job.model, families)
+    layer = layer_for(job.layer, family)
+    if not job.data:
+        raise UserError("{param} is required", param="data")
+    source = ImageSource(str(Path(job.data).resolve()),
+                         **loading_options(model, family, size=job.size,
+                                           normalize=job.normalize, strict=job.strict))
+    first = source.read(0, min(len(source), 64))[0]
+    if len(first):
+        check_feature_map(model, resolve_layer(model, layer), first[0])
+
+    def absolute(p: str | None) -> str | None:
+        return str(Path(p).resolve()) if p and Path(p).exists() else p
+
+    spec = {"arch": job.model.arch, "weights": absolute(job.model.weights),
+            "num_classes": job.model.num_classes,
+            "model_file": absolute(job.model.model_file)}
+    out = build_index(model, layer, source, job.out, bank=job.bank, pilot=job.pilot,
+                      seed=job.seed, shard_size=job.shard_size, engine=job.engine,
+                      workers=job.workers, ray_address=job.ray_address,
+                      load_model=functools.partial(
+                          load_model, archs={k: f.build for k, f in families.items()},
+                          trust_pickle=job.model.trust_pickle, **spec),
+                      model_description=spec, device=job.device, progress=job.progress)
+    return load_index(out)
+
+
+def layer_lines(source: ModelSource, families: Mapping[str, Family] | None = None, *,
+                depth: int | None = 3) -> list[str]:
+    """``repinterp layers``: one line per candidate layer (down to ``depth`` levels;
+    None: all) with the verdict on the head after it, the suggested layer marked ``*``,
+    and a closing line naming the suggestion."""
+    from ..core.split import layer_table, suggest_layer
+
+    model, _ = open_model(source, families)
+    rows = layer_table(model, max_depth=depth)
+    best = suggest_layer(model, rows)
+    hidden = sum(1 for name, _ in model.named_modules() if name) - len(rows)
+    width = max(len(r.name) for r in rows) if rows else 10
+    lines = [f"  {'layer':{width}}  {'type':18}  head after it"]
+    lines += [f"{'*' if r.name == best else ' '} {r.name:{width}}  {r.type:18}  "
+              f"{r.describe()}" for r in rows]
+    if hidden:
+        lines.append(f"({hidden} deeper layers not listed: --depth {(depth or 0) + 1} or "
+                     "--depth 0 for all)")
+    lines.append(f"suggested layer: {best}" if best else
+                 "no layer to suggest: no block leaves a head with a kink or a smooth "
+                 "head; give --layer (see the verdicts above)")
+    return lines

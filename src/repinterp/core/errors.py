@@ -1,21 +1,46 @@
 """Exceptions that carry a message meant for the user."""
 from __future__ import annotations
 
-__all__ = ["NotFittedError", "NotPiecewiseLinearError", "UserError", "first_line"]
+from collections.abc import Mapping
+
+__all__ = ["NotFittedError", "UserError", "first_line"]
 
 
 class UserError(ValueError):
-    """Bad input or usage: the CLI prints the message on one line and exits with 2."""
+    """Bad input or usage: the CLI prints the message on one line and exits with 2.
+
+    ``param`` names the parameter the error concerns; where the message names it, it
+    writes ``{param}``, shown as ``api`` (the library's spelling, default ``param``
+    itself) by ``str(error)`` and as the command line's flag by :meth:`render` with the
+    CLI's table of flags. A message about several parameters writes ``{name}`` for each
+    name of ``params`` (name -> the library's spelling). No text is rewritten: an error
+    without parameters reads the same everywhere.
+    """
+
+    def __init__(self, message: str, param: str | None = None, api: str | None = None, *,
+                 params: Mapping[str, str] | None = None):
+        self.template = message
+        self.param = param
+        self.params = dict(params or {})
+        if param is not None:
+            self.params = {param: api or param, **self.params}
+        super().__init__(self.render())
+
+    def render(self, spellings: Mapping[str, str] | None = None) -> str:
+        """The message with each parameter spelled as ``spellings`` has it (the
+        library's spelling where ``spellings`` has none)."""
+        text = self.template
+        for i, (name, api) in enumerate(self.params.items()):
+            word = (spellings or {}).get(name, api)
+            text = text.replace("{" + name + "}", word)
+            if i == 0:
+                text = text.replace("{param}", word)
+        return text
 
 
 class NotFittedError(UserError, AttributeError):
     """A method that needs :meth:`fit` was called before it (as scikit-learn's
     ``NotFittedError``: both a ``ValueError`` and an ``AttributeError``)."""
-
-
-class NotPiecewiseLinearError(UserError):
-    """The head after the chosen layer is not piecewise linear. No longer raised (smooth
-    heads get tangent boundaries since 0.5); kept so that code catching it still runs."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -104,7 +104,7 @@ def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[in
         that grid (``adaptive_avg_pool2d``), then rectified and upsampled. A head that
         starts with a stride-2 convolution reads its input on every other position, so
         its boundary normals alternate from one position to the next and the map of
-        ``w * psi`` is a grid of dots (issue 19, a ResNet split at ``layer3``); the sum
+        ``w * psi`` is a grid of dots (e.g. a ResNet split at ``layer3``); the sum
         over a cell is the cell's contribution to the margin, which the head does see.
         A departure from the paper, which maps the feature grid as it is.
 

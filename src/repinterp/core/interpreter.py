@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import defaults
 from .boundaries import Boundaries, bisect_segments, boundaries_at
 from .engine import MIN_PURITY, TANGENT_MIN_PURITY, dense_candidates, make_region
 from .errors import NotFittedError, UserError
@@ -82,10 +83,11 @@ class RepresentativeInterpreter:
         Images per batch through the network (default: 256, fewer for large images; see
         :func:`repinterp.core.network.auto_batch_size`).
     approximate
-        Kept for compatibility and ignored (before 0.5 it had to be True for a smooth
-        head). A head that is not piecewise linear (SiLU, GELU, LayerNorm, attention) is
-        accepted: each boundary is the tangent plane of the decision surface at a point
-        where the top two classes tie (normal = the gradient of their margin there), so
+        Deprecated and ignored (a warning says so at :meth:`fit`): whether boundaries
+        are tangent follows from the head. A head that is not piecewise linear (SiLU,
+        GELU, LayerNorm, attention) is accepted: each boundary is the tangent plane of
+        the decision surface at a point where the top two classes tie (normal = the
+        gradient of their margin there), so
         a region is a first-order approximation of where the network decides alike,
         and ``Region.approximate`` is True. Its fidelity is measured, not assumed:
         ``Region.purity`` is the share of the references inside it that the network
@@ -133,12 +135,14 @@ class RepresentativeInterpreter:
         their side values at every reference.
     """
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module, num_boundaries: int = 50,
+    def __init__(self, model: nn.Module, layer: str | nn.Module,
+                 num_boundaries: int = defaults.NUM_BOUNDARIES,
                  *, sampling: str = "bisection", delta: int | None = None,
                  min_purity: float | str | None = "auto", seed: int = 0,
-                 heatmap_method: str = "margin", heatmap_grid: str = "features",
+                 heatmap_method: str = defaults.HEATMAP_METHOD,
+                 heatmap_grid: str = defaults.HEATMAP_GRID,
                  batch_size: int | None = None,
-                 approximate: bool = False, device: str | torch.device | None = None,
+                 approximate: bool | None = None, device: str | torch.device | None = None,
                  feature_dtype: torch.dtype | None = None,
                  store_dir: str | os.PathLike | None = None, progress: bool = True,
                  use_prefix: bool = True, channels_last: bool = True,
@@ -184,8 +188,12 @@ class RepresentativeInterpreter:
                 isinstance(self.min_purity, (int, float)) and 0 < self.min_purity <= 1)):
             raise UserError(f"min_purity must be 'auto', None or in (0, 1], got "
                             f"{self.min_purity!r}")
-        net = SplitNetwork(self.model, self.layer, approximate=self.approximate,
-                           device=self.device, channels_last=self.channels_last,
+        if self.approximate is not None:
+            warnings.warn("approximate= does nothing and will be removed: whether "
+                          "boundaries are tangent follows from the head (approximate_)",
+                          FutureWarning, stacklevel=3)
+        net = SplitNetwork(self.model, self.layer, device=self.device,
+                           channels_last=self.channels_last,
                            batch_size=self.batch_size, progress=self.progress,
                            preprocess=self.preprocess,
                            reshape_transform=self.reshape_transform)
@@ -257,7 +265,7 @@ class RepresentativeInterpreter:
         """Index (or None), flattened features and predicted class of a seed. An image
         whose features and logits are those of a reference (to the float noise of
         another batch size) *is* that reference: it gets the reference's index, and so
-        its region (issue 19: ``explain(refs[i])`` and ``explain(i)`` agree)."""
+        its region (``explain(refs[i])`` and ``explain(i)`` agree)."""
         if isinstance(seed, np.ndarray):
             seed = torch.from_numpy(seed)
         if isinstance(seed, torch.Tensor) and seed.ndim == 3:
@@ -458,9 +466,11 @@ class RepresentativeInterpreter:
 
     # --- summary -----------------------------------------------------------------
     @exact
-    def summarize(self, coverage: float = 0.95, max_regions: int = 10,
+    def summarize(self, coverage: float = defaults.COVERAGE,
+                  max_regions: int = defaults.MAX_REGIONS,
                   classes: list[int] | None = None, *, separate_logics: bool = False,
-                  max_logics: int = 4, batch_seeds: bool | None = None) -> Summary:
+                  max_logics: int = defaults.MAX_LOGICS,
+                  batch_seeds: bool | None = None) -> Summary:
         """Peel each predicted class into regions.
 
         For each predicted class ``c``: take as seed the remaining reference of class
@@ -507,8 +517,8 @@ class RepresentativeInterpreter:
                        layer=self.network_.layer, meta=meta)
 
     @exact
-    def logic_labels(self, cls: int, max_logics: int = 4, *, min_silhouette: float = 0.15
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def logic_labels(self, cls: int, max_logics: int = defaults.MAX_LOGICS, *,
+                     min_silhouette: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
         """Split the references predicted as ``cls`` by decision logic: their indices
         ``[n]`` and logic labels ``[n]`` (0 = the largest logic).
 

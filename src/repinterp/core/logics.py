@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import torch
 
+from . import defaults
+
 __all__ = ["centroid_boundaries", "choose_logics", "kmeans", "logic_descriptors",
            "silhouette"]
 
@@ -97,7 +99,7 @@ def silhouette(x: torch.Tensor, labels: torch.Tensor) -> float:
     return float(s.mean())
 
 
-def choose_logics(descriptors: torch.Tensor, max_logics: int = 4, *,
+def choose_logics(descriptors: torch.Tensor, max_logics: int = defaults.MAX_LOGICS, *,
                   min_silhouette: float = 0.15, tolerance: float = 0.9, seed: int = 0,
                   sample: int = 2000) -> torch.Tensor:
     """Logic labels ``[n]`` (0 = the largest logic): k-means for ``k = 2..max_logics``

@@ -146,9 +146,6 @@ def precision_at_k(scores: torch.Tensor, in_slice: torch.Tensor, k: int) -> floa
     score of *every* item, so that a method returning few items is not rewarded (items it
     leaves out still fill the top ``k`` in the order its scores give them). Ties go to
     the lower index; ``k`` larger than the number of items counts them all.
-
-    Before issue 19 this took a partial ranking (a region's members) and divided by
-    ``min(k, len(ranked))``: a region with one marked member scored 1.0.
     """
     s = torch.as_tensor(scores, dtype=torch.float64).flatten()
     y = torch.as_tensor(in_slice, dtype=torch.bool).flatten()

@@ -257,9 +257,6 @@ class SplitNetwork:
         The classifier. Only read, never modified.
     layer
         By name (``named_modules()``) or as a module.
-    approximate
-        Kept for compatibility and ignored: a smooth head (not piecewise linear) is
-        always accepted, its boundaries being tangent planes (:attr:`approximate`).
     device
         Where to compute; default: the model's device.
     channels_last
@@ -280,7 +277,7 @@ class SplitNetwork:
         first pass.
     """
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module, *, approximate: bool = False,
+    def __init__(self, model: nn.Module, layer: str | nn.Module, *,
                  device: str | torch.device | None = None, channels_last: bool = True,
                  batch_size: int | None = None, progress: bool = True,
                  preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,

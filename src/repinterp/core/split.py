@@ -283,7 +283,8 @@ def _split_script_sequential(model: torch.jit.ScriptModule, name: str) -> SplitM
     if getattr(model, "original_name", "") != "Sequential" or name not in names:
         raise UserError("a TorchScript model can only be split at a top-level layer of a "
                         "scripted nn.Sequential; for other models pass the Python model "
-                        "(e.g. arch=NAME with weights=FILE)")
+                        "(e.g. {param})", param="weights",
+                        api="arch=NAME with weights=FILE")
     i = names.index(name)
     return SplitModel(features=nn.Sequential(OrderedDict(children[: i + 1])),
                       head=nn.Sequential(OrderedDict(children[i + 1:])), layer=name)

@@ -1,4 +1,4 @@
-"""A real-size benchmark built offline (issue 19): Fashion-MNIST objects pasted on crops
+"""A real-size benchmark built offline: Fashion-MNIST objects pasted on crops
 of real photographs, with a planted shortcut whose pixels are known, and torchvision
 models trained on it from scratch and cached.
 

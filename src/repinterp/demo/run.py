@@ -10,6 +10,7 @@ import torch
 from ..app.outputs import check_output
 from ..app.pipeline import source_fingerprint, write_summary
 from ..app.stats import heldout_figures
+from ..core import defaults
 from ..core.interpreter import RepresentativeInterpreter
 from .data import FASHION_CLASSES, load_fashion_mnist
 from .models import load_demo_model
@@ -17,8 +18,14 @@ from .models import load_demo_model
 __all__ = ["run_demo"]
 
 
+#: The demo's |Q|: more boundaries per seed than the library's default, for purer regions
+#: (docs/method.md)
+DEMO_NUM_BOUNDARIES = 200
+
+
 def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 10000,
-             coverage: float = 0.9, max_regions: int = 6, num_boundaries: int = 200,
+             coverage: float = defaults.COVERAGE, max_regions: int = defaults.MAX_REGIONS,
+             num_boundaries: int = DEMO_NUM_BOUNDARIES,
              data_root: str | None = None, progress: bool = True, retrain: bool = False,
              log: Callable[[str], None] = print) -> dict:
     """Load the demo CNN (:func:`~repinterp.demo.models.load_demo_model`: shipped,

@@ -69,7 +69,7 @@ class MarkSetting:
 
 
 #: The benchmark's settings: mark position, size, shape and class all vary; the last
-#: three are the harder ones of issue 19 (a background texture, a mark anywhere, and
+#: three are the harder ones (a background texture, a mark anywhere, and
 #: 10% label noise in the class).
 SETTINGS = (
     MarkSetting("square-topleft-tshirt", cls=0, shape="square", size=4, row=1, col=1),

@@ -1,0 +1,211 @@
+"""Command line: the parser, and one call per command into the pipelines
+(:mod:`repinterp.app.pipeline`, :mod:`repinterp.app.explain`, :mod:`repinterp.demo.run`).
+
+Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error
+(one line; the traceback only with ``--debug``), 130 interrupted (SIGINT or SIGTERM).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from ..core.errors import UserError, first_line
+from .parser import build_parser
+
+__all__ = ["FLAGS", "build_parser", "main"]
+
+#: The library's parameters as the command line spells them (``UserError.param``)
+FLAGS = {
+    "model": "--arch NAME [--weights FILE] or --model FILE",
+    "trusted_model": "--model FILE --trust-pickle",
+    "model_file": "--model FILE",
+    "weights": "--arch NAME --weights FILE",
+    "trust_pickle": "--trust-pickle",
+    "size": "--size H,W",
+    "normalize": "--normalize",
+    "class_names": "--class-names",
+    "engine": "--engine ray",
+    "bank": "a larger --pilot or --bank",
+    "layer": "--layer",
+    "data": "--data",
+    "image": "--image FILE",
+}
+
+
+def _families() -> dict:
+    """The demo's architectures, with their defaults (layer, normalisation, names)."""
+    from ..app.pipeline import Family
+    from ..demo.data import FASHION_CLASSES
+    from ..demo.models import ARCHS, DEMO_LAYERS
+    return {name: Family(cls, DEMO_LAYERS[name], "fashion-mnist", FASHION_CLASSES)
+            for name, cls in ARCHS.items()}
+
+
+def _model_source(a: argparse.Namespace):
+    from ..app.pipeline import ModelSource
+    return ModelSource(arch=a.arch, weights=a.weights, num_classes=a.num_classes,
+                       model_file=a.model, trust_pickle=a.trust_pickle)
+
+
+def _parse_size(spec: str | None) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    try:
+        vals = [int(v) for v in spec.replace("x", ",").split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or min(vals) < 1:
+        raise UserError(f"--size must be H,W or one positive number, got {spec!r}")
+    return (vals[0], vals[-1])
+
+
+def _fit_fields(a: argparse.Namespace) -> dict:
+    """The fields of a :class:`~repinterp.app.pipeline.FitJob` the command line sets."""
+    import torch
+    if a.approximate:
+        import warnings
+        warnings.warn("--approximate does nothing and will be removed: whether boundaries "
+                      "are tangent follows from the head", FutureWarning, stacklevel=2)
+    return dict(
+        model=_model_source(a), data=a.data, layer=a.layer, references=a.references,
+        size=_parse_size(a.size), normalize=a.normalize, strict=a.strict,
+        heldout=a.heldout, labels=a.labels, class_names=a.class_names,
+        interpreter=dict(num_boundaries=a.num_boundaries, seed=a.seed, device=a.device,
+                         progress=not a.quiet, store_dir=a.store_dir,
+                         feature_dtype=getattr(torch, a.feature_dtype) if a.feature_dtype
+                         else None))
+
+
+def _engine_fields(a: argparse.Namespace) -> dict:
+    return {"engine": a.engine, "workers": a.workers, "ray_address": a.ray_address}
+
+
+def _cmd_demo(a: argparse.Namespace) -> None:
+    from ..demo.run import run_demo
+    kw = {} if a.num_boundaries is None else {"num_boundaries": a.num_boundaries}
+    run_demo(a.out or "out/demo", seed=a.seed, references=a.references,
+             coverage=a.coverage, max_regions=a.max_regions, data_root=a.data,
+             progress=not a.quiet, retrain=a.retrain, **kw)
+
+
+def _cmd_explain(a: argparse.Namespace) -> None:
+    from ..app.explain import ExplainJob, explain_job
+    job = ExplainJob(**_fit_fields(a), query=a.image, out=a.out or "out/explain",
+                     seed_index=a.seed_index, summary=a.summary, index=a.index,
+                     device=a.device, meta={"seed": a.seed}, **_engine_fields(a))
+    print(explain_job(job, _families()).message)
+
+
+def _cmd_summarize(a: argparse.Namespace) -> None:
+    from ..app.pipeline import SummarizeJob, summarize_index, summarize_job
+    out = a.out or "out/summary"
+    if a.index:
+        if a.separate_logics:
+            raise UserError("--separate-logics needs the references' features, which an "
+                            "index does not keep: summarize --data instead")
+        summary, report, n = summarize_index(
+            a.index, out, source=_model_source(a), families=_families(),
+            coverage=a.coverage, max_regions=a.max_regions, class_names=a.class_names,
+            device=a.device, progress=not a.quiet, **_engine_fields(a))
+        print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
+              f"index of {n} images; report: {report}")
+        return
+    job = SummarizeJob(**_fit_fields(a), out=out, coverage=a.coverage,
+                       max_regions=a.max_regions, separate_logics=a.separate_logics,
+                       max_logics=a.max_logics, meta={"seed": a.seed})
+    summary, report = summarize_job(job, _families())
+    print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
+          f"report: {report}")
+
+
+def _cmd_index(a: argparse.Namespace) -> None:
+    from ..app.pipeline import IndexJob, index_job
+    from ..core.words import plural
+    job = IndexJob(model=_model_source(a), data=a.data, out=a.out or "out/index",
+                   layer=a.layer, size=_parse_size(a.size), normalize=a.normalize,
+                   strict=a.strict, bank=a.bank, pilot=a.pilot, shard_size=a.shard_size,
+                   seed=a.seed, device=a.device, progress=not a.quiet, **_engine_fields(a))
+    loaded = index_job(job, _families())
+    index = loaded.index
+    print(f"indexed {plural(len(index), 'image')} against "
+          f"{plural(len(index.bank), 'boundary')} "
+          f"({index.nbytes / 2**20:.1f} MiB of rows): {job.out}")
+
+
+def _cmd_layers(a: argparse.Namespace) -> None:
+    from ..app.pipeline import layer_lines
+    print("\n".join(layer_lines(_model_source(a), _families(),
+                                depth=None if a.depth == 0 else a.depth)))
+
+
+COMMANDS = {"demo": _cmd_demo, "explain": _cmd_explain, "summarize": _cmd_summarize,
+            "index": _cmd_index, "layers": _cmd_layers}
+
+# (option, smallest value) of the counts the commands take
+_AT_LEAST = [("references", 1), ("num_boundaries", 1), ("max_regions", 1),
+             ("max_logics", 1), ("bank", 1), ("pilot", 2), ("shard_size", 1),
+             ("workers", 1), ("depth", 0), ("seed_index", 0)]
+
+
+def _check_counts(a: argparse.Namespace) -> None:
+    """Counts and shares in range: a usage error, not a silently odd run."""
+    for name, low in _AT_LEAST:
+        value = getattr(a, name, None)
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    coverage = getattr(a, "coverage", None)
+    if coverage is not None and not 0 < coverage <= 1:
+        raise UserError(f"--coverage must be in (0, 1], got {coverage}")
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each on stderr, without the source line."""
+    print(f"repinterp: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM as SIGINT: the run unwinds, removing what it had half written."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from ..app.outputs import release_locks
+
+    args = build_parser(COMMANDS).parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
+    main_thread = threading.current_thread() is threading.main_thread()
+    terminate = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        _check_counts(args)
+        args.func(args)
+        return 0
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"repinterp: error: {_one_line(exc.render(FLAGS))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("repinterp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if args.debug:
+            raise
+        print(f"repinterp: internal error: {type(exc).__name__}: "
+              f"{_one_line(first_line(exc))} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = shown
+        if main_thread:
+            signal.signal(signal.SIGTERM, terminate)
+        release_locks()
+

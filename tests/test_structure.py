@@ -1,0 +1,153 @@
+"""Architectural rules, each kept by a scan of the source that fails the moment the rule
+is broken (and each scanner checked on a synthetic bad tree, so it cannot pass
+vacuously)."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from repinterp.cli import FLAGS, build_parser
+from repinterp.core import defaults
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "repinterp"
+
+#: parameter name -> the name in :mod:`repinterp.core.defaults` it must default to
+DEFAULTED = {"coverage": "COVERAGE", "max_regions": "MAX_REGIONS",
+             "num_boundaries": "NUM_BOUNDARIES", "max_logics": "MAX_LOGICS",
+             "heatmap_method": "HEATMAP_METHOD", "heatmap_grid": "HEATMAP_GRID"}
+
+
+def _sources(root: Path):
+    for path in sorted(root.rglob("*.py")):
+        yield path.relative_to(root).as_posix(), ast.parse(path.read_text(), str(path))
+
+
+# --- one set of defaults ------------------------------------------------------------------
+def literal_defaults(root: Path) -> list[str]:
+    """``file:line name=value`` for every parameter or dataclass field named in
+    :data:`DEFAULTED` whose default is a literal instead of the name in ``defaults``
+    (``None`` is allowed: it means "not given")."""
+    found = []
+    for rel, tree in _sources(root):
+        if rel == "core/defaults.py":
+            continue
+        for node in ast.walk(tree):
+            pairs = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                pos = a.posonlyargs + a.args
+                pairs += list(zip(pos[len(pos) - len(a.defaults):], a.defaults, strict=True))
+                pairs += [(k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)
+                          if d is not None]
+                pairs = [(arg.arg, d) for arg, d in pairs]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                    and node.value is not None:
+                pairs = [(node.target.id, node.value)]
+            for name, default in pairs:
+                if name in DEFAULTED and isinstance(default, ast.Constant) \
+                        and default.value is not None:
+                    found.append(f"{rel}:{default.lineno} {name}={default.value!r}")
+    return found
+
+
+def test_every_default_is_defined_once():
+    assert literal_defaults(SRC) == []
+
+
+def test_the_defaults_scan_finds_a_literal(tmp_path):
+    (tmp_path / "m.py").write_text("def summarize(coverage: float = 0.95, *, max_regions=10):"
+                                   "\n    pass\nclass Job:\n    num_boundaries: int = 50\n")
+    assert literal_defaults(tmp_path) == ["m.py:1 coverage=0.95", "m.py:1 max_regions=10",
+                                          "m.py:4 num_boundaries=50"]
+
+
+def test_the_cli_defaults_are_the_librarys():
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for command in ("summarize", "explain", "index"):
+        given = {a.dest: a.default for a in sub[command]._actions}
+        assert given["num_boundaries"] == defaults.NUM_BOUNDARIES
+        if command == "summarize":
+            assert given["coverage"] == defaults.COVERAGE
+            assert given["max_regions"] == defaults.MAX_REGIONS
+            assert given["max_logics"] == defaults.MAX_LOGICS
+
+
+# --- errors name parameters; the CLI maps them to flags ----------------------------------
+def error_params(root: Path) -> dict[str, list[str]]:
+    """Every parameter a ``UserError(...)`` names (``param=`` and the keys of
+    ``params=``), with where, and the problems found: a parameter named without its
+    ``{placeholder}`` in a literal message."""
+    names: dict[str, list[str]] = {}
+    for rel, tree in _sources(root):
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "UserError"):
+                continue
+            for kw in node.keywords:
+                if kw.arg == "param" and isinstance(kw.value, ast.Constant):
+                    names.setdefault(kw.value.value, []).append(f"{rel}:{node.lineno}")
+                if kw.arg == "params" and isinstance(kw.value, ast.Dict):
+                    for k in kw.value.keys:
+                        if isinstance(k, ast.Constant):
+                            names.setdefault(k.value, []).append(f"{rel}:{node.lineno}")
+    return names
+
+
+def test_every_parameter_an_error_names_has_its_flag():
+    names = error_params(SRC)
+    assert len(names) >= 10                              # the scan sees the errors
+    assert sorted(set(names) - set(FLAGS)) == []
+    assert sorted(set(FLAGS) - set(names)) == []         # no flag for a vanished error
+
+
+def test_the_cli_rewrites_no_message_text():
+    text = (SRC / "cli" / "__init__.py").read_text()
+    assert "_as_flags" not in text and ".replace(api" not in text
+    assert re.search(r"exc\.render\(FLAGS\)", text)
+
+
+def test_an_error_reads_in_the_apis_words_and_the_clis():
+    from repinterp.core.errors import UserError
+    e = UserError("pass {param} (or {model_file})", "trust_pickle", "trust_pickle=True",
+                  params={"model_file": "model_file=FILE"})
+    assert str(e) == "pass trust_pickle=True (or model_file=FILE)"
+    assert e.render(FLAGS) == "pass --trust-pickle (or --model FILE)"
+    assert UserError("a {x} that is no parameter").render(FLAGS) == "a {x} that is no parameter"
+
+
+# --- the CLI only parses ------------------------------------------------------------------
+def test_each_command_is_one_call_into_a_pipeline():
+    tree = ast.parse((SRC / "cli" / "__init__.py").read_text())
+    commands = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)
+                and n.name.startswith("_cmd_")}
+    assert set(commands) == {"_cmd_demo", "_cmd_explain", "_cmd_summarize", "_cmd_index",
+                             "_cmd_layers"}
+    for name, fn in commands.items():
+        # no loop, no with-block, no model or image handling in a command
+        assert not [n for n in ast.walk(fn) if isinstance(n, (ast.For, ast.While, ast.With))], name
+        called = {n.func.id for n in ast.walk(fn) if isinstance(n, ast.Call)
+                  and isinstance(n.func, ast.Name)}
+        assert not called & {"load_images", "load_model", "write_report", "output_folder",
+                             "SplitNetwork", "IndexWorker"}, name
+
+
+# --- no lab notes in the source -----------------------------------------------------------
+def issue_references(root: Path) -> list[str]:
+    return [f"{p.relative_to(root)}:{i}" for p in sorted(root.rglob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"\bissues? \d+\b", line, re.IGNORECASE)]
+
+
+def test_no_issue_numbers_in_the_source(tmp_path):
+    (tmp_path / "m.py").write_text("x = 1  # measured in issue 18\n")
+    assert issue_references(tmp_path) == ["m.py:1"]
+    assert issue_references(SRC) == []
+
+
+@pytest.mark.parametrize("name", ["NotPiecewiseLinearError"])
+def test_gone_from_the_public_api(name):
+    import repinterp
+    assert not hasattr(repinterp, name)
