@@ -90,7 +90,8 @@ def test_one_engine_the_per_seed_and_index_paths_agree(indexed, seed):
     float16 distances tie)."""
     from repinterp.core.boundaries import Boundaries
     interp, bank, index, _ = indexed
-    assert interp.min_purity_ == RegionIndex.explain.__kwdefaults__["min_purity"]
+    assert interp.min_purity_ == index.min_purity_
+    assert RegionIndex.explain.__kwdefaults__["min_purity"] == "auto"
     values = interp.store_.side_values(bank.working.weights, bank.working.biases)
     cls = int(interp.predictions_[seed])
     b = Boundaries(bank.weights, bank.biases, bank.working.points, bank.working.pairs)

@@ -1,6 +1,8 @@
-"""Issue 22: the region index's greedy and summary with the rows left in groups (one
-per worker) give the in-process regions bit for bit, whatever the cut."""
+"""The region index's greedy and summary with the rows left in groups (one per worker)
+give the in-process regions bit for bit, whatever the cut."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -8,11 +10,11 @@ from nets import tiny_cnn, tiny_images
 
 from repinterp import RepresentativeInterpreter
 from repinterp.core.index import IndexWorker, RegionIndex, sample_bank
+from repinterp.core.region import Region
 from repinterp.core.sharded import ShardedIndex, local_groups
 
-FIELDS = ("predicted_class", "weights", "biases", "boundary_points", "pairs", "delta",
-          "min_delta", "members", "member_distances", "purity", "seed_index",
-          "seed_values")
+#: every field of a region (one added later is compared too)
+FIELDS = tuple(f.name for f in dataclasses.fields(Region))
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +32,15 @@ def same_region(a, b):
     for f in FIELDS:
         va, vb = getattr(a, f), getattr(b, f)
         if isinstance(va, torch.Tensor):
-            assert torch.equal(va, vb), f
+            assert va.dtype == vb.dtype and torch.equal(va, vb), f
         else:
-            assert va == vb, f
+            assert type(va) is type(vb) and va == vb, f
 
 
 def test_a_row_sent_to_the_driver_is_one_row(index):
     """A group answers a row query with that row alone: a slice of its rows would be a
     view, and pickling a view (Ray's transfer to the driver) sends every row of the
-    group, which made the driver's memory grow with N (issue 22)."""
+    group, which would make the driver's memory grow with N."""
     import pickle
     ix, _, _ = index
     group = local_groups(ix.rows, len(ix.bank))[0]
@@ -226,7 +228,7 @@ print(json.dumps({"nodes": nodes, "actor_nodes": len({n for n, _ in where}),
 @pytest.mark.slow
 def test_two_ray_nodes_give_the_same_summary_after_a_node_loses_its_worker(tmp_path,
                                                                             two_nodes):
-    """Issue 22: the index's rows on two Ray nodes (one actor each, as each node has
+    """The index's rows on two Ray nodes (one actor each, as each node has
     one CPU), joined with --ray-address; the worker process of one node killed
     mid-summary; the summary equals the in-process one (regions compared field by field
     in a fresh Python, which then reports)."""

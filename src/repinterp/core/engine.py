@@ -1,52 +1,187 @@
-"""The region engine (METHOD §2-3), written once: orient -> greedy -> rank -> purity ->
+"""The region engine (METHOD §2-3), written once: greedy -> prune -> rank -> purity ->
 :class:`Region`.
 
-Two paths make regions and both end here: the per-seed path of
-:class:`~repinterp.RepresentativeInterpreter` (the dense side values of every
-reference, :func:`dense_candidates`) and a :class:`~repinterp.core.index.RegionIndex`
-(bit-packed signs and float16 values of indexed images). Each turns a seed's candidate
-boundaries into :class:`Candidates` (oriented so the seed is on the non-negative side of
-each, with one bitset per candidate of the references it excludes); :func:`make_region`
-runs the greedy (:func:`~repinterp.core.greedy.select_boundaries_bits`, one stopping
-rule: ``delta`` and ``min_purity``), ranks the members by semantic distance and measures
-the purity. Given the same side values, both paths give the same region.
+Every path that makes regions ends here, and differs only in how it counts. The engine
+asks a *counts backend* (:class:`Counts`) for integer counts and decides everything
+itself: which candidate boundary to add, when to stop, which to prune, the members'
+order, the purity and the region's delta. Backends:
+
+- bitsets in one process (:class:`~repinterp.core.greedy.BitCounts`), from a seed's
+  dense side values (the per-seed path of :class:`~repinterp.RepresentativeInterpreter`,
+  :func:`dense_candidates`) or from a :class:`~repinterp.core.index.RegionIndex`'s
+  bit-packed signs and float16 values; :func:`make_region` runs them;
+- row groups reduced across workers (:class:`~repinterp.core.sharded.GroupCounts`),
+  each group a ``BitCounts`` of its rows: the tallies are integer sums, so the choices
+  are the in-process ones bit for bit.
+
+Whether the boundaries are tangent planes (a smooth head) is the caller's fact, passed
+as ``approximate``; the purity stop that goes with it is :func:`purity_stop`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from .boundaries import Boundaries, flip, orientation
-from .greedy import pack_columns, select_boundaries_bits
+from .errors import UserError
+from .greedy import (
+    EPS1,
+    EPS2,
+    BitCounts,
+    Members,
+    Tally,
+    best_step,
+    done,
+    pack_columns,
+    resolve_delta,
+)
 from .region import Region
 
-__all__ = ["MIN_PURITY", "TANGENT_MIN_PURITY", "Candidates", "dense_candidates", "make_region"]
+__all__ = ["MIN_PURITY", "TANGENT_MIN_PURITY", "Candidates", "Counts", "Steps",
+           "dense_candidates", "greedy", "make_region", "purity_stop", "region"]
 
-#: The greedy's purity stop, the same default for every path that makes regions
-#: (``None``: the paper's ``delta`` rule alone). Chosen by measurement (issue 18,
-#: ``benchmarks/purity_curve.py --min-purity none,0.99,0.995``, demo VGG, 10,000
-#: references, held-out purity / share of test images in a region): at |Q| = 50
-#: 97.66% / 96.98% without it, 97.62% / 97.22% with 0.995; at |Q| = 200 99.27% / 94.87%
-#: against 99.11% / 96.14%; on a region index (bank 1024, 60,000 references,
-#: ``docs/index.md``) it is what keeps regions from shattering: 94.2% of test images in a
-#: region with it, 88.7% without.
+#: The greedy's purity stop for exact (piecewise-linear) boundaries, the same default for
+#: every path that makes regions (``None``: the paper's ``delta`` rule alone). Chosen by
+#: measurement, see ``docs/index.md`` and ``benchmarks/purity_curve.py``: it keeps
+#: regions from shattering on a region index and trades little held-out purity.
 MIN_PURITY: float | None = 0.995
 
-#: The stop for tangent boundaries (smooth heads, issue 21): a tangent cell approximates
-#: the decision region, so the greedy asks more purity of the references before it stops.
-#: Measured (``docs/tangent-curve.md``, ``benchmarks/tangent_curve.py``, Fashion-MNIST,
-#: 10,000 references, |Q| = 200): SiLU, GELU, Hardswish, LayerNorm heads and a small ViT
-#: reach 99.02-99.08% held-out purity with 94.2-96.8% of test images in a region at 0.999,
-#: against 98.79-98.88% at 0.995.
+#: The stop for tangent boundaries (smooth heads): a tangent cell approximates the
+#: decision region, so the greedy asks more purity of the references before it stops.
+#: Chosen by measurement, see ``docs/tangent-curve.md``.
 TANGENT_MIN_PURITY: float = 0.999
+
+
+def purity_stop(min_purity: float | str | None, approximate: bool) -> float | None:
+    """The greedy's purity stop: ``min_purity`` itself, or for ``"auto"``
+    :data:`TANGENT_MIN_PURITY` when the boundaries are tangent (``approximate``), else
+    :data:`MIN_PURITY`. Raises :class:`UserError` outside ``(0, 1]``."""
+    if min_purity == "auto":
+        return TANGENT_MIN_PURITY if approximate else MIN_PURITY
+    if min_purity is None:
+        return None
+    if isinstance(min_purity, bool) or not isinstance(min_purity, (int, float)) \
+            or not 0 < min_purity <= 1:
+        raise UserError(f"min_purity must be 'auto', None or in (0, 1], got {min_purity!r}")
+    return float(min_purity)
+
+
+class Counts(Protocol):
+    """What the engine asks of the images' sides of a seed's ``Q`` candidates (their
+    indices ``0 .. Q - 1``). A backend holds the coverage state; the engine decides.
+
+    - ``start()``: ``(min_delta, others)``: images of other classes that no candidate
+      excludes (the smallest feasible delta) and images of other classes;
+    - ``counts()`` / ``step(h)``: the :class:`~repinterp.core.greedy.Tally` now / after
+      candidate ``h`` joins the region;
+    - ``prune_start(chosen)``, ``prune_needed(j)``, ``prune_drop(j)``: whether chosen
+      candidate ``j`` alone excludes an image, given the ones not dropped;
+    - ``finish(columns, origin)``: the covered images and their semantic distances over
+      the candidates ``columns``, ``origin`` the seed's values at them
+      (:class:`~repinterp.core.greedy.Members`).
+    """
+
+    def start(self) -> tuple[int, int]: ...
+
+    def counts(self) -> Tally: ...
+
+    def step(self, h: int) -> Tally: ...
+
+    def prune_start(self, chosen: list[int]) -> None: ...
+
+    def prune_needed(self, j: int) -> bool: ...
+
+    def prune_drop(self, j: int) -> None: ...
+
+    def finish(self, columns: torch.Tensor, origin: torch.Tensor) -> Members: ...
+
+
+@dataclass
+class Steps:
+    """The greedy's outcome: the kept candidates (``indices``, in the order they were
+    picked), the delta used and the smallest feasible one."""
+
+    indices: torch.Tensor
+    delta: int
+    min_delta: int
+
+
+def greedy(counts: Counts, delta: int | None = None, *, min_purity: float | None = None,
+           prune: bool = True, eps1: float = EPS1, eps2: float = EPS2,
+           stacklevel: int = 2) -> Steps:
+    """The SCSC greedy (METHOD §2) over a counts backend.
+
+    Adds the candidate with the smallest ``(new_same + eps1) / (new_diff + eps2)`` among
+    those with ``new_diff > 0`` (the first on a tie) until at most ``delta`` images of
+    other classes stay covered (``None``: the smallest feasible; below it: raised to it
+    with a warning at ``stacklevel``, 2 naming this function's caller), or, with
+    ``min_purity`` (departure from the paper), until the covered images are that share
+    of the kept ones; then, with ``prune``, drops in selection order each candidate that
+    alone excludes no image (one pass suffices: removing a redundant candidate never
+    makes a kept one redundant).
+    """
+    min_delta, _ = counts.start()
+    delta = resolve_delta(delta, min_delta, stacklevel + 1)
+    ratio = None if min_purity is None else (1 - min_purity) / min_purity
+    chosen: list[int] = []
+    tally = counts.counts()
+    while not done(tally.n_diff, tally.n_same, delta, ratio):
+        h = best_step(tally.new_same, tally.new_diff, eps1, eps2)
+        if h is None:
+            break
+        chosen.append(h)
+        tally = counts.step(h)
+    kept = chosen
+    if prune and chosen:
+        counts.prune_start(chosen)
+        kept = []
+        for j, h in enumerate(chosen):
+            if counts.prune_needed(j):
+                kept.append(h)
+            else:
+                counts.prune_drop(j)
+    return Steps(torch.tensor(kept, dtype=torch.long), int(delta), int(min_delta))
+
+
+def region(counts: Counts, seed_values: torch.Tensor,
+           boundaries: Callable[[torch.Tensor], Boundaries], cls: int, *,
+           seed_index: int | None, delta: int | None, min_purity: float | None,
+           feature_shape: tuple[int, ...], approximate: bool = False,
+           logic: int | None = None, stacklevel: int = 2) -> Region:
+    """The region of a seed of class ``cls``: the only place a :class:`Region` is made.
+
+    ``seed_values`` ``[Q]``: the seed's oriented side values of its candidates (``>= 0``
+    up to float16 rounding); ``boundaries(columns)``: those candidates in flattened
+    feature space, oriented. The greedy (:func:`greedy`, ``delta``, ``min_purity``) picks
+    the boundaries; members are ranked by ``Dist = sum_h |v_h(x') - v_h(x)|`` over them
+    (stable: ties keep index order); the purity is the share of members predicted as
+    ``cls``; the region's ``delta`` is what it allows in the end (the purity stop may end
+    the greedy with more other images inside than ``delta``).
+    """
+    steps = greedy(counts, delta, min_purity=min_purity, stacklevel=stacklevel + 1)
+    pick = steps.indices
+    origin = seed_values[pick.to(seed_values.device)]
+    found = counts.finish(pick, origin)
+    order = torch.sort(found.distances, stable=True).indices
+    members = found.members[order]
+    chosen = boundaries(pick)
+    return Region(
+        predicted_class=int(cls), weights=chosen.weights, biases=chosen.biases,
+        boundary_points=chosen.points, pairs=chosen.pairs,
+        delta=max(steps.delta, len(members) - found.n_same), min_delta=steps.min_delta,
+        members=members, member_distances=found.distances[order],
+        purity=found.n_class / max(len(members), 1), seed_index=seed_index,
+        seed_values=origin.clamp_min(0), feature_shape=tuple(feature_shape),
+        approximate=bool(approximate), logic=logic)
 
 
 @dataclass
 class Candidates:
-    """A seed's candidate boundaries, oriented to it.
+    """A seed's candidate boundaries, oriented to it, for the bitset backend.
 
     Attributes
     ----------
@@ -91,33 +226,12 @@ def make_region(c: Candidates, predictions: torch.Tensor, cls: int, same: torch.
                 seed_index: int | None, delta: int | None, min_purity: float | None,
                 feature_shape: tuple[int, ...], approximate: bool = False,
                 logic: int | None = None, stacklevel: int = 2) -> Region:
-    """The region of a seed of class ``cls`` from its :class:`Candidates`.
-
-    ``same`` marks the references the region should keep (the seed's class, or its
-    logic's group); ``predictions`` of every reference give the purity. The region's
-    ``delta`` is the number of others it holds when the purity stop ended the greedy
-    above ``delta``. The greedy stops
-    at ``delta`` other-class references (``None``: the smallest feasible) or, with
-    ``min_purity``, as soon as the references covered are that pure; members are ranked
-    by ``Dist = sum_h |v_h(x') - v_h(x)|`` over the selected boundaries ``h``.
-    """
-    n = len(predictions)
-    sel = select_boundaries_bits(c.excluded, n, same, delta, min_purity=min_purity,
-                                 stacklevel=stacklevel + 1)
-    pick = sel.indices
-    inside = sel.covered.nonzero()[:, 0]
-    origin = c.seed_values[pick.to(c.seed_values.device)]
-    dist = (c.values(inside, pick) - origin).abs().sum(1).cpu()
-    order = torch.sort(dist, stable=True).indices
-    members = inside[order]
-    chosen = c.boundaries(pick)
-    purity = int((predictions[members] == cls).sum()) / max(len(members), 1)
-    # the purity stop may end the greedy with more others inside than delta: the
-    # region's delta is what it allows in the end
-    delta = max(sel.delta, int((~same[inside]).sum()))
-    return Region(
-        predicted_class=int(cls), weights=chosen.weights, biases=chosen.biases,
-        boundary_points=chosen.points, pairs=chosen.pairs, delta=delta,
-        min_delta=sel.min_delta, members=members, member_distances=dist[order],
-        purity=purity, seed_index=seed_index, seed_values=origin.clamp_min(0),
-        feature_shape=tuple(feature_shape), approximate=approximate, logic=logic)
+    """:func:`region` on the bitset backend of :class:`Candidates`: ``same`` marks the
+    references the region keeps (the seed's class, or its logic's group),
+    ``predictions`` of every reference give the purity."""
+    of_class = np.asarray((torch.as_tensor(predictions) == cls).cpu())
+    counts = BitCounts(c.excluded, np.asarray(torch.as_tensor(same, dtype=torch.bool).cpu()),
+                       of_class, c.values)
+    return region(counts, c.seed_values, c.boundaries, cls, seed_index=seed_index,
+                  delta=delta, min_purity=min_purity, feature_shape=feature_shape,
+                  approximate=approximate, logic=logic, stacklevel=stacklevel + 1)

@@ -1,8 +1,9 @@
-"""Greedy boundary selection: submodular cost submodular cover (METHOD §2).
+"""Greedy boundary selection, the counting half: submodular cost submodular cover
+(METHOD §2) on bitsets.
 
-A pure function over the sides matrix: no network involved. ``sides[i, q]`` is True
-when image ``i`` lies on the seed's side of boundary ``q``; an image is *covered* by a
-set ``P`` when it is on the seed's side of every boundary in ``P``::
+``sides[i, q]`` is True when image ``i`` lies on the seed's side of boundary ``q``; an
+image is *covered* by a set ``P`` when it is on the seed's side of every boundary in
+``P``::
 
     P = {}
     while |covered(P) & diff| > delta:
@@ -11,21 +12,24 @@ set ``P`` when it is on the seed's side of every boundary in ``P``::
     prune: drop h whose removal changes no image's coverage
 
 ``new_same(h)`` / ``new_diff(h)`` count covered images of the seed's class / of other
-classes that ``h`` would exclude. One engine counts them: each boundary's excluded images
-are a bitset, and each step is an AND and a popcount per boundary over the images still
-covered, so no Python loop ever runs over images. Dense sides (the per-seed path) are
-packed once; a region index keeps its rows packed already.
+classes that ``h`` would exclude. The loop itself, which decides, is written once:
+:func:`repinterp.core.engine.greedy`. This module counts for it: :class:`BitCounts`
+keeps each boundary's excluded images as a bitset, and each step is an AND and a
+popcount per boundary over the images still covered, so no Python loop ever runs over
+images. :func:`select_boundaries` is the loop on a dense bool matrix, as a pure function.
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["Selection", "min_feasible_delta", "pack_columns",
-           "select_boundaries", "select_boundaries_bits"]
+__all__ = ["BitCounts", "Members", "Selection", "Tally", "best_step", "done", "min_feasible_delta",
+           "pack_columns", "resolve_delta", "select_boundaries", "select_boundaries_bits"]
 
 EPS1 = 1e-5
 EPS2 = 1e-10
@@ -51,6 +55,29 @@ class Selection:
     delta: int
     min_delta: int
     covered: torch.Tensor
+
+
+class Tally(NamedTuple):
+    """One greedy step's counts: covered images of other classes (``n_diff``) and of the
+    kept ones (``n_same``), and per candidate ``[Q]`` int64 how many of each it would
+    exclude (``new_same``, ``new_diff``). Sums of tallies are tallies (a sharded index
+    adds its row groups')."""
+
+    n_diff: int
+    n_same: int
+    new_same: np.ndarray
+    new_diff: np.ndarray
+
+
+class Members(NamedTuple):
+    """A region's members as a backend finds them: their indices (ascending), semantic
+    distances ``[len(members)]`` (in the same order), and how many are of the kept images
+    (``n_same``) and predicted as the seed's class (``n_class``)."""
+
+    members: torch.Tensor
+    distances: torch.Tensor
+    n_same: int
+    n_class: int
 
 
 def min_feasible_delta(sides: torch.Tensor, same: torch.Tensor) -> int:
@@ -86,10 +113,9 @@ def select_boundaries(sides: torch.Tensor, same: torch.Tensor, delta: int | None
     Notes
     -----
     The sides are packed into one bitset per boundary (``N / 8`` bytes each) and
-    counted by :func:`select_boundaries_bits`: each step is two ANDs and popcounts over
+    counted by :class:`BitCounts`: each step is two ANDs and popcounts over
     ``Q x N / 64`` words, the same choices as counting 0/1 matrix products (the scores
-    come from the same integer counts), without converting ``N x Q`` bools to floats at
-    every step (the 35x slower ``explain`` of issue 18).
+    come from the same integer counts), without converting ``N x Q`` bools to floats.
     """
     sides = torch.as_tensor(sides, dtype=torch.bool)
     same = torch.as_tensor(same, dtype=torch.bool)
@@ -106,45 +132,107 @@ def select_boundaries_bits(excluded: np.ndarray, n: int, same: torch.Tensor,
                            eps1: float = EPS1, eps2: float = EPS2,
                            min_purity: float | None = None,
                            stacklevel: int = 2) -> Selection:
-    """:func:`select_boundaries` on bitsets: the same choices, counted with popcounts.
+    """:func:`select_boundaries` on bitsets: the engine's loop over :class:`BitCounts`.
 
     ``excluded``: ``[Q, W]`` uint64, row ``q`` the images *not* on the seed's side of
-    boundary ``q`` as a bitset over ``n`` images (``numpy.packbits`` order, little-endian
-    words, bits beyond ``n`` zero). Each step is two ANDs and popcounts over ``Q x n / 64``
-    words, so a large bank costs ``n / 8`` bytes per candidate, not ``n`` floats.
+    boundary ``q`` as a bitset over ``n`` images (:func:`pack_columns` layout: little-endian
+    words, bits beyond ``n`` zero). A large bank costs ``n / 8`` bytes per candidate.
     """
+    from .engine import greedy  # the loop (engine.py imports this module)
     same_np = np.asarray(torch.as_tensor(same, dtype=torch.bool).cpu())
     if excluded.ndim != 2 or same_np.shape != (n,):
         raise ValueError("excluded must be [Q, W] and same [n]")
-    q = excluded.shape[0]
-    valid = _bits(np.ones(n, dtype=bool), excluded.shape[1])
-    s_bits, d_bits = _bits(same_np, excluded.shape[1]), _bits(~same_np, excluded.shape[1])
-    anywhere = np.bitwise_or.reduce(excluded, axis=0) if q else np.zeros_like(valid)
-    min_delta = _count(d_bits & ~anywhere)
-    delta = _resolve_delta(delta, min_delta, stacklevel + 1)
-    ratio = None if min_purity is None else (1 - min_purity) / min_purity
-    covered = valid.copy()
-    chosen: list[int] = []
-    while True:
-        n_diff, n_same = _count(covered & d_bits), _count(covered & s_bits)
-        if done(n_diff, n_same, delta, ratio):
-            break
-        new_same = np.bitwise_count(excluded & (covered & s_bits)).sum(1, dtype=np.int64)
-        new_diff = np.bitwise_count(excluded & (covered & d_bits)).sum(1, dtype=np.int64)
-        h = best_step(new_same, new_diff, eps1, eps2)
-        if h is None:
-            break
-        chosen.append(h)
-        covered &= ~excluded[h]
-    idx = torch.tensor(chosen, dtype=torch.long)
-    if prune and chosen:
-        sides = ~torch.from_numpy(_unbits(excluded[chosen], n)).T      # [n, len(chosen)]
-        kept, excluded_by = _prune(sides, torch.arange(len(chosen)))
-        idx, covered_mask = idx[kept], excluded_by == 0
-    else:
-        covered_mask = torch.from_numpy(_unbits(covered[None], n)[0])
-    return Selection(indices=idx, delta=int(delta), min_delta=min_delta,
-                     covered=covered_mask)
+    counts = BitCounts(excluded, same_np)
+    steps = greedy(counts, delta, min_purity=min_purity, prune=prune, eps1=eps1,
+                   eps2=eps2, stacklevel=stacklevel + 1)
+    return Selection(indices=steps.indices, delta=steps.delta, min_delta=steps.min_delta,
+                     covered=counts.covered_mask())
+
+
+class BitCounts:
+    """The engine's counts protocol (:class:`repinterp.core.engine.Counts`) on bitsets,
+    for ``n`` images in one process: a seed's dense side values (the per-seed path), a
+    region index's rows, or one row group of a sharded index.
+
+    Parameters
+    ----------
+    excluded
+        ``[Q, W]`` uint64: per candidate, the images on its far side (:func:`pack_columns`).
+    same
+        Bool ``[n]``: the images the region keeps (the seed's class, or its logic's group);
+        the others are the cover's images.
+    of_class
+        Bool ``[n]``: the images predicted as the seed's class, for the purity (default:
+        ``same``).
+    values
+        ``values(rows, columns)``: oriented side values ``[len(rows), len(columns)]`` of
+        the given images (local indices) at the given candidates; :meth:`finish` needs it.
+    offset
+        Added to the member indices :meth:`finish` returns (a row group's first image).
+    """
+
+    def __init__(self, excluded: np.ndarray, same: np.ndarray,
+                 of_class: np.ndarray | None = None,
+                 values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 offset: int = 0):
+        self.excluded, self.n = excluded, len(same)
+        self.same = np.asarray(same, dtype=bool)
+        self.of_class = self.same if of_class is None else np.asarray(of_class, dtype=bool)
+        self.values, self.offset = values, int(offset)
+        words = excluded.shape[1]
+        self.s_bits, self.d_bits = _bits(self.same, words), _bits(~self.same, words)
+        self.covered = _bits(np.ones(self.n, dtype=bool), words)
+
+    def start(self) -> tuple[int, int]:
+        """Images of other classes that no candidate excludes (the smallest feasible
+        delta) and images of other classes."""
+        anywhere = (np.bitwise_or.reduce(self.excluded, axis=0) if len(self.excluded)
+                    else np.zeros_like(self.covered))
+        return _count(self.d_bits & ~anywhere), int((~self.same).sum())
+
+    def counts(self) -> Tally:
+        cs, cd = self.covered & self.s_bits, self.covered & self.d_bits
+        return Tally(_count(cd), _count(cs),
+                     np.bitwise_count(self.excluded & cs).sum(1, dtype=np.int64),
+                     np.bitwise_count(self.excluded & cd).sum(1, dtype=np.int64))
+
+    def apply(self, h: int) -> None:
+        """Candidate ``h`` joins the region: the images it excludes are not covered."""
+        self.covered &= ~self.excluded[h]
+
+    def step(self, h: int) -> Tally:
+        """:meth:`apply` then :meth:`counts` (one round trip per step when sharded)."""
+        self.apply(h)
+        return self.counts()
+
+    def prune_start(self, chosen: list[int]) -> None:
+        """Per image, how many of the ``chosen`` candidates exclude it."""
+        self.excl = torch.from_numpy(_unbits(self.excluded[chosen], self.n)).T
+        self.count = self.excl.sum(1)
+
+    def prune_needed(self, j: int) -> bool:
+        """Whether chosen candidate ``j`` alone excludes one of the images."""
+        return bool(((self.count == 1) & self.excl[:, j]).any())
+
+    def prune_drop(self, j: int) -> None:
+        self.count -= self.excl[:, j].long()
+
+    def covered_mask(self) -> torch.Tensor:
+        """Bool ``[n]``: the images covered by the candidates applied. Pruning leaves it
+        as it is: a dropped candidate excludes only images that a kept one excludes."""
+        return torch.from_numpy(_unbits(self.covered[None], self.n)[0])
+
+    def finish(self, columns: torch.Tensor, origin: torch.Tensor) -> Members:
+        """The covered images and their semantic distances ``sum_h |v_h(x') - o_h|`` over
+        the candidates ``columns``, ``origin`` the seed's values at them."""
+        if self.values is None:
+            raise ValueError("finish needs the side values")
+        inside = self.covered_mask().nonzero()[:, 0]
+        v = self.values(inside, columns)
+        dist = (v - origin.to(v.device)).abs().sum(1).cpu()
+        local = inside.numpy()
+        return Members(inside + self.offset, dist, int(self.same[local].sum()),
+                       int(self.of_class[local].sum()))
 
 
 def done(n_diff: int, n_same: int, delta: int, ratio: float | None) -> bool:
@@ -157,6 +245,8 @@ def best_step(new_same: np.ndarray, new_diff: np.ndarray, eps1: float = EPS1,
               eps2: float = EPS2) -> int | None:
     """The candidate with the smallest ``(new_same + eps1) / (new_diff + eps2)`` among
     those that exclude an image of another class (the first on a tie), or None."""
+    if len(new_diff) == 0:
+        return None
     score = (torch.from_numpy(new_same).double() + eps1) / \
         (torch.from_numpy(new_diff).double() + eps2)
     score[torch.from_numpy(new_diff) <= 0] = torch.inf
@@ -164,7 +254,7 @@ def best_step(new_same: np.ndarray, new_diff: np.ndarray, eps1: float = EPS1,
     return h if bool(torch.isfinite(score[h])) else None
 
 
-def _resolve_delta(delta: int | None, min_delta: int, stacklevel: int) -> int:
+def resolve_delta(delta: int | None, min_delta: int, stacklevel: int) -> int:
     """``delta``, or the smallest feasible one (warned about when ``delta`` is below)."""
     if delta is None:
         return min_delta
@@ -177,7 +267,7 @@ def _resolve_delta(delta: int | None, min_delta: int, stacklevel: int) -> int:
 
 def pack_columns(sides: np.ndarray) -> np.ndarray:
     """Bool ``[n, Q]`` -> ``[Q, W]`` uint64 bitsets of each column (the layout of
-    :func:`select_boundaries_bits`)."""
+    :class:`BitCounts`)."""
     n, q = sides.shape
     packed = np.packbits(np.asarray(sides, dtype=bool).T, axis=1, bitorder="little")
     out = np.zeros((q, (n + 63) // 64 * 8), dtype=np.uint8)
@@ -198,20 +288,3 @@ def _unbits(rows: np.ndarray, n: int) -> np.ndarray:
 
 def _count(bits: np.ndarray) -> int:
     return int(np.bitwise_count(bits).sum())
-
-
-def _prune(sides: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop, in selection order, each boundary that alone excludes no image. Returns the
-    kept indices and, per image, how many kept boundaries exclude it.
-
-    One pass suffices: removing a redundant boundary never makes a kept one redundant,
-    because an image excluded only by a kept boundary is not excluded by the removed one.
-    """
-    excl = ~sides[:, idx]
-    count = excl.sum(1)
-    keep = np.ones(len(idx), dtype=bool)
-    for j in range(len(idx)):
-        if not bool(((count == 1) & excl[:, j]).any()):
-            keep[j] = False
-            count -= excl[:, j].long()
-    return idx[torch.from_numpy(keep)], count

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .boundaries import Boundaries, flip
-from .engine import MIN_PURITY, Candidates, make_region
+from .engine import Candidates, make_region, purity_stop
 from .errors import UserError
 from .greedy import pack_columns
 from .network import SplitNetwork, auto_batch_size, batches, decisions, exact
@@ -67,13 +67,19 @@ class Bank:
     ``working``: the boundaries where side values are computed (the store's working
     space, :mod:`repinterp.core.store`: the output of the head's first linear layer when
     ``prefix``, else feature space); ``weights``, ``biases``: the same in flattened
-    feature space (for heat maps and regions).
+    feature space (for heat maps and regions); ``approximate``: the head they were
+    sampled on is not piecewise linear, so they are tangent planes
+    (:attr:`RepresentativeInterpreter.approximate_`): the index's regions say so and its
+    greedy's ``"auto"`` purity stop is the tangent one
+    (:func:`~repinterp.core.engine.purity_stop`). A bank saved without the flag loads
+    as exact.
     """
 
     working: Boundaries
     weights: torch.Tensor
     biases: torch.Tensor
     prefix: bool = False
+    approximate: bool = False
 
     def __len__(self) -> int:
         return len(self.working)
@@ -86,15 +92,17 @@ class Bank:
         return {"working_weights": w.weights.cpu(), "working_biases": w.biases.cpu(),
                 "points": w.points.cpu(), "pairs": w.pairs.cpu(),
                 "weights": None if same else self.weights.cpu(),
-                "biases": None if same else self.biases.cpu(), "prefix": self.prefix}
+                "biases": None if same else self.biases.cpu(), "prefix": self.prefix,
+                "approximate": self.approximate}
 
     @classmethod
     def from_dict(cls, d: dict) -> Bank:
         working = Boundaries(d["working_weights"], d["working_biases"], d["points"],
                              d["pairs"])
+        tangent = bool(d.get("approximate", False))
         if d["weights"] is None:
-            return cls(working, working.weights, working.biases, bool(d["prefix"]))
-        return cls(working, d["weights"], d["biases"], bool(d["prefix"]))
+            return cls(working, working.weights, working.biases, bool(d["prefix"]), tangent)
+        return cls(working, d["weights"], d["biases"], bool(d["prefix"]), tangent)
 
 
 @exact
@@ -127,7 +135,8 @@ def sample_bank(interp: Any, size: int, per_origin: int = 50, seed: int = 0) -> 
     working = Boundaries(*(torch.cat([getattr(p, f) for p in parts])
                            for f in ("weights", "biases", "points", "pairs")))
     weights, biases = interp.store_.lift(working.weights, working.biases)
-    return Bank(working, weights, biases, prefix=interp.store_.linear is not None)
+    return Bank(working, weights, biases, prefix=interp.store_.linear is not None,
+                approximate=bool(interp.approximate_))
 
 
 @dataclass
@@ -192,10 +201,9 @@ class IndexWorker:
     """
 
     def __init__(self, model: torch.nn.Module, layer: str | torch.nn.Module, bank: Bank,
-                 *, batch_size: int | None = None, device: str | None = None,
-                 approximate: bool = False):
+                 *, batch_size: int | None = None, device: str | None = None):
         self.network = SplitNetwork(model, layer, batch_size=batch_size, device=device,
-                                    approximate=approximate, progress=False)
+                                    progress=False)
         self.linear = linear_prefix(self.network.head) if bank.prefix else None
         if bank.prefix and self.linear is None:
             raise UserError("the bank lives after the head's first linear layer, which "
@@ -241,6 +249,37 @@ def column_bits(signs: torch.Tensor, width: int) -> tuple[np.ndarray, np.ndarray
         cols[:, at:at + part.shape[1]] = part
         at += part.shape[1]
     return cols, pack_columns(np.ones((n, 1), dtype=bool))[0]
+
+
+def oriented_bits(cols: np.ndarray, valid: np.ndarray, cand: torch.Tensor,
+                  seed_side: torch.Tensor) -> np.ndarray:
+    """The bank columns ``cand`` of :func:`column_bits` output ``cols`` (``valid``: the
+    bitset of all images) as a seed's excluded images: per candidate, the images on the
+    other side than the seed's (``seed_side``: the seed is on the positive side)."""
+    excluded = cols[cand.numpy()]                     # the images on the positive side
+    excluded[seed_side.numpy()] ^= valid[None]
+    return excluded
+
+
+def oriented_values(values: torch.Tensor, cand: torch.Tensor, signs: torch.Tensor
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``at(rows, columns)``: the float16 index ``values`` of the given rows at the
+    candidates ``cand[columns]``, in float32, times their orientation ``signs``."""
+    def at(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        return values[rows[:, None], cand[columns][None]].float() * signs[columns]
+    return at
+
+
+def oriented_boundaries(bank: Bank, cand: torch.Tensor, signs: torch.Tensor
+                        ) -> Callable[[torch.Tensor], Boundaries]:
+    """``at(columns)``: the bank's boundaries ``cand[columns]`` in feature space,
+    oriented by ``signs`` (points and pairs from the working boundaries, flipped)."""
+    def at(columns: torch.Tensor) -> Boundaries:
+        pick, s = cand[columns], signs[columns]
+        working = flip(bank.working.select(pick), s)
+        return Boundaries(bank.weights[pick] * s[:, None], bank.biases[pick] * s,
+                          working.points, working.pairs)
+    return at
 
 
 def seed_row(seed: int | IndexRows, n: int, row_at: Callable[[int], IndexRows]
@@ -289,9 +328,20 @@ class RegionIndex:
         return sum(t.numel() * t.element_size()
                    for t in (r.predictions, r.margins, r.signs, r.values))
 
+    @property
+    def approximate(self) -> bool:
+        """True when the bank's boundaries are tangent planes of a smooth head."""
+        return self.bank.approximate
+
+    @property
+    def min_purity_(self) -> float | None:
+        """The purity stop of ``min_purity="auto"`` for this index's head
+        (:func:`~repinterp.core.engine.purity_stop`)."""
+        return purity_stop("auto", self.approximate)
+
     def explain(self, seed: int | IndexRows, *, delta: int | None = None,
                 num_boundaries: int | None = None,
-                min_purity: float | None = MIN_PURITY) -> Region:
+                min_purity: float | str | None = "auto") -> Region:
         """The region of an indexed image (its row number) or of an outside image (its
         :class:`IndexRows`, from :meth:`IndexWorker.rows`).
 
@@ -299,13 +349,10 @@ class RegionIndex:
         ``num_boundaries`` nearest to the seed (distance ``|g . p + c| / |g|`` in the
         working space) among those that separate its predicted class from another. The
         greedy stops at ``delta`` (default: the smallest feasible) or as soon as the
-        images covered are ``min_purity`` of the seed's class (default 0.995; ``None``:
-        the paper's rule alone). Measured on 60,000 Fashion-MNIST references with a
-        1,024-boundary bank (``docs/index.md``): nearest-50 candidates gave held-out
-        purity 0.880; the whole bank with the paper's stop alone, tight regions (34
-        instead of 24, share of test images in a region 0.887); the whole bank with
-        ``min_purity=0.995``, the per-seed summary's figures (0.9926 / 0.9422 / 24 against
-        0.9928 / 0.9509 / 24).
+        images covered are ``min_purity`` of the seed's class (``"auto"``: the bank's
+        head decides, 0.995 for exact boundaries, 0.999 for tangent ones; ``None``: the
+        paper's rule alone). The whole bank with the purity stop was chosen by
+        measurement, see ``docs/index.md``.
         """
         index, row = seed_row(seed, len(self), lambda i: self.rows.slice(i, i + 1))
         cls = int(row.predictions[0])
@@ -315,28 +362,21 @@ class RegionIndex:
         if bool(same.all()):
             raise UserError(f"every indexed image is predicted as class {cls}")
         return make_region(self._oriented(row, cand), preds, cls, same, seed_index=index,
-                           delta=delta, min_purity=min_purity,
-                           feature_shape=self.feature_shape, stacklevel=3)
+                           delta=delta, min_purity=purity_stop(min_purity, self.approximate),
+                           feature_shape=self.feature_shape, approximate=self.approximate,
+                           stacklevel=3)
 
     def _oriented(self, row: IndexRows, cand: torch.Tensor) -> Candidates:
         """The bank columns ``cand`` as a seed's candidates, oriented by its exact signs
         (the values are float16), the excluded images as bitsets per boundary."""
         seed_side = signs_at(row.signs, cand)[0]
-        excluded = self._columns()[cand.numpy()]          # the images on the positive side
+        cols = self._columns()
         assert self._valid is not None                    # set with the columns
-        excluded[seed_side.numpy()] ^= self._valid[None]  # the seed's side is positive
         signs = torch.where(seed_side, 1.0, -1.0)
-
-        def values(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-            return self.rows.values[rows[:, None], cand[columns][None]].float() * signs[columns]
-
-        def boundaries(columns: torch.Tensor) -> Boundaries:
-            pick, s = cand[columns], signs[columns]
-            working = flip(self.bank.working.select(pick), s)
-            return Boundaries(self.bank.weights[pick] * s[:, None], self.bank.biases[pick] * s,
-                              working.points, working.pairs)
-
-        return Candidates(excluded, row.values[0, cand].float() * signs, values, boundaries)
+        return Candidates(oriented_bits(cols, self._valid, cand, seed_side),
+                          row.values[0, cand].float() * signs,
+                          oriented_values(self.rows.values, cand, signs),
+                          oriented_boundaries(self.bank, cand, signs))
 
     def _columns(self) -> np.ndarray:
         """The signs as one bitset over the images per bank boundary (built once)."""
@@ -367,14 +407,14 @@ class RegionIndex:
         of_cls = ((pairs == cls).any(1)).nonzero()[:, 0]
         if len(of_cls) == 0:
             raise UserError(f"the bank holds no boundary of class {cls}; build the index "
-                            "with a larger pilot or bank")
+                            "with {param}", param="bank", api="a larger pilot or bank")
         dist = values[of_cls].abs() / norms[of_cls].clamp_min(1e-30)
         return of_cls[torch.sort(dist, stable=True).indices[:q]]
 
     def summarize(self, coverage: float = 0.95, max_regions: int = 10,
                   classes: list[int] | None = None, progress: bool = False,
                   num_boundaries: int | None = None,
-                  min_purity: float | None = MIN_PURITY) -> Summary:
+                  min_purity: float | str | None = "auto") -> Summary:
         """Peel each predicted class into regions as
         :meth:`RepresentativeInterpreter.summarize` does (:func:`peel`)."""
         out = peel(self.rows.predictions, self.rows.margins,
@@ -383,4 +423,5 @@ class RegionIndex:
                    coverage, max_regions, classes, progress)
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
                        layer=self.layer, meta={**self.meta, "references": len(self),
-                                               "bank": len(self.bank)})
+                                               "bank": len(self.bank),
+                                               "approximate": self.approximate})

@@ -1,19 +1,20 @@
-"""The region index's greedy and summary with the rows left where they are (issue 22).
+"""The region index's greedy and summary with the rows left where they are.
 
 A :class:`RegionIndex` holds every row in one process. Here the rows live in
 :class:`RowGroup` s (contiguous ranges of images, one per worker: in this process, or a
 Ray actor each, :mod:`repinterp.app.index`), and the driver, :class:`ShardedIndex`,
-holds the bank and sends each greedy step to them: a group answers, per candidate
-boundary, how many images of the seed's class and of other classes still covered it
-would exclude (two integer vectors the length of the bank), and the driver adds them
-up, picks the boundary and sends it back. Pruning, ranking, purity and the next seed of
-a summary are reductions the same way. The driver's memory is the bank, a few vectors
-of its length, and the regions it returns (their members); never the rows.
+holds the bank and runs the region engine (:func:`repinterp.core.engine.region`) over
+:class:`GroupCounts`, the counts backend that reduces the groups' answers: a group
+answers, per candidate boundary, how many images of the seed's class and of other
+classes still covered it would exclude (two integer vectors the length of the
+candidates), the driver adds them up and the engine picks the boundary, which goes back
+to every group. Pruning, ranking, purity and the next seed of a summary are reductions
+the same way. The driver's memory is the bank, a few vectors of its length, and the
+regions it returns (their members); never the rows.
 
-Every choice is the in-process one: the counts are integer sums, the scores are computed
-from them as :func:`~repinterp.core.greedy.select_boundaries_bits` computes them, the
-members' distances are computed row by row as :func:`~repinterp.core.engine.make_region`
-computes them, and ties break the same way, so the regions equal
+Each group counts with the in-process backend (:class:`~repinterp.core.greedy.BitCounts`
+over its rows), the tallies are integer sums, and the members' distances are computed
+row by row by the same function as :class:`RegionIndex`'s, so the regions equal
 :meth:`RegionIndex.explain` / :meth:`RegionIndex.summarize`'s bit for bit (tested).
 """
 from __future__ import annotations
@@ -24,15 +25,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from .boundaries import Boundaries, flip
-from .engine import MIN_PURITY
+from .engine import purity_stop, region
 from .errors import UserError
-from .greedy import _bits, _count, _resolve_delta, _unbits, best_step, done
-from .index import Bank, IndexRows, RegionIndex, column_bits, seed_row, signs_at
+from .greedy import BitCounts, Members, Tally
+from .index import (
+    Bank,
+    IndexRows,
+    RegionIndex,
+    column_bits,
+    oriented_bits,
+    oriented_boundaries,
+    oriented_values,
+    seed_row,
+    signs_at,
+)
 from .region import Region
 from .summary import ClassSummary, Summary
 
-__all__ = ["RowGroup", "ShardedIndex", "local_groups"]
+__all__ = ["GroupCounts", "RowGroup", "ShardedIndex", "local_groups"]
 
 
 class RowGroup:
@@ -88,64 +98,98 @@ class RowGroup:
             self.left_mask[seed - self.offset] = False
         return int(self.covered_mask.sum()), bool(self.left_mask.any())
 
-    # --- one region's greedy -----------------------------------------------------
+    # --- one region's greedy: the counts protocol on this group's rows ----------
     def begin(self, cand: torch.Tensor, seed_side: torch.Tensor, cls: int) -> tuple[int, int]:
         """A seed of class ``cls`` with candidates ``cand`` (bank columns) and its sides
-        of them: the excluded images per candidate as bitsets, everything covered.
-        Returns this group's part of the smallest feasible delta and its images of
-        other classes."""
-        self.excluded = self.cols[cand.numpy()]
-        self.excluded[seed_side.numpy()] ^= self.valid[None]
-        same = (self.rows.predictions == cls).numpy()
-        self.same = same
-        words = self.cols.shape[1]
-        self.s_bits, self.d_bits = _bits(same, words), _bits(~same, words)
-        self.covered = self.valid.copy()
-        anywhere = (np.bitwise_or.reduce(self.excluded, axis=0) if len(self.excluded)
-                    else np.zeros_like(self.valid))
-        return _count(self.d_bits & ~anywhere), int((~same).sum())
+        of them (True: positive): this group's :class:`BitCounts`, everything covered.
+        Returns its ``start()``: its part of the smallest feasible delta and its images
+        of other classes."""
+        signs = torch.where(seed_side, 1.0, -1.0)
+        self.bits = BitCounts(oriented_bits(self.cols, self.valid, cand, seed_side),
+                              (self.rows.predictions == cls).numpy(),
+                              values=oriented_values(self.rows.values, cand, signs),
+                              offset=self.offset)
+        return self.bits.start()
 
-    def counts(self) -> tuple[int, int, np.ndarray, np.ndarray]:
-        """Images of the class / of others still covered, and per candidate how many of
-        each it would exclude."""
-        cs, cd = self.covered & self.s_bits, self.covered & self.d_bits
-        return (_count(cd), _count(cs),
-                np.bitwise_count(self.excluded & cs).sum(1, dtype=np.int64),
-                np.bitwise_count(self.excluded & cd).sum(1, dtype=np.int64))
+    def counts(self) -> Tally:
+        return self.bits.counts()
 
     def apply(self, h: int) -> None:
-        self.covered &= ~self.excluded[h]
+        self.bits.apply(h)
 
-    def step(self, h: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-        """:meth:`apply` then :meth:`counts`: one round trip per greedy step."""
-        self.apply(h)
-        return self.counts()
+    def step(self, h: int) -> Tally:
+        return self.bits.step(h)
 
     def prune_start(self, chosen: list[int]) -> None:
-        self.excl = torch.from_numpy(_unbits(self.excluded[chosen], self.n)).T
-        self.count = self.excl.sum(1)
+        self.bits.prune_start(chosen)
 
     def prune_needed(self, j: int) -> bool:
-        """Whether chosen boundary ``j`` alone excludes an image of this group."""
-        return bool(((self.count == 1) & self.excl[:, j]).any())
+        return self.bits.prune_needed(j)
 
     def prune_drop(self, j: int) -> None:
-        self.count -= self.excl[:, j].long()
+        self.bits.prune_drop(j)
 
-    def finish(self, pruned: bool, cand_pick: torch.Tensor, signs: torch.Tensor,
-               origin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The region's members in this group (global indices, ascending), their
-        semantic distances ``sum_h |v_h(x') - v_h(x)|`` over the kept boundaries and how
-        many are of the seed's class."""
-        if pruned:
-            inside = (self.count == 0).nonzero()[:, 0]
-        else:
-            inside = torch.from_numpy(_unbits(self.covered[None], self.n)[0]).nonzero()[:, 0]
-        self.inside = inside
-        # the kept columns of the members only (not every value of every member)
-        vals = self.rows.values[inside[:, None], cand_pick[None]].float() * signs
-        dist = (vals - origin).abs().sum(1)
-        return inside + self.offset, dist, int(self.same[inside.numpy()].sum())
+    def finish(self, columns: torch.Tensor, origin: torch.Tensor) -> Members:
+        """The region's members in this group (global indices, ascending) and their
+        distances (:meth:`BitCounts.finish`); kept for :meth:`mark`."""
+        found = self.bits.finish(columns, origin)
+        self.inside = found.members - self.offset
+        return found
+
+
+class GroupCounts:
+    """The engine's counts backend over row groups: ``call(name, *args)`` runs a
+    :class:`RowGroup` method on every group and returns their answers in order; tallies
+    are summed, pruning asks whether any group needs a boundary, members are concatenated
+    (groups are contiguous and in order, so members stay ascending).
+
+    Parameters
+    ----------
+    call
+        As for :class:`ShardedIndex`.
+    cand, seed_side, cls
+        The seed's candidates (bank columns), its sides of them and its class, sent to
+        every group by :meth:`start`.
+    """
+
+    def __init__(self, call: Callable[..., list], cand: torch.Tensor, seed_side: torch.Tensor,
+                 cls: int):
+        self.call, self.cand, self.seed_side, self.cls = call, cand, seed_side, int(cls)
+        self.steps = 0                            # greedy steps sent (for the record)
+
+    def start(self) -> tuple[int, int]:
+        parts = self.call("begin", self.cand, self.seed_side, self.cls)
+        others = sum(p[1] for p in parts)
+        if others == 0:
+            raise UserError(f"every indexed image is predicted as class {self.cls}")
+        return sum(p[0] for p in parts), others
+
+    @staticmethod
+    def _sum(answers: list) -> Tally:
+        return Tally(sum(a[0] for a in answers), sum(a[1] for a in answers),
+                     np.asarray(np.sum([a[2] for a in answers], axis=0, dtype=np.int64)),
+                     np.asarray(np.sum([a[3] for a in answers], axis=0, dtype=np.int64)))
+
+    def counts(self) -> Tally:
+        return self._sum(self.call("counts"))
+
+    def step(self, h: int) -> Tally:
+        self.steps += 1
+        return self._sum(self.call("step", h))
+
+    def prune_start(self, chosen: list[int]) -> None:
+        self.call("prune_start", chosen)
+
+    def prune_needed(self, j: int) -> bool:
+        return any(self.call("prune_needed", j))
+
+    def prune_drop(self, j: int) -> None:
+        self.call("prune_drop", j)
+
+    def finish(self, columns: torch.Tensor, origin: torch.Tensor) -> Members:
+        parts = self.call("finish", columns, origin)
+        return Members(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                       sum(p[2] for p in parts), sum(p[3] for p in parts))
 
 
 def local_groups(rows: IndexRows, bank_size: int, groups: int = 1) -> list[RowGroup]:
@@ -193,70 +237,42 @@ class ShardedIndex:
         """Indexed images per predicted class (a reduction)."""
         return np.sum(self.call("class_counts", self.classes), axis=0)
 
+    @property
+    def approximate(self) -> bool:
+        """True when the bank's boundaries are tangent planes of a smooth head."""
+        return self.bank.approximate
+
+    @property
+    def min_purity_(self) -> float | None:
+        """As :attr:`RegionIndex.min_purity_`."""
+        return purity_stop("auto", self.approximate)
+
     def explain(self, seed: int | IndexRows, *, delta: int | None = None,
                 num_boundaries: int | None = None,
-                min_purity: float | None = MIN_PURITY) -> Region:
-        """As :meth:`RegionIndex.explain`."""
+                min_purity: float | str | None = "auto") -> Region:
+        """As :meth:`RegionIndex.explain`: the engine over :class:`GroupCounts`."""
         index, row = seed_row(seed, self.n, lambda i: next(
             r for r in self.call("row", i) if r is not None))
         cls = int(row.predictions[0])
         cand = RegionIndex.candidates(self.bank, cls, row.values[0].float(), num_boundaries,
                                       self._norms)
         seed_side = signs_at(row.signs, cand)[0]
-        parts = self.call("begin", cand, seed_side, cls)
-        min_delta = sum(p[0] for p in parts)
-        if sum(p[1] for p in parts) == 0:
-            raise UserError(f"every indexed image is predicted as class {cls}")
-        delta = _resolve_delta(delta, min_delta, 3)
-        ratio = None if min_purity is None else (1 - min_purity) / min_purity
-        chosen: list[int] = []
-        answers = self.call("counts")
-        while True:
-            if done(sum(a[0] for a in answers), sum(a[1] for a in answers), delta, ratio):
-                break
-            h = best_step(np.asarray(np.sum([a[2] for a in answers], axis=0, dtype=np.int64)),
-                          np.asarray(np.sum([a[3] for a in answers], axis=0, dtype=np.int64)))
-            if h is None:
-                break
-            chosen.append(h)
-            answers = self.call("step", h)
-            self.steps += 1
-        idx = torch.tensor(chosen, dtype=torch.long)
-        if chosen:                               # prune, in selection order
-            self.call("prune_start", chosen)
-            keep = []
-            for j in range(len(chosen)):
-                if any(self.call("prune_needed", j)):
-                    keep.append(j)
-                else:
-                    self.call("prune_drop", j)
-            idx = idx[torch.tensor(keep, dtype=torch.long)]
         signs = torch.where(seed_side, 1.0, -1.0)
-        pick = cand[idx]
-        origin = row.values[0, pick].float() * signs[idx]
-        parts = self.call("finish", bool(chosen), pick, signs[idx], origin)
-        inside = torch.cat([p[0] for p in parts])
-        dist = torch.cat([p[1] for p in parts])
-        same_inside = sum(p[2] for p in parts)
-        order = torch.sort(dist, stable=True).indices
-        members = inside[order]
-        s = signs[idx]
-        working = flip(self.bank.working.select(pick), s)
-        chosen_b = Boundaries(self.bank.weights[pick] * s[:, None], self.bank.biases[pick] * s,
-                              working.points, working.pairs)
-        purity = same_inside / max(len(members), 1)
-        return Region(
-            predicted_class=cls, weights=chosen_b.weights, biases=chosen_b.biases,
-            boundary_points=chosen_b.points, pairs=chosen_b.pairs,
-            delta=max(delta, len(inside) - same_inside), min_delta=min_delta,
-            members=members, member_distances=dist[order], purity=purity,
-            seed_index=index, seed_values=origin.clamp_min(0),
-            feature_shape=self.feature_shape)
+        counts = GroupCounts(self.call, cand, seed_side, cls)
+        try:
+            return region(counts, row.values[0, cand].float() * signs,
+                          oriented_boundaries(self.bank, cand, signs), cls,
+                          seed_index=index, delta=delta,
+                          min_purity=purity_stop(min_purity, self.approximate),
+                          feature_shape=self.feature_shape, approximate=self.approximate,
+                          stacklevel=3)
+        finally:
+            self.steps += counts.steps
 
     def summarize(self, coverage: float = 0.95, max_regions: int = 10,
                   classes: list[int] | None = None, progress: bool = False,
                   num_boundaries: int | None = None,
-                  min_purity: float | None = MIN_PURITY) -> Summary:
+                  min_purity: float | str | None = "auto") -> Summary:
         """As :meth:`RegionIndex.summarize` (:func:`~repinterp.core.summary.peel`), each
         seed found by a reduction (the largest margin left, the first image on a tie)."""
         from tqdm.auto import tqdm
@@ -287,4 +303,5 @@ class ShardedIndex:
                 out.append(ClassSummary(cls=c, n_images=n, regions=regions, covered=covered))
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
                        layer=self.layer, meta={**self.meta, "references": self.n,
-                                               "bank": len(self.bank)})
+                                               "bank": len(self.bank),
+                                               "approximate": self.approximate})
