@@ -151,3 +151,66 @@ def test_no_issue_numbers_in_the_source(tmp_path):
 def test_gone_from_the_public_api(name):
     import repinterp
     assert not hasattr(repinterp, name)
+
+
+# --- heat maps: one registry --------------------------------------------------------------
+def method_name_tests(root: Path) -> list[str]:
+    """Comparisons of a value with a heat map method's name outside ``core/heatmap.py``
+    (``method == "logprob"``): what a method needs is the registry's to say."""
+    from repinterp.core.heatmap import METHODS
+    found = []
+    for rel, tree in _sources(root):
+        if rel == "core/heatmap.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                for side in [node.left, *node.comparators]:
+                    if isinstance(side, ast.Constant) and side.value in METHODS:
+                        found.append(f"{rel}:{node.lineno} {side.value!r}")
+    return found
+
+
+def test_heat_map_methods_are_known_only_to_their_registry(tmp_path):
+    (tmp_path / "m.py").write_text("def f(method):\n    return method == 'logprob'\n")
+    assert method_name_tests(tmp_path) == ["m.py:2 'logprob'"]
+    assert method_name_tests(SRC) == []
+
+
+def test_a_new_heat_map_method_is_one_class(net, images):
+    """A method registers itself by subclassing; every entry point then takes it."""
+    import torch
+
+    from repinterp import RepresentativeInterpreter
+    from repinterp.core import heatmap
+    from repinterp.core.errors import UserError
+
+    class Squares(heatmap.HeatmapMethod):
+        name = "test-squares"
+
+        @staticmethod
+        def maps(weights, features):
+            return torch.einsum("pchw,nchw->nhw", weights, features)[:, None] ** 2
+
+    class Gradients(heatmap._Contribution):
+        name = "test-gradients"
+        needs_class_gradients = True
+
+    try:
+        interp = RepresentativeInterpreter(net, "2", num_boundaries=8, progress=False,
+                                           heatmap_method="test-squares").fit(images[:60])
+        region = interp.explain(0)
+        got = interp.heatmap(region, images[:4])
+        feats = interp.features(images[:4], flat=False)
+        w = region.weights.reshape(-1, *feats.shape[1:]).to(feats.dtype)
+        want = heatmap.minmax(torch.nn.functional.interpolate(
+            (torch.einsum("pchw,nchw->nhw", w, feats)[:, None] ** 2).relu(),
+            size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)).mean(1)
+        torch.testing.assert_close(got, want.cpu())
+        # a method that asks for the class gradients gets them, as logprob does
+        torch.testing.assert_close(interp.heatmap(region, images[:4], "test-gradients"),
+                                   interp.heatmap(region, images[:4], "logprob"))
+        with pytest.raises(UserError, match="unknown heat map method 'nope'"):
+            interp.heatmap(region, images[:4], "nope")
+    finally:
+        heatmap._REGISTRY.pop("test-squares", None)
+        heatmap._REGISTRY.pop("test-gradients", None)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .boundaries import Boundaries, flip, orientation
+from .defaults import MIN_PURITY, TANGENT_MIN_PURITY
 from .errors import UserError
 from .greedy import (
     EPS1,
@@ -43,18 +44,6 @@ from .region import Region
 
 __all__ = ["MIN_PURITY", "TANGENT_MIN_PURITY", "Candidates", "Counts", "Steps",
            "dense_candidates", "greedy", "make_region", "purity_stop", "region"]
-
-#: The greedy's purity stop for exact (piecewise-linear) boundaries, the same default for
-#: every path that makes regions (``None``: the paper's ``delta`` rule alone). Chosen by
-#: measurement, see ``docs/index.md`` and ``benchmarks/purity_curve.py``: it keeps
-#: regions from shattering on a region index and trades little held-out purity.
-MIN_PURITY: float | None = 0.995
-
-#: The stop for tangent boundaries (smooth heads): a tangent cell approximates the
-#: decision region, so the greedy asks more purity of the references before it stops.
-#: Chosen by measurement, see ``docs/tangent-curve.md``.
-TANGENT_MIN_PURITY: float = 0.999
-
 
 def purity_stop(min_purity: float | str | None, approximate: bool) -> float | None:
     """The greedy's purity stop: ``min_purity`` itself, or for ``"auto"``
@@ -176,7 +165,8 @@ def region(counts: Counts, seed_values: torch.Tensor,
         members=members, member_distances=found.distances[order],
         purity=found.n_class / max(len(members), 1), seed_index=seed_index,
         seed_values=origin.clamp_min(0), feature_shape=tuple(feature_shape),
-        approximate=bool(approximate), logic=logic)
+        approximate=bool(approximate), logic=logic,
+        min_purity=None if min_purity is None else float(min_purity))
 
 
 @dataclass

@@ -28,14 +28,89 @@ per-image gradient is taken, so one set of weights explains the whole group.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["METHODS", "channels_first", "looks_channels_last", "minmax", "region_heatmap",
-           "token_grid"]
+from . import defaults
+from .errors import UserError
 
-METHODS = ("lineage", "positive", "contribution", "margin", "logprob")
+__all__ = ["METHODS", "HeatmapMethod", "channels_first", "heatmap_method",
+           "looks_channels_last", "minmax", "region_heatmap", "token_grid"]
+
+_REGISTRY: dict[str, type[HeatmapMethod]] = {}
+
+
+class HeatmapMethod:
+    """A way to turn a region's weights into maps: a subclass sets :attr:`name` (which
+    registers it) and :meth:`maps`; :attr:`needs_class_gradients` says that its weights
+    are the class log-probability gradients at the boundary points, which the caller
+    computes through the head, instead of the boundary normals."""
+
+    name: ClassVar[str] = ""
+    needs_class_gradients: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            _REGISTRY[cls.name] = cls
+
+    @staticmethod
+    def maps(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Maps ``[n, P', h, w]`` before the ReLU from ``weights [P, C, h, w]`` and
+        ``features [n, C, h, w]`` (``P'`` = ``P``, or 1 for a map of all boundaries)."""
+        raise NotImplementedError
+
+
+class _Lineage(HeatmapMethod):
+    name = "lineage"
+
+    @staticmethod
+    def maps(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("pc,nchw->nphw", weights.mean((2, 3)), features)
+
+
+class _Positive(HeatmapMethod):
+    name = "positive"
+
+    @staticmethod
+    def maps(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("pchw,nchw->nphw", weights.relu(), features)
+
+
+class _Contribution(HeatmapMethod):
+    name = "contribution"
+
+    @staticmethod
+    def maps(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("pchw,nchw->nphw", weights, features)
+
+
+class _Margin(HeatmapMethod):
+    name = "margin"
+
+    @staticmethod
+    def maps(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("pchw,nchw->nhw", weights, features)[:, None]
+
+
+class _Logprob(_Contribution):
+    name = "logprob"
+    needs_class_gradients = True
+
+
+#: The built-in methods' names (:func:`heatmap_method` also finds methods registered later)
+METHODS = tuple(_REGISTRY)
+
+
+def heatmap_method(name: str) -> type[HeatmapMethod]:
+    """The registered method ``name``; a :class:`UserError` naming the choices."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UserError(f"unknown heat map method {name!r}; choose from "
+                        f"{tuple(_REGISTRY)}") from None
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -84,7 +159,7 @@ def token_grid(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[int, int],
-                   method: str = "lineage", grid: tuple[int, int] | None = None,
+                   method: str = defaults.HEATMAP_METHOD, grid: tuple[int, int] | None = None,
                    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
                    ) -> torch.Tensor:
     """Heat maps ``[n, H, W]`` in ``[0, 1]`` of ``features [n, C, h, w]``.
@@ -97,7 +172,8 @@ def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[in
     size
         Output ``(H, W)``, the input image size.
     method
-        One of :data:`METHODS`.
+        A registered :class:`HeatmapMethod`'s name (:data:`METHODS`: the built-in
+        ones; default :data:`repinterp.core.defaults.HEATMAP_METHOD`).
     grid
         The head's grid (:attr:`repinterp.core.network.SplitNetwork.head_grid`): when
         coarser than ``h x w``, each map (before its ReLU) is averaged over the cells of
@@ -120,17 +196,7 @@ def region_heatmap(weights: torch.Tensor, features: torch.Tensor, size: tuple[in
         features, weights = token_grid(features), token_grid(weights)
     if features.ndim != 4 or weights.ndim != 4:
         raise ValueError("heat maps need a convolutional feature layer (C x H x W output)")
-    if method == "lineage":
-        a = weights.mean((2, 3))
-        maps = torch.einsum("pc,nchw->nphw", a, features)
-    elif method == "positive":
-        maps = torch.einsum("pchw,nchw->nphw", weights.relu(), features)
-    elif method in ("contribution", "logprob"):
-        maps = torch.einsum("pchw,nchw->nphw", weights, features)
-    elif method == "margin":
-        maps = torch.einsum("pchw,nchw->nhw", weights, features)[:, None]
-    else:
-        raise ValueError(f"unknown heat map method {method!r}; choose from {METHODS}")
+    maps = heatmap_method(method).maps(weights, features)
     if len(weights) == 0:
         return torch.zeros(len(features), *size, dtype=features.dtype)
     if grid is not None and tuple(grid) != tuple(maps.shape[-2:]):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import defaults
 from .boundaries import Boundaries, flip
 from .engine import Candidates, make_region, purity_stop
 from .errors import UserError
@@ -411,7 +412,8 @@ class RegionIndex:
         dist = values[of_cls].abs() / norms[of_cls].clamp_min(1e-30)
         return of_cls[torch.sort(dist, stable=True).indices[:q]]
 
-    def summarize(self, coverage: float = 0.95, max_regions: int = 10,
+    def summarize(self, coverage: float = defaults.COVERAGE,
+                  max_regions: int = defaults.MAX_REGIONS,
                   classes: list[int] | None = None, progress: bool = False,
                   num_boundaries: int | None = None,
                   min_purity: float | str | None = "auto") -> Summary:

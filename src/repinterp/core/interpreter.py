@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from . import defaults
 from .boundaries import Boundaries, bisect_segments, boundaries_at
-from .engine import MIN_PURITY, TANGENT_MIN_PURITY, dense_candidates, make_region
+from .engine import dense_candidates, make_region, purity_stop
 from .errors import NotFittedError, UserError
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
 from .network import GRIDS, SplitNetwork, batches, decisions, exact
@@ -58,9 +58,9 @@ class RepresentativeInterpreter:
         Other-class references allowed in a region; ``None`` = smallest feasible.
     min_purity
         Also stop the greedy as soon as the references in the region are this pure;
-        ``"auto"`` (default): :data:`repinterp.core.engine.MIN_PURITY` (0.995, the same
+        ``"auto"`` (default): :data:`repinterp.core.defaults.MIN_PURITY` (0.995, the same
         for a region index) for a piecewise-linear head,
-        :data:`~repinterp.core.engine.TANGENT_MIN_PURITY` (0.999) for tangent boundaries;
+        :data:`~repinterp.core.defaults.TANGENT_MIN_PURITY` (0.999) for tangent boundaries;
         ``None``: the paper's ``delta`` rule alone.
     seed
         Seed of every random draw; the same seed gives the same results.
@@ -361,9 +361,7 @@ class RepresentativeInterpreter:
     def min_purity_(self) -> float | None:
         """The greedy's purity stop in use: :attr:`min_purity`, with ``"auto"`` resolved by
         the fitted head's verdict (0.999 for tangent boundaries, else 0.995)."""
-        if self.min_purity != "auto":
-            return None if self.min_purity is None else float(self.min_purity)
-        return TANGENT_MIN_PURITY if self._fitted().network_.approximate else MIN_PURITY
+        return purity_stop(self.min_purity, self._fitted().network_.approximate)
 
     def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                 cls: int, same: torch.Tensor, index: int | None, delta: int | None,

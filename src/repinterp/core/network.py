@@ -24,8 +24,9 @@ from torch import fx, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from . import defaults
 from .errors import UserError, first_line
-from .heatmap import channels_first, looks_channels_last
+from .heatmap import channels_first, heatmap_method, looks_channels_last
 from .region import Region
 from .split import HeadVerdict, HookedHead, head_verdict, logits_of, split_model
 from .store import chunk_rows
@@ -495,8 +496,8 @@ class SplitNetwork:
         return region.rank_features(self.features(images, progress=False))
 
     @exact
-    def heatmap(self, region: Region, images: Any, method: str = "margin",
-                grid: str = "features") -> torch.Tensor:
+    def heatmap(self, region: Region, images: Any, method: str = defaults.HEATMAP_METHOD,
+                grid: str = defaults.HEATMAP_GRID) -> torch.Tensor:
         """Heat maps ``[n, H, W]`` in ``[0, 1]`` of images ``[n, C, H, W]`` (or one image
         ``[C, H, W]``), the same region weights for every image."""
         images = torch.as_tensor(images)
@@ -507,8 +508,8 @@ class SplitNetwork:
 
     @exact
     def heatmap_of_features(self, region: Region, maps: torch.Tensor,
-                            size: tuple[int, int], method: str = "margin",
-                            grid: str = "features") -> torch.Tensor:
+                            size: tuple[int, int], method: str = defaults.HEATMAP_METHOD,
+                            grid: str = defaults.HEATMAP_GRID) -> torch.Tensor:
         """Heat maps ``[n, H, W]`` (``size``) of feature maps ``[n, *feature_shape]`` already
         computed: no pass through the feature extractor (``logprob`` takes the class
         gradients at the region's boundary points through the head). ``grid="head"``
@@ -516,7 +517,7 @@ class SplitNetwork:
         if grid not in GRIDS:
             raise UserError(f"heat map grid must be one of {GRIDS}, got {grid!r}")
         normals = (self.class_gradients(region.boundary_points, region.predicted_class)
-                   if method == "logprob" else None)
+                   if heatmap_method(method).needs_class_gradients else None)
         cells = self.head_grid if grid == "head" else None
         return region.heatmap_features(maps, size, method, normals, cells,
                                        self.reshape_transform).cpu()

@@ -13,7 +13,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .heatmap import region_heatmap
+from . import defaults
+from .heatmap import heatmap_method, region_heatmap
 
 __all__ = ["Region"]
 
@@ -56,6 +57,9 @@ class Region:
     logic
         With ``summarize(separate_logics=True)``: which logic of its class the region
         explains (0 = the largest; :mod:`repinterp.core.logics`), else ``None``.
+    min_purity
+        The greedy's purity stop the region was grown with (``None``: the paper's
+        ``delta`` rule alone).
     """
 
     predicted_class: int
@@ -73,6 +77,7 @@ class Region:
     feature_shape: tuple[int, ...]
     approximate: bool = False
     logic: int | None = None
+    min_purity: float | None = None
 
     @property
     def size(self) -> int:
@@ -156,7 +161,8 @@ class Region:
         return scores
 
     def heatmap_features(self, feature_maps: torch.Tensor, size: tuple[int, int],
-                         method: str = "margin", normals: torch.Tensor | None = None,
+                         method: str = defaults.HEATMAP_METHOD,
+                         normals: torch.Tensor | None = None,
                          grid: tuple[int, int] | None = None,
                          reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
                          ) -> torch.Tensor:
@@ -167,8 +173,8 @@ class Region:
         which :meth:`RepresentativeInterpreter.heatmap` computes); ``grid`` is the head's
         grid (:attr:`repinterp.core.network.SplitNetwork.head_grid`), which the
         interpreter passes."""
-        if method == "logprob" and normals is None:
-            raise ValueError("the logprob heat map needs the class gradients at the "
+        if heatmap_method(method).needs_class_gradients and normals is None:
+            raise ValueError(f"the {method} heat map needs the class gradients at the "
                              "boundary points: use RepresentativeInterpreter.heatmap")
         w = self.weights if normals is None else normals
         w = w.to(feature_maps.device, feature_maps.dtype).reshape(-1, *feature_maps.shape[1:])

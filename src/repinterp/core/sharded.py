@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import defaults
 from .engine import purity_stop, region
 from .errors import UserError
 from .greedy import BitCounts, Members, Tally
@@ -269,7 +270,8 @@ class ShardedIndex:
         finally:
             self.steps += counts.steps
 
-    def summarize(self, coverage: float = 0.95, max_regions: int = 10,
+    def summarize(self, coverage: float = defaults.COVERAGE,
+                  max_regions: int = defaults.MAX_REGIONS,
                   classes: list[int] | None = None, progress: bool = False,
                   num_boundaries: int | None = None,
                   min_purity: float | str | None = "auto") -> Summary:
