@@ -13,29 +13,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from ..core.errors import UserError
 from ..core.index import IndexWorker
+from ..core.network import SplitNetwork
 from ..core.region import Region
 from ..core.summary import Summary
 from ..core.words import plural
-from .io import load_summary
+from .io import images_digest, load_summary, model_digest
 from .loading import checked_path, load_images, load_labels
 from .outputs import check_output, output_folder
 from .pipeline import (
     Family,
     FitJob,
-    check_summary_source,
     class_names_for,
     fit_job,
     loading_options,
-    locate_image,
     open_index,
     open_model,
 )
 from .report import Query, write_report
 from .stats import class_name
 
-__all__ = ["ExplainJob", "Explained", "explain_job"]
+__all__ = ["ExplainJob", "Explained", "Located", "check_summary_source", "explain_job",
+           "locate_image"]
 
 
 @dataclass
@@ -193,3 +196,65 @@ def _from_index(job: ExplainJob, families: Mapping[str, Family] | None, out: Pat
                      f"{plural(region.num_boundaries, 'boundary')}; closest: {closest}; "
                      f"report: {out / 'report.html'}")
 
+
+def check_summary_source(summary: Summary, model: nn.Module, references: torch.Tensor,
+                         where: str | os.PathLike = "the summary") -> None:
+    """Refuse to use ``summary`` with another model or other references than it was made
+    from (its ``model_digest`` and ``references_sha256``); a summary that did not record
+    them is refused too."""
+    if "index" in summary.meta:
+        raise UserError(f"the summary in {where} was made from the region index "
+                        f"{summary.meta['index']}: locate images with the index itself "
+                        "(`repinterp explain --index`)")
+    if summary.meta.get("model_digest") != model_digest(model):
+        raise UserError(f"the summary in {where} was made with another model (or by a "
+                        "repinterp that did not record it); give the model it was made "
+                        "with, or summarize again")
+    expected = summary.meta.get("references")
+    if expected is not None and expected != len(references):
+        raise UserError(f"the summary in {where} was made from {expected} references, "
+                        f"not {len(references)}; give the same images")
+    if summary.meta.get("references_sha256") != images_digest(references):
+        raise UserError(f"the summary in {where} was made from other reference images; "
+                        "give the same images with the same loading options")
+
+
+@dataclass
+class Located:
+    """Where an image falls in a summary: ``position`` of its region in
+    ``summary.regions`` (``inside``), or of the nearest region of its predicted class
+    when it falls in none (the fewest boundaries on the wrong side, ``violated``; the
+    larger region on a tie; -1 when the summary has no region of that class), its
+    predicted class, the model's number of classes, and the split network that computed
+    them (to draw heat maps with)."""
+
+    position: int
+    predicted: int
+    network: SplitNetwork
+    inside: bool = True
+    violated: int = 0
+    classes: int = 0
+
+
+def locate_image(summary: Summary, model: nn.Module, image: torch.Tensor, *,
+                 device: str | None = None, progress: bool = False) -> Located:
+    """The region of a saved ``summary`` that ``image`` ``[C, H, W]`` falls in (or the
+    nearest one of its class), without refitting: one pass of the image through
+    ``model`` split at the summary's layer (checked against ``model(x)`` first)."""
+    net = SplitNetwork(model, summary.layer, device=device, progress=progress)
+    net.check_split(image[None])
+    z = net.features(image[None], progress=False)
+    logits = net.logits(z)
+    pred = logits.argmax(1).cpu()
+    where = int(summary.locate_features(z, pred)[0])
+    located = Located(where, int(pred), net, classes=int(logits.shape[1]))
+    if where >= 0:
+        return located
+    flat = z.flatten(1)
+    candidates = [(int((r.side_values(flat) < 0).sum()), -r.size, k)
+                  for k, r in enumerate(summary.regions) if r.predicted_class == int(pred)]
+    if candidates:
+        violated, _, k = min(candidates)
+        located.position, located.violated = k, violated
+    located.inside = False
+    return located

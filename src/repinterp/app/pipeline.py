@@ -37,9 +37,9 @@ from .outputs import check_output, output_folder
 from .report import write_report
 from .stats import RegionStats, heldout_stats
 
-__all__ = ["Family", "FitJob", "Fitted", "IndexJob", "Located", "ModelSource", "SummarizeJob",
-           "check_summary_source", "class_names_for", "fit_job", "fit_references",
-           "index_job", "layer_for", "layer_lines", "loading_options", "locate_image",
+__all__ = ["Family", "FitJob", "Fitted", "IndexJob", "ModelSource", "SummarizeJob",
+           "class_names_for", "fit_job", "fit_references",
+           "index_job", "layer_for", "layer_lines", "loading_options",
            "open_index", "open_model",
            "source_fingerprint", "summarize_index", "summarize_job", "summarize_references",
            "write_summary"]
@@ -357,69 +357,6 @@ def summarize_references(fitted: Fitted, *, coverage: float, max_regions: int,
     summary.meta.update(meta or {})
     summary.meta.update(source_fingerprint(fitted.interp.model, fitted.references.images))
     return summary, fitted.heldout_stats(summary.regions)
-
-
-def check_summary_source(summary: Summary, model: nn.Module, references: torch.Tensor,
-                         where: str | os.PathLike = "the summary") -> None:
-    """Refuse to use ``summary`` with another model or other references than it was made
-    from (its ``model_digest`` and ``references_sha256``); a summary that did not record
-    them is refused too."""
-    if "index" in summary.meta:
-        raise UserError(f"the summary in {where} was made from the region index "
-                        f"{summary.meta['index']}: locate images with the index itself "
-                        "(`repinterp explain --index`)")
-    if summary.meta.get("model_digest") != model_digest(model):
-        raise UserError(f"the summary in {where} was made with another model (or by a "
-                        "repinterp that did not record it); give the model it was made "
-                        "with, or summarize again")
-    expected = summary.meta.get("references")
-    if expected is not None and expected != len(references):
-        raise UserError(f"the summary in {where} was made from {expected} references, "
-                        f"not {len(references)}; give the same images")
-    if summary.meta.get("references_sha256") != images_digest(references):
-        raise UserError(f"the summary in {where} was made from other reference images; "
-                        "give the same images with the same loading options")
-
-
-@dataclass
-class Located:
-    """Where an image falls in a summary: ``position`` of its region in
-    ``summary.regions`` (``inside``), or of the nearest region of its predicted class
-    when it falls in none (the fewest boundaries on the wrong side, ``violated``; the
-    larger region on a tie; -1 when the summary has no region of that class), its
-    predicted class, the model's number of classes, and the split network that computed
-    them (to draw heat maps with)."""
-
-    position: int
-    predicted: int
-    network: SplitNetwork
-    inside: bool = True
-    violated: int = 0
-    classes: int = 0
-
-
-def locate_image(summary: Summary, model: nn.Module, image: torch.Tensor, *,
-                 device: str | None = None, progress: bool = False) -> Located:
-    """The region of a saved ``summary`` that ``image`` ``[C, H, W]`` falls in (or the
-    nearest one of its class), without refitting: one pass of the image through
-    ``model`` split at the summary's layer (checked against ``model(x)`` first)."""
-    net = SplitNetwork(model, summary.layer, device=device, progress=progress)
-    net.check_split(image[None])
-    z = net.features(image[None], progress=False)
-    logits = net.logits(z)
-    pred = logits.argmax(1).cpu()
-    where = int(summary.locate_features(z, pred)[0])
-    located = Located(where, int(pred), net, classes=int(logits.shape[1]))
-    if where >= 0:
-        return located
-    flat = z.flatten(1)
-    candidates = [(int((r.side_values(flat) < 0).sum()), -r.size, k)
-                  for k, r in enumerate(summary.regions) if r.predicted_class == int(pred)]
-    if candidates:
-        violated, _, k = min(candidates)
-        located.position, located.violated = k, violated
-    located.inside = False
-    return located
 
 
 @dataclass
