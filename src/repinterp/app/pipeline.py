@@ -225,6 +225,11 @@ def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,
     image = load_images(query, **options) if query else None
     refs = load_images(data, limit=limit, **options)
     held = load_images(heldout, **options) if heldout else None
+    if held is not None and held.images.shape[1:] != refs.images.shape[1:]:
+        raise UserError(f"the held-out images of {heldout} are "
+                        f"{tuple(held.images.shape[1:])}, the references "
+                        f"{tuple(refs.images.shape[1:])}: give images of one size, or "
+                        "{param} to resize both", param="size", api="size=(H, W)")
     check_feature_map(model, layer, refs.images[0])
     names = class_names(model_classes(model, refs.images[0]))
     interp = RepresentativeInterpreter(model, layer, **interpreter).fit(refs.images)

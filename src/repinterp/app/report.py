@@ -301,9 +301,18 @@ def write_memberships(out_dir: str | Path, blocks: Iterable[dict[str, list]]) ->
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(MEMBER_COLUMNS)
         for block in blocks:
-            writer.writerows(zip(*(block[k] for k in MEMBER_COLUMNS), strict=True))
+            cells = [[_csv_safe(v) for v in block[k]] if k == "image" else block[k]
+                     for k in MEMBER_COLUMNS]
+            writer.writerows(zip(*cells, strict=True))
             parquet.write_table(pa.table({k: block[k] for k in MEMBER_COLUMNS},
                                          schema=schema))
+
+
+def _csv_safe(text: str) -> str:
+    """A text cell as a spreadsheet reads it as text: a leading ``=``, ``+``, ``-``,
+    ``@``, tab or carriage return (a formula to Excel, LibreOffice, Google Sheets) gets
+    a ``'`` in front, as OWASP recommends for CSV exports. Parquet keeps the raw text."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,

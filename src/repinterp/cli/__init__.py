@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal err
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -58,6 +59,9 @@ def _parse_size(spec: str | None) -> tuple[int, int] | None:
         vals = []
     if len(vals) not in (1, 2) or min(vals) < 1:
         raise UserError(f"--size must be H,W or one positive number, got {spec!r}")
+    if max(vals) > MAX_SIDE:
+        raise UserError(f"--size {spec} is larger than {MAX_SIDE} pixels a side; "
+                        "images that large do not fit a CNN's memory")
     return (vals[0], vals[-1])
 
 
@@ -140,6 +144,10 @@ def _cmd_layers(a: argparse.Namespace) -> None:
                                 depth=None if a.depth == 0 else a.depth)))
 
 
+#: The largest image side --size takes
+MAX_SIDE = 8192
+RAY_ADDRESS = re.compile(r"auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
+
 COMMANDS = {"demo": _cmd_demo, "explain": _cmd_explain, "summarize": _cmd_summarize,
             "index": _cmd_index, "layers": _cmd_layers}
 
@@ -155,6 +163,12 @@ def _check_counts(a: argparse.Namespace) -> None:
         value = getattr(a, name, None)
         if value is not None and value < low:
             raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    if not 0 <= getattr(a, "seed", 0) < 2**63:
+        raise UserError(f"--seed must be in 0 .. 2**63 - 1, got {a.seed}")
+    address = getattr(a, "ray_address", None)
+    if address is not None and not RAY_ADDRESS.fullmatch(address):
+        raise UserError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, "
+                        f"got {address!r}")
     coverage = getattr(a, "coverage", None)
     if coverage is not None and not 0 < coverage <= 1:
         raise UserError(f"--coverage must be in (0, 1], got {coverage}")
@@ -168,6 +182,12 @@ def _one_line(text: str, limit: int = 400) -> str:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one line each on stderr, without the source line."""
     print(f"repinterp: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
+def _out_of_memory() -> int:
+    print("repinterp: error: out of memory: use fewer --references, a smaller --size, "
+          "--feature-dtype float16 or --store-dir DIR", file=sys.stderr)
+    return 2
 
 
 def _interrupt(signum, frame) -> None:
@@ -193,12 +213,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"repinterp: error: {_one_line(exc.render(FLAGS))}", file=sys.stderr)
         return 2
+    except MemoryError:
+        return _out_of_memory()
     except KeyboardInterrupt:
         print("repinterp: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if args.debug:
             raise
+        if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+            return _out_of_memory()          # torch's allocator: a RuntimeError
         print(f"repinterp: internal error: {type(exc).__name__}: "
               f"{_one_line(first_line(exc))} (rerun with --debug for the traceback)",
               file=sys.stderr)

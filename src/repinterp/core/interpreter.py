@@ -197,7 +197,10 @@ class RepresentativeInterpreter:
                            batch_size=self.batch_size, progress=self.progress,
                            preprocess=self.preprocess,
                            reshape_transform=self.reshape_transform)
-        net.check_split(next(batches(references, 8)))
+        first = next(batches(references, 8), None)
+        if first is None or len(first) == 0:
+            raise UserError("fit needs at least one reference image (got none)")
+        net.check_split(first)
         z = net.features(references, dtype=self.feature_dtype, storage=self.store_dir)
         assert net.input_shape is not None           # set by the first pass
         input_size = tuple(net.input_shape[-2:])
@@ -280,6 +283,9 @@ class RepresentativeInterpreter:
                                    if isinstance(seed, torch.Tensor)
                                    and seed.ndim == 0 else seed)
         except TypeError:
+            index = None
+        if index is None or isinstance(seed, bool) or (
+                isinstance(seed, torch.Tensor) and seed.dtype == torch.bool):
             raise UserError("seed must be a reference index (an integer), an image "
                             "[C, H, W] or a batch of images [n, C, H, W]") from None
         if not 0 <= index < len(self.store_):
