@@ -44,6 +44,13 @@ def one_line_error(code: int, err: str, *needles: str) -> None:
         assert n in lines[0], err
 
 
+def pixels(seed: int, n: int) -> np.ndarray:
+    """``n`` 8-bit 1x8x8 pictures (``tiny_images`` as pixels: the pixel rule refuses
+    float arrays outside [0, 1])."""
+    x = tiny_images(seed, n).float()
+    return (x * 40 + 128).clamp(0, 255).round().to(torch.uint8).numpy()
+
+
 def png(path: Path, arr: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
@@ -115,11 +122,10 @@ def files(tmp_path_factory):
     model = tiny_cnn(0, dtype=torch.float32)
     torch.jit.script(model).save(str(root / "m.pt"))
     torch.jit.script(tiny_cnn(1, dtype=torch.float32)).save(str(root / "other.pt"))
-    x = tiny_images(0, 120).float()
-    pix = (x * 40 + 128).clamp(0, 255).round().to(torch.uint8).numpy()
+    pix = pixels(0, 120)
     for i in range(len(pix)):
         png(root / "folder" / f"c{i % 3}" / f"img{i:03d}.png", pix[i, 0])
-    np.save(root / "x.npy", x.numpy())
+    np.save(root / "x.npy", pix)
     return root
 
 
@@ -269,7 +275,7 @@ def test_a_summary_refuses_another_model_or_other_data(files, capsys, tmp_path):
     code, _, err = cli(capsys, "explain", "--model", files / "other.pt", "--data",
                        files / "x.npy", "--summary", tmp_path / "s", "--image", image, *BASE)
     one_line_error(code, err, "made with another model")
-    other = tiny_images(7, 120).float().numpy()                 # as many images
+    other = pixels(7, 120)                                      # as many images
     np.save(tmp_path / "y.npy", other)
     code, _, err = cli(capsys, "explain", "--model", files / "m.pt", "--data",
                        tmp_path / "y.npy", "--summary", tmp_path / "s", "--image", image, *BASE)
@@ -556,7 +562,7 @@ def test_sigint_at_any_point_leaves_the_old_set_or_the_new_one(tmp_path):
     the previous run's files or exactly the new run's, and no temporary folder."""
     model = tiny_cnn(0, dtype=torch.float32)
     torch.jit.script(model).save(str(tmp_path / "m.pt"))
-    np.save(tmp_path / "x.npy", tiny_images(0, 900).float().numpy())
+    np.save(tmp_path / "x.npy", pixels(0, 900))
     argv = [sys.executable, "-m", "repinterp.cli", "summarize", "--model",
             str(tmp_path / "m.pt"), "--data", str(tmp_path / "x.npy"), *BASE]
 

@@ -1,10 +1,28 @@
-"""The user's own images and models, with a clear error for every bad input."""
+"""The user's own images and models, with a clear error for every bad input.
+
+Images of every format go through one decoder, :func:`decode_file` (image files through
+Pillow: PNG, JPEG, TIFF, ...; ``.npy``/``.npz`` arrays; IDX files), whether read at once
+(:func:`load_images`) or a range at a time (:class:`ImageSource`), with one rule for the
+pixel values, set by their type alone, whatever the format:
+
+* ``uint8``: divided by 255; ``uint16`` (16-bit PNG and TIFF too): divided by 65535;
+* ``bool`` (1-bit images): 0 and 1;
+* floating point: taken as they are, and they must lie in ``[0, 1]``;
+* any other integer type (``int8``, ``int16``, ``int32``, ``int64``, ``uint32``, ...):
+  its range is not known from the type.
+
+Values the rule cannot settle (floats outside ``[0, 1]``, another integer type) are a
+``UserError`` naming the file, until the user states their range with ``pixel_range``:
+``(LO, HI)`` maps ``LO`` to 0 and ``HI`` to 1 in every file (values outside are refused),
+``"raw"`` takes the values as they are (arrays that already are the model's input).
+"""
 from __future__ import annotations
 
 import difflib
 import errno
 import gzip
 import os
+import re
 import stat
 import struct
 import warnings
@@ -19,8 +37,11 @@ from torch import nn
 
 from ..core.errors import UserError, first_line
 
-__all__ = ["ImageSet", "NORMALIZATIONS", "build_arch", "check_feature_map", "checked_path",
-           "expected_channels", "load_images", "load_model", "parse_normalize", "read_idx"]
+__all__ = ["ImageSet", "ImageSource", "MAX_PIXELS", "NORMALIZATIONS", "UnreadableFile",
+           "build_arch", "check_class_names", "check_feature_map", "check_folder_classes",
+           "checked_path", "decode_file", "expected_channels", "folder_classes", "load_class_names",
+           "load_images", "load_labels", "load_model", "model_classes", "parse_normalize",
+           "parse_pixel_range", "read_idx"]
 
 NORMALIZATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -31,11 +52,13 @@ NORMALIZATIONS = {
 
 @dataclass
 class ImageSet:
-    """Images ``[N, C, H, W]`` (normalised), their names, and what was skipped."""
+    """Images ``[N, C, H, W]`` (normalised), their names, what was skipped, and their
+    item numbers (positions among the files or rows of the source)."""
 
     images: torch.Tensor
     names: list[str]
     skipped: list[str] = field(default_factory=list)
+    items: list[int] = field(default_factory=list)
 
 
 def checked_path(path: str | os.PathLike, *, kind: str = "any", what: str = "") -> Path:
@@ -74,8 +97,8 @@ def parse_normalize(spec: str | None, channels: int) -> tuple[tuple[float, ...],
         except ValueError:
             vals = []
         if len(vals) not in (2, 2 * channels) or any(v <= 0 for v in vals[len(vals) // 2:]):
-            raise UserError(f"normalize must be one of {sorted(NORMALIZATIONS)} or "
-                            f"MEAN,STD with positive STD, got {spec!r}")
+            raise UserError("{param} must be one of " f"{sorted(NORMALIZATIONS)} or "
+                            f"MEAN,STD with positive STD, got {spec!r}", param="normalize")
         mean, std = tuple(vals[: len(vals) // 2]), tuple(vals[len(vals) // 2:])
     if len(mean) not in (1, channels):
         raise UserError(f"normalisation {spec!r} has {len(mean)} channels, the images {channels}")
@@ -84,66 +107,143 @@ def parse_normalize(spec: str | None, channels: int) -> tuple[tuple[float, ...],
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
                0x0E: ">f8"}
+_IDX_ERRORS = (OSError, ValueError, struct.error, EOFError, zlib.error)
+
+
+def _idx_array(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code not in _IDX_DTYPES:
+        raise ValueError("bad magic number")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=_IDX_DTYPES[dtype_code], offset=4 + 4 * ndim)
+    return arr.reshape(shape)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a numpy array."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype_code not in _IDX_DTYPES:
-            raise ValueError("bad magic number")
-        shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-        arr = np.frombuffer(data, dtype=_IDX_DTYPES[dtype_code], offset=4 + 4 * ndim)
-        return arr.reshape(shape)
-    except (OSError, ValueError, struct.error, EOFError) as exc:
+        return _idx_array(path)
+    except _IDX_ERRORS as exc:
         raise UserError(f"{path} is not a readable IDX file ({exc})") from exc
 
-def _to_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
-    """``[N, C, H, W]`` float array converted to ``channels`` (gray <-> RGB)."""
-    c = arr.shape[1]
-    if channels is None or c == channels:
-        return arr
-    if c == 1 and channels == 3:
-        return np.repeat(arr, 3, axis=1)
-    if c in (3, 4) and channels == 1:
-        return (arr[:, :3] * np.array([0.299, 0.587, 0.114])[None, :, None, None]).sum(
-            1, keepdims=True)
-    if c == 4 and channels == 3:
-        return arr[:, :3]
-    raise UserError(f"the images have {c} channels but the model takes {channels}")
+
+def parse_pixel_range(spec: str | None) -> tuple[float, float] | str | None:
+    """What ``pixel_range`` takes, from text: ``LO,HI`` (e.g. ``0,255``) as a pair,
+    ``raw`` as is, ``None`` as None (the pixel rule of the module's docstring)."""
+    if spec is None:
+        return None
+    if spec.strip().lower() == "raw":
+        return "raw"
+    try:
+        lo, hi = (float(v) for v in spec.split(","))
+    except ValueError:
+        raise UserError(f"the pixel range must be LO,HI (e.g. 0,255) or raw, got {spec!r}") \
+            from None
+    return _checked_range((lo, hi))
 
 
-def _resize(arr: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None or arr.shape[-2:] == size:
-        return arr
-    t = torch.nn.functional.interpolate(torch.from_numpy(arr).float(), size=size,
-                                        mode="bilinear", align_corners=False, antialias=True)
-    return t.numpy()
+def _checked_range(pixel_range) -> tuple[float, float] | str | None:
+    """``pixel_range`` checked: None, ``"raw"``, or ``(LO, HI)`` with ``LO < HI`` (a
+    list, as a JSON manifest holds it, or ``"LO,HI"`` text are taken too)."""
+    if pixel_range is None or (isinstance(pixel_range, str) and pixel_range == "raw"):
+        return pixel_range
+    if isinstance(pixel_range, str):
+        return parse_pixel_range(pixel_range)
+    try:
+        lo, hi = (float(v) for v in pixel_range)
+    except (TypeError, ValueError):
+        raise UserError(f"pixel_range must be (LO, HI), e.g. (0, 255), or 'raw', got "
+                        f"{pixel_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise UserError(f"pixel_range ({lo:g}, {hi:g}) must have finite LO < HI")
+    return lo, hi
 
 
-def _array_images(arr: np.ndarray, source: str) -> np.ndarray:
-    """Bring an array to float ``[N, C, H, W]`` in ``[0, 1]`` when it holds bytes."""
-    if arr.dtype == object or arr.size == 0:
-        raise UserError(f"{source} holds no image array")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise UserError(f"{source} holds {arr.dtype} values, not numbers")
-    scale = 255.0 if arr.dtype == np.uint8 else 1.0
-    arr = arr.astype(np.float32) / scale
+class UnreadableFile(UserError):
+    """A file that is not an image (unreadable, not a regular file, not numbers): a
+    folder's reader skips it (``strict``: the error); values of an image that the pixel
+    rule cannot scale are a plain ``UserError``, never skipped."""
+
+    def __init__(self, reason: str, what: str = "image", path: Path | None = None):
+        self.reason, self.what, self.path = reason, what, path
+        super().__init__(reason if path is None else
+                         f"{path} is not a readable {what} ({reason})")
+
+
+_CHANNELS = (1, 3, 4)
+
+
+def _layout(arr: np.ndarray, single: bool) -> np.ndarray:
+    """``arr`` as ``[N, C, H, W]``: ``[H, W]`` is one gray image, ``[H, W, C]`` one image
+    (``C`` of 1, 3, 4), ``[N, H, W]`` N gray images (``[C, H, W]`` one image where the
+    file must hold one, ``single``), ``[N, C, H, W]`` or ``[N, H, W, C]`` N images."""
     if arr.ndim == 2:
-        arr = arr[None, None]
-    elif arr.ndim == 3:
-        arr = arr[:, None] if arr.shape[-1] not in (1, 3, 4) else arr[None].transpose(0, 3, 1, 2)
-    elif arr.ndim == 4 and arr.shape[1] not in (1, 3, 4) and arr.shape[-1] in (1, 3, 4):
-        arr = arr.transpose(0, 3, 1, 2)
-    elif arr.ndim != 4:
-        raise UserError(f"{source}: cannot read a {arr.ndim}-d array as images")
-    if not np.isfinite(arr).all():
+        return arr[None, None]
+    if arr.ndim == 3:
+        if arr.shape[-1] in _CHANNELS:
+            return arr[None].transpose(0, 3, 1, 2)
+        return arr[None] if single and arr.shape[0] in _CHANNELS else arr[:, None]
+    if arr.ndim == 4:
+        if arr.shape[1] not in _CHANNELS and arr.shape[-1] in _CHANNELS:
+            return arr.transpose(0, 3, 1, 2)
+        return arr
+    raise UnreadableFile(f"a {arr.ndim}-d array cannot be read as images", "image array")
+
+
+def _suggested_range(lo: float, hi: float) -> str:
+    """The range of 8-bit or 16-bit pictures when the values fit it."""
+    if lo >= 0 and hi <= 255:
+        return "(0, 255)"
+    if lo >= 0 and hi <= 65535:
+        return "(0, 65535)"
+    return "(LO, HI)"
+
+
+def _scale(arr: np.ndarray, source: str,
+           pixel_range: tuple[float, float] | str | None) -> np.ndarray:
+    """Pixel values as float32 by the module's pixel rule: ``(v - LO) / (HI - LO)`` with
+    ``(LO, HI)`` the stated ``pixel_range`` or the range of the values' type (``uint8``
+    0..255, ``uint16`` 0..65535, ``bool`` and floats 0..1); unchanged with ``"raw"``.
+    Refused: no numbers (unreadable), NaN or infinite values, values outside the range,
+    and a type whose range is unknown (other integer types) without ``pixel_range``."""
+    if arr.dtype == object or arr.size == 0:
+        raise UnreadableFile("it holds no image array", "image array")
+    if arr.dtype.kind not in "buif":
+        raise UnreadableFile(f"it holds {arr.dtype} values, not numbers", "image array")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise UserError(f"{source} contains NaN or infinite values")
-    return np.ascontiguousarray(arr)
+    if isinstance(pixel_range, str):                        # "raw": the model's input
+        return np.ascontiguousarray(arr, dtype=np.float32)
+    native = {"b": (0, 1), "f": (0, 1)}.get(arr.dtype.kind) or {
+        np.dtype(np.uint8): (0, 255), np.dtype(np.uint16): (0, 65535)}.get(arr.dtype)
+    if pixel_range is not None or native is None or arr.dtype.kind == "f":
+        vmin, vmax = arr.min().item(), arr.max().item()
+    if pixel_range is not None:
+        lo, hi = pixel_range
+        if vmin < lo or vmax > hi:
+            raise UserError(f"{source} has pixel values in [{vmin:g}, {vmax:g}], outside the "
+                            f"stated pixel range ({lo:g}, {hi:g})")
+    elif native is not None:
+        lo, hi = native
+        if arr.dtype.kind == "f" and (vmin < 0 or vmax > 1):
+            raise UserError(
+                f"{source} holds {arr.dtype} pixels in [{vmin:g}, {vmax:g}], not in [0, 1]: "
+                f"state their range with pixel_range={_suggested_range(vmin, vmax)}, or "
+                "pixel_range='raw' for values that already are the model's input")
+    else:
+        raise UserError(
+            f"{source} holds {arr.dtype} pixels ({vmin}..{vmax}), a type whose range is not "
+            f"known: state it with pixel_range={_suggested_range(vmin, vmax)}")
+    out = arr.astype(np.float32)
+    if lo:
+        out -= np.float32(lo)
+    if hi - lo != 1:
+        out /= np.float32(hi - lo)
+    return out
 
 
 # most pixels an image file may declare (Pillow's own bomb limit, ~89 Mpx): a larger one
@@ -152,9 +252,9 @@ MAX_PIXELS = 89_478_485
 
 
 def _png16(data: bytes) -> np.ndarray:
-    """A non-interlaced 16-bit PNG (gray, gray+alpha, RGB, RGBA) as float32
-    ``[H, W, C]`` scaled by 65535, alpha dropped: Pillow reads 16-bit colour PNGs at 8
-    bits. The PNG filters are undone here (Average and Paeth row by row)."""
+    """A non-interlaced 16-bit PNG (gray, gray+alpha, RGB, RGBA) as uint16 ``[H, W, C]``,
+    alpha dropped: Pillow reads 16-bit colour PNGs at 8 bits. The PNG filters are undone
+    here (Average and Paeth row by row)."""
     pos, idat, header = 8, [], None
     while pos + 8 <= len(data):
         size, kind = struct.unpack(">I4s", data[pos:pos + 8])
@@ -205,37 +305,34 @@ def _png16(data: bytes) -> np.ndarray:
         else:
             raise ValueError(f"bad PNG filter type {kind}")
         out[y] = prev = cur
-    values = (out[:, 0::2] << 8 | out[:, 1::2]).reshape(h, w, bands).astype(np.float32)
-    return values[..., : 3 if bands >= 3 else 1] / np.float32(65535)
+    values = (out[:, 0::2] << 8 | out[:, 1::2]).reshape(h, w, bands).astype(np.uint16)
+    return values[..., : 3 if bands >= 3 else 1]
 
 
-def _pixels(path: Path, im) -> np.ndarray:
-    """The pixels of an open Pillow image as float32 ``[H, W, C]`` in ``[0, 1]``, scaled
-    by the range of their type: 255 for 8-bit modes, 65535 for 16-bit ones (exactly; a
-    conversion to 8 bits in Pillow would clip them)."""
-    if im.format == "PNG" and im.mode in ("RGB", "RGBA", "LA"):
+def _pillow_values(path: Path, im) -> np.ndarray:
+    """The pixels of an open Pillow image in their own type: ``bool`` (1-bit),
+    ``uint8`` (8-bit modes, as gray or RGB), ``uint16`` (16-bit PNG and TIFF, read
+    exactly: Pillow converts 16-bit colour PNGs to 8 bits), ``int32`` or ``float32``
+    (32-bit TIFF modes); ``[H, W]`` or ``[H, W, C]``."""
+    mode = im.mode
+    if im.format == "PNG" and mode in ("RGB", "RGBA", "LA"):
         data = path.read_bytes()
         if data[24:25] == b"\x10":                     # IHDR bit depth 16
             return _png16(data)
-    if im.mode.startswith("I;16"):
-        return np.asarray(im, dtype=np.float32)[..., None] / np.float32(65535)
-    if im.mode == "I":                                   # 32-bit ints: 16-bit data
-        arr = np.asarray(im, dtype=np.float64)
-        if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ValueError("32-bit integer pixels beyond the 16-bit range are not "
-                             "supported")
-        return (arr / 65535).astype(np.float32)[..., None]
-    if im.mode == "F":
-        return np.asarray(im, dtype=np.float32)[..., None]
-    gray = im.mode in ("1", "L", "LA", "La")
-    arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32) / np.float32(255)
-    return arr[..., None] if arr.ndim == 2 else arr
+    if mode == "1":
+        return np.asarray(im, dtype=bool)
+    if mode.startswith("I;16") or (mode == "I" and im.format == "PNG"):
+        arr = np.asarray(im)                           # a PNG's "I" is 16-bit gray
+        return arr.astype(np.uint16) if arr.dtype.kind == "u" or mode == "I" else arr
+    if mode in ("I", "F"):
+        return np.asarray(im)
+    gray = mode in ("L", "LA", "La")
+    return np.asarray(im.convert("L" if gray else "RGB"))
 
 
-def _read_image_file(path: Path, channels: int | None) -> np.ndarray:
-    """One image file as float32 ``[C, H, W]`` in ``[0, 1]`` with ``channels`` channels
-    (``None``: its own). Refused (``ValueError``) when unreadable or when it declares
-    more than :data:`MAX_PIXELS` pixels (checked before decoding)."""
+def _pillow_file(path: Path) -> np.ndarray:
+    """An image file through Pillow, as its own type ``[1, C, H, W]``; refused before
+    decoding when it declares more than :data:`MAX_PIXELS` pixels."""
     from PIL import Image, UnidentifiedImageError
     try:
         with warnings.catch_warnings():
@@ -245,43 +342,132 @@ def _read_image_file(path: Path, channels: int | None) -> np.ndarray:
                 if w * h > MAX_PIXELS:
                     raise ValueError(f"it declares {w}x{h} pixels, more than the "
                                      f"{MAX_PIXELS / 1e6:.0f} Mpx repinterp reads")
-                arr = _pixels(path, im)
+                arr = _pillow_values(path, im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, KeyError,
             zlib.error, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(first_line(exc)) from exc
-    return _to_channels(arr.transpose(2, 0, 1)[None], channels)[0]
+        raise UnreadableFile(first_line(exc)) from exc
+    return (arr[..., None] if arr.ndim == 2 else arr).transpose(2, 0, 1)[None]
 
 
-def _image_files(root: Path) -> list[Path]:
-    """Every non-hidden file under ``root`` (sorted): non-images are reported as skipped."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
-    return files
-
-
-def _read_files(files: list[Path], root: Path, channels: int | None,
-                size: tuple[int, int] | None, strict: bool, limit: int | None = None
-                ) -> tuple[list[np.ndarray], list[int], list[str], list[str]]:
-    """Read image files in order, resized: the arrays, their positions in ``files``,
-    their names under ``root``, and the names of unreadable files (skipped, or an error
-    with ``strict``); stops after ``limit`` readable images."""
-    arrays, found, names, skipped = [], [], [], []
-    for k, f in enumerate(files):
-        if limit is not None and len(arrays) >= limit:
-            break  # --references N: read only as many files as needed
+def _numpy_file(path: Path, array: str | None) -> np.ndarray:
+    """The array of a ``.npy`` file, or of an ``.npz`` file: its only array, the one
+    named ``array``, else the one named ``images``; several others are refused by name."""
+    import zipfile
+    bad = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except bad as exc:
+        raise UnreadableFile(first_line(exc), "numpy file") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        return data
+    with data:
+        keys = list(data.files)
+        if array is not None and array not in keys:
+            raise UserError(f"{path} has no array {array!r}; it holds "
+                            f"{', '.join(map(repr, keys)) or 'none'}")
+        if not keys:
+            raise UnreadableFile("it holds no arrays", "numpy file")
+        if array is None and len(keys) > 1 and "images" not in keys:
+            raise UserError(f"{path} holds {len(keys)} arrays ({', '.join(map(repr, keys))}): "
+                            "name the one with the images, array=NAME")
+        key = array or (keys[0] if len(keys) == 1 else "images")
         try:
-            a = _read_image_file(f, channels)
-        except ValueError as exc:
-            if strict:
-                raise UserError(f"{f} is not a readable image ({exc})") from exc
-            skipped.append(str(f.relative_to(root)))
+            return data[key]
+        except bad as exc:
+            raise UnreadableFile(first_line(exc), "numpy file") from exc
+
+
+def _is_idx(name: str) -> bool:
+    return "ubyte" in name or re.search(r"idx\d", name) is not None
+
+
+def decode_file(path: str | os.PathLike, *,
+                pixel_range: tuple[float, float] | str | None = None,
+                array: str | None = None, single: bool = False) -> np.ndarray:
+    """The images of one file as float32 ``[N, C, H, W]`` (their own channels), scaled by
+    the pixel rule of the module's docstring: the one decoder of every format.
+
+    An image file (PNG, JPEG, TIFF, ... through Pillow) holds one image; ``.npy`` and
+    ``.npz`` (``array``: the name of the array in an ``.npz`` holding several) and IDX
+    files hold ``[H, W]``, ``[H, W, C]``, ``[N, H, W]``, ``[N, C, H, W]`` or
+    ``[N, H, W, C]``. With ``single`` the file must hold one image (a folder's files),
+    and ``[C, H, W]`` is read as one. Raises ``UserError`` for values the rule cannot
+    scale; a file that is not an image (not a regular file, unreadable, not numbers) is
+    refused with :class:`UnreadableFile`, a ``UserError`` too."""
+    path = Path(path)
+    try:
+        return _decode(path, pixel_range, array, single)
+    except UnreadableFile as exc:
+        if exc.path is not None:
+            raise
+        raise UnreadableFile(exc.reason, exc.what, path) from exc
+
+
+def _decode(path: Path, pixel_range, array: str | None, single: bool) -> np.ndarray:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise UnreadableFile(exc.strerror or first_line(exc)) from exc
+    if not stat.S_ISREG(st.st_mode):                     # a FIFO would block for ever
+        raise UnreadableFile("not a regular file")
+    name = path.name.lower()
+    if name.endswith((".npy", ".npz")):
+        arr = _layout(_numpy_file(path, array), single)
+    elif _is_idx(name):
+        try:
+            arr = _layout(_idx_array(path), single)
+        except _IDX_ERRORS as exc:
+            raise UnreadableFile(first_line(exc), "IDX file") from exc
+    else:
+        arr = _pillow_file(path)
+    if single and len(arr) != 1:
+        raise UnreadableFile(f"it holds {len(arr)} images; a folder's files hold one each")
+    return _scale(arr, str(path), pixel_range)
+
+
+def _to_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
+    """``[N, C, H, W]`` float32 array converted to ``channels`` (gray <-> RGB)."""
+    c = arr.shape[1]
+    if channels is None or c == channels:
+        return arr
+    if c == 1 and channels == 3:
+        return np.repeat(arr, 3, axis=1)
+    if c in (3, 4) and channels == 1:
+        gray = (arr[:, :3] * np.array([0.299, 0.587, 0.114])[None, :, None, None]).sum(
+            1, keepdims=True)
+        return gray.astype(np.float32)
+    if c == 4 and channels == 3:
+        return arr[:, :3]
+    raise UserError(f"the images have {c} channels but the model takes {channels}")
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or arr.shape[-2:] == tuple(size):
+        return arr
+    t = torch.nn.functional.interpolate(torch.from_numpy(arr).float(), size=tuple(size),
+                                        mode="bilinear", align_corners=False, antialias=True)
+    return t.numpy()
+
+
+def _image_files(root: Path, *, warn: bool = True) -> list[Path]:
+    """Every non-hidden file under ``root``, sorted (folder by folder; anything that is
+    not an image is reported as skipped when read). Symbolic links to folders are
+    followed (with one warning) and a folder reached twice, e.g. through a link loop, is
+    listed once."""
+    files, links, seen = [], [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
             continue
-        arrays.append(_resize(a[None], size)[0] if size else a)
-        found.append(k)
-        names.append(str(f.relative_to(root)))
-    return arrays, found, names, skipped
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        links += [Path(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+    if links and warn:
+        warnings.warn(f"followed {len(links)} symbolic link(s) to folders in {root}, e.g. "
+                      f"{str(links[0].relative_to(root))!r}", stacklevel=3)
+    return files
 
 
 def _stack(arrays: list[np.ndarray], root: Path) -> np.ndarray:
@@ -289,7 +475,7 @@ def _stack(arrays: list[np.ndarray], root: Path) -> np.ndarray:
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
         raise UserError(f"the images in {root} have {len(shapes)} different sizes; "
-                        "pass size=(H, W) to resize them")
+                        "pass {param} to resize them", param="size", api="size=(H, W)")
     return np.stack(arrays)
 
 
@@ -302,9 +488,17 @@ def _idx_images_in(folder: Path) -> Path | None:
 
 def load_images(path: str | os.PathLike, *, channels: int | None = None,
                 size: tuple[int, int] | None = None, normalize: str | None = None,
-                strict: bool = False, limit: int | None = None) -> ImageSet:
+                strict: bool = False, limit: int | None = None, seed: int = 0,
+                pixel_range: tuple[float, float] | str | None = None,
+                array: str | None = None) -> ImageSet:
     """Load images from a folder (ImageFolder layout or flat; labels are ignored), a
-    ``.npy``/``.npz`` array, an MNIST-style IDX file, or a single image file.
+    ``.npy``/``.npz`` array, an MNIST-style IDX file or folder, or a single image file:
+    the images of :class:`ImageSource` (the same decoder, names and values).
+
+    Pixel values follow one rule whatever the format (see the module's docstring):
+    ``uint8`` / 255, ``uint16`` / 65535, ``bool`` as 0/1, floats as they are and only
+    within ``[0, 1]``; floats outside ``[0, 1]`` and other integer types (``int16``,
+    ``int32``, ...) are refused, naming the file, unless ``pixel_range`` is given.
 
     Parameters
     ----------
@@ -316,51 +510,29 @@ def load_images(path: str | os.PathLike, *, channels: int | None = None,
         See :func:`parse_normalize`.
     strict
         Fail on an unreadable file instead of skipping it with a warning.
+    limit
+        Keep this many images, drawn at random (``seed``) stratified over the class
+        folders of a folder (as many from each as its share of the files, within one;
+        a flat folder or an array is one stratum), in their sorted order; an unreadable
+        file drawn is replaced by the next draw. ``None``: every image.
+    seed
+        Seed of the draw of ``limit`` images.
+    pixel_range
+        ``(LO, HI)``: every file's values map ``LO -> 0``, ``HI -> 1`` (values outside
+        are refused), e.g. ``(0, 255)`` for float or ``int16`` data of 8-bit pictures;
+        ``"raw"``: values taken as they are (arrays that already are the model's input,
+        e.g. normalised; pair with ``normalize="none"``). ``None``: the rule above.
+    array
+        The array of an ``.npz`` holding several (otherwise its only array, or the one
+        named ``images``).
     """
-    path = checked_path(path)
-    skipped: list[str] = []
-    idx_file = _idx_images_in(path)
-    if idx_file is not None:  # an MNIST-style folder: take the training images
-        return load_images(idx_file, channels=channels, size=size, normalize=normalize,
-                           strict=strict, limit=limit)
-    if path.is_dir():
-        files = _image_files(path)
-        if not files:
-            raise UserError(f"{path} holds no files")
-        arrays, _, names, skipped = _read_files(files, path, channels, size, strict, limit)
-        if skipped:
-            warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {path}, e.g. "
-                          f"{skipped[0]!r}", stacklevel=2)
-        if not arrays:
-            raise UserError(f"{path} holds no readable image ({len(skipped)} skipped)")
-        arr = _stack(arrays, path)
-    else:
-        name = path.name.lower()
-        if name.endswith((".npy", ".npz")):
-            try:
-                data = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{path} is not a readable numpy file ({exc})") from exc
-            if isinstance(data, np.lib.npyio.NpzFile):
-                keys = list(data.keys())
-                key = "images" if "images" in keys else ("x" if "x" in keys else keys[0]) \
-                    if keys else None
-                if key is None:
-                    raise UserError(f"{path} holds no arrays")
-                data = data[key]
-            arr = _array_images(data, str(path))
-        elif "idx" in name or "ubyte" in name:
-            arr = _array_images(read_idx(path), str(path))
-        else:
-            try:
-                arr = _read_image_file(path, channels)[None]
-            except ValueError as exc:
-                raise UserError(f"{path} is not a readable image ({exc})") from exc
-        names = [f"{path.name}[{i}]" for i in range(len(arr))] if len(arr) > 1 else [path.name]
-        arr = _resize(arr, size)
-    if limit is not None:
-        arr, names = arr[:limit], names[:limit]
-    return ImageSet(_finish(arr, channels, normalize), names, skipped)
+    source = ImageSource(str(path), channels=channels, size=size, normalize=normalize,
+                         strict=strict, pixel_range=pixel_range, array=array)
+    got = source.load(limit=limit, seed=seed)
+    if got.skipped:
+        warnings.warn(f"skipped {len(got.skipped)} unreadable file(s) in {source.root}, e.g. "
+                      f"{got.skipped[0]!r}", stacklevel=2)
+    return got
 
 
 def _finish(arr: np.ndarray, channels: int | None, normalize: str | None) -> torch.Tensor:
@@ -376,10 +548,14 @@ def _finish(arr: np.ndarray, channels: int | None, normalize: str | None) -> tor
 class ImageSource:
     """Images read a range at a time, for passes over more images than memory holds.
 
-    A plain, picklable description (path and loading options) of the same inputs as
-    :func:`load_images`: a folder (files in sorted order) or an array file (``.npy``,
-    ``.npz``, IDX, or an MNIST-style folder). ``items`` are the files or array rows;
-    :meth:`read` returns the readable images of a range with their item numbers.
+    A plain, picklable description (path and loading options, as :func:`load_images`
+    takes them) of the same inputs as :func:`load_images`, which reads through it: a
+    folder (its files in sorted order, each decoded by :func:`decode_file`) or an array
+    file (``.npy``, ``.npz``, IDX, or an MNIST-style folder), or one image file.
+    ``items`` are the files or array rows; :meth:`read` returns the readable images of a
+    range with their item numbers and names. Names: a folder's files by their path under
+    it; the rows of a file holding several images ``NAME[i]``; a file holding one image
+    by its name.
     """
 
     path: str
@@ -387,8 +563,13 @@ class ImageSource:
     size: tuple[int, int] | None = None
     normalize: str | None = None
     strict: bool = False
+    pixel_range: tuple[float, float] | str | None = None
+    array: str | None = None
 
     def __post_init__(self) -> None:
+        if self.size is not None:
+            self.size = tuple(int(s) for s in self.size)
+        self.pixel_range = _checked_range(self.pixel_range)
         root = checked_path(self.path)
         root = _idx_images_in(root) or root
         self._array: np.ndarray | None = None
@@ -401,11 +582,15 @@ class ImageSource:
             self._files, self._root = None, root
             self._count = len(self._load_array())
 
+    @property
+    def root(self) -> Path:
+        """The folder or the file read (an MNIST-style folder's images file)."""
+        return self._root
+
     def _load_array(self) -> np.ndarray:
         if self._array is None:
-            whole = load_images(self._root, channels=self.channels, size=self.size,
-                                normalize="none", strict=self.strict)
-            self._array = whole.images.numpy()
+            arr = decode_file(self._root, pixel_range=self.pixel_range, array=self.array)
+            self._array = _resize(_to_channels(arr, self.channels), self.size)
         return self._array
 
     def __getstate__(self) -> dict:
@@ -432,21 +617,84 @@ class ImageSource:
                         st.st_mtime_ns if st else -1))
         return out
 
+    def _names(self, items: list[int]) -> list[str]:
+        if self._files is not None:
+            return [str(self._files[k].relative_to(self._root)) for k in items]
+        if self._count == 1:
+            return [self._root.name for _ in items]
+        return [f"{self._root.name}[{k}]" for k in items]
+
+    def _gather(self, items, limit: int | None = None
+                ) -> tuple[np.ndarray | None, list[int], list[str]]:
+        """The readable images of ``items`` (in that order, stopping after ``limit``),
+        their item numbers, and the names of the unreadable files (skipped, or an error
+        with ``strict``)."""
+        if self._files is None:
+            found = list(items)[:limit]
+            whole = self._load_array()
+            run = len(found) and found[-1] - found[0] == len(found) - 1 and (
+                len(found) == 1 or bool((np.diff(found) == 1).all()))
+            return (whole[found[0]:found[-1] + 1] if run else whole[found]), found, []
+        arrays, found, skipped = [], [], []
+        for k in items:
+            if limit is not None and len(found) >= limit:
+                break                        # read only as many files as needed
+            f = self._files[k]
+            try:
+                a = decode_file(f, pixel_range=self.pixel_range, array=self.array,
+                                single=True)
+            except UnreadableFile:
+                if self.strict:
+                    raise
+                skipped.append(str(f.relative_to(self._root)))
+                continue
+            arrays.append(_resize(_to_channels(a, self.channels), self.size)[0])
+            found.append(k)
+        return (_stack(arrays, self._root) if arrays else None), found, skipped
+
     def read(self, start: int, end: int) -> tuple[torch.Tensor, list[int], list[str]]:
         """Images of items ``start..end-1`` (unreadable files skipped, or an error with
         ``strict``), their item numbers and names."""
+        arr, items, _ = self._gather(range(start, min(end, len(self))))
+        if arr is None or not len(arr):
+            return torch.empty(0), items, self._names(items)
+        return _finish(arr, self.channels, self.normalize), items, self._names(items)
+
+    def _strata(self) -> np.ndarray:
+        """The stratum of each item: a folder's top-level class folder, else one."""
         if self._files is None:
-            arr = self._load_array()[start:end]
-            items = list(range(start, min(end, len(self))))
-            names = [f"{self._root.name}[{i}]" for i in items]
-            return _finish(arr, self.channels, self.normalize), items, names
-        files = self._files[start:end]
-        arrays, found, names, _ = _read_files(files, self._root, self.channels, self.size,
-                                              self.strict)
-        items = [start + k for k in found]
-        if not arrays:
-            return torch.empty(0), items, names
-        return _finish(_stack(arrays, self._root), self.channels, self.normalize), items, names
+            return np.zeros(len(self), np.int64)
+        tops = [f.relative_to(self._root).parts for f in self._files]
+        return np.unique([p[0] if len(p) > 1 else "" for p in tops], return_inverse=True)[1]
+
+    def draw(self, limit: int | None, seed: int = 0) -> list[int]:
+        """Every item in the order a draw of ``limit`` takes them (all of them, in order,
+        when ``limit`` is None or not below their number): a seeded random order in
+        which any first ``n`` items hold each stratum (:meth:`_strata`) in proportion to
+        its size, within one."""
+        n = len(self)
+        if limit is None or limit >= n:
+            return list(range(n))
+        strata = self._strata()
+        rng = np.random.default_rng(seed)
+        keys = np.empty(n)
+        for s in range(int(strata.max()) + 1):
+            members = np.flatnonzero(strata == s)
+            order = rng.permutation(len(members))
+            keys[members[order]] = (np.arange(len(members)) + rng.random()) / len(members)
+        return np.argsort(keys, kind="stable").tolist()
+
+    def load(self, limit: int | None = None, seed: int = 0) -> ImageSet:
+        """The images (every one, or ``limit`` drawn by :meth:`draw` with ``seed``, in
+        item order) as one :class:`ImageSet`; no readable image is an error."""
+        arr, items, skipped = self._gather(self.draw(limit, seed), limit)
+        if arr is None:
+            raise UserError(f"{self._root} holds no readable image ({len(skipped)} skipped)")
+        if limit is not None and limit < len(self):
+            keep = np.argsort(items, kind="stable")
+            arr, items = arr[keep], [items[k] for k in keep]
+        return ImageSet(_finish(arr, self.channels, self.normalize), self._names(items),
+                        skipped, items)
 
 
 def expected_channels(model: nn.Module) -> int | None:
@@ -546,7 +794,8 @@ def torchvision_weights(name: str):
 
 
 def load_class_names(spec: str) -> list[str]:
-    """Class names from a file (one per line) or from a torchvision weights enum's
+    """Class names from a file (one per line, blank lines ignored; a name given twice is
+    refused, naming both lines) or from a torchvision weights enum's
     ``meta["categories"]`` (nothing is downloaded)."""
     enum = torchvision_weights(spec)
     if enum is not None:
@@ -556,8 +805,18 @@ def load_class_names(spec: str) -> list[str]:
         raise UserError(f"{path} does not exist (give a file with one class name per line "
                         "or a torchvision weights name)")
     path = checked_path(path, kind="file", what="class names file")
-    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    return [n for n in names if n]
+    names: list[str] = []
+    first: dict[str, int] = {}
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        name = text.strip()
+        if not name:
+            continue
+        if name in first:
+            raise UserError(f"{path} line {line}: class name {name!r} is also on line "
+                            f"{first[name]}; each class needs a name of its own")
+        first[name] = line
+        names.append(name)
+    return names
 
 
 def load_model(*, arch: str | None = None, weights: str | None = None,
@@ -575,7 +834,8 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
       pickled model only when ``trust_pickle`` is set (unpickling runs arbitrary code).
     """
     if (arch is None) == (model_file is None):
-        raise UserError("give either arch=NAME (with weights=FILE) or model_file=FILE")
+        raise UserError("give either {param}", param="model",
+                        api="arch=NAME (with weights=FILE) or model_file=FILE")
     if arch is not None:
         model = build_arch(arch, num_classes, archs)
         enum = torchvision_weights(weights) if weights else None
@@ -627,9 +887,11 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
             demo = _match_arch(obj, num_classes, archs or {})
             if demo is not None:
                 return demo.eval()
-        kind = "a state dict: pass arch=NAME with weights=FILE" if isinstance(obj, dict) \
+        kind = "a state dict: pass {weights}" if isinstance(obj, dict) \
             else "not a TorchScript file"
-        raise UserError(f"{path} is {kind} (a whole pickled model needs trust_pickle=True)")
+        raise UserError(f"{path} is {kind} " "(a whole pickled model needs {trust_pickle})",
+                        params={"weights": "arch=NAME with weights=FILE",
+                                "trust_pickle": "trust_pickle=True"})
     try:
         model = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - anything the unpickler raises
@@ -672,7 +934,8 @@ def _load_weights_only(path: Path):
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         raise UserError(f"{path} cannot be loaded safely: it is neither TorchScript nor a "
                         "state dict (weights_only=True); if it is a whole pickled model you "
-                        "trust, use model_file=FILE with trust_pickle=True") from exc
+                        "trust, use {param}", param="trusted_model",
+                        api="model_file=FILE with trust_pickle=True") from exc
 
 
 def folder_classes(data: str | os.PathLike | None) -> list[str] | None:
@@ -718,40 +981,133 @@ def check_class_names(names: list[str] | None, classes: int, source: str) -> Non
                         f"{classes} classes: give one name per class, in the model's order")
 
 
+def _few(items: list[str], k: int = 4) -> str:
+    shown = ", ".join(repr(i) for i in items[:k])
+    return shown + (f" and {len(items) - k} more" if len(items) > k else "")
+
+
+def check_folder_classes(data: str | os.PathLike | None, classes: int,
+                         class_names: list[str] | None = None) -> None:
+    """Refuse an ImageFolder ``data`` whose class folders are not the model's
+    ``classes`` classes, naming the extra and the missing folders: folders named by
+    class index (``0`` .. ``classes - 1``, when every folder is a number and not a class
+    name), else with ``class_names`` one folder per class name, else one folder per
+    class. Other data (a flat folder, a file, an MNIST-style folder) and ``classes`` 0
+    (unknown) pass."""
+    folders = folder_classes(data)
+    if not folders or not classes:
+        return
+    names = list(class_names or [])
+    if all(f.isdigit() for f in folders) and not set(folders) <= set(names):
+        have = {int(f) for f in folders}
+        extra = [f for f in folders if int(f) >= classes]
+        missing = [str(i) for i in range(classes) if i not in have]
+    elif names:
+        extra = [f for f in folders if f not in names]
+        missing = [n for n in names if n not in folders]
+    elif len(folders) != classes:
+        raise UserError(f"{data} has {len(folders)} class folders ({_few(folders)}) for a "
+                        f"model with {classes} classes: give one folder per class, or "
+                        "{param} to match them by name", param="class_names")
+    else:
+        return
+    if extra or missing:
+        parts = ([f"extra folder(s) {_few(extra)}"] if extra else []) + (
+            [f"no folder for {_few(missing)}"] if missing else [])
+        raise UserError(f"the class folders of {data} do not match the model's {classes} "
+                        f"classes: {'; '.join(parts)}")
+
+
+def _items_of(data: str | os.PathLike, names: list[str]) -> tuple[list[int] | None, int]:
+    """The item numbers of images named ``names`` (:class:`ImageSource`'s naming: a
+    folder's files by position in its sorted listing, unreadable ones included; rows of
+    an array ``NAME[i]``; a one-image file 0), and the number of files of a folder
+    (0 for other data); ``None`` when a name is none of these."""
+    root = Path(data)
+    position: dict[str, int] = {}
+    if root.is_dir() and _idx_images_in(root) is None:
+        position = {str(f.relative_to(root)): k
+                    for k, f in enumerate(_image_files(root, warn=False))}
+    items, by_position = [], False
+    for n in names:
+        row = re.fullmatch(r".*\[(\d+)\]", n)
+        if n in position:
+            items.append(position[n])
+            by_position = True
+        elif row:
+            items.append(int(row.group(1)))
+        elif not root.is_dir() and n == root.name:
+            items.append(0)
+        else:
+            return None, 0
+    return items, len(position) if by_position else 0
+
+
 def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = None,
-                class_names: list[str] | None = None) -> torch.Tensor | None:
+                class_names: list[str] | None = None, *,
+                classes: int | None = None) -> torch.Tensor | None:
     """Labels ``[N]`` (class indices; -1 where unknown) of the images ``names`` loaded
     from ``data``, or ``None`` when there are none.
 
     ``spec``: ``"none"``; a CSV file of ``path,label`` rows (a header row is allowed;
     ``path`` as the report names the image, i.e. relative to the folder; ``label`` a
-    class index or a class name); an IDX labels file (in the images' order); or ``None``
-    (default): the labels the data carries, i.e. an ImageFolder's class folders (class
-    names when ``class_names`` lists every folder, else integer folder names, else the
-    folders' sorted order, as torchvision's ``ImageFolder``) or the labels file beside
-    MNIST-style IDX images.
+    class index or a class name); an IDX labels file (one label per item of ``data``, in
+    order: per file of a folder in sorted order, unreadable files included, or per array
+    row; each image gets its own item's label, whatever was skipped or drawn); or
+    ``None`` (default): the labels the data carries, i.e. an ImageFolder's class folders
+    (class names when ``class_names`` lists every folder, else integer folder names,
+    else the folders' sorted order, as torchvision's ``ImageFolder``) or the labels file
+    beside MNIST-style IDX images.
+
+    ``classes``: the model's number of classes (else ``len(class_names)`` when given);
+    a label outside ``0 .. classes - 1`` is refused, naming its line, item or folder. A
+    negative label is always refused.
     """
     if spec == "none":
         return None
     lookup = {n: i for i, n in enumerate(class_names or [])}
+    bound = classes or len(lookup) or None
+    span = f" (0..{bound - 1})" if bound else ""
+
+    def checked(value: int, where: str) -> int:
+        if value < 0 or (bound is not None and value >= bound):
+            raise UserError(f"{where}: label {value} is not a class of the model{span}")
+        return value
 
     def to_index(value: str, where: str) -> int:
         value = value.strip()
         if value in lookup:
             return lookup[value]
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise UserError(f"{where}: label {value!r} is neither a class index nor a "
-                            "class name (pass class_names)") from None
+                            "class name (pass {param})", param="class_names") from None
+        return checked(number, where)
 
     if spec is not None:
         path = checked_path(spec, kind="file", what="labels file")
         if "idx" in path.name or "ubyte" in path.name:
             arr = read_idx(path)
-            if arr.ndim != 1 or len(arr) < len(names):
-                raise UserError(f"{path} holds {arr.shape} labels for {len(names)} images")
-            return torch.from_numpy(arr[:len(names)].astype(np.int64))
+            if arr.ndim != 1:
+                raise UserError(f"{path} holds {arr.shape} labels, not one per image")
+            items, files = _items_of(data, names)
+            if items is None:
+                if len(arr) != len(names):
+                    raise UserError(f"{path} holds {len(arr)} labels for {len(names)} images "
+                                    "whose items are unknown: give as many labels")
+                items = list(range(len(names)))
+            if files and len(arr) != files:
+                raise UserError(f"{path} holds {len(arr)} labels for the {files} files of "
+                                f"{data}: give one label per file, in sorted order")
+            if items and max(items) >= len(arr):
+                raise UserError(f"{path} holds {len(arr)} labels; item {max(items)} of "
+                                f"{data} has none")
+            got = arr[np.asarray(items, dtype=np.int64)].astype(np.int64)
+            bad = np.flatnonzero((got < 0) | (got >= (bound or np.iinfo(np.int64).max)))
+            if len(bad):
+                checked(int(got[bad[0]]), f"{path} item {items[bad[0]]} ({names[bad[0]]})")
+            return torch.from_numpy(got)
         import csv
         with open(path, newline="", encoding="utf-8") as fh:
             rows = [r for r in csv.reader(fh) if r]
@@ -783,7 +1139,8 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
         idx_file = _idx_images_in(root)
         if idx_file is not None:
             lab = sorted(root.glob(idx_file.name.split("-images")[0] + "-labels-idx1*"))
-            return load_labels(data, names, str(lab[0]), class_names) if lab else None
+            return load_labels(data, names, str(lab[0]), class_names, classes=classes) \
+                if lab else None
         folders = [n.split("/", 1)[0] if "/" in n else None for n in names]
         if any(f is None for f in folders) or not folders:
             return None
@@ -793,7 +1150,7 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
         if class_names and all(f in lookup for f in distinct):
             mapping = {f: lookup[f] for f in distinct}
         elif all(f.isdigit() for f in distinct):
-            mapping = {f: int(f) for f in distinct}
+            mapping = {f: checked(int(f), f"{root} class folder {f!r}") for f in distinct}
         else:
             mapping = {f: i for i, f in enumerate(distinct)}
         return torch.tensor([mapping[f] for f in folders], dtype=torch.long)
