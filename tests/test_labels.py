@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from repinterp.app.loading import load_labels
-from repinterp.app.report import membership_rows
+from repinterp.app.memberships import membership_rows
 from repinterp.app.stats import label_stats, region_flags
 from repinterp.core.errors import UserError
 from repinterp.core.region import Region

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,8 @@ from ..core.errors import UserError
 from ..core.region import Region
 from ..core.summary import Summary
 from ..core.words import plural
-from .outputs import atomic_path, write_json, write_text
+from .memberships import membership_blocks, write_memberships
+from .outputs import write_json, write_text
 from .stats import (
     FLAG_HEAT_CONCENTRATION,
     FLAG_HELDOUT_PURITY,
@@ -30,9 +31,8 @@ from .stats import (
     summary_dict,
 )
 
-__all__ = ["THUMBNAIL", "Query", "colour_bar_css", "header_facts", "heat_uri",
-           "membership_blocks", "membership_rows", "overlay", "short_name", "thumbnail",
-           "write_memberships", "write_report"]
+__all__ = ["THUMBNAIL", "Query", "colour_bar_css", "header_facts", "heat_uri", "overlay",
+           "short_name", "thumbnail", "write_report"]
 
 _JET = colormaps["jet"]
 #: Displayed thumbnail size in CSS pixels; embedded images are at most 128 px.
@@ -232,87 +232,6 @@ class Query:
     position: int = 0
     inside: bool = True
     violated: int = 0
-
-
-#: The memberships' columns, in file order
-MEMBER_COLUMNS = ("image", "index", "predicted", "label", "region", "logic", "rank",
-                  "distance")
-
-
-def membership_blocks(summary: Summary, names: Sequence[str] | None = None,
-                      predictions: torch.Tensor | None = None,
-                      labels: torch.Tensor | None = None,
-                      numbers: Sequence[int] | None = None) -> Iterator[dict[str, list]]:
-    """Every (region, member) pair as columns, one block per region: ``image`` (name),
-    ``index``, ``predicted``, ``label`` (-1 unknown or none), ``region`` (1-based, the
-    report's numbering, ``numbers`` when given), ``logic``, ``rank`` (1 = nearest the
-    seed) and ``distance``. ``names`` may be read lazily: a ``take(indices)`` method is
-    used when it has one (one read per shard of an index, not one per member)."""
-    numbers = list(numbers) if numbers is not None else \
-        list(range(1, len(summary.regions) + 1))
-    for number, region in zip(numbers, summary.regions, strict=True):
-        idx = region.members.tolist()
-        n = len(idx)
-        if names is None:
-            image = [f"#{i}" for i in idx]
-        else:
-            take = getattr(names, "take", None)
-            image = take(idx) if take is not None else [names[i] for i in idx]
-        yield {"image": image, "index": idx,
-               "predicted": (predictions[region.members].tolist() if predictions is not None
-                             else [region.predicted_class] * n),
-               "label": (labels[region.members].tolist() if labels is not None
-                         else [-1] * n),
-               "region": [number] * n,
-               "logic": [-1 if region.logic is None else region.logic] * n,
-               "rank": list(range(1, n + 1)),
-               "distance": region.member_distances.double().tolist()}
-
-
-def membership_rows(summary: Summary, names: Sequence[str] | None = None,
-                    predictions: torch.Tensor | None = None,
-                    labels: torch.Tensor | None = None,
-                    numbers: Sequence[int] | None = None) -> dict[str, list]:
-    """:func:`membership_blocks` of every region as one set of columns."""
-    cols: dict[str, list] = {k: [] for k in MEMBER_COLUMNS}
-    for block in membership_blocks(summary, names, predictions, labels, numbers):
-        for k in cols:
-            cols[k] += block[k]
-    return cols
-
-
-def write_memberships(out_dir: str | Path, blocks: Iterable[dict[str, list]]) -> None:
-    """``members.csv`` and ``members.parquet`` of :func:`membership_blocks`, atomically,
-    written block by block (the memberships of a summary of millions of images are
-    never held at once)."""
-    import csv
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out_dir = Path(out_dir)
-    schema = pa.schema([("image", pa.string()),
-                        *[(k, pa.int64()) for k in MEMBER_COLUMNS[1:-1]],
-                        ("distance", pa.float64())])
-    with atomic_path(out_dir / "members.csv") as csv_tmp, \
-            atomic_path(out_dir / "members.parquet") as pq_tmp, \
-            open(csv_tmp, "w", newline="", encoding="utf-8") as fh, \
-            pq.ParquetWriter(pq_tmp, schema) as parquet:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(MEMBER_COLUMNS)
-        for block in blocks:
-            cells = [[_csv_safe(v) for v in block[k]] if k == "image" else block[k]
-                     for k in MEMBER_COLUMNS]
-            writer.writerows(zip(*cells, strict=True))
-            parquet.write_table(pa.table({k: block[k] for k in MEMBER_COLUMNS},
-                                         schema=schema))
-
-
-def _csv_safe(text: str) -> str:
-    """A text cell as a spreadsheet reads it as text: a leading ``=``, ``+``, ``-``,
-    ``@``, tab or carriage return (a formula to Excel, LibreOffice, Google Sheets) gets
-    a ``'`` in front, as OWASP recommends for CSV exports. Parquet keeps the raw text."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
