@@ -71,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         arr = Path(tmp) / "refs.npy"
         np.save(arr, refs.numpy())
-        source = ImageSource(str(arr), channels=1, normalize="none")
+        source = ImageSource(str(arr), channels=1, normalize="none", pixel_range="raw")
         for bank in [int(b) for b in a.banks.split(",")]:
             start = time.perf_counter()
             out = build_index(model, "features", source, Path(tmp) / f"idx{bank}",

@@ -117,7 +117,7 @@ def test_values_the_rule_cannot_scale_need_a_stated_range(tmp_path, name, write)
     write(path, v)
     for load in (lambda p, **o: load_images(p, **o), lambda p, **o: ImageSource(str(p), **o)
                  .read(0, 1)):
-        with pytest.raises(UserError, match=rf"{name}.*pixel_range=\(0, 255\)"):
+        with pytest.raises(UserError, match=rf"{name}.*pixel_range=\(LO, HI\) \(here 0,255\)"):
             load(path)
         with pytest.raises(UserError, match=rf"{name}.*pixel_range"):
             load(path.parent)                 # in a folder too: an error, never a skip

@@ -134,7 +134,8 @@ def test_index_summary_covers_classes(indexed):
 def npy_source(tmp_path):
     x = tiny_images(1, 230).float().numpy()
     np.save(tmp_path / "x.npy", x)
-    return ImageSource(str(tmp_path / "x.npy"), channels=1, normalize="none")
+    return ImageSource(str(tmp_path / "x.npy"), channels=1, normalize="none",
+                       pixel_range="raw")
 
 
 def _build(model, source, out, **kw):
@@ -194,10 +195,10 @@ def test_build_load_resume_and_mismatches(tmp_path, npy_source):
 def test_cli_index_summarize_explain(capsys, tmp_path):
     model = tiny_cnn(0, dtype=torch.float32)
     torch.jit.script(model).save(str(tmp_path / "m.pt"))
-    x = tiny_images(1, 180).float().numpy()
+    x = (tiny_images(1, 180).float().numpy() * 40 + 128).clip(0, 255).astype(np.uint8)
     np.save(tmp_path / "x.npy", x)
     from PIL import Image
-    Image.fromarray((x[3, 0] * 40 + 128).clip(0, 255).astype(np.uint8)).save(tmp_path / "q.png")
+    Image.fromarray(x[3, 0]).save(tmp_path / "q.png")
     code = main([
         "index", "--model", str(tmp_path / "m.pt"), "--layer", "2", "--data",
         str(tmp_path / "x.npy"),
@@ -264,7 +265,8 @@ def test_ray_engine_gives_the_local_index_and_survives_a_killed_worker(tmp_path)
     ray = pytest.importorskip("ray")          # `make test` installs the `ray` extra
     x = tiny_images(2, 900).float().numpy()
     np.save(tmp_path / "x.npy", x)
-    source = ImageSource(str(tmp_path / "x.npy"), channels=1, normalize="none")
+    source = ImageSource(str(tmp_path / "x.npy"), channels=1, normalize="none",
+                         pixel_range="raw")
     model = tiny_cnn(0, dtype=torch.float32)
     kw = dict(shard_size=15)
     local = _build(model, source, tmp_path / "local", **kw)

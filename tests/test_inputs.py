@@ -290,7 +290,7 @@ def test_store_options_and_weights_class_names(capsys, tmp_path):
     (nothing downloaded) on a 3-class resnet18 at 64x64."""
     rng = np.random.default_rng(0)
     for i in range(24):
-        png(tmp_path / "imgs" / f"c{i % 2}" / f"{i}.png",
+        png(tmp_path / "imgs" / ("tench", "goldfish", "great white shark")[i % 3] / f"{i}.png",
             rng.integers(0, 256, (64, 64, 3), np.uint8))
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3).eval()

@@ -92,7 +92,8 @@ def test_ray_engine_gives_the_same_summary_and_survives_a_killed_worker(tmp_path
     from repinterp.cli import main
     model = tiny_cnn(0, dtype=torch.float32)
     torch.jit.script(model).save(str(tmp_path / "m.pt"))
-    np.save(tmp_path / "x.npy", tiny_images(0, 600).float().numpy())
+    np.save(tmp_path / "x.npy", (tiny_images(0, 600).numpy() * 40 + 128).clip(0, 255)
+            .astype(np.uint8))                # 8-bit pixels: floats must lie in [0, 1]
     base = ["--model", str(tmp_path / "m.pt"), "--quiet"]
     assert main(["index", *base, "--data", str(tmp_path / "x.npy"), "--layer", "2",
                  "--normalize", "none", "--out", str(tmp_path / "idx"), "--bank", "48",
@@ -243,7 +244,8 @@ def test_two_ray_nodes_give_the_same_summary_after_a_node_loses_its_worker(tmp_p
     from repinterp.cli import main
     model = tiny_cnn(0, dtype=torch.float32)
     torch.jit.script(model).save(str(tmp_path / "m.pt"))
-    np.save(tmp_path / "x.npy", tiny_images(0, 600).float().numpy())
+    np.save(tmp_path / "x.npy", (tiny_images(0, 600).numpy() * 40 + 128).clip(0, 255)
+            .astype(np.uint8))                # 8-bit pixels: floats must lie in [0, 1]
     assert main(["index", "--model", str(tmp_path / "m.pt"), "--quiet", "--data",
                  str(tmp_path / "x.npy"), "--layer", "2", "--normalize", "none", "--out",
                  str(tmp_path / "idx"), "--bank", "48", "--pilot", "120", "--shard-size",

@@ -106,7 +106,7 @@ def _from_fit(job: ExplainJob, families: Mapping[str, Family] | None, out: Path
         region = interp.explain(job.seed_index)
         what = refs.names[job.seed_index]
     summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
-    labels = load_labels(job.data, refs.names, job.labels, names)
+    labels = load_labels(job.data, refs.names, job.labels, names, classes=fitted.classes)
     cname = class_name(names, region.predicted_class)
     with output_folder(out, job.inputs) as tmp:
         write_report(tmp, summary, refs.images, heatmap=interp.heatmap,
@@ -128,11 +128,12 @@ def _from_summary(job: ExplainJob, families: Mapping[str, Family] | None, out: P
     summary = load_summary(job.summary)
     model, family = open_model(job.model, families)
     opts = loading_options(model, family, size=job.size, normalize=job.normalize,
-                           strict=job.strict)
+                           strict=job.strict, pixel_range=job.pixel_range, array=job.array)
     image = load_images(job.query, **opts).images[0]
     if not job.data:
         raise UserError("{param} is required", param="data")
-    refs = load_images(job.data, limit=job.references, **opts)
+    refs = load_images(job.data, limit=job.references,
+                       seed=int(job.interpreter.get("seed", 0)), **opts)
     check_summary_source(summary, model, refs.images, job.summary)
     located = locate_image(summary, model, image, device=job.device)
     where, pred, net = located.position, located.predicted, located.network

@@ -195,12 +195,13 @@ def _layout(arr: np.ndarray, single: bool) -> np.ndarray:
 
 
 def _suggested_range(lo: float, hi: float) -> str:
-    """The range of 8-bit or 16-bit pictures when the values fit it."""
+    """The range of 8-bit or 16-bit pictures when the values fit it (`` (here 0,255)``),
+    or nothing."""
     if lo >= 0 and hi <= 255:
-        return "(0, 255)"
+        return " (here 0,255)"
     if lo >= 0 and hi <= 65535:
-        return "(0, 65535)"
-    return "(LO, HI)"
+        return " (here 0,65535)"
+    return ""
 
 
 def _scale(arr: np.ndarray, source: str,
@@ -232,12 +233,16 @@ def _scale(arr: np.ndarray, source: str,
         if arr.dtype.kind == "f" and (vmin < 0 or vmax > 1):
             raise UserError(
                 f"{source} holds {arr.dtype} pixels in [{vmin:g}, {vmax:g}], not in [0, 1]: "
-                f"state their range with pixel_range={_suggested_range(vmin, vmax)}, or "
-                "pixel_range='raw' for values that already are the model's input")
+                "state their range with {pixel_range}" f"{_suggested_range(vmin, vmax)}, "
+                "or {raw} for values that already are the model's input",
+                params={"pixel_range": "pixel_range=(LO, HI)",
+                        "raw": "pixel_range='raw'"})
     else:
         raise UserError(
             f"{source} holds {arr.dtype} pixels ({vmin}..{vmax}), a type whose range is not "
-            f"known: state it with pixel_range={_suggested_range(vmin, vmax)}")
+            "known: state it with {pixel_range}" f"{_suggested_range(vmin, vmax)}",
+            params={"pixel_range": "pixel_range=(LO, HI)",
+                        "raw": "pixel_range='raw'"})
     out = arr.astype(np.float32)
     if lo:
         out -= np.float32(lo)
@@ -369,7 +374,8 @@ def _numpy_file(path: Path, array: str | None) -> np.ndarray:
             raise UnreadableFile("it holds no arrays", "numpy file")
         if array is None and len(keys) > 1 and "images" not in keys:
             raise UserError(f"{path} holds {len(keys)} arrays ({', '.join(map(repr, keys))}): "
-                            "name the one with the images, array=NAME")
+                            "name the one with the images, {param}", param="array",
+                            api="array=NAME")
         key = array or (keys[0] if len(keys) == 1 else "images")
         try:
             return data[key]

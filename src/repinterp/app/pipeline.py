@@ -23,6 +23,7 @@ from .loading import (
     ImageSet,
     check_class_names,
     check_feature_map,
+    check_folder_classes,
     checked_path,
     expected_channels,
     folder_classes,
@@ -187,7 +188,8 @@ def class_names_for(spec: str | None, weights: str | None, family: Family | None
 class Fitted:
     """An interpreter fitted on the reference images of a path, with what was loaded:
     the references, the held-out images (or None), the loading options, the class
-    names (or None) and the query image (``explain --image``, or None)."""
+    names (or None), the query image (``explain --image``, or None) and the model's
+    number of classes."""
 
     interp: RepresentativeInterpreter
     references: ImageSet
@@ -195,6 +197,7 @@ class Fitted:
     options: dict
     class_names: list[str] | None = None
     query: ImageSet | None = None
+    classes: int = 0
 
     def heldout_stats(self, regions: list[Region]) -> list[RegionStats] | None:
         """The regions' statistics on the held-out images (None without them)."""
@@ -223,7 +226,7 @@ def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,
     that do not fit the model before any fit, and fit a
     :class:`~repinterp.RepresentativeInterpreter` (``interpreter``: its parameters)."""
     image = load_images(query, **options) if query else None
-    refs = load_images(data, limit=limit, **options)
+    refs = load_images(data, limit=limit, seed=int(interpreter.get("seed", 0)), **options)
     held = load_images(heldout, **options) if heldout else None
     if held is not None and held.images.shape[1:] != refs.images.shape[1:]:
         raise UserError(f"the held-out images of {heldout} are "
@@ -231,9 +234,11 @@ def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,
                         f"{tuple(refs.images.shape[1:])}: give images of one size, or "
                         "{param} to resize both", param="size", api="size=(H, W)")
     check_feature_map(model, layer, refs.images[0])
-    names = class_names(model_classes(model, refs.images[0]))
+    classes = model_classes(model, refs.images[0])
+    names = class_names(classes)
+    check_folder_classes(data, classes, names)
     interp = RepresentativeInterpreter(model, layer, **interpreter).fit(refs.images)
-    return Fitted(interp, refs, held, options, names, image)
+    return Fitted(interp, refs, held, options, names, image, classes)
 
 
 def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
@@ -254,12 +259,15 @@ def layer_for(layer: str | None, family: Family | None) -> str:
 
 def loading_options(model: nn.Module, family: Family | None = None, *,
                     size: tuple[int, int] | None = None, normalize: str | None = None,
-                    strict: bool = False) -> dict:
+                    strict: bool = False,
+                    pixel_range: tuple[float, float] | str | None = None,
+                    array: str | None = None) -> dict:
     """How to load images for ``model`` (:func:`~repinterp.app.loading.load_images`'s
-    options): its input channels, and the family's normalisation unless one is given."""
+    options): its input channels, and the family's normalisation unless one is given;
+    ``pixel_range`` and ``array`` as the loader takes them."""
     return dict(channels=expected_channels(model), size=size,
                 normalize=normalize or (family.normalize if family else None),
-                strict=strict)
+                strict=strict, pixel_range=pixel_range, array=array)
 
 
 @dataclass
@@ -280,6 +288,8 @@ class FitJob:
     class_names: str | None = None
     query: str | None = None
     interpreter: dict = field(default_factory=dict)
+    pixel_range: tuple[float, float] | str | None = None
+    array: str | None = None
 
     @property
     def inputs(self) -> list[str | None]:
@@ -315,7 +325,8 @@ def fit_job(job: FitJob, families: Mapping[str, Family] | None = None
     if not job.data:
         raise UserError("{param} is required", param="data")
     options = loading_options(model, family, size=job.size, normalize=job.normalize,
-                              strict=job.strict)
+                              strict=job.strict, pixel_range=job.pixel_range,
+                              array=job.array)
     fitted = fit_references(
         model, layer, job.data, options=options, limit=job.references, heldout=job.heldout,
         query=job.query, class_names=lambda n: class_names_for(
@@ -334,7 +345,7 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
     fitted, _ = fit_job(job, families)
     names = fitted.class_names
     refs = fitted.references
-    labels = load_labels(job.data, refs.names, job.labels, names)
+    labels = load_labels(job.data, refs.names, job.labels, names, classes=fitted.classes)
     summary, stats = summarize_references(
         fitted, coverage=job.coverage, max_regions=job.max_regions,
         separate_logics=job.separate_logics, max_logics=job.max_logics,
@@ -377,6 +388,8 @@ class IndexJob:
     size: tuple[int, int] | None = None
     normalize: str | None = None
     strict: bool = False
+    pixel_range: tuple[float, float] | str | None = None
+    array: str | None = None
     bank: int = 1024
     pilot: int = 2000
     shard_size: int = 4096
@@ -407,7 +420,8 @@ def index_job(job: IndexJob, families: Mapping[str, Family] | None = None
         raise UserError("{param} is required", param="data")
     source = ImageSource(str(Path(job.data).resolve()),
                          **loading_options(model, family, size=job.size,
-                                           normalize=job.normalize, strict=job.strict))
+                                           normalize=job.normalize, strict=job.strict,
+                                           pixel_range=job.pixel_range, array=job.array))
     first = source.read(0, min(len(source), 64))[0]
     if len(first):
         check_feature_map(model, resolve_layer(model, layer), first[0])

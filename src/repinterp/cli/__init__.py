@@ -32,6 +32,9 @@ FLAGS = {
     "layer": "--layer",
     "data": "--data",
     "image": "--image FILE",
+    "pixel_range": "--pixel-range LO,HI",
+    "raw": "--pixel-range raw",
+    "array": "--npz-array NAME",
 }
 
 
@@ -68,6 +71,8 @@ def _parse_size(spec: str | None) -> tuple[int, int] | None:
 def _fit_fields(a: argparse.Namespace) -> dict:
     """The fields of a :class:`~repinterp.app.pipeline.FitJob` the command line sets."""
     import torch
+
+    from ..app.loading import parse_pixel_range
     if a.approximate:
         import warnings
         warnings.warn("--approximate does nothing and will be removed: whether boundaries "
@@ -76,6 +81,7 @@ def _fit_fields(a: argparse.Namespace) -> dict:
         model=_model_source(a), data=a.data, layer=a.layer, references=a.references,
         size=_parse_size(a.size), normalize=a.normalize, strict=a.strict,
         heldout=a.heldout, labels=a.labels, class_names=a.class_names,
+        pixel_range=parse_pixel_range(a.pixel_range), array=a.npz_array,
         interpreter=dict(num_boundaries=a.num_boundaries, seed=a.seed, device=a.device,
                          progress=not a.quiet, store_dir=a.store_dir,
                          feature_dtype=getattr(torch, a.feature_dtype) if a.feature_dtype
@@ -125,11 +131,13 @@ def _cmd_summarize(a: argparse.Namespace) -> None:
 
 
 def _cmd_index(a: argparse.Namespace) -> None:
+    from ..app.loading import parse_pixel_range
     from ..app.pipeline import IndexJob, index_job
     from ..core.words import plural
     job = IndexJob(model=_model_source(a), data=a.data, out=a.out or "out/index",
                    layer=a.layer, size=_parse_size(a.size), normalize=a.normalize,
-                   strict=a.strict, bank=a.bank, pilot=a.pilot, shard_size=a.shard_size,
+                   strict=a.strict, pixel_range=parse_pixel_range(a.pixel_range),
+                   array=a.npz_array, bank=a.bank, pilot=a.pilot, shard_size=a.shard_size,
                    seed=a.seed, device=a.device, progress=not a.quiet, **_engine_fields(a))
     loaded = index_job(job, _families())
     index = loaded.index

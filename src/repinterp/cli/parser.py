@@ -53,11 +53,19 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     d.add_argument("--data", default=None, help="folder of images (ImageFolder or flat), "
                    ".npy/.npz, IDX file, or a folder of MNIST-style IDX files (required "
                    "except with --index)")
-    d.add_argument("--references", type=int, default=None, help="use the first N images")
+    d.add_argument("--references", type=int, default=None, help="use N images drawn at "
+                   "random (with --seed), stratified over an ImageFolder's class folders")
     d.add_argument("--size", default=None, help="resize to H,W (or one number)")
     d.add_argument("--normalize", default=None, help="imagenet, fashion-mnist, none or "
                    "MEAN,STD (default: imagenet for RGB, none otherwise; fashion-mnist for "
                    "the demo architectures)")
+    d.add_argument("--pixel-range", default=None, metavar="LO,HI|raw",
+                   help="the range of pixel values that are not 8- or 16-bit integers "
+                   "(e.g. 0,255 for float or int16 arrays of 8-bit pictures); raw: take "
+                   "them as they are (already the model's input). Default: uint8 / 255, "
+                   "uint16 / 65535, floats must lie in [0, 1]")
+    d.add_argument("--npz-array", default=None, metavar="NAME",
+                   help="the array of an .npz file that holds the images")
     d.add_argument("--strict", action="store_true", help="fail on an unreadable file")
     d.add_argument("--heldout", default=None, help="held-out images to measure purity on")
     d.add_argument("--labels", default=None, help="labels of --data: a CSV of path,label "
