@@ -1,5 +1,6 @@
-"""Fingerprints of models and images, and summaries saved as plain data (written
-atomically by :mod:`repinterp.app.outputs`)."""
+"""Fingerprints of models and images, and summaries saved as plain data in a checked,
+versioned file (:mod:`repinterp.app.schema`; written atomically by
+:mod:`repinterp.app.outputs`)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.errors import UserError, first_line
+from ..core.errors import UserError
 from ..core.summary import Summary
 from .outputs import atomic_path
+from .schema import pack_summary, unpack_summary
 
 __all__ = ["images_digest", "load_summary", "model_digest", "save_summary"]
 
@@ -37,14 +39,26 @@ def images_digest(images: torch.Tensor) -> str:
 
 
 def save_summary(path: str | os.PathLike, summary: Summary) -> None:
-    """Write ``summary`` as plain data (tensors, numbers, strings) with ``torch.save``,
-    atomically; :func:`load_summary` reads it back without unpickling any code."""
+    """Write ``summary`` as ``summary.pt`` (:mod:`repinterp.app.schema`: a versioned
+    header, the SHA-256 of the payload, and the payload, plain data saved with
+    ``torch.save``), atomically; :func:`load_summary` reads it back without unpickling any
+    code. What is written is read back and checked first: a summary that
+    :func:`load_summary` would refuse (e.g. a meta that does not record every setting
+    :class:`~repinterp.core.summary.SummaryMeta` requires) is refused before anything
+    is written."""
+    blob = pack_summary(summary)
+    try:
+        unpack_summary(blob)
+    except UserError as exc:
+        raise UserError(f"the summary to save {exc}") from exc
     with atomic_path(path) as tmp:
-        torch.save(summary.to_dict(), tmp)
+        Path(tmp).write_bytes(blob)
 
 
 def load_summary(path: str | os.PathLike) -> Summary:
-    """A summary written by :func:`save_summary` (loaded with ``weights_only=True``)."""
+    """The summary in ``path`` (a ``summary.pt``, or the folder holding one), after its
+    checksum and then every field are checked (:func:`repinterp.app.schema.unpack_summary`):
+    anything else is a :class:`UserError` naming the file and what is wrong."""
     path = Path(path)
     if path.is_dir():
         path = path / "summary.pt"
@@ -52,7 +66,10 @@ def load_summary(path: str | os.PathLike) -> Summary:
         raise UserError(f"{path} does not exist (`repinterp summarize` writes summary.pt "
                         "into its output folder)")
     try:
-        return Summary.from_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise UserError(f"{path} is not a summary written by repinterp "
-                        f"({first_line(exc)})") from exc
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read ({exc.strerror})") from exc
+    try:
+        return unpack_summary(blob)
+    except UserError as exc:
+        raise UserError(f"{path} {exc}") from exc

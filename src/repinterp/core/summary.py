@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from .errors import UserError
 from .region import Region
+from .summary_schema import SUMMARY_VERSION, SummaryMeta, check_summary_data
 
-__all__ = ["ClassSummary", "Summary", "peel"]
+__all__ = ["SUMMARY_VERSION", "ClassSummary", "Summary", "SummaryMeta", "peel"]
 
 
 @dataclass
@@ -103,10 +104,19 @@ class Summary:
         """Every region, class by class, largest first within a class."""
         return [r for c in self.classes for r in c.regions]
 
+    @property
+    def record(self) -> SummaryMeta:
+        """:attr:`meta` as its typed record (:class:`SummaryMeta`); a meta that lacks a
+        field or holds a wrong type is a :class:`UserError` naming it."""
+        return SummaryMeta.parse(self.meta)
+
     def to_dict(self) -> dict:
-        """Plain data (tensors, numbers, strings): ``torch.save`` it and load it with
-        ``weights_only=True``; :meth:`from_dict` rebuilds the summary."""
-        return {"classes": [{"cls": c.cls, "n_images": c.n_images, "covered": c.covered,
+        """Plain data (tensors, numbers, strings) of schema :data:`SUMMARY_VERSION`:
+        ``torch.save`` it and load it with ``weights_only=True``; :meth:`from_dict`
+        rebuilds and checks the summary. Every field of every region is written
+        (:func:`dataclasses.fields`), so a field added to :class:`Region` is saved too."""
+        return {"version": SUMMARY_VERSION,
+                "classes": [{"cls": c.cls, "n_images": c.n_images, "covered": c.covered,
                              "regions": [r.to_dict() for r in c.regions]}
                             for c in self.classes],
                 "coverage_target": self.coverage_target, "max_regions": self.max_regions,
@@ -114,12 +124,12 @@ class Summary:
 
     @classmethod
     def from_dict(cls, data: dict) -> Summary:
-        classes = [ClassSummary(cls=c["cls"], n_images=c["n_images"], covered=c["covered"],
-                                regions=[Region.from_dict(r) for r in c["regions"]])
-                   for c in data["classes"]]
-        return cls(classes=classes, coverage_target=data["coverage_target"],
-                   max_regions=data["max_regions"], layer=data.get("layer", ""),
-                   meta=dict(data.get("meta", {})))
+        """The summary of :meth:`to_dict`'s data, every field checked: the schema
+        version, the meta's record (:class:`SummaryMeta`), classes within the recorded
+        number of classes, member indices within the recorded references, finite numbers,
+        and every region's shapes against the recorded feature shape. Anything else is a
+        :class:`UserError` saying what is wrong (one line)."""
+        return check_summary_data(data)
 
     def locate_features(self, features: torch.Tensor,
                         predictions: torch.Tensor) -> torch.Tensor:
@@ -206,3 +216,4 @@ def peel(predictions: torch.Tensor, margins: torch.Tensor,
         out.append(ClassSummary(cls=int(c), n_images=len(members[c]), regions=regions[c],
                                 covered=int(covered[c].sum())))
     return out
+
