@@ -31,10 +31,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from repinterp import RepresentativeInterpreter
+from repinterp.core.copies import inference_mode
 from repinterp.core.errors import UserError
 from repinterp.core.heatmap import METHODS as HEATMAPS
 from repinterp.core.metrics import average_drop_increase, keep_top
-from repinterp.core.network import inference_mode
 
 __all__ = ["CAM_METHODS", "KS", "EvalResult", "cam_weights", "evaluate_seeds", "own_cam",
            "reused_cam"]

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from torchvision_matrix import build, diversify  # noqa: E402
 
 from repinterp import RepresentativeInterpreter  # noqa: E402
-from repinterp.core.network import auto_batch_size  # noqa: E402
+from repinterp.core.passes import auto_batch_size  # noqa: E402
 
 
 def rss() -> tuple[int, int]:

@@ -26,7 +26,7 @@ from torch import nn
 from repinterp import RepresentativeInterpreter
 from repinterp.app.outputs import atomic_path, write_json, write_text
 from repinterp.app.stats import heldout_figures
-from repinterp.core.network import inference_mode
+from repinterp.core.copies import inference_mode
 from repinterp.demo.data import cache_dir, load_fashion_mnist
 from repinterp.demo.models import (
     FashionVGG,

@@ -14,7 +14,7 @@ from torch import nn
 from repinterp import RepresentativeInterpreter, split_model, suggest_layer
 from repinterp.core.errors import UserError
 from repinterp.core.heatmap import looks_channels_last
-from repinterp.core.split import logits_of
+from repinterp.core.logits import logits_of
 
 needs_timm = pytest.mark.skipif(importlib.util.find_spec("timm") is None,
                                 reason="timm is not installed (an optional extra)")

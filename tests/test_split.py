@@ -6,14 +6,8 @@ from torch import nn
 
 from repinterp import RepresentativeInterpreter
 from repinterp.core.errors import UserError
-from repinterp.core.split import (
-    AFFINE,
-    NOT_PIECEWISE_LINEAR,
-    PIECEWISE_LINEAR,
-    head_verdict,
-    resolve_layer,
-    split_model,
-)
+from repinterp.core.split import resolve_layer, split_model
+from repinterp.core.verdict import AFFINE, NOT_PIECEWISE_LINEAR, PIECEWISE_LINEAR, head_verdict
 
 
 def mlp_head(act: nn.Module) -> nn.Module:

@@ -14,10 +14,12 @@ from importlib.metadata import version as _version
 
 from .core.errors import NotFittedError, UserError
 from .core.interpreter import RepresentativeInterpreter
+from .core.layers import layer_table, suggest_layer
 from .core.network import SplitNetwork
 from .core.region import Region
-from .core.split import head_verdict, layer_table, split_model, suggest_layer
+from .core.split import split_model
 from .core.summary import ClassSummary, Summary
+from .core.verdict import head_verdict
 
 
 def show(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.network import inference_mode
+from ..core.copies import inference_mode
 
 __all__ = ["PERCENTILES", "QuantusExplainer", "road"]
 
@@ -81,8 +81,8 @@ class QuantusExplainer:
     def interpreter(self, model: nn.Module):
         """The interpreter fitted on ``model`` as it is now (refitted when ``model`` or
         its weights changed since the last call)."""
+        from ..core.copies import model_fingerprint
         from ..core.interpreter import RepresentativeInterpreter
-        from ..core.network import model_fingerprint
 
         key = (id(model), model_fingerprint(model))
         if self._cache is None or self._cache[:2] != key:

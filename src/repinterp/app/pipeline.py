@@ -447,7 +447,7 @@ def layer_lines(source: ModelSource, families: Mapping[str, Family] | None = Non
     """``repinterp layers``: one line per candidate layer (down to ``depth`` levels;
     None: all) with the verdict on the head after it, the suggested layer marked ``*``,
     and a closing line naming the suggestion."""
-    from ..core.split import layer_table, suggest_layer
+    from ..core.layers import layer_table, suggest_layer
 
     model, _ = open_model(source, families)
     rows = layer_table(model, max_depth=depth)

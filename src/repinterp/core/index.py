@@ -26,7 +26,9 @@ from .boundaries import Boundaries, flip
 from .engine import Candidates, make_region, purity_stop
 from .errors import UserError
 from .greedy import pack_columns
-from .network import SplitNetwork, auto_batch_size, batches, decisions, exact
+from .network import SplitNetwork
+from .passes import auto_batch_size, batches, decisions
+from .precision import exact
 from .region import Region
 from .split import linear_prefix
 from .summary import Summary, peel

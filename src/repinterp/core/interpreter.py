@@ -1,8 +1,6 @@
 """The public entry point: :class:`RepresentativeInterpreter`."""
 from __future__ import annotations
 
-import functools
-import operator
 import os
 import warnings
 from collections.abc import Callable
@@ -11,18 +9,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import defaults
+from ._images import ImagesMixin
+from ._summarize import SummaryMixin
 from .boundaries import Boundaries, bisect_segments, boundaries_at
 from .engine import dense_candidates, make_region, purity_stop
 from .errors import NotFittedError, UserError
-from .logics import centroid_boundaries, choose_logics, logic_descriptors
-from .network import GRIDS, SplitNetwork, batches, decisions, exact
+from .network import GRIDS, SplitNetwork
+from .passes import batches, decisions
+from .precision import exact
 from .region import Region
 from .split import linear_prefix, split_model
-from .store import FeatureStore, chunk_rows
-from .summary import ClassSummary, Summary, peel
+from .store import FeatureStore
 
 __all__ = ["RepresentativeInterpreter"]
 
@@ -31,7 +30,7 @@ SAMPLING = ("bisection", "shared")
 SEARCH_BYTES = 1 << 30
 
 
-class RepresentativeInterpreter:
+class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
     """Representative interpretations of a CNN classifier (Lam, Chu et al., ICCV 2021).
 
     >>> interp = RepresentativeInterpreter(model, layer="layer3").fit(images)
@@ -81,7 +80,7 @@ class RepresentativeInterpreter:
         stride in the head, and both grids are the same.
     batch_size
         Images per batch through the network (default: 256, fewer for large images; see
-        :func:`repinterp.core.network.auto_batch_size`).
+        :func:`repinterp.core.passes.auto_batch_size`).
     approximate
         Deprecated and ignored (a warning says so at :meth:`fit`): whether boundaries
         are tangent follows from the head. A head that is not piecewise linear (SiLU,
@@ -264,48 +263,6 @@ class RepresentativeInterpreter:
         return self.store_.working_shape or self._shape()
 
     # --- explain -----------------------------------------------------------------
-    def _seed(self, seed: Any) -> tuple[int | None, torch.Tensor, int]:
-        """Index (or None), flattened features and predicted class of a seed. An image
-        whose features and logits are those of a reference (to the float noise of
-        another batch size) *is* that reference: it gets the reference's index, and so
-        its region (``explain(refs[i])`` and ``explain(i)`` agree)."""
-        if isinstance(seed, np.ndarray):
-            seed = torch.from_numpy(seed)
-        if isinstance(seed, torch.Tensor) and seed.ndim == 3:
-            z0 = self.network_.features(seed[None], progress=False)[0]
-            logits = self.network_.logits(z0[None])
-            index = self._same_reference(z0, logits[0])
-            if index is not None:
-                return index, self.store_.rows(index), int(self.predictions_[index])
-            return None, z0, int(logits.argmax(1))
-        try:
-            index = operator.index(seed.item()  # type: ignore[arg-type]
-                                   if isinstance(seed, torch.Tensor)
-                                   and seed.ndim == 0 else seed)
-        except TypeError:
-            index = None
-        if index is None or isinstance(seed, bool) or (
-                isinstance(seed, torch.Tensor) and seed.dtype == torch.bool):
-            raise UserError("seed must be a reference index (an integer), an image "
-                            "[C, H, W] or a batch of images [n, C, H, W]") from None
-        if not 0 <= index < len(self.store_):
-            raise UserError(f"seed index {index} out of range 0..{len(self.store_) - 1}")
-        return index, self.store_.rows(index), int(self.predictions_[index])
-
-    def _same_reference(self, z0: torch.Tensor, logits: torch.Tensor) -> int | None:
-        """The first reference whose logits and features equal ``z0``'s within
-        ``sqrt(eps) * max(1, max|.|)`` (the float noise of a different batch), or None.
-        The logits narrow the candidates; only those are compared in full."""
-        tol = float(torch.finfo(logits.dtype).eps) ** 0.5
-        ref = self.logits_
-        close = ((ref - logits.to(ref)).abs().amax(1)
-                 <= tol * max(1.0, float(logits.abs().max()))).nonzero()[:, 0]
-        for i in close.tolist()[:64]:
-            row = self.store_.rows(i).to(z0)
-            if float((row - z0).abs().max()) <= tol * max(1.0, float(z0.abs().max())):
-                return int(i)
-        return None
-
     @exact
     def explain(self, seed: Any, *, delta: int | None = None,
                 num_boundaries: int | None = None, target: int | None = None
@@ -467,204 +424,3 @@ class RepresentativeInterpreter:
         return [self._region(*self._candidates(*seed, sampled=b), seed[2], seed[3], seed[0],
                              self.delta)
                 for seed, b in zip(prepared, sampled, strict=True)]
-
-    # --- summary -----------------------------------------------------------------
-    @exact
-    def summarize(self, coverage: float = defaults.COVERAGE,
-                  max_regions: int = defaults.MAX_REGIONS,
-                  classes: list[int] | None = None, *, separate_logics: bool = False,
-                  max_logics: int = defaults.MAX_LOGICS,
-                  batch_seeds: bool | None = None) -> Summary:
-        """Peel each predicted class into regions.
-
-        For each predicted class ``c``: take as seed the remaining reference of class
-        ``c`` with the largest top-2 margin, explain it, mark every class-``c`` reference
-        inside its region as covered, and repeat until the covered share reaches
-        ``coverage`` or ``max_regions`` regions were found. Regions come largest first.
-
-        ``separate_logics``: first split each class by the local linear model its images
-        sit in (:meth:`logic_labels`, at most ``max_logics`` logics), then peel each logic
-        on its own (``max_regions`` per logic; measured on the shortcut benchmark, capping
-        a class at ``ceil(max_regions / k)`` per logic lost the marked region of one
-        setting, ``docs/shortcut.md``): its regions keep the logic and exclude
-        other classes *and the class's other logics*, with one logic boundary per other
-        logic among the candidates (:mod:`repinterp.core.logics`). Regions come logic by
-        logic (largest logic first), each region's ``logic`` says which.
-
-        ``batch_seeds``: the classes are peeled side by side and each round's seeds of
-        every class are searched in one set of head passes (a GPU's latency: 23 -> 5-8
-        head passes per region on the demo models, ``docs/performance.md``). In float32
-        a larger batch can round a head's logits differently in the last bits, and so,
-        rarely, end in another region than :meth:`explain` of the same seed (measured:
-        4 of 17 demo VGG regions, all in one class); so the default (``None``) batches
-        only on CUDA, and ``False`` always gives :meth:`explain`'s regions.
-        """
-        self._fitted(stacklevel=4)
-        if batch_seeds is None:
-            batch_seeds = torch.device(self.network_.device).type == "cuda"
-        meta = {"references": len(self.store_), "seed": int(self.seed),
-                "num_boundaries": int(self.num_boundaries), "sampling": self.sampling,
-                "heatmap_method": self.heatmap_method,
-                "approximate": self.network_.approximate,
-                "separate_logics": bool(separate_logics)}
-        if not separate_logics:
-            out = peel(self.predictions_, self.margins_, self.explain, coverage,
-                       max_regions, classes, self.progress,
-                       explain_many=self._explain_references if batch_seeds else None)
-        else:
-            wanted = sorted(set(self.predictions_.tolist())) if classes is None \
-                else list(classes)
-            out = [self._peel_logics(int(c), coverage, max_regions, max_logics)
-                   for c in tqdm(wanted, desc="logics", unit="class",
-                                 disable=not self.progress, leave=False)]
-        return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
-                       layer=self.network_.layer, meta=meta)
-
-    @exact
-    def logic_labels(self, cls: int, max_logics: int = defaults.MAX_LOGICS, *,
-                     min_silhouette: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split the references predicted as ``cls`` by decision logic: their indices
-        ``[n]`` and logic labels ``[n]`` (0 = the largest logic).
-
-        Each image's contributions ``w * psi(x)`` to its own margin, ``w`` the margin
-        gradient in its linear piece, pooled by :func:`~repinterp.core.logics.
-        logic_descriptors` and clustered by :func:`~repinterp.core.logics.choose_logics`
-        (seeded by ``seed``)."""
-        self._fitted(stacklevel=4)
-        idx = (self.predictions_ == int(cls)).nonzero()[:, 0]
-        if len(idx) == 0:
-            raise UserError(f"no reference is predicted as class {cls}")
-        desc = self._logic_descriptors(idx, int(cls))
-        labels = choose_logics(desc, max_logics, min_silhouette=min_silhouette,
-                               seed=self.seed)
-        return idx, labels
-
-    def _logic_descriptors(self, idx: torch.Tensor, cls: int) -> torch.Tensor:
-        """:func:`~repinterp.core.logics.logic_descriptors` of the given references, their
-        margin gradients taken in batches through the head."""
-        store, shape = self.store_, self._shape()
-        step = chunk_rows(store.z.shape[1] * 4 * 4, most=1024)
-        out = []
-        for i in range(0, len(idx), step):
-            rows = idx[i:i + step].to(self.network_.device)
-            c1 = torch.full((len(rows),), cls, dtype=torch.long, device=rows.device)
-            found = boundaries_at(store.rest, store.working_rows(rows),
-                                  self._working_shape(), c1)
-            w, _ = store.lift(found.weights, found.biases)
-            r = (w * store.rows(rows)).reshape(-1, *shape)
-            out.append(logic_descriptors(r).cpu())
-        return torch.cat(out)
-
-    def _peel_logics(self, cls: int, coverage: float, max_regions: int, max_logics: int
-                     ) -> ClassSummary:
-        """The regions of class ``cls``, logic by logic (see :meth:`summarize`)."""
-        idx, labels = self.logic_labels(cls, max_logics)
-        store = self.store_
-        logic = torch.full((len(store),), -1, dtype=torch.long)
-        logic[idx] = labels
-        k = int(labels.max()) + 1
-        means = torch.stack([store.mean_rows(idx[labels == j].to(store.device))
-                             for j in range(k)])
-        regions: list[Region] = []
-        for j in range(k):
-            others = [o for o in range(k) if o != j]
-            w, b = centroid_boundaries(means, j)
-            extra = Boundaries(w, b, (means[j][None] + means[others]) / 2,
-                               torch.full((k - 1, 2), cls, dtype=torch.long))
-            explain = functools.partial(self._explain_logic, group=logic == j, logic=j,
-                                        extra=extra,
-                                        extra_values=store.feature_side_values(w, b))
-            regions += peel(torch.where(logic == j, 0, -1), self.margins_, explain,
-                            coverage, max_regions, [0])[0].regions
-        of_class = self.predictions_ == cls
-        covered = torch.zeros_like(of_class)
-        for r in regions:
-            covered[r.members] = True
-        return ClassSummary(cls=cls, n_images=int(of_class.sum()), regions=regions,
-                            covered=int((covered & of_class).sum()))
-
-    def _explain_logic(self, index: int, *, group: torch.Tensor, logic: int,
-                       extra: Boundaries, extra_values: torch.Tensor) -> Region:
-        """The region of reference ``index`` that keeps its logic's ``group``: the seed's
-        candidates plus the logic boundaries ``extra`` (side values ``extra_values``),
-        every reference outside the group counted as other."""
-        _, z0, cls, same, q = self._prepare(index, None)
-        b, values, _ = self._candidates(index, z0, cls, same, q)
-        values = torch.cat([values, extra_values.to(values)], 1)
-        return self._region(b.cat(extra), values, values[index], cls, group, index,
-                            self.delta, logic=logic)
-
-    # --- operations on images ------------------------------------------------------
-    @exact
-    def features(self, images: Any, *, flat: bool = True,
-                 progress: bool | None = None) -> torch.Tensor:
-        """``psi(images)``: ``[n, D]`` (``[n, C, H, W]`` with ``flat=False``), batched,
-        through the private copy made at :meth:`fit`."""
-        return self._fitted(stacklevel=4).network_.features(images, flat=flat,
-                                                            progress=progress)
-
-    @exact
-    def predict(self, images: Any, *, logits: bool = False,
-                progress: bool | None = None) -> torch.Tensor:
-        """``Class(x)`` ``[n]`` of images (CPU), or with ``logits`` their logits
-        ``G(psi(x))`` ``[n, K]``: one batched pass of each half of the network."""
-        net = self._fitted(stacklevel=4).network_
-        return self.predict_features(net.features(images, progress=progress), logits=logits)
-
-    @exact
-    def predict_features(self, features: torch.Tensor, *, logits: bool = False
-                         ) -> torch.Tensor:
-        """:meth:`predict` from features ``[n, D]`` already computed (:meth:`features`):
-        the head alone."""
-        out = self._fitted(stacklevel=4).network_.logits(features)
-        return out if logits else out.argmax(1).cpu()
-
-    @exact
-    def locate(self, summary: Summary, images: Any) -> torch.Tensor:
-        """For each image, the position in ``summary.regions`` of the region it falls in
-        (the largest of its predicted class that holds it), or -1
-        (:meth:`Summary.locate_features`)."""
-        z = self._fitted(stacklevel=4).network_.features(images, progress=False)
-        return summary.locate_features(z, self.predict_features(z))
-
-    @property
-    def feature_shape_(self) -> tuple[int, ...]:
-        """Shape of one feature map at the layer, ``(C, H, W)``, fixed at :meth:`fit`."""
-        return self._fitted()._shape()
-
-    def _shape(self) -> tuple[int, ...]:
-        shape = self.network_.feature_shape
-        assert shape is not None                     # set by fit's first pass
-        return tuple(shape)
-
-    @exact
-    def contains(self, region: Region, images: Any) -> torch.Tensor:
-        """Bool ``[n]``: which images fall inside ``region``."""
-        return self._fitted(stacklevel=4).network_.contains(region, images)
-
-    @exact
-    def rank(self, region: Region, images: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices of the images inside ``region``, nearest to its seed first, and their
-        semantic distances; images outside are left out."""
-        return self._fitted(stacklevel=4).network_.rank(region, images)
-
-    @exact
-    def reference_heatmap(self, region: Region, indices: Any,
-                          method: str | None = None) -> torch.Tensor:
-        """Heat maps ``[n, H, W]`` of fitted references (``indices``) from their stored
-        features: the same maps as ``heatmap(region, references[indices])`` without a
-        pass through the feature extractor (what a report of thousands of members
-        needs at 224x224)."""
-        self._fitted(stacklevel=4)
-        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        net = self.network_
-        maps = net.unflatten(self.store_.rows(idx.to(self.store_.z.device)))
-        return net.heatmap_of_features(region, maps, self.input_size_,
-                                       method or self.heatmap_method, self.heatmap_grid)
-
-    @exact
-    def heatmap(self, region: Region, images: Any, method: str | None = None) -> torch.Tensor:
-        """Heat maps ``[n, H, W]`` in ``[0, 1]``: the same region weights for every image
-        (see :mod:`repinterp.core.heatmap`; default ``heatmap_method``)."""
-        net = self._fitted(stacklevel=4).network_
-        return net.heatmap(region, images, method or self.heatmap_method, self.heatmap_grid)

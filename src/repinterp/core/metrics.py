@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .network import inference_mode
-from .split import logits_of
+from .copies import inference_mode
+from .logits import logits_of
 
 __all__ = ["auroc", "average_drop_increase", "blur", "deletion_insertion", "heat_share",
            "keep_top", "paired_ci", "precision_at_k", "rank_pixels"]

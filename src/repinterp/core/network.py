@@ -1,7 +1,8 @@
 """The network, split and ready to run: the only place that touches the user's model.
 
 :class:`SplitNetwork` cuts the model at a layer (:func:`repinterp.core.split.split_model`),
-classifies the head from its traced graph, and keeps *private copies* of both halves:
+classifies the head from its traced graph, and keeps *private copies* of both halves
+(:func:`repinterp.core.copies.private_copy`):
 deep copies, always in eval mode, without parameter gradients, on the compute device,
 the feature extractor in channels-last format on the CPU. The user's model is only read:
 its flags, hooks and gradients are never touched, and a change to its weights after the
@@ -9,224 +10,42 @@ copies were made is detected (:meth:`SplitNetwork.is_stale`).
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import math
 import os
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import fx, nn
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import defaults
+from .copies import check_device, model_fingerprint, private_copy
 from .errors import UserError, first_line
 from .heatmap import channels_first, heatmap_method, looks_channels_last
+from .hooked import HookedHead
+from .logits import logits_of
+from .passes import auto_batch_size, batches, check_floating
+from .precision import exact
 from .region import Region
-from .split import HeadVerdict, HookedHead, head_verdict, logits_of, split_model
+from .split import split_model
 from .store import chunk_rows
+from .verdict import HeadVerdict, head_verdict
 
-__all__ = ["GRIDS", "SplitNetwork", "auto_batch_size", "batches", "check_device", "check_floating",
-           "decisions", "exact", "exact_float32", "inference_mode", "model_fingerprint"]
+# isort: split
+from .copies import inference_mode  # moved: re-exported for app/loading.py  # noqa: F401
+from .precision import exact_float32  # moved: re-exported for tests/test_interpreter.py  # noqa: F401
+
+__all__ = ["GRIDS", "SplitNetwork"]
+
 
 #: where a heat map is drawn: on the head's grid, or on the feature map's own grid
 GRIDS = ("head", "features")
 
 # the head's activations per point, as a multiple of its input, when sizing chunks
 HEAD_ACTIVATION_FACTOR = 4
-
-
-def auto_batch_size(images: Any, device: torch.device) -> int:
-    """Images per batch when none is given: 256, fewer for large images so that a batch
-    holds at most ``2**20`` input numbers on the CPU (6 images at 3x224x224, where the
-    activations of a ResNet-50 are about 13 MB per image; smaller batches were also
-    faster there) or ``2**24`` on an accelerator (111 at 224)."""
-    first = images[0] if len(images) else None
-    if isinstance(first, (tuple, list)):
-        first = first[0]
-    numel = first.numel() if isinstance(first, torch.Tensor) else 1
-    budget = 2 ** 20 if device.type == "cpu" else 2 ** 24
-    return max(1, min(256, budget // max(numel, 1)))
-
-
-def batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
-    """Image batches from a Tensor ``[N, C, H, W]`` or a Dataset (labels ignored)."""
-    if isinstance(images, torch.Tensor):
-        if images.ndim != 4:
-            raise UserError(f"images must be a [N, C, H, W] tensor, got shape "
-                            f"{tuple(images.shape)}")
-        check_floating(images)
-        for i in range(0, len(images), batch_size):
-            yield images[i:i + batch_size]
-        return
-    if isinstance(images, Dataset):
-        def collate(items: list) -> torch.Tensor:
-            return torch.stack([it[0] if isinstance(it, (tuple, list)) else it
-                                for it in items])
-        for batch in DataLoader(images, batch_size=batch_size, collate_fn=collate):
-            yield check_floating(batch)
-        return
-    raise UserError("images must be a torch.Tensor [N, C, H, W] or a torch Dataset")
-
-
-def decisions(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Class(x)`` and the top-2 logit margin of logits ``[n, K]``, on the CPU: what
-    both a fit and an index pass keep of every image."""
-    top2 = logits.topk(2, 1).values
-    return logits.argmax(1).cpu(), (top2[:, 0] - top2[:, 1]).cpu()
-
-
-def check_floating(images: torch.Tensor) -> torch.Tensor:
-    """``images``, refused unless floating point: the model's own convolutions refuse
-    ``uint8`` too, and bytes fed unscaled would explain another input."""
-    if not images.is_floating_point():
-        raise UserError(f"images are {images.dtype}, not floating point; convert them as "
-                        "the model was trained, e.g. images.float() / 255 and then its "
-                        "normalisation")
-    return images
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device``, refused when it is not a device name or not
-    available on this machine."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise UserError(f"unknown device {device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device {device!r}: no CUDA GPU is available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"device {device!r}: this machine has "
-                            f"{torch.cuda.device_count()} CUDA GPU(s)")
-    elif dev.type == "mps" and not (hasattr(torch.backends, "mps")
-                                    and torch.backends.mps.is_available()):
-        raise UserError(f"device {device!r}: MPS is not available on this machine")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        try:
-            torch.empty(0, device=dev)
-        except (RuntimeError, AssertionError) as exc:
-            raise UserError(f"device {device!r} is not available ({first_line(exc)})") \
-                from None
-    return dev
-
-
-def model_fingerprint(model: nn.Module) -> tuple:
-    """Identity, storage and version counter of every parameter and buffer: changes when
-    any of them is replaced or modified in place (``load_state_dict``, an optimiser step)."""
-    return tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device)
-                 for name, t in [*model.named_parameters(), *model.named_buffers()])
-
-
-@contextlib.contextmanager
-def inference_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode and restore every module's training flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-@contextlib.contextmanager
-def exact_float32() -> Iterator[None]:
-    """Full float32 in convolutions and matrix products while repinterp computes: TF32
-    (cuDNN's default on Ampere and later GPUs, 10-bit mantissa) would make the head's
-    margins noisy at about ``1e-3`` of the logits, and boundaries inexact (measured on an
-    H200: top-2 margin 0.077 at sampled points with TF32, logits of size 13).
-
-    The process-wide settings are restored exactly on exit, whatever happens. With
-    PyTorch's precision API (``torch.backends.*.fp32_precision``, PyTorch >= 2.9) only
-    that API is used: touching the legacy ``allow_tf32`` flags after a user set either
-    API makes PyTorch raise on mixed settings (then and in
-    ``torch.get_float32_matmul_precision()``). Not thread-safe: the settings are global.
-    """
-    b: Any = torch.backends
-    exact_values: dict[int, object]
-    if hasattr(b.cuda.matmul, "fp32_precision"):
-        # the root first, so that restoring it does not overwrite the children
-        targets = [(b, "fp32_precision"), (b.cuda.matmul, "fp32_precision"),
-                   (b.cudnn, "fp32_precision"), (b.cudnn.conv, "fp32_precision"),
-                   (b.cudnn.rnn, "fp32_precision")]
-        exact_values = {id(b.cuda.matmul): "ieee", id(b.cudnn.conv): "ieee"}
-    else:  # pragma: no cover - PyTorch < 2.9
-        targets = [(b.cudnn, "allow_tf32"), (b.cuda.matmul, "allow_tf32")]
-        exact_values = {id(b.cudnn): False, id(b.cuda.matmul): False}
-    saved = [getattr(obj, name) for obj, name in targets]
-    try:
-        for obj, name in targets:
-            if id(obj) in exact_values:
-                setattr(obj, name, exact_values[id(obj)])
-        yield
-    finally:
-        for (obj, name), value in zip(targets, saved, strict=True):
-            setattr(obj, name, value)
-
-
-def exact(method):
-    """Decorator: run ``method`` under :func:`exact_float32`."""
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with exact_float32():
-            return method(*args, **kwargs)
-    return wrapper
-
-
-def _no_inplace_on_inputs(net: fx.GraphModule) -> None:
-    """Make every in-place operation applied straight to an input of ``net`` out of place
-    (DenseNet's head starts with ``F.relu(features, inplace=True)``): it would overwrite
-    the caller's tensor (stored reference features) and cannot run on a leaf that
-    requires a gradient (the boundary search)."""
-    changed = False
-    for node in net.graph.nodes:
-        if not (node.args and isinstance(node.args[0], fx.Node)
-                and node.args[0].op == "placeholder"):
-            continue
-        if node.op == "call_function" and node.kwargs.get("inplace"):
-            node.kwargs = {**node.kwargs, "inplace": False}
-            changed = True
-        elif node.op == "call_module":
-            sub = net.get_submodule(str(node.target))
-            if getattr(sub, "inplace", False) is True:
-                sub.inplace = False  # type: ignore[assignment]
-    if changed:
-        net.recompile()
-
-
-def _private_copy(module: nn.Module, device: torch.device, channels_last: bool = False
-                  ) -> nn.Module:
-    """A deep copy in eval mode, without parameter gradients, on ``device``; with
-    ``channels_last``, in that memory format with in-place ReLUs where their input has no
-    other user (half the memory traffic; identical numbers)."""
-    with warnings.catch_warnings():  # TorchScript parameters warn about .grad on copy
-        warnings.simplefilter("ignore", UserWarning)
-        net = copy.deepcopy(module).to(device).eval()
-    for p in net.parameters():  # no parameter gradients are ever needed
-        if p.is_leaf:
-            p.requires_grad_(False)
-    if isinstance(net, fx.GraphModule):
-        _no_inplace_on_inputs(net)
-    if channels_last:
-        for t in [*net.parameters(), *net.buffers()]:   # 4-d only (Swin keeps 5-d ones)
-            if t.dim() == 4:
-                t.data = t.data.contiguous(memory_format=torch.channels_last)
-        if isinstance(net, fx.GraphModule):
-            for node in net.graph.nodes:
-                if node.op == "call_module" and isinstance(net.get_submodule(node.target),
-                                                           nn.ReLU):
-                    src = node.args[0]
-                    if isinstance(src, fx.Node) and len(src.users) == 1 \
-                            and src.op != "placeholder":
-                        relu = net.get_submodule(str(node.target))
-                        relu.inplace = True  # type: ignore[assignment]
-    return net
 
 
 def _mapped(directory: str | os.PathLike, shape: tuple[int, ...], dtype: torch.dtype
@@ -292,8 +111,8 @@ class SplitNetwork:
         self.dtype = param.dtype if param is not None else torch.float32
         self.channels_last = bool(channels_last and self.device.type == "cpu" and any(
             isinstance(m, nn.Conv2d) for m in split.features.modules()))
-        self.psi = _private_copy(split.features, self.device, self.channels_last)
-        self.head = _private_copy(split.head, self.device)
+        self.psi = private_copy(split.features, self.device, self.channels_last)
+        self.head = private_copy(split.head, self.device)
         self.batch_size = None if batch_size is None else int(batch_size)
         self.progress = progress
         self.preprocess = preprocess
@@ -346,7 +165,7 @@ class SplitNetwork:
         x = self._prepare(check_floating(images[:count]))
         if self.input_shape is None:                 # the first pass fixes the shapes
             self.input_shape = tuple(x.shape[1:])
-        whole = _private_copy(self._model, self.device)
+        whole = private_copy(self._model, self.device)
         try:
             expected = logits_of(self._run(whole, x))
         finally:

@@ -1,0 +1,184 @@
+"""The summary of :class:`~repinterp.core.interpreter.RepresentativeInterpreter`, as a
+mixin: each predicted class peeled into regions (:func:`repinterp.core.summary.peel`),
+optionally logic by logic (:mod:`repinterp.core.logics`)."""
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import defaults
+from .boundaries import Boundaries, boundaries_at
+from .errors import UserError
+from .logics import centroid_boundaries, choose_logics, logic_descriptors
+from .precision import exact
+from .region import Region
+from .store import chunk_rows
+from .summary import ClassSummary, Summary, peel
+
+if TYPE_CHECKING:
+    from .network import SplitNetwork
+    from .store import FeatureStore
+
+__all__ = ["SummaryMixin"]
+
+
+class SummaryMixin:
+    """The summary of a fitted interpreter (mixed into
+    :class:`~repinterp.core.interpreter.RepresentativeInterpreter`)."""
+
+    if TYPE_CHECKING:                   # set by RepresentativeInterpreter
+        num_boundaries: int
+        sampling: str
+        delta: int | None
+        seed: int
+        heatmap_method: str
+        progress: bool
+        network_: SplitNetwork
+        store_: FeatureStore
+        predictions_: torch.Tensor
+        margins_: torch.Tensor
+
+        def _fitted(self, stacklevel: int = 3) -> SummaryMixin: ...
+        def _shape(self) -> tuple[int, ...]: ...
+        def _working_shape(self) -> tuple[int, ...]: ...
+        def explain(self, seed: Any, *, delta: int | None = None,
+                    num_boundaries: int | None = None, target: int | None = None
+                    ) -> Any: ...
+        def _explain_references(self, seeds: list[int]) -> list[Region]: ...
+        def _prepare(self, seed: Any, num_boundaries: int | None, target: int | None = None
+                     ) -> tuple[int | None, torch.Tensor, int, torch.Tensor, int]: ...
+        def _candidates(self, index: int | None, z0: torch.Tensor, cls: int,
+                        same: torch.Tensor, q: int, sampled: Boundaries | None = None
+                        ) -> tuple[Boundaries, torch.Tensor, torch.Tensor]: ...
+        def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
+                    cls: int, same: torch.Tensor, index: int | None, delta: int | None,
+                    logic: int | None = None) -> Region: ...
+
+    # --- summary -----------------------------------------------------------------
+    @exact
+    def summarize(self, coverage: float = defaults.COVERAGE,
+                  max_regions: int = defaults.MAX_REGIONS,
+                  classes: list[int] | None = None, *, separate_logics: bool = False,
+                  max_logics: int = defaults.MAX_LOGICS,
+                  batch_seeds: bool | None = None) -> Summary:
+        """Peel each predicted class into regions.
+
+        For each predicted class ``c``: take as seed the remaining reference of class
+        ``c`` with the largest top-2 margin, explain it, mark every class-``c`` reference
+        inside its region as covered, and repeat until the covered share reaches
+        ``coverage`` or ``max_regions`` regions were found. Regions come largest first.
+
+        ``separate_logics``: first split each class by the local linear model its images
+        sit in (:meth:`logic_labels`, at most ``max_logics`` logics), then peel each logic
+        on its own (``max_regions`` per logic; measured on the shortcut benchmark, capping
+        a class at ``ceil(max_regions / k)`` per logic lost the marked region of one
+        setting, ``docs/shortcut.md``): its regions keep the logic and exclude
+        other classes *and the class's other logics*, with one logic boundary per other
+        logic among the candidates (:mod:`repinterp.core.logics`). Regions come logic by
+        logic (largest logic first), each region's ``logic`` says which.
+
+        ``batch_seeds``: the classes are peeled side by side and each round's seeds of
+        every class are searched in one set of head passes (a GPU's latency: 23 -> 5-8
+        head passes per region on the demo models, ``docs/performance.md``). In float32
+        a larger batch can round a head's logits differently in the last bits, and so,
+        rarely, end in another region than :meth:`explain` of the same seed (measured:
+        4 of 17 demo VGG regions, all in one class); so the default (``None``) batches
+        only on CUDA, and ``False`` always gives :meth:`explain`'s regions.
+        """
+        self._fitted(stacklevel=4)
+        if batch_seeds is None:
+            batch_seeds = torch.device(self.network_.device).type == "cuda"
+        meta = {"references": len(self.store_), "seed": int(self.seed),
+                "num_boundaries": int(self.num_boundaries), "sampling": self.sampling,
+                "heatmap_method": self.heatmap_method,
+                "approximate": self.network_.approximate,
+                "separate_logics": bool(separate_logics)}
+        if not separate_logics:
+            out = peel(self.predictions_, self.margins_, self.explain, coverage,
+                       max_regions, classes, self.progress,
+                       explain_many=self._explain_references if batch_seeds else None)
+        else:
+            wanted = sorted(set(self.predictions_.tolist())) if classes is None \
+                else list(classes)
+            out = [self._peel_logics(int(c), coverage, max_regions, max_logics)
+                   for c in tqdm(wanted, desc="logics", unit="class",
+                                 disable=not self.progress, leave=False)]
+        return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
+                       layer=self.network_.layer, meta=meta)
+
+    @exact
+    def logic_labels(self, cls: int, max_logics: int = defaults.MAX_LOGICS, *,
+                     min_silhouette: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+        """Split the references predicted as ``cls`` by decision logic: their indices
+        ``[n]`` and logic labels ``[n]`` (0 = the largest logic).
+
+        Each image's contributions ``w * psi(x)`` to its own margin, ``w`` the margin
+        gradient in its linear piece, pooled by :func:`~repinterp.core.logics.
+        logic_descriptors` and clustered by :func:`~repinterp.core.logics.choose_logics`
+        (seeded by ``seed``)."""
+        self._fitted(stacklevel=4)
+        idx = (self.predictions_ == int(cls)).nonzero()[:, 0]
+        if len(idx) == 0:
+            raise UserError(f"no reference is predicted as class {cls}")
+        desc = self._logic_descriptors(idx, int(cls))
+        labels = choose_logics(desc, max_logics, min_silhouette=min_silhouette,
+                               seed=self.seed)
+        return idx, labels
+
+    def _logic_descriptors(self, idx: torch.Tensor, cls: int) -> torch.Tensor:
+        """:func:`~repinterp.core.logics.logic_descriptors` of the given references, their
+        margin gradients taken in batches through the head."""
+        store, shape = self.store_, self._shape()
+        step = chunk_rows(store.z.shape[1] * 4 * 4, most=1024)
+        out = []
+        for i in range(0, len(idx), step):
+            rows = idx[i:i + step].to(self.network_.device)
+            c1 = torch.full((len(rows),), cls, dtype=torch.long, device=rows.device)
+            found = boundaries_at(store.rest, store.working_rows(rows),
+                                  self._working_shape(), c1)
+            w, _ = store.lift(found.weights, found.biases)
+            r = (w * store.rows(rows)).reshape(-1, *shape)
+            out.append(logic_descriptors(r).cpu())
+        return torch.cat(out)
+
+    def _peel_logics(self, cls: int, coverage: float, max_regions: int, max_logics: int
+                     ) -> ClassSummary:
+        """The regions of class ``cls``, logic by logic (see :meth:`summarize`)."""
+        idx, labels = self.logic_labels(cls, max_logics)
+        store = self.store_
+        logic = torch.full((len(store),), -1, dtype=torch.long)
+        logic[idx] = labels
+        k = int(labels.max()) + 1
+        means = torch.stack([store.mean_rows(idx[labels == j].to(store.device))
+                             for j in range(k)])
+        regions: list[Region] = []
+        for j in range(k):
+            others = [o for o in range(k) if o != j]
+            w, b = centroid_boundaries(means, j)
+            extra = Boundaries(w, b, (means[j][None] + means[others]) / 2,
+                               torch.full((k - 1, 2), cls, dtype=torch.long))
+            explain = functools.partial(self._explain_logic, group=logic == j, logic=j,
+                                        extra=extra,
+                                        extra_values=store.feature_side_values(w, b))
+            regions += peel(torch.where(logic == j, 0, -1), self.margins_, explain,
+                            coverage, max_regions, [0])[0].regions
+        of_class = self.predictions_ == cls
+        covered = torch.zeros_like(of_class)
+        for r in regions:
+            covered[r.members] = True
+        return ClassSummary(cls=cls, n_images=int(of_class.sum()), regions=regions,
+                            covered=int((covered & of_class).sum()))
+
+    def _explain_logic(self, index: int, *, group: torch.Tensor, logic: int,
+                       extra: Boundaries, extra_values: torch.Tensor) -> Region:
+        """The region of reference ``index`` that keeps its logic's ``group``: the seed's
+        candidates plus the logic boundaries ``extra`` (side values ``extra_values``),
+        every reference outside the group counted as other."""
+        _, z0, cls, same, q = self._prepare(index, None)
+        b, values, _ = self._candidates(index, z0, cls, same, q)
+        values = torch.cat([values, extra_values.to(values)], 1)
+        return self._region(b.cat(extra), values, values[index], cls, group, index,
+                            self.delta, logic=logic)
