@@ -149,7 +149,7 @@ def test_build_load_resume_and_mismatches(tmp_path, npy_source):
     shards = sorted((out / "shards").glob("*.parquet"))
     assert [p.name for p in shards] == [f"part-0000{k}.parquet" for k in range(5)]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["items"] == 230 and manifest["bank"] == 40 and manifest["version"] == 1
+    assert manifest["items"] == 230 and manifest["bank"] == 40 and manifest["version"] == 2
     loaded = load_index(out, model)
     assert list(loaded.items) == list(range(230)) and len(loaded.index) == 230
     # names and items are read from the shards when asked for, in any order

@@ -25,6 +25,7 @@ from ..core.words import plural
 from .io import images_digest, load_summary, model_digest
 from .loading import checked_path, load_images, load_labels
 from .outputs import check_output, output_folder
+from .schema import check_against_model
 from .pipeline import (
     Family,
     FitJob,
@@ -135,23 +136,23 @@ def _from_summary(job: ExplainJob, families: Mapping[str, Family] | None, out: P
     refs = load_images(job.data, limit=job.references,
                        seed=int(job.interpreter.get("seed", 0)), **opts)
     check_summary_source(summary, model, refs.images, job.summary)
-    located = locate_image(summary, model, image, device=job.device)
+    located = locate_image(summary, model, image, device=job.device, where=job.summary)
     where, pred, net = located.position, located.predicted, located.network
     names = class_names_for(job.class_names, job.model.weights, family, data=job.data,
-                            classes=located.classes, saved=summary.meta.get("class_names"))
+                            classes=located.classes, saved=summary.record.class_names)
     cname, name = class_name(names, pred), Path(job.query).name
     if where < 0:
         return Explained(None, None, f"{job.query} (predicted {cname}): the summary has "
                          f"no region of {cname}")
     region = summary.regions[where]
-    method = summary.meta.get("heatmap_method", "margin")
+    method, grid = summary.record.heatmap_method, summary.record.heatmap_grid
     verdict = (f"falls in region {where + 1} of the summary" if located.inside else
                f"falls in no region of {cname}; the nearest is region {where + 1} "
                f"(wrong side of {located.violated} of its "
                f"{plural(region.num_boundaries, 'boundary')})")
     with output_folder(out, job.inputs) as tmp:
         write_report(tmp, summary.one_region(where), refs.images,
-                     heatmap=lambda r, imgs: net.heatmap(r, imgs, method),
+                     heatmap=lambda r, imgs: net.heatmap(r, imgs, method, grid),
                      names=refs.names, numbers=[where + 1], class_names=names,
                      query=Query(image, name, pred, 0, located.inside, located.violated),
                      title=f"repinterp: where {name} falls",
@@ -203,19 +204,20 @@ def check_summary_source(summary: Summary, model: nn.Module, references: torch.T
     """Refuse to use ``summary`` with another model or other references than it was made
     from (its ``model_digest`` and ``references_sha256``); a summary that did not record
     them is refused too."""
-    if "index" in summary.meta:
+    record = summary.record
+    if record.index is not None:
         raise UserError(f"the summary in {where} was made from the region index "
-                        f"{summary.meta['index']}: locate images with the index itself "
+                        f"{record.index}: locate images with the index itself "
                         "(`repinterp explain --index`)")
-    if summary.meta.get("model_digest") != model_digest(model):
+    if record.model_digest != model_digest(model):
         raise UserError(f"the summary in {where} was made with another model (or by a "
                         "repinterp that did not record it); give the model it was made "
                         "with, or summarize again")
-    expected = summary.meta.get("references")
+    expected = record.references
     if expected is not None and expected != len(references):
         raise UserError(f"the summary in {where} was made from {expected} references, "
                         f"not {len(references)}; give the same images")
-    if summary.meta.get("references_sha256") != images_digest(references):
+    if record.references_sha256 != images_digest(references):
         raise UserError(f"the summary in {where} was made from other reference images; "
                         "give the same images with the same loading options")
 
@@ -238,7 +240,8 @@ class Located:
 
 
 def locate_image(summary: Summary, model: nn.Module, image: torch.Tensor, *,
-                 device: str | None = None, progress: bool = False) -> Located:
+                 device: str | None = None, progress: bool = False,
+                 where: str | os.PathLike = "the summary") -> Located:
     """The region of a saved ``summary`` that ``image`` ``[C, H, W]`` falls in (or the
     nearest one of its class), without refitting: one pass of the image through
     ``model`` split at the summary's layer (checked against ``model(x)`` first)."""
@@ -246,10 +249,12 @@ def locate_image(summary: Summary, model: nn.Module, image: torch.Tensor, *,
     net.check_split(image[None])
     z = net.features(image[None], progress=False)
     logits = net.logits(z)
+    assert net.feature_shape is not None                 # set by the pass above
+    check_against_model(summary, int(logits.shape[1]), tuple(net.feature_shape), str(where))
     pred = logits.argmax(1).cpu()
-    where = int(summary.locate_features(z, pred)[0])
-    located = Located(where, int(pred), net, classes=int(logits.shape[1]))
-    if where >= 0:
+    position = int(summary.locate_features(z, pred)[0])
+    located = Located(position, int(pred), net, classes=int(logits.shape[1]))
+    if position >= 0:
         return located
     flat = z.flatten(1)
     candidates = [(int((r.side_values(flat) < 0).sum()), -r.size, k)
