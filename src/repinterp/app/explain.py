@@ -25,7 +25,6 @@ from ..core.words import plural
 from .io import images_digest, load_summary, model_digest
 from .loading import checked_path, load_images, load_labels
 from .outputs import check_output, output_folder
-from .schema import check_against_model
 from .pipeline import (
     Family,
     FitJob,
@@ -36,6 +35,7 @@ from .pipeline import (
     open_model,
 )
 from .report import Query, write_report
+from .schema import check_against_model
 from .stats import class_name
 
 __all__ = ["ExplainJob", "Explained", "Located", "check_summary_source", "explain_job",

@@ -210,7 +210,9 @@ class Fitted:
         """What a report and ``summary.json`` say about the fit."""
         return {"layer": self.interp.layer_, "references": len(self.references.names),
                 "skipped_files": len(self.references.skipped),
-                "approximate": self.interp.approximate_}
+                "approximate": self.interp.approximate_,
+                "heatmap_method": self.interp.heatmap_method,
+                "heatmap_grid": self.interp.heatmap_grid}
 
 
 def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,

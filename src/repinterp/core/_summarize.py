@@ -35,7 +35,14 @@ class SummaryMixin:
         delta: int | None
         seed: int
         heatmap_method: str
+        heatmap_grid: str
         progress: bool
+        logits_: torch.Tensor
+
+        @property
+        def min_purity_(self) -> float | None: ...
+        @property
+        def feature_shape_(self) -> tuple[int, ...]: ...
         network_: SplitNetwork
         store_: FeatureStore
         predictions_: torch.Tensor
@@ -94,6 +101,10 @@ class SummaryMixin:
         meta = {"references": len(self.store_), "seed": int(self.seed),
                 "num_boundaries": int(self.num_boundaries), "sampling": self.sampling,
                 "heatmap_method": self.heatmap_method,
+                "heatmap_grid": self.heatmap_grid, "min_purity": self.min_purity_,
+                "delta": self.delta, "max_logics": int(max_logics),
+                "classes": int(self.logits_.shape[1]),
+                "feature_shape": list(self.feature_shape_),
                 "approximate": self.network_.approximate,
                 "separate_logics": bool(separate_logics)}
         if not separate_logics:

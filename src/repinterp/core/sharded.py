@@ -306,4 +306,6 @@ class ShardedIndex:
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
                        layer=self.layer, meta={**self.meta, "references": self.n,
                                                "bank": len(self.bank),
-                                               "approximate": self.approximate})
+                                               "approximate": self.approximate,
+                                               "num_boundaries": num_boundaries,
+                                               "min_purity": min_purity})
