@@ -259,10 +259,10 @@ def test_csv_labels_outside_the_models_classes_are_refused(tmp_path):
     names = ["a.png", "b.png", "c.png"]
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\na.png,0\nb.png,57\nc.png,2\n")
-    with pytest.raises(UserError, match=r"labels.csv line 2: label 57 is not a class of "
+    with pytest.raises(UserError, match=r"labels.csv line 3: label 57 is not a class of "
                                         r"the model \(0..2\)"):
         load_labels(tmp_path, names, str(csv), classes=3)
-    with pytest.raises(UserError, match="line 2: label 57"):
+    with pytest.raises(UserError, match="line 3: label 57"):
         load_labels(tmp_path, names, str(csv), class_names=["x", "y", "z"])
     csv.write_text("a.png,0\nb.png,-3\n")
     with pytest.raises(UserError, match="line 2: label -3 is not a class"):

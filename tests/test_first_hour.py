@@ -134,8 +134,8 @@ def test_folder_names_are_the_class_names_and_a_summary_keeps_them(files, capsys
     assert {c["name"] for c in data["classes"]} <= set(FOLDERS)
     regions = [r for c in data["classes"] for r in c["regions"]]
     assert all(set(r["label_mix"]) <= set(FOLDERS) for r in regions)
-    saved = torch.load(tmp_path / "s" / "summary.pt", weights_only=True)
-    assert saved["meta"]["class_names"] == sorted(FOLDERS)
+    from repinterp.app.io import load_summary
+    assert load_summary(tmp_path / "s").record.class_names == sorted(FOLDERS)
     html = (tmp_path / "s" / "report.html").read_text()
     # captions are the names' distinctive tails, the full name on hover
     assert re.search(r'<figcaption title="[a-z]+/a-long-common-prefix-\d{3}\.png">'

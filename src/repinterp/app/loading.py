@@ -473,6 +473,13 @@ def _image_files(root: Path, *, warn: bool = True) -> list[Path]:
     if links and warn:
         warnings.warn(f"followed {len(links)} symbolic link(s) to folders in {root}, e.g. "
                       f"{str(links[0].relative_to(root))!r}", stacklevel=3)
+    for f in files:                  # names go into reports, JSON, CSV and Parquet
+        try:
+            str(f.relative_to(root)).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(f.relative_to(root)).decode("utf-8", "backslashreplace")
+            raise UserError(f"the file name {shown!r} in {root} is not valid UTF-8; rename "
+                            "it (reports and memberships need readable names)") from None
     return files
 
 
@@ -813,7 +820,7 @@ def load_class_names(spec: str) -> list[str]:
     path = checked_path(path, kind="file", what="class names file")
     names: list[str] = []
     first: dict[str, int] = {}
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         name = text.strip()
         if not name:
             continue
@@ -1115,18 +1122,19 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
                 checked(int(got[bad[0]]), f"{path} item {items[bad[0]]} ({names[bad[0]]})")
             return torch.from_numpy(got)
         import csv
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh) if r]
-        if rows and len(rows[0]) >= 2 and rows[0][1].strip().lower() == "label":
+        with open(path, newline="", encoding="utf-8-sig") as fh:     # a BOM is no name
+            reader = csv.reader(fh)
+            rows = [(reader.line_num, r) for r in reader if r]      # (line in the file, row)
+        if rows and len(rows[0][1]) >= 2 and rows[0][1][1].strip().lower() == "label":
             rows = rows[1:]
         table: dict[str, int] = {}
         duplicates = 0
-        for k, row in enumerate(rows):
+        for line, row in rows:
             if len(row) < 2:
-                raise UserError(f"{path} line {k + 1}: expected path,label")
+                raise UserError(f"{path} line {line}: expected path,label")
             key = row[0].strip()
             duplicates += key in table
-            table[key] = to_index(row[1], f"{path} line {k + 1}")
+            table[key] = to_index(row[1], f"{path} line {line}")
         known = set(names)
         unmatched = [key for key in table if key not in known]
         if table and len(unmatched) == len(table):
