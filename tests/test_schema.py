@@ -21,7 +21,8 @@ from repinterp.cli import main
 from repinterp.core.errors import UserError
 from repinterp.core.summary import SUMMARY_VERSION, Summary
 
-BASE = ("--layer", "2", "--quiet", "--num-boundaries", "8", "--normalize", "none", "--pixel-range", "raw")
+BASE = ("--layer", "2", "--quiet", "--num-boundaries", "8", "--normalize", "none",
+        "--pixel-range", "raw")
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:
