@@ -228,7 +228,8 @@ def test_sigterm_leaves_no_temporary_folder(tmp_path, model_file):
     """SIGTERM is handled as SIGINT: the run unwinds and its temporary folder goes."""
     np.save(tmp_path / "x.npy", tiny_images(0, 900).float().numpy())
     argv = [sys.executable, "-m", "repinterp.cli", "summarize", "--model", str(model_file),
-            "--data", str(tmp_path / "x.npy"), *BASE, "--out", str(tmp_path / "out")]
+            "--data", str(tmp_path / "x.npy"), *BASE, "--pixel-range", "raw",
+            "--out", str(tmp_path / "out")]
     start = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True)
     took = time.monotonic() - start
