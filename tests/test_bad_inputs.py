@@ -23,7 +23,8 @@ from PIL import Image
 from torch import nn
 
 from repinterp import RepresentativeInterpreter
-from repinterp.app.loading import load_images, load_labels
+from repinterp.app.labels import load_labels
+from repinterp.app.loading import load_images
 from repinterp.cli import main
 from repinterp.core.errors import UserError
 

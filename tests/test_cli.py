@@ -41,7 +41,7 @@ def test_library_errors_name_arguments_and_the_cli_names_flags(capsys, tmp_path)
     import torch
     from torch import nn
 
-    from repinterp.app.loading import load_model
+    from repinterp.app.models import load_model
     from repinterp.core.errors import UserError
     torch.save(nn.Linear(2, 2), tmp_path / "whole.pt")
     with pytest.raises(UserError) as info:

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from nets import tiny_cnn
 from PIL import Image
 
-from repinterp.app.loading import load_images, load_labels
+from repinterp.app.labels import load_labels
+from repinterp.app.loading import load_images
 from repinterp.cli import main
 from repinterp.core.errors import UserError
 

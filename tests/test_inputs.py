@@ -13,7 +13,8 @@ from PIL import Image
 from torch import nn
 from torchvision_matrix import diversify
 
-from repinterp.app.loading import load_images, load_model
+from repinterp.app.loading import load_images
+from repinterp.app.models import load_model
 from repinterp.app.outputs import atomic_path, write_text
 from repinterp.cli import main
 from repinterp.core.errors import UserError

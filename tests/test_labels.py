@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from repinterp.app.loading import load_labels
+from repinterp.app.labels import load_labels
 from repinterp.app.memberships import membership_rows
 from repinterp.app.stats import label_stats, region_flags
 from repinterp.core.errors import UserError

@@ -181,7 +181,7 @@ def test_a_transformer_with_a_convolutional_stem_is_split_after_its_last_block()
 
 @needs_timm
 def test_timm_models_by_name():
-    from repinterp.app.loading import build_arch
+    from repinterp.app.models import build_arch
     model = build_arch("timm:resnet18", 3)
     assert type(model).__module__.startswith("timm") and model.fc.out_features == 3
     with pytest.raises(UserError, match=r"timm has no architecture 'resnet181'; did you "

@@ -22,8 +22,10 @@ from ..core.network import SplitNetwork
 from ..core.region import Region
 from ..core.summary import Summary
 from ..core.words import plural
+from .formats import checked_path
 from .io import images_digest, load_summary, model_digest
-from .loading import checked_path, load_images, load_labels
+from .labels import load_labels
+from .loading import load_images
 from .outputs import check_output, output_folder
 from .pipeline import (
     Family,

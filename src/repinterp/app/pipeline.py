@@ -17,19 +17,20 @@ from ..core.interpreter import RepresentativeInterpreter
 from ..core.network import SplitNetwork
 from ..core.region import Region
 from ..core.summary import Summary
+from .formats import checked_path
 from .index import LoadedIndex, load_index, manifest_model, read_manifest
 from .io import images_digest, model_digest, save_summary
-from .loading import (
-    ImageSet,
+from .labels import (
     check_class_names,
-    check_feature_map,
     check_folder_classes,
-    checked_path,
-    expected_channels,
     folder_classes,
     load_class_names,
-    load_images,
     load_labels,
+)
+from .loading import ImageSet, load_images
+from .models import (
+    check_feature_map,
+    expected_channels,
     load_model,
     model_classes,
     torchvision_weights,

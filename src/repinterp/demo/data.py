@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..app.loading import read_idx
+from ..app.formats import read_idx
 from ..core.errors import UserError
 
 __all__ = ["FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "DEFAULT_DATA_DIRS", "cache_dir",
