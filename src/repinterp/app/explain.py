@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core import defaults
 from ..core.errors import UserError
 from ..core.index import IndexWorker
 from ..core.network import SplitNetwork
@@ -49,7 +50,7 @@ class ExplainJob(FitJob):
     """A whole ``explain``: a :class:`~repinterp.app.pipeline.FitJob` (``query`` is the
     image to explain; without it, the reference ``seed_index``), the output folder, and
     where to look the image up instead of fitting: a saved ``summary`` or an ``index``
-    (with its ``engine``, ``workers`` and ``ray_address``)."""
+    (with its ``engine``, ``workers``, ``ray_address`` and ``ray_wait``)."""
 
     out: str | os.PathLike = "out/explain"
     seed_index: int = 0
@@ -58,6 +59,7 @@ class ExplainJob(FitJob):
     engine: str = "local"
     workers: int | None = None
     ray_address: str | None = None
+    ray_wait: float = defaults.RAY_WAIT_S
     device: str | None = None
     meta: dict | None = None
 
@@ -170,7 +172,7 @@ def _from_index(job: ExplainJob, families: Mapping[str, Family] | None, out: Pat
     assert job.index is not None and job.query is not None
     loaded, model, family = open_index(job.index, job.model, families, engine=job.engine,
                                        workers=job.workers or os.cpu_count() or 1,
-                                       ray_address=job.ray_address)
+                                       ray_address=job.ray_address, ray_wait=job.ray_wait)
     try:
         index, names, manifest = loaded.index, loaded.names, loaded.manifest
         check_output(out, [manifest["data"].get("path")])        # the indexed images

@@ -40,11 +40,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core import defaults
 from ..core.errors import UserError, first_line
 from ..core.index import Bank, IndexRows, IndexWorker, RegionIndex, sample_bank
 from ..core.interpreter import RepresentativeInterpreter
 from ..core.split import resolve_layer
-from .index_ray import RayGroups, _run_ray
+from .index_ray import RayGroups, _run_ray, wait_for_cluster
 from .io import model_digest
 from .loading import ImageSource
 from .outputs import atomic_path, claim_folder, remove_temporaries, write_json
@@ -103,6 +104,7 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
                 per_origin: int = 50, seed: int = 0, shard_size: int = 4096,
                 engine: str = "local",
                 workers: int | None = None, ray_address: str | None = None,
+                ray_wait: float = defaults.RAY_WAIT_S,
                 load_model: Callable[[], nn.Module] | None = None,
                 model_description: Any = "python object", batch_size: int | None = None,
                 device: str | None = None, progress: bool = True) -> Path:
@@ -113,7 +115,8 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
     shard of ``shard_size`` images is indexed by ``engine``: ``"local"`` in this process,
     ``"ray"`` on Ray Data (an actor per worker, each building the model once with
     ``load_model``; ``ray_address`` joins a running cluster, else a local Ray starts with
-    ``workers`` CPUs). Shards already in ``out`` are kept (resume); the manifest must
+    ``workers`` CPUs; a cluster that does not answer within ``ray_wait`` seconds is an
+    error). Shards already in ``out`` are kept (resume); the manifest must
     then match. Returns ``out``.
     """
     if engine not in ENGINES:
@@ -121,10 +124,13 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
     if bank < 1 or pilot < 2 or shard_size < 1:
         raise UserError("bank and shard_size must be >= 1 and pilot >= 2")
     layer = resolve_layer(model, layer)                  # a name, also for a module
+    if engine == "ray" and ray_address:
+        wait_for_cluster(ray_address, ray_wait)          # before anything is written
     with claim_folder(out, "index", [getattr(source, "path", None)]) as claimed:
         _build(model, layer, source, claimed, bank=bank, pilot=pilot,
                per_origin=per_origin, seed=seed, shard_size=shard_size, engine=engine,
-               workers=workers, ray_address=ray_address, load_model=load_model,
+               workers=workers, ray_address=ray_address, ray_wait=ray_wait,
+               load_model=load_model,
                model_description=model_description, batch_size=batch_size,
                device=device, progress=progress)
     return Path(out)
@@ -132,7 +138,7 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
 
 def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank: int,
            pilot: int, per_origin: int, seed: int, shard_size: int, engine: str,
-           workers: int | None, ray_address: str | None,
+           workers: int | None, ray_address: str | None, ray_wait: float,
            load_model: Callable[[], nn.Module] | None, model_description: Any,
            batch_size: int | None, device: str | None, progress: bool) -> None:
     """:func:`build_index` in the claimed (locked, repinterp's) folder ``out``."""
@@ -179,7 +185,8 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
     job = _Job(str(out), source, load_model or (lambda: model), manifest["layer"],
                boundaries.to_dict(), shard_size, batch_size, device)
     if engine == "ray":
-        sums = _run_ray(job, todo, workers or os.cpu_count() or 1, ray_address, progress)
+        sums = _run_ray(job, todo, workers or os.cpu_count() or 1, ray_address, progress,
+                        ray_wait)
     else:
         sums = {}
         if todo:
@@ -382,7 +389,8 @@ class LoadedIndex:
 
 def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
                check_source: bool = False, engine: str = "local", workers: int = 2,
-               ray_address: str | None = None) -> LoadedIndex:
+               ray_address: str | None = None, ray_wait: float = defaults.RAY_WAIT_S
+               ) -> LoadedIndex:
     """The index in ``path``, every file checked against the manifest's checksums.
     With ``model``, checks that it is the model the index was built from; with
     ``check_source``, that the indexed images are still the files that were indexed
@@ -418,7 +426,7 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
     if engine == "ray":
         for k, path in enumerate(paths):       # one shard's items at a time: checked, dropped
             _check_items(out, k, _read_column(path, "item"), manifest["shard_size"])
-        groups = RayGroups(out, manifest, len(bank), workers, ray_address, counts)
+        groups = RayGroups(out, manifest, len(bank), workers, ray_address, counts, ray_wait)
         from ..core.sharded import ShardedIndex
         index: RegionIndex | Any = ShardedIndex(
             bank, tuple(manifest["feature_shape"]), groups, layer=manifest["layer"],

@@ -338,29 +338,42 @@ def output_folder(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     shown = Path(out)
     out = check_output(out, inputs)
     parent = out.parent
+    tmp: Path | None = None
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        for stale in parent.glob(f".{out.name}.tmp-*"):   # killed runs' leftovers
-            pid = stale.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)) and _marker(stale) is not None:
-                _remove_own_temporary(stale)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
-        os.chmod(tmp, 0o777 & ~_umask())           # mkdtemp makes 0700
-        _write_marker(tmp, "temporary", [])        # ours, should the run be killed
-    except OSError as exc:
-        _unlock(out)
-        raise _write_error(shown, exc) from None
-    try:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            for stale in parent.glob(f".{out.name}.tmp-*"):   # killed runs' leftovers
+                pid = stale.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)) and _marker(stale) is not None:
+                    _remove_own_temporary(stale)
+            with _interrupts_held():           # an interrupt finds the folder marked
+                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-",
+                                            dir=parent))
+                os.chmod(tmp, 0o777 & ~_umask())           # mkdtemp makes 0700
+                _write_marker(tmp, "temporary", [])        # ours, should the run be killed
+        except OSError as exc:
+            raise _write_error(shown, exc) from None
         yield tmp
         _write_marker(tmp, "report", [f for f in _files_under(tmp) if f != OUTPUT_MARKER])
         _swap_in(tmp, out)
     except BaseException as exc:
-        _remove_own_temporary(tmp)
+        if tmp is not None:
+            _remove_own_temporary(tmp)
         if _is_write_failure(exc):
             raise _write_error(shown, exc) from None
         raise
     finally:
         _unlock(out)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while the block runs (delivered when it ends)."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _remove_own_temporary(tmp: Path) -> None:
@@ -380,13 +393,9 @@ def _swap_in(new: Path, out: Path) -> None:
         old = new                                      # now holds the old output
     else:
         old = new.with_name(new.name + ".old")
-        blocked = {signal.SIGINT, signal.SIGTERM}
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        try:
+        with _interrupts_held():
             os.rename(out, old)
             os.rename(new, out)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     left = _delete_listed(old)
     if left:
         kept = out.with_name(f"{out.name}.kept-{os.getpid()}")

@@ -97,7 +97,8 @@ def write_summary(out: str | os.PathLike, summary: Summary, images, **report) ->
 
 def open_index(path: str | os.PathLike, source: ModelSource,
                families: Mapping[str, Family] | None = None, *, engine: str = "local",
-               workers: int = 2, ray_address: str | None = None
+               workers: int = 2, ray_address: str | None = None,
+               ray_wait: float = defaults.RAY_WAIT_S
                ) -> tuple[LoadedIndex, nn.Module, Family | None]:
     """The region index in ``path`` (every file checked, and its images against their
     folder) and its model: ``source`` when it names one, else the model the manifest
@@ -113,7 +114,7 @@ def open_index(path: str | os.PathLike, source: ModelSource,
                                archs={k: f.build for k, f in families.items()})
         family = next((f for f in families.values() if type(model) is f.build), None)
     return load_index(path, model, check_source=True, engine=engine, workers=workers,
-                      ray_address=ray_address), model, family
+                      ray_address=ray_address, ray_wait=ray_wait), model, family
 
 
 def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
@@ -122,7 +123,8 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
                     max_regions: int = defaults.MAX_REGIONS,
                     class_names: str | None = None, device: str | None = None,
                     progress: bool = True, engine: str = "local", workers: int = 2,
-                    ray_address: str | None = None) -> tuple[Summary, Path, int]:
+                    ray_address: str | None = None, ray_wait: float = defaults.RAY_WAIT_S
+                    ) -> tuple[Summary, Path, int]:
     """``summarize --index``: the index's summary written into ``out`` as one unit (its
     report reads the members' images from their checked source). Returns the summary,
     the report's path and the number of indexed images. ``engine="ray"``: the greedy
@@ -130,7 +132,8 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
     with the same regions."""
     check_output(out, [path, class_names, source.model_file, source.weights])
     loaded, model, family = open_index(path, source, families, engine=engine,
-                                       workers=workers, ray_address=ray_address)
+                                       workers=workers, ray_address=ray_address,
+                                       ray_wait=ray_wait)
     check_output(out, [loaded.manifest["data"].get("path")])   # the indexed images
     try:
         return _summarize_loaded(loaded, model, family, path, out, source, coverage,
@@ -400,6 +403,7 @@ class IndexJob:
     engine: str = "local"
     workers: int | None = None
     ray_address: str | None = None
+    ray_wait: float = defaults.RAY_WAIT_S
     device: str | None = None
     progress: bool = True
 
@@ -438,7 +442,7 @@ def index_job(job: IndexJob, families: Mapping[str, Family] | None = None
     out = build_index(model, layer, source, job.out, bank=job.bank, pilot=job.pilot,
                       seed=job.seed, shard_size=job.shard_size, engine=job.engine,
                       workers=job.workers, ray_address=job.ray_address,
-                      load_model=functools.partial(
+                      ray_wait=job.ray_wait, load_model=functools.partial(
                           load_model, archs={k: f.build for k, f in families.items()},
                           trust_pickle=job.model.trust_pickle, **spec),
                       model_description=spec, device=job.device, progress=job.progress)

@@ -35,6 +35,8 @@ FLAGS = {
     "pixel_range": "--pixel-range LO,HI",
     "raw": "--pixel-range raw",
     "array": "--npz-array NAME",
+    "ray_wait": "--ray-wait SECONDS",
+    "workers": "--workers",
 }
 
 
@@ -89,7 +91,8 @@ def _fit_fields(a: argparse.Namespace) -> dict:
 
 
 def _engine_fields(a: argparse.Namespace) -> dict:
-    return {"engine": a.engine, "workers": a.workers, "ray_address": a.ray_address}
+    return {"engine": a.engine, "workers": a.workers, "ray_address": a.ray_address,
+            "ray_wait": a.ray_wait}
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
@@ -177,6 +180,9 @@ def _check_counts(a: argparse.Namespace) -> None:
     if address is not None and not RAY_ADDRESS.fullmatch(address):
         raise UserError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, "
                         f"got {address!r}")
+    wait = getattr(a, "ray_wait", None)
+    if wait is not None and not 0 < wait < 86400:
+        raise UserError(f"--ray-wait must be in (0, 86400) seconds, got {wait}")
     coverage = getattr(a, "coverage", None)
     if coverage is not None and not 0 < coverage <= 1:
         raise UserError(f"--coverage must be in (0, 1], got {coverage}")

@@ -87,6 +87,9 @@ def _engine(p: argparse.ArgumentParser, what: str) -> None:
                    "the CPUs of this machine)")
     p.add_argument("--ray-address", default=None, help="join a running Ray cluster "
                    "(`ray start --head` prints its address)")
+    p.add_argument("--ray-wait", type=float, default=defaults.RAY_WAIT_S, metavar="SECONDS",
+                   help="how long to wait for the cluster at --ray-address to answer "
+                   "(default: %(default)s)")
 
 
 def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:

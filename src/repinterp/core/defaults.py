@@ -16,7 +16,7 @@ The demo passes its own ``num_boundaries`` explicitly.
 from __future__ import annotations
 
 __all__ = ["COVERAGE", "HEATMAP_GRID", "HEATMAP_METHOD", "MAX_LOGICS", "MAX_REGIONS",
-           "MIN_PURITY", "NUM_BOUNDARIES", "TANGENT_MIN_PURITY"]
+           "MIN_PURITY", "NUM_BOUNDARIES", "RAY_WAIT_S", "TANGENT_MIN_PURITY"]
 
 COVERAGE: float = 0.9
 MAX_REGIONS: int = 6
@@ -26,3 +26,5 @@ HEATMAP_METHOD: str = "margin"
 HEATMAP_GRID: str = "features"
 MIN_PURITY: float = 0.995
 TANGENT_MIN_PURITY: float = 0.999
+#: seconds to wait for a Ray cluster at ``--ray-address`` to answer before giving up
+RAY_WAIT_S: float = 30.0
