@@ -184,10 +184,10 @@ def test_flipped_bits_in_a_shard_or_the_bank_are_refused(index, capsys, tmp_path
 def _rewrite_manifest(idx: Path, change) -> None:
     """Edit the manifest as a hostile editor would: the change, then a recomputed
     checksum (a naive hand edit keeps the old one)."""
-    from repinterp.app.index import _manifest_checksum
+    from repinterp.app.schema import manifest_checksum
     m = json.loads((idx / "manifest.json").read_text())
     change(m)
-    m["checksum"] = _manifest_checksum(m)
+    m["checksum"] = manifest_checksum(m)
     (idx / "manifest.json").write_text(json.dumps(m))
 
 

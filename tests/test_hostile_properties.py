@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from nets import tiny_cnn
+from nets import tiny_cnn, tiny_images
 from PIL import Image
 
 from repinterp.app.labels import load_labels
@@ -174,3 +174,89 @@ def test_a_label_file_gives_each_image_its_own_label_or_a_clear_error(
         assert g in (t, -1)                                 # its own label, or unknown
     if duplicate is None:
         assert got.tolist() == truth
+
+
+# --- saved-state tampering ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A summary of 120 references of the 3-class tiny network, saved by the CLI."""
+    root = tmp_path_factory.mktemp("saved")
+    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(root / "m.pt"))
+    np.save(root / "x.npy", tiny_images(0, 120).float().numpy())
+    assert main(["summarize", "--model", str(root / "m.pt"), "--data", str(root / "x.npy"),
+                 "--out", str(root / "s"), "--layer", "2", "--quiet", "--num-boundaries",
+                 "8", "--normalize", "none", "--pixel-range", "raw"]) == 0
+    return root / "s" / "summary.pt"
+
+
+def _resealed(blob: bytes, edit) -> bytes:
+    """``blob``'s payload edited by ``edit`` and sealed again with a valid header and
+    checksum, as a hostile editor would."""
+    import io
+
+    from repinterp.app.schema import SUMMARY_MAGIC
+    from repinterp.core.summary import SUMMARY_VERSION
+    data = torch.load(io.BytesIO(blob[len(SUMMARY_MAGIC):].split(b"\n", 2)[2]),
+                      weights_only=True)
+    edit(data)
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    body = buf.getvalue()
+    return SUMMARY_MAGIC + (f"version {SUMMARY_VERSION}\nsha256 "
+                            f"{hashlib.sha256(body).hexdigest()}\n").encode() + body
+
+
+FIELDS = {   # field -> (how to write the drawn value, whether it is valid in region r)
+    "member": (lambda r, v: r["members"].__setitem__(0, int(v)),
+               lambda r, v: 0 <= v < 120 and v not in r["members"][1:].tolist()),
+    "class": (lambda r, v: r.update(predicted_class=int(v)),       # as listed, no other
+              lambda r, v: v == r["predicted_class"]),
+    "weight": (lambda r, v: r["weights"].__setitem__((0, 0), float(v)),
+               lambda r, v: bool(np.isfinite(v))),
+}
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(flip=st.one_of(st.none(), st.tuples(st.integers(0, 2**31), st.integers(0, 7))),
+       field=st.sampled_from(sorted(FIELDS)),
+       value=st.one_of(st.integers(-2**40, 2**40),
+                       st.floats(allow_nan=True, allow_infinity=True, width=32)))
+def test_a_tampered_summary_is_refused_in_one_line_or_read_as_written(
+        saved, tmp_path, flip, field, value):
+    """A flipped bit anywhere is refused; a crafted field with a valid checksum is read
+    back exactly when its value is valid (a member index within the references and not
+    listed twice, the class the region is listed under, a finite weight) and refused in
+    one line naming the file otherwise."""
+    import tempfile
+
+    from repinterp.app.io import load_summary
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    saved = saved.read_bytes()
+    if flip is not None:
+        bad = bytearray(saved)
+        bad[flip[0] % len(bad)] ^= 1 << flip[1]
+        (folder / "summary.pt").write_bytes(bytes(bad))
+        valid = False
+    else:
+        write, ok = FIELDS[field]
+        if field != "weight":
+            value = int(value) if np.isfinite(value) else -1
+        checks = []
+
+        def edit(d):
+            region = d["classes"][0]["regions"][0]
+            checks.append(ok(region, value))
+            write(region, value)
+        (folder / "summary.pt").write_bytes(_resealed(saved, edit))
+        valid = checks[0]
+    try:
+        summary = load_summary(folder)
+    except UserError as exc:
+        assert not valid, f"a valid {field}={value!r} was refused: {exc}"
+        assert "summary.pt" in str(exc) and "\n" not in str(exc)
+        return
+    assert valid, f"{field}={value!r} (flip {flip}) was believed"
+    region = summary.classes[0].regions[0]
+    got = {"member": lambda: int(region.members[0]), "class": lambda: region.predicted_class,
+           "weight": lambda: float(region.weights[0, 0])}[field]()
+    assert got == value or (field == "weight" and got == np.float32(value))

@@ -341,7 +341,7 @@ import torch, sys
 sys.path.insert(0, {tests!r})
 from nets import tiny_cnn, tiny_images
 from repinterp import RepresentativeInterpreter
-from repinterp.core.network import exact_float32
+from repinterp.core.precision import exact_float32
 
 def readings():
     out = {{}}

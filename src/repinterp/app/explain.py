@@ -24,6 +24,7 @@ from ..core.region import Region
 from ..core.summary import Summary
 from ..core.words import plural
 from .formats import checked_path
+from .index_jobs import open_index
 from .io import images_digest, load_summary, model_digest
 from .labels import load_labels
 from .loading import load_images
@@ -34,7 +35,6 @@ from .pipeline import (
     class_names_for,
     fit_job,
     loading_options,
-    open_index,
     open_model,
 )
 from .report import Query, write_report

@@ -47,6 +47,7 @@ from ..core.interpreter import RepresentativeInterpreter
 from ..core.split import resolve_layer
 from .index_ray import RayGroups, _run_ray, wait_for_cluster
 from .io import model_digest
+from .listing import check_listing, with_digests, write_listing
 from .loading import ImageSource
 from .outputs import atomic_path, claim_folder, remove_temporaries, write_json
 from .schema import MANIFEST_VERSION, IndexManifest, check_manifest, manifest_checksum
@@ -157,13 +158,13 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
             if old.get(key) != manifest[key]:
                 raise UserError(f"{out} holds an index with another {key} "
                                 f"({old.get(key)!r}); choose another folder or delete it")
-        _check_source(out, old, source)
+        check_listing(out, old, source)
         boundaries = _read_bank(out, old)
         manifest = old
     else:
         if listing is not None:
-            manifest["source_sha256"] = _write_listing(out / "source.parquet",
-                                                       _with_digests(source, listing))
+            manifest["source_sha256"] = write_listing(out / "source.parquet",
+                                                       with_digests(source, listing))
         gen = torch.Generator().manual_seed(int(seed))
         picks = sorted(torch.randperm(len(source), generator=gen)[:pilot].tolist())
         reads = [source.read(i, i + 1) for i in picks]
@@ -210,86 +211,8 @@ def _remove_leftovers(out: Path) -> None:
     remove_temporaries(out / "shards", "*.tmp*")
 
 
-def _array_file(source: Any) -> Path | None:
-    """The one file a source reads whole (an array file, one image), or None."""
-    root = getattr(source, "root", None) or getattr(source, "_root", None)
-    return Path(root) if root is not None and Path(root).is_file() else None
-
-
-def _with_digests(source: Any, listing: list[tuple[str, int, int]]
-                  ) -> list[tuple[str, int, int, str | None]]:
-    """The listing with the SHA-256 of a file read whole (None for a folder's files)."""
-    whole = _array_file(source)
-    if whole is None or len(listing) != 1:
-        return [(*row, None) for row in listing]
-    try:
-        return [(*listing[0], _sha256(whole))]
-    except OSError as exc:
-        raise UserError(f"{whole} cannot be read ({exc.strerror})") from exc
-
-
-def _write_listing(path: Path, listing: list[tuple[str, int, int, str | None]]) -> str:
-    """Write the source listing as Parquet; returns its SHA-256."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    names, sizes, times, sums = (zip(*listing, strict=True) if listing
-                                 else ((), (), (), ()))
-    table = pa.table({"name": pa.array(names, pa.string()),
-                      "size": pa.array(sizes, pa.int64()),
-                      "mtime_ns": pa.array(times, pa.int64()),
-                      "sha256": pa.array(sums, pa.string())})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-        return _sha256(tmp)
-
-
-def _check_source(out: Path, manifest: dict, source: Any) -> None:
-    """Refuse a source that is not what was indexed: the first file added, removed or
-    changed (size or modification time) since, by name; and a file read whole (an array
-    file) whose contents changed (its SHA-256), even with the same size and time."""
-    import pyarrow.parquet as pq
-    if "source_sha256" not in manifest or not hasattr(source, "listing"):
-        return
-    path = out / "source.parquet"
-    if not path.is_file() or _sha256(path) != manifest["source_sha256"]:
-        raise UserError(f"{path} is missing or corrupt; rebuild the index")
-    try:
-        t = pq.read_table(path)
-        cols = [t.column(c).to_pylist() for c in ("name", "size", "mtime_ns", "sha256")]
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
-        raise UserError(f"{path} is corrupt ({first_line(exc)}); rebuild the index") from exc
-    then = list(zip(*cols[:3], strict=True))
-    now = source.listing()
-    where = f"the images indexed in {out} changed since `repinterp index`"
-    if now == then:
-        recorded = cols[3][0] if len(cols[3]) == 1 else None
-        whole = _array_file(source)
-        if recorded is not None and whole is not None and _sha256(whole) != recorded:
-            raise UserError(f"{where}: {then[0][0]} was modified (its contents differ, "
-                            "with the same size and modification time); rebuild the index")
-        return
-    old_names = {n for n, _, _ in then}
-    new_names = {n for n, _, _ in now}
-    for k, (a, b) in enumerate(zip(then, now, strict=False)):
-        if a == b:
-            continue
-        if b[0] not in old_names:
-            raise UserError(f"{where}: {b[0]} was added; rebuild the index")
-        if a[0] not in new_names:
-            raise UserError(f"{where}: {a[0]} was removed; rebuild the index")
-        if a[0] == b[0]:
-            raise UserError(f"{where}: {a[0]} was modified; rebuild the index")
-        raise UserError(f"{where}: item {k} was {a[0]}, now {b[0]}; rebuild the index")
-    extra = now[len(then):] or then[len(now):]
-    verb = "added" if len(now) > len(then) else "removed"
-    raise UserError(f"{where}: {extra[0][0]} was {verb}; rebuild the index")
-
-
-_manifest_checksum = manifest_checksum      # the name the tests know
-
-
 def _write_manifest(out: Path, manifest: dict) -> None:
-    manifest["checksum"] = _manifest_checksum(manifest)
+    manifest["checksum"] = manifest_checksum(manifest)
     write_json(out / "manifest.json", manifest)
 
 
@@ -348,7 +271,7 @@ def manifest_model(manifest: dict, *, trust_pickle: bool = False,
                    archs: dict | None = None) -> nn.Module:
     """The model an index manifest names. The manifest says which model, never whether
     to trust it: unpickling needs the caller's own ``trust_pickle``."""
-    from .loading import load_model
+    from .models import load_model
     if not isinstance(manifest["model"], dict):
         raise UserError("the index was built from a Python model: give the model "
                         "({weights}, or {model_file})",
@@ -419,7 +342,7 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
     checked = None
     if check_source and "path" in manifest["data"]:
         checked = ImageSource(**manifest["data"])
-        _check_source(out, manifest, checked)
+        check_listing(out, manifest, checked)
     meta = _summary_meta(out, manifest, bank)
     paths = [_shard_path(out, k) for k in range(shards)]
     counts = [_rows_in(p) for p in paths]

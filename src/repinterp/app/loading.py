@@ -31,7 +31,6 @@ import torch
 
 from ..core.errors import UserError
 from .formats import UnreadableFile, _idx_images_in, _image_files, checked_path, read_file
-from .models import load_model  # moved: re-exported for app/index.py  # noqa: F401
 
 __all__ = ["ImageSet", "ImageSource", "NORMALIZATIONS", "decode_file", "load_images",
            "parse_normalize", "parse_pixel_range"]

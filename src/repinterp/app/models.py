@@ -33,7 +33,7 @@ def expected_channels(model: nn.Module) -> int | None:
 def check_feature_map(model: nn.Module, layer: str, image: torch.Tensor) -> None:
     """Refuse, before any fit, a layer whose output is not a ``C x H x W`` map (the
     reports draw heat maps on it): one image through the layers up to it."""
-    from ..core.network import inference_mode
+    from ..core.copies import inference_mode
     from ..core.split import split_model
     features = split_model(model, layer).features
     param = next(model.parameters(), None)
@@ -60,8 +60,8 @@ def model_classes(model: nn.Module, image: torch.Tensor) -> int:
     """The number of classes ``model`` scores: one image through it (no gradients; the
     model is left as it was); 0 when it cannot tell (an image the model refuses is
     reported by the fit's own checks, with a better message)."""
-    from ..core.network import inference_mode
-    from ..core.split import logits_of
+    from ..core.copies import inference_mode
+    from ..core.logits import logits_of
     param = next(model.parameters(), None)
     x = image[None].to(param.dtype if param is not None else torch.float32)
     try:

@@ -1,5 +1,5 @@
 """Command line: the parser, and one call per command into the pipelines
-(:mod:`repinterp.app.pipeline`, :mod:`repinterp.app.explain`, :mod:`repinterp.demo.run`).
+(:mod:`repinterp.app.pipeline`, ``app.index_jobs``, ``app.explain``, ``demo.run``).
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error
 (one line; the traceback only with ``--debug``), 130 interrupted (SIGINT or SIGTERM).
@@ -112,7 +112,8 @@ def _cmd_explain(a: argparse.Namespace) -> None:
 
 
 def _cmd_summarize(a: argparse.Namespace) -> None:
-    from ..app.pipeline import SummarizeJob, summarize_index, summarize_job
+    from ..app.index_jobs import summarize_index
+    from ..app.pipeline import SummarizeJob, summarize_job
     out = a.out or "out/summary"
     if a.index:
         if a.separate_logics:
@@ -134,8 +135,8 @@ def _cmd_summarize(a: argparse.Namespace) -> None:
 
 
 def _cmd_index(a: argparse.Namespace) -> None:
+    from ..app.index_jobs import IndexJob, index_job
     from ..app.loading import parse_pixel_range
-    from ..app.pipeline import IndexJob, index_job
     from ..core.words import plural
     job = IndexJob(model=_model_source(a), data=a.data, out=a.out or "out/index",
                    layer=a.layer, size=_parse_size(a.size), normalize=a.normalize,
@@ -155,8 +156,7 @@ def _cmd_layers(a: argparse.Namespace) -> None:
                                 depth=None if a.depth == 0 else a.depth)))
 
 
-#: The largest image side --size takes
-MAX_SIDE = 8192
+MAX_SIDE = 8192                       #: the largest image side --size takes
 RAY_ADDRESS = re.compile(r"auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
 
 COMMANDS = {"demo": _cmd_demo, "explain": _cmd_explain, "summarize": _cmd_summarize,

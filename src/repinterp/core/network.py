@@ -35,8 +35,6 @@ from .store import chunk_rows
 from .verdict import HeadVerdict, head_verdict
 
 # isort: split
-from .copies import inference_mode  # moved: re-exported for app/loading.py, app/models.py  # noqa: F401
-from .precision import exact_float32  # moved: re-exported for tests/test_interpreter.py  # noqa: F401
 
 __all__ = ["GRIDS", "SplitNetwork"]
 

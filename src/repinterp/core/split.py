@@ -21,7 +21,6 @@ from torch import nn
 
 from .errors import UserError, first_line
 from .hooked import HookedFeatures, HookedHead
-from .logits import logits_of  # moved: re-exported for app/loading.py, app/models.py  # noqa: F401
 from .verdict import head_verdict
 
 __all__ = ["SplitModel", "linear_prefix", "resolve_layer", "split_model"]
