@@ -154,8 +154,8 @@ def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
                                   num_cpus=1, num_gpus=gpus, max_restarts=MAX_RESTARTS,
                                   max_task_retries=MAX_RESTARTS).take_all()
         except ray.exceptions.RayError as exc:
-            if isinstance(exc.__cause__ or exc, UserError):
-                raise (exc.__cause__ or exc) from None
+            if isinstance(exc.__cause__, UserError):          # a worker's own refusal
+                raise exc.__cause__ from None
             raise _workers_died(exc, workers) from None
         return {int(r["shard"]): str(r["sha256"]) for r in done}
 
@@ -180,7 +180,6 @@ class _RowGroupActor:
         self.seconds: dict[str, float] = {}
 
     def run(self, name: str, *args):
-        import time
         start = time.perf_counter()
         try:
             return getattr(self.group, name)(*args)
