@@ -54,7 +54,7 @@ quick: install-dev data lint
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports --no-logo
-	$(BIN)/mypy src/repinterp/core
+	$(BIN)/mypy src/repinterp
 
 # the paper's protocol, the real-size photo model's heat maps (trains and caches it
 # first: about 20-40 minutes on 2 cores), Quantus' checks, region stability

@@ -11,10 +11,11 @@ import torch
 from nets import tiny_cnn, tiny_images
 from torch import nn
 
-from repinterp import RepresentativeInterpreter, split_model, suggest_layer
+from repinterp import RepresentativeInterpreter, suggest_layer
 from repinterp.core.errors import UserError
 from repinterp.core.heatmap import looks_channels_last
 from repinterp.core.logits import logits_of
+from repinterp.core.split import split_model
 
 needs_timm = pytest.mark.skipif(importlib.util.find_spec("timm") is None,
                                 reason="timm is not installed (an optional extra)")

@@ -32,8 +32,8 @@ def _free_port() -> int:
 def test_more_workers_than_cpus_are_capped_with_a_warning():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        assert index_ray._capped(64, 2, "on this machine") == 2
-        assert index_ray._capped(2, 2, "on this machine") == 2
+        assert index_ray.capped_workers(64, 2, "on this machine") == 2
+        assert index_ray.capped_workers(2, 2, "on this machine") == 2
     assert [str(w.message) for w in seen] == [
         "64 Ray workers asked for, 2 CPUs on this machine: using 2"]
 
@@ -146,16 +146,16 @@ def test_a_local_ray_listens_on_loopback_only_and_caps_the_workers():
 def test_workers_that_keep_dying_stop_the_run_with_one_error(tmp_path):
     """An indexing worker that dies whenever it starts is restarted at most
     MAX_RESTARTS times; then the run stops with a UserError naming --workers."""
-    from repinterp.app.index import _Job
+    from repinterp.app.index import ShardJob
     from repinterp.app.loading import ImageSource
     np.save(tmp_path / "x.npy", tiny_images(0, 40).float().numpy())
     source = ImageSource(str(tmp_path / "x.npy"), channels=1, normalize="none",
                          pixel_range="raw")
     # a lambda travels by value: the worker dies as the out-of-memory killer would kill it
-    job = _Job(out=str(tmp_path / "idx"), source=source, load_model=lambda: os._exit(1),
+    job = ShardJob(out=str(tmp_path / "idx"), source=source, load_model=lambda: os._exit(1),
                layer="4",
                bank={}, shard_size=20, batch_size=None, device=None)
     with pytest.raises(UserError) as err:
-        index_ray._run_ray(job, [0, 1], 1, None, progress=False)
+        index_ray.run_ray(job, [0, 1], 1, None, progress=False)
     message = err.value.render({"workers": "--workers"})
     assert message.startswith("Ray workers kept dying") and "--workers" in message

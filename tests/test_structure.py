@@ -191,7 +191,7 @@ def test_a_new_heat_map_method_is_one_class(net, images):
         def maps(weights, features):
             return torch.einsum("pchw,nchw->nhw", weights, features)[:, None] ** 2
 
-    class Gradients(heatmap._Contribution):
+    class Gradients(heatmap.Contribution):
         name = "test-gradients"
         needs_class_gradients = True
 
@@ -212,8 +212,11 @@ def test_a_new_heat_map_method_is_one_class(net, images):
         with pytest.raises(UserError, match="unknown heat map method 'nope'"):
             interp.heatmap(region, images[:4], "nope")
     finally:
-        heatmap._REGISTRY.pop("test-squares", None)
-        heatmap._REGISTRY.pop("test-gradients", None)
+        heatmap.unregister("test-squares")
+        heatmap.unregister("test-gradients")
+    assert "test-squares" not in heatmap.METHODS
+    with pytest.raises(UserError, match="unknown heat map method 'test-squares'"):
+        heatmap.heatmap_method("test-squares")
 
 
 # --- small modules, no re-export shims ----------------------------------------------------
@@ -249,3 +252,116 @@ def test_no_re_export_shims(tmp_path):
     (tmp_path / "m.py").write_text("from .a import b  # noqa: F401\n")
     assert reexports(tmp_path) == ["m.py:1"]
     assert reexports(SRC) == []
+
+
+# --- a small public API, used as such by the tests and the benchmarks ----------------------
+ROOT = SRC.parents[1]
+#: the fitted interpreter's private subsystems, under their old public names too
+SUBSYSTEMS = {"network_", "store_", "_network", "_store"}
+
+
+def private_uses(root: Path) -> list[str]:
+    """``file:line what`` for each use of the package's insides: a fitted interpreter's
+    subsystems (:data:`SUBSYSTEMS`), an import of a private module or name of
+    ``repinterp`` (a ``_`` prefix), or a private attribute of something imported from
+    ``repinterp`` (``index_ray._capped``)."""
+    found = []
+    for rel, tree in _sources(root):
+        ours: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("repinterp"):
+                parts = node.module.split(".") + [a.name for a in node.names]
+                bad = [p for p in parts if p.startswith("_") and not p.startswith("__")]
+                if bad:
+                    found.append(f"{rel}:{node.lineno} import {bad[0]}")
+                ours |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("repinterp"):
+                        if any(p.startswith("_") for p in a.name.split(".")):
+                            found.append(f"{rel}:{node.lineno} import {a.name}")
+                        ours.add(a.asname or a.name.split(".")[0])
+        attrs = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Attribute)),
+                       key=lambda n: (n.lineno, n.col_offset))
+        for node in attrs:
+            if node.attr in SUBSYSTEMS:
+                found.append(f"{rel}:{node.lineno} .{node.attr}")
+            elif node.attr.startswith("_") and not node.attr.startswith("__"):
+                base = node.value
+                while isinstance(base, ast.Attribute):
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id in ours:
+                    found.append(f"{rel}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_the_private_use_scan_finds_each_kind(tmp_path):
+    (tmp_path / "t.py").write_text(
+        "from repinterp.app.index import _Job\n"
+        "from repinterp.core import _images\n"
+        "import repinterp.app.index_ray as index_ray\n"
+        "from repinterp.app import index_ray as ir\n"
+        "from repinterp import RepresentativeInterpreter\n"
+        "it = RepresentativeInterpreter(m, 'x')\n"
+        "it.network_.head, it.store_.z, it._store, index_ray._capped(1), ir._run_ray\n"
+        "it.features_, ir.ray_session, other._private\n"
+        "import repinterp.core.store\nrepinterp.core.store._mapped\n")
+    assert private_uses(tmp_path) == [
+        "t.py:1 import _Job", "t.py:2 import _images", "t.py:7 .network_", "t.py:7 .store_",
+        "t.py:7 ._store", "t.py:7 index_ray._capped", "t.py:7 ir._run_ray",
+        "t.py:10 repinterp.core.store._mapped"]
+
+
+@pytest.mark.parametrize("folder", ["tests", "benchmarks"])
+def test_tests_and_benchmarks_use_the_public_verbs_only(folder):
+    assert private_uses(ROOT / folder) == []
+
+
+def test_the_public_face_is_about_ten_typed_names():
+    import inspect
+    import typing
+
+    import repinterp
+    assert len(repinterp.__all__) <= 12
+    for name in repinterp.__all__:
+        assert getattr(repinterp, name) is not None, name
+    hints = typing.get_type_hints(repinterp.RepresentativeInterpreter.explain)
+    assert hints["return"] is repinterp.Region
+    many = typing.get_type_hints(repinterp.RepresentativeInterpreter.explain_many)
+    assert many["return"] == list[repinterp.Region]
+    # the application's verbs are imported when first used, not by ``import repinterp``
+    assert "load_images" in repinterp.__all__ and inspect.isfunction(repinterp.load_images)
+
+
+# --- tests and benchmarks: a shared helpers module each, no path tricks ------------------
+def path_tricks_and_cross_imports(root: Path) -> list[str]:
+    """``file:line`` of each ``sys.path`` edit (in code or in a child's script) and each
+    import of one test module by another (``from test_labels import region``): shared
+    code lives in ``tests/helpers.py`` or in the ``benchmarks`` package."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        text = path.read_text()
+        found += [f"{rel}:{i} sys.path" for i, line in enumerate(text.splitlines(), 1)
+                  if re.search(r"sys\.path\.(insert|append)|PYTHONPATH", line)]
+        for node in ast.walk(ast.parse(text)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{rel}:{node.lineno} imports {n}" for n in names
+                      if n.split(".")[-1].startswith("test_")]
+    return found
+
+
+def test_the_path_trick_scan_finds_each_kind(tmp_path):
+    (tmp_path / "test_a.py").write_text("import sys\nsys.path.insert(0, 'x')\n"
+                                        "from test_b import f\nimport test_c\n"
+                                        "CHILD = 'import sys; sys.path.append(d)'\n")
+    assert path_tricks_and_cross_imports(tmp_path) == [
+        "test_a.py:2 sys.path", "test_a.py:5 sys.path", "test_a.py:3 imports test_b",
+        "test_a.py:4 imports test_c"]
+
+
+@pytest.mark.parametrize("folder", ["tests", "benchmarks"])
+def test_no_path_tricks_between_tests_and_benchmarks(folder):
+    found = path_tricks_and_cross_imports(ROOT / folder)
+    assert [f for f in found if not f.startswith("test_structure.py:")] == []

@@ -17,7 +17,9 @@ from torchvision_matrix import (
     verdict,
 )
 
-from repinterp import RepresentativeInterpreter, head_verdict, split_model
+from repinterp import RepresentativeInterpreter
+from repinterp.core.split import split_model
+from repinterp.core.verdict import head_verdict
 
 HEAVY = {"wide_resnet50_2", "vgg11_bn", "mobilenet_v2", "resnext50_32x4d", "vit_b_16",
          "efficientnet_v2_s", "convnext_tiny", "swin_t", "timm:efficientformer_l1",

@@ -5,22 +5,36 @@
 >>> region = interp.explain(0)
 >>> region.members[:10], interp.heatmap(region, images[region.members[:10]])
 
-The method's core is :mod:`repinterp.core`; :mod:`repinterp.app` loads the user's
-images and models and writes reports; :mod:`repinterp.demo` is the built-in
-Fashion-MNIST demo; :mod:`repinterp.cli` is the command line.
+The names of ``__all__`` are the public API. Behind them, and not promised to stay as
+they are: the method's core (:mod:`repinterp.core`), the application that loads the
+user's images and models and writes reports (:mod:`repinterp.app`), the built-in
+Fashion-MNIST demo (:mod:`repinterp.demo`) and the command line (:mod:`repinterp.cli`).
 """
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING, Any
 
 from .core.errors import NotFittedError, UserError
 from .core.interpreter import RepresentativeInterpreter
-from .core.layers import layer_table, suggest_layer
-from .core.network import SplitNetwork
+from .core.layers import suggest_layer
 from .core.region import Region
-from .core.split import split_model
-from .core.summary import ClassSummary, Summary
-from .core.verdict import head_verdict
+from .core.summary import Summary
 
+if TYPE_CHECKING:
+    from .app.index import build_index, load_index
+    from .app.io import load_summary, save_summary
+    from .app.loading import load_images
+
+#: the application's verbs, imported when first used (``import repinterp`` stays light)
+_APP = {"load_images": "loading", "build_index": "index", "load_index": "index",
+        "load_summary": "io", "save_summary": "io"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _APP:
+        from importlib import import_module
+        return getattr(import_module(f".app.{_APP[name]}", __name__), name)
+    raise AttributeError(f"module 'repinterp' has no attribute {name!r}")
 
 def show(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
          scale: int | None = None):
@@ -40,9 +54,9 @@ def show(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
     return show_image(image, heat, alpha=alpha, mean=mean, std=std, scale=scale)
 
 
-__all__ = ["ClassSummary", "NotFittedError", "Region",
-           "RepresentativeInterpreter", "SplitNetwork", "Summary", "UserError",
-           "head_verdict", "layer_table", "show", "split_model", "suggest_layer"]
+__all__ = ["NotFittedError", "Region", "RepresentativeInterpreter", "Summary", "UserError",
+           "build_index", "load_images", "load_index", "load_summary", "save_summary",
+           "show", "suggest_layer"]
 try:
     __version__ = _version("repinterp")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree

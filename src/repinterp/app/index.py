@@ -42,10 +42,10 @@ from tqdm.auto import tqdm
 
 from ..core import defaults
 from ..core.errors import UserError, first_line
-from ..core.index import Bank, IndexRows, IndexWorker, RegionIndex, sample_bank
+from ..core.index import Bank, IndexRows, IndexWorker, RegionIndex
 from ..core.interpreter import RepresentativeInterpreter
 from ..core.split import resolve_layer
-from .index_ray import RayGroups, _run_ray, wait_for_cluster
+from .index_ray import RayGroups, run_ray, wait_for_cluster
 from .io import model_digest
 from .listing import check_listing, with_digests, write_listing
 from .loading import ImageSource
@@ -70,7 +70,7 @@ ENGINES = ("local", "ray")
 
 
 @dataclass
-class _Job:
+class ShardJob:
     """Everything a worker needs to index shards: picklable, sent once per worker."""
 
     out: str
@@ -112,7 +112,7 @@ def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
     """Build (or resume) the region index of every image of ``source`` in ``out``.
 
     A pilot sample of ``pilot`` images (drawn with ``seed``) is fitted and ``bank``
-    boundaries are sampled from it (:func:`repinterp.core.index.sample_bank`); then every
+    boundaries are sampled from it (:meth:`RepresentativeInterpreter.sample_bank`); then every
     shard of ``shard_size`` images is indexed by ``engine``: ``"local"`` in this process,
     ``"ray"`` on Ray Data (an actor per worker, each building the model once with
     ``load_model``; ``ray_address`` joins a running cluster, else a local Ray starts with
@@ -171,7 +171,7 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
         images = torch.cat([r[0] for r in reads if r[1]])
         interp = RepresentativeInterpreter(model, layer, seed=seed, progress=False,
                                            batch_size=batch_size, device=device).fit(images)
-        boundaries = sample_bank(interp, bank, per_origin, seed)
+        boundaries = interp.sample_bank(bank, per_origin, seed)
         manifest.update(layer=interp.layer_, bank_size=len(boundaries),
                         feature_shape=list(interp.feature_shape_),
                         classes=int(interp.logits_.shape[1]))
@@ -183,10 +183,10 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
     shards = math.ceil(len(source) / shard_size)
     recorded = manifest.get("shards") or [None] * shards
     todo = [k for k in range(shards) if not _shard_path(out, k).exists()]
-    job = _Job(str(out), source, load_model or (lambda: model), manifest["layer"],
+    job = ShardJob(str(out), source, load_model or (lambda: model), manifest["layer"],
                boundaries.to_dict(), shard_size, batch_size, device)
     if engine == "ray":
-        sums = _run_ray(job, todo, workers or os.cpu_count() or 1, ray_address, progress,
+        sums = run_ray(job, todo, workers or os.cpu_count() or 1, ray_address, progress,
                         ray_wait)
     else:
         sums = {}

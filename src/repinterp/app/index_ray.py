@@ -20,7 +20,7 @@ from ..core.index import IndexRows
 from .shards import _read_shard, _shard_path
 
 if TYPE_CHECKING:
-    from .index import _Job
+    from .index import ShardJob
 
 __all__ = ["RayGroups", "ray_session", "wait_for_cluster"]
 
@@ -66,7 +66,7 @@ def _local_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _capped(workers: int, cpus: int, where: str) -> int:
+def capped_workers(workers: int, cpus: int, where: str) -> int:
     if workers > cpus:
         warnings.warn(f"{workers} Ray workers asked for, {cpus} CPUs {where}: using {cpus}",
                       stacklevel=3)
@@ -95,11 +95,11 @@ def ray_session(address: str | None, workers: int, wait_s: float = defaults.RAY_
                 raise UserError(f"cannot join the Ray cluster at {address}: "
                                 f"{exc}") from None
         else:
-            workers = _capped(workers, _local_cpus(), "on this machine")
+            workers = capped_workers(workers, _local_cpus(), "on this machine")
             _init_on_loopback(ray, workers)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0))
-        yield ray, _capped(workers, cpus, "in the Ray cluster")
+        yield ray, capped_workers(workers, cpus, "in the Ray cluster")
     finally:
         if started:
             ray.shutdown()
@@ -127,7 +127,7 @@ def _init_on_loopback(ray: Any, cpus: int) -> None:
 class _RayIndexer:
     """A Ray Data actor: holds the model (built once) and indexes whole shards."""
 
-    def __init__(self, job: _Job):
+    def __init__(self, job: ShardJob):
         torch.set_num_threads(max(1, int(os.environ.get("REPINTERP_ACTOR_THREADS", "1"))))
         self.job = job
         self.worker = job.worker()
@@ -138,7 +138,7 @@ class _RayIndexer:
             [self.job.run(self.worker, k) for k in shards])}
 
 
-def _run_ray(job: _Job, todo: list[int], workers: int, address: str | None,
+def run_ray(job: ShardJob, todo: list[int], workers: int, address: str | None,
              progress: bool, wait_s: float = defaults.RAY_WAIT_S) -> dict[int, str]:
     """Index the shards ``todo`` on Ray Data; returns each one's SHA-256. A worker
     that dies is restarted at most :data:`MAX_RESTARTS` times; then the run stops."""

@@ -29,8 +29,8 @@ class ImagesMixin:
     if TYPE_CHECKING:                   # set by RepresentativeInterpreter
         heatmap_method: str
         heatmap_grid: str
-        network_: SplitNetwork
-        store_: FeatureStore
+        _network: SplitNetwork
+        _store: FeatureStore
         logits_: torch.Tensor
         predictions_: torch.Tensor
         input_size_: tuple[int, ...]
@@ -46,11 +46,11 @@ class ImagesMixin:
         if isinstance(seed, np.ndarray):
             seed = torch.from_numpy(seed)
         if isinstance(seed, torch.Tensor) and seed.ndim == 3:
-            z0 = self.network_.features(seed[None], progress=False)[0]
-            logits = self.network_.logits(z0[None])
+            z0 = self._network.features(seed[None], progress=False)[0]
+            logits = self._network.logits(z0[None])
             index = self._same_reference(z0, logits[0])
             if index is not None:
-                return index, self.store_.rows(index), int(self.predictions_[index])
+                return index, self._store.rows(index), int(self.predictions_[index])
             return None, z0, int(logits.argmax(1))
         try:
             index = operator.index(seed.item()  # type: ignore[arg-type]
@@ -62,9 +62,9 @@ class ImagesMixin:
                 isinstance(seed, torch.Tensor) and seed.dtype == torch.bool):
             raise UserError("seed must be a reference index (an integer), an image "
                             "[C, H, W] or a batch of images [n, C, H, W]") from None
-        if not 0 <= index < len(self.store_):
-            raise UserError(f"seed index {index} out of range 0..{len(self.store_) - 1}")
-        return index, self.store_.rows(index), int(self.predictions_[index])
+        if not 0 <= index < len(self._store):
+            raise UserError(f"seed index {index} out of range 0..{len(self._store) - 1}")
+        return index, self._store.rows(index), int(self.predictions_[index])
 
     def _same_reference(self, z0: torch.Tensor, logits: torch.Tensor) -> int | None:
         """The first reference whose logits and features equal ``z0``'s within
@@ -75,7 +75,7 @@ class ImagesMixin:
         close = ((ref - logits.to(ref)).abs().amax(1)
                  <= tol * max(1.0, float(logits.abs().max()))).nonzero()[:, 0]
         for i in close.tolist()[:64]:
-            row = self.store_.rows(i).to(z0)
+            row = self._store.rows(i).to(z0)
             if float((row - z0).abs().max()) <= tol * max(1.0, float(z0.abs().max())):
                 return int(i)
         return None
@@ -86,7 +86,7 @@ class ImagesMixin:
                  progress: bool | None = None) -> torch.Tensor:
         """``psi(images)``: ``[n, D]`` (``[n, C, H, W]`` with ``flat=False``), batched,
         through the private copy made at :meth:`fit`."""
-        return self._fitted(stacklevel=4).network_.features(images, flat=flat,
+        return self._fitted(stacklevel=4)._network.features(images, flat=flat,
                                                             progress=progress)
 
     @exact
@@ -94,7 +94,7 @@ class ImagesMixin:
                 progress: bool | None = None) -> torch.Tensor:
         """``Class(x)`` ``[n]`` of images (CPU), or with ``logits`` their logits
         ``G(psi(x))`` ``[n, K]``: one batched pass of each half of the network."""
-        net = self._fitted(stacklevel=4).network_
+        net = self._fitted(stacklevel=4)._network
         return self.predict_features(net.features(images, progress=progress), logits=logits)
 
     @exact
@@ -102,7 +102,7 @@ class ImagesMixin:
                          ) -> torch.Tensor:
         """:meth:`predict` from features ``[n, D]`` already computed (:meth:`features`):
         the head alone."""
-        out = self._fitted(stacklevel=4).network_.logits(features)
+        out = self._fitted(stacklevel=4)._network.logits(features)
         return out if logits else out.argmax(1).cpu()
 
     @exact
@@ -110,7 +110,7 @@ class ImagesMixin:
         """For each image, the position in ``summary.regions`` of the region it falls in
         (the largest of its predicted class that holds it), or -1
         (:meth:`Summary.locate_features`)."""
-        z = self._fitted(stacklevel=4).network_.features(images, progress=False)
+        z = self._fitted(stacklevel=4)._network.features(images, progress=False)
         return summary.locate_features(z, self.predict_features(z))
 
     @property
@@ -119,20 +119,20 @@ class ImagesMixin:
         return self._fitted()._shape()
 
     def _shape(self) -> tuple[int, ...]:
-        shape = self.network_.feature_shape
+        shape = self._network.feature_shape
         assert shape is not None                     # set by fit's first pass
         return tuple(shape)
 
     @exact
     def contains(self, region: Region, images: Any) -> torch.Tensor:
         """Bool ``[n]``: which images fall inside ``region``."""
-        return self._fitted(stacklevel=4).network_.contains(region, images)
+        return self._fitted(stacklevel=4)._network.contains(region, images)
 
     @exact
     def rank(self, region: Region, images: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices of the images inside ``region``, nearest to its seed first, and their
         semantic distances; images outside are left out."""
-        return self._fitted(stacklevel=4).network_.rank(region, images)
+        return self._fitted(stacklevel=4)._network.rank(region, images)
 
     @exact
     def reference_heatmap(self, region: Region, indices: Any,
@@ -143,8 +143,8 @@ class ImagesMixin:
         needs at 224x224)."""
         self._fitted(stacklevel=4)
         idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        net = self.network_
-        maps = net.unflatten(self.store_.rows(idx.to(self.store_.z.device)))
+        net = self._network
+        maps = net.unflatten(self._store.rows(idx.to(self._store.z.device)))
         return net.heatmap_of_features(region, maps, self.input_size_,
                                        method or self.heatmap_method, self.heatmap_grid)
 
@@ -152,5 +152,5 @@ class ImagesMixin:
     def heatmap(self, region: Region, images: Any, method: str | None = None) -> torch.Tensor:
         """Heat maps ``[n, H, W]`` in ``[0, 1]``: the same region weights for every image
         (see :mod:`repinterp.core.heatmap`; default ``heatmap_method``)."""
-        net = self._fitted(stacklevel=4).network_
+        net = self._fitted(stacklevel=4)._network
         return net.heatmap(region, images, method or self.heatmap_method, self.heatmap_grid)

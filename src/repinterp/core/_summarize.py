@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from . import defaults
 from .boundaries import Boundaries, boundaries_at
 from .errors import UserError
+from .index import Bank
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
 from .precision import exact
 from .region import Region
@@ -43,8 +44,8 @@ class SummaryMixin:
         def min_purity_(self) -> float | None: ...
         @property
         def feature_shape_(self) -> tuple[int, ...]: ...
-        network_: SplitNetwork
-        store_: FeatureStore
+        _network: SplitNetwork
+        _store: FeatureStore
         predictions_: torch.Tensor
         margins_: torch.Tensor
 
@@ -53,8 +54,10 @@ class SummaryMixin:
         def _working_shape(self) -> tuple[int, ...]: ...
         def explain(self, seed: Any, *, delta: int | None = None,
                     num_boundaries: int | None = None, target: int | None = None
-                    ) -> Any: ...
+                    ) -> Region: ...
         def _explain_references(self, seeds: list[int]) -> list[Region]: ...
+        def sample_boundaries(self, seed: Any, num_boundaries: int | None = None
+                              ) -> Boundaries: ...
         def _prepare(self, seed: Any, num_boundaries: int | None, target: int | None = None
                      ) -> tuple[int | None, torch.Tensor, int, torch.Tensor, int]: ...
         def _candidates(self, index: int | None, z0: torch.Tensor, cls: int,
@@ -63,6 +66,40 @@ class SummaryMixin:
         def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                     cls: int, same: torch.Tensor, index: int | None, delta: int | None,
                     logic: int | None = None) -> Region: ...
+
+    # --- a bank of boundaries for a region index -----------------------------------
+    @exact
+    def sample_bank(self, size: int, per_origin: int = 50, seed: int = 0) -> Bank:
+        """``size`` boundaries sampled over the references (a region index's pilot
+        sample): origins taken round robin over the predicted classes (each class's
+        references in random order, drawn from ``seed``), each bisected towards
+        ``per_origin`` random references of other classes (:meth:`sample_boundaries`);
+        kept in the working space and in feature space."""
+        self._fitted(stacklevel=4)
+        if size < 1:
+            raise UserError("the bank needs at least one boundary")
+        preds = self.predictions_
+        classes = sorted(set(preds.tolist()))
+        if len(classes) < 2:
+            raise UserError("the pilot images are all predicted as one class; a bank "
+                            "needs at least two")
+        gen = torch.Generator().manual_seed(int(seed))
+        queues = {c: (preds == c).nonzero()[:, 0][torch.randperm(
+            int((preds == c).sum()), generator=gen)].tolist() for c in classes}
+        parts: list[Boundaries] = []
+        total = 0
+        while total < size and any(queues.values()):
+            for c in classes:
+                if total >= size or not queues[c]:
+                    continue
+                b = self.sample_boundaries(queues[c].pop(0), min(per_origin, size - total))
+                parts.append(b)
+                total += len(b)
+        working = Boundaries(*(torch.cat([getattr(p, f) for p in parts])
+                               for f in ("weights", "biases", "points", "pairs")))
+        weights, biases = self._store.lift(working.weights, working.biases)
+        return Bank(working, weights, biases, prefix=self._store.linear is not None,
+                    approximate=bool(self._network.approximate))
 
     # --- summary -----------------------------------------------------------------
     @exact
@@ -97,15 +134,15 @@ class SummaryMixin:
         """
         self._fitted(stacklevel=4)
         if batch_seeds is None:
-            batch_seeds = torch.device(self.network_.device).type == "cuda"
-        meta = {"references": len(self.store_), "seed": int(self.seed),
+            batch_seeds = torch.device(self._network.device).type == "cuda"
+        meta = {"references": len(self._store), "seed": int(self.seed),
                 "num_boundaries": int(self.num_boundaries), "sampling": self.sampling,
                 "heatmap_method": self.heatmap_method,
                 "heatmap_grid": self.heatmap_grid, "min_purity": self.min_purity_,
                 "delta": self.delta, "max_logics": int(max_logics),
                 "classes": int(self.logits_.shape[1]),
                 "feature_shape": list(self.feature_shape_),
-                "approximate": self.network_.approximate,
+                "approximate": self._network.approximate,
                 "separate_logics": bool(separate_logics)}
         if not separate_logics:
             out = peel(self.predictions_, self.margins_, self.explain, coverage,
@@ -118,7 +155,7 @@ class SummaryMixin:
                    for c in tqdm(wanted, desc="logics", unit="class",
                                  disable=not self.progress, leave=False)]
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
-                       layer=self.network_.layer, meta=meta)
+                       layer=self._network.layer, meta=meta)
 
     @exact
     def logic_labels(self, cls: int, max_logics: int = defaults.MAX_LOGICS, *,
@@ -142,11 +179,11 @@ class SummaryMixin:
     def _logic_descriptors(self, idx: torch.Tensor, cls: int) -> torch.Tensor:
         """:func:`~repinterp.core.logics.logic_descriptors` of the given references, their
         margin gradients taken in batches through the head."""
-        store, shape = self.store_, self._shape()
+        store, shape = self._store, self._shape()
         step = chunk_rows(store.z.shape[1] * 4 * 4, most=1024)
         out = []
         for i in range(0, len(idx), step):
-            rows = idx[i:i + step].to(self.network_.device)
+            rows = idx[i:i + step].to(self._network.device)
             c1 = torch.full((len(rows),), cls, dtype=torch.long, device=rows.device)
             found = boundaries_at(store.rest, store.working_rows(rows),
                                   self._working_shape(), c1)
@@ -159,7 +196,7 @@ class SummaryMixin:
                      ) -> ClassSummary:
         """The regions of class ``cls``, logic by logic (see :meth:`summarize`)."""
         idx, labels = self.logic_labels(cls, max_logics)
-        store = self.store_
+        store = self._store
         logic = torch.full((len(store),), -1, dtype=torch.long)
         logic[idx] = labels
         k = int(labels.max()) + 1

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from . import defaults
 from .errors import UserError
 
-__all__ = ["METHODS", "HeatmapMethod", "channels_first", "heatmap_method",
+__all__ = ["METHODS", "Contribution", "HeatmapMethod", "Lineage", "Logprob", "Margin",
+           "Positive", "channels_first", "heatmap_method", "unregister",
            "looks_channels_last", "minmax", "region_heatmap", "token_grid"]
 
 _REGISTRY: dict[str, type[HeatmapMethod]] = {}
@@ -63,7 +64,7 @@ class HeatmapMethod:
         raise NotImplementedError
 
 
-class _Lineage(HeatmapMethod):
+class Lineage(HeatmapMethod):
     name = "lineage"
 
     @staticmethod
@@ -71,7 +72,7 @@ class _Lineage(HeatmapMethod):
         return torch.einsum("pc,nchw->nphw", weights.mean((2, 3)), features)
 
 
-class _Positive(HeatmapMethod):
+class Positive(HeatmapMethod):
     name = "positive"
 
     @staticmethod
@@ -79,7 +80,7 @@ class _Positive(HeatmapMethod):
         return torch.einsum("pchw,nchw->nphw", weights.relu(), features)
 
 
-class _Contribution(HeatmapMethod):
+class Contribution(HeatmapMethod):
     name = "contribution"
 
     @staticmethod
@@ -87,7 +88,7 @@ class _Contribution(HeatmapMethod):
         return torch.einsum("pchw,nchw->nphw", weights, features)
 
 
-class _Margin(HeatmapMethod):
+class Margin(HeatmapMethod):
     name = "margin"
 
     @staticmethod
@@ -95,7 +96,7 @@ class _Margin(HeatmapMethod):
         return torch.einsum("pchw,nchw->nhw", weights, features)[:, None]
 
 
-class _Logprob(_Contribution):
+class Logprob(Contribution):
     name = "logprob"
     needs_class_gradients = True
 
@@ -111,6 +112,13 @@ def heatmap_method(name: str) -> type[HeatmapMethod]:
     except (KeyError, TypeError):
         raise UserError(f"unknown heat map method {name!r}; choose from "
                         f"{tuple(_REGISTRY)}") from None
+
+
+def unregister(name: str) -> None:
+    """Forget the method ``name`` (a built-in one cannot be forgotten)."""
+    if name in METHODS:
+        raise UserError(f"{name!r} is a built-in heat map method")
+    _REGISTRY.pop(name, None)
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,10 @@
 The greedy, the ranking, the summary and locating a new image need, for each image, only
 its prediction and, for each candidate boundary, its side and its value
 ``w . psi(x) + b``. A *bank* of boundaries is sampled once on a pilot sample
-(:func:`sample_bank`: bisection from pilot images of every predicted class towards
-pilot images of other classes, as the per-seed sampling of METHOD §1 does); then one
-streaming pass (:func:`index_rows`, batch by batch) keeps per image its prediction, top-2
-margin, the signs of its side values bit-packed and the values in float16. Memory is
+(:meth:`RepresentativeInterpreter.sample_bank`: bisection from pilot images of every
+predicted class towards pilot images of other classes, as the per-seed sampling of METHOD
+§1 does); then one streaming pass (:func:`index_rows`, batch by batch) keeps per image its
+prediction, top-2 margin, the signs of its side values bit-packed and the values in float16. Memory is
 ``O(N x |bank|)``, never ``O(N x D)``.
 
 Departure from the paper: a seed's boundaries come from the bank, not from bisection
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from .region import Region
 from .split import linear_prefix
 from .summary import Summary, peel
 
-__all__ = ["Bank", "IndexRows", "IndexWorker", "RegionIndex", "pack_signs", "sample_bank",
+__all__ = ["Bank", "IndexRows", "IndexWorker", "RegionIndex", "pack_signs",
            "signs_at", "unpack_signs"]
 
 F16_MAX = float(torch.finfo(torch.float16).max)
@@ -106,40 +105,6 @@ class Bank:
         if d["weights"] is None:
             return cls(working, working.weights, working.biases, bool(d["prefix"]), tangent)
         return cls(working, d["weights"], d["biases"], bool(d["prefix"]), tangent)
-
-
-@exact
-def sample_bank(interp: Any, size: int, per_origin: int = 50, seed: int = 0) -> Bank:
-    """``size`` boundaries from a fitted :class:`RepresentativeInterpreter` on a pilot
-    sample: origins taken round robin over the predicted classes (each class's pilot
-    images in random order), each bisected towards ``per_origin`` random pilot images of
-    other classes (:meth:`RepresentativeInterpreter.sample_boundaries`)."""
-    if size < 1:
-        raise UserError("the bank needs at least one boundary")
-    preds = interp.predictions_
-    classes = sorted(set(preds.tolist()))
-    if len(classes) < 2:
-        raise UserError("the pilot images are all predicted as one class; a bank needs "
-                        "at least two")
-    gen = torch.Generator().manual_seed(int(seed))
-    queues = {c: (preds == c).nonzero()[:, 0][torch.randperm(int((preds == c).sum()),
-                                                             generator=gen)].tolist()
-              for c in classes}
-    parts: list[Boundaries] = []
-    total = 0
-    while total < size and any(queues.values()):
-        for c in classes:
-            if total >= size or not queues[c]:
-                continue
-            origin = queues[c].pop(0)
-            b = interp.sample_boundaries(origin, min(per_origin, size - total))
-            parts.append(b)
-            total += len(b)
-    working = Boundaries(*(torch.cat([getattr(p, f) for p in parts])
-                           for f in ("weights", "biases", "points", "pairs")))
-    weights, biases = interp.store_.lift(working.weights, working.biases)
-    return Bank(working, weights, biases, prefix=interp.store_.linear is not None,
-                approximate=bool(interp.approximate_))
 
 
 @dataclass

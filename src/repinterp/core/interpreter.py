@@ -119,10 +119,11 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
 
     Attributes
     ----------
-    network_ : SplitNetwork
-        The private copies of ``psi`` and ``G``.
-    store_ : FeatureStore
-        The reference features (and projections).
+    features_ : Tensor
+        The stored reference features ``[N, D]``; ``feature_shape_`` their shape at the
+        layer and ``nbytes_`` the memory the fitted state holds.
+    layer_, approximate_ : str, bool
+        The feature layer's name; whether the head is smooth (tangent boundaries).
     logits_ : Tensor
         ``G(psi(x))`` of every reference ``[N, K]`` (on the compute device).
     input_size_ : tuple
@@ -218,8 +219,8 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
         store = FeatureStore(z, net.dtype, net.head, None if prefix is None else
                              (prefix, torch.cat(sink), split_model(net.head, prefix).head),
                              device=net.device)
-        self.network_ = net
-        self.store_ = store
+        self._network = net
+        self._store = store
         self.input_size_ = input_size
         self.logits_ = logits
         self.predictions_, self.margins_ = decisions(logits)
@@ -235,23 +236,28 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
     @property
     def layer_(self) -> str:
         """The feature layer's qualified name."""
-        return self._fitted().network_.layer
+        return self._fitted()._network.layer
 
     @property
     def approximate_(self) -> bool:
         """True when the head is not piecewise linear (results are linearisations)."""
-        return self._fitted().network_.approximate
+        return self._fitted()._network.approximate
 
     @property
     def features_(self) -> torch.Tensor:
         """The stored reference features ``[N, D]`` (in the store's dtype)."""
-        return self._fitted().store_.z
+        return self._fitted()._store.z
+
+    @property
+    def nbytes_(self) -> int:
+        """Bytes of the fitted state: the stored features and their projections."""
+        return int(self._fitted()._store.nbytes)
 
     def _fitted(self, stacklevel: int = 3) -> RepresentativeInterpreter:
-        if not hasattr(self, "store_"):
+        if not hasattr(self, "_store"):
             raise NotFittedError("this RepresentativeInterpreter is not fitted yet: call "
                                  "fit(references) first")
-        if self.network_.is_stale():
+        if self._network.is_stale():
             warnings.warn("the model's weights changed since fit; results describe the "
                           "model as it was then: call fit again", stacklevel=stacklevel)
         return self
@@ -260,21 +266,21 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
         return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + stream)
 
     def _working_shape(self) -> tuple[int, ...]:
-        return self.store_.working_shape or self._shape()
+        return self._store.working_shape or self._shape()
 
     # --- explain -----------------------------------------------------------------
     @exact
     def explain(self, seed: Any, *, delta: int | None = None,
                 num_boundaries: int | None = None, target: int | None = None
-                ) -> Any:
-        """The representative interpretation of ``seed``.
+                ) -> Region:
+        """The representative interpretation of ``seed`` (one region; a batch goes
+        to :meth:`explain_many`).
 
         Parameters
         ----------
         seed
-            An integer index into the references (any integer-like value), an image
-            ``[C, H, W]`` (Tensor or numpy array), or a batch of images ``[n, C, H, W]``
-            (then a list of regions, one per image).
+            An integer index into the references (any integer-like value) or an image
+            ``[C, H, W]`` (Tensor or numpy array).
         delta, num_boundaries
             Override the interpreter's settings for this call (with shared sampling,
             ``num_boundaries`` uses the first that many boundaries of the bank).
@@ -289,12 +295,26 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
         if isinstance(seed, np.ndarray):
             seed = torch.from_numpy(seed)
         if isinstance(seed, torch.Tensor) and seed.ndim == 4:
-            return [self.explain(s, delta=delta, num_boundaries=num_boundaries,
-                                 target=target) for s in seed]
+            raise UserError(f"explain takes one seed (an index or an image [C, H, W]); "
+                            f"for a batch of {len(seed)} images call explain_many")
         index, z0, cls, same, q = self._prepare(seed, num_boundaries, target)
         b, values, seed_values = self._candidates(index, z0, cls, same, q)
         return self._region(b, values, seed_values, cls, same, index,
                             self.delta if delta is None else delta)
+
+    def explain_many(self, seeds: Any, *, delta: int | None = None,
+                     num_boundaries: int | None = None, target: int | None = None
+                     ) -> list[Region]:
+        """:meth:`explain` of each seed of ``seeds``: a batch of images ``[n, C, H, W]``
+        (Tensor or numpy array) or a sequence of indices or images, in order."""
+        self._fitted(stacklevel=4)
+        if isinstance(seeds, np.ndarray):
+            seeds = torch.from_numpy(seeds)
+        if isinstance(seeds, torch.Tensor) and seeds.ndim not in (1, 4):
+            raise UserError(f"explain_many takes images [n, C, H, W] or indices [n], got "
+                            f"a tensor of shape {tuple(seeds.shape)}")
+        return [self.explain(s, delta=delta, num_boundaries=num_boundaries, target=target)
+                for s in seeds]
 
     def _candidates(self, index: int | None, z0: torch.Tensor, cls: int,
                     same: torch.Tensor, q: int, sampled: Boundaries | None = None
@@ -302,7 +322,7 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
         """A seed's candidate boundaries (the bank's first ``q``, or ``q`` sampled by
         bisection, or ``sampled`` when they already are) in feature space, their side
         values ``[N, q]`` at every reference (working space) and at the seed ``[q]``."""
-        store = self.store_
+        store = self._store
         if self.bank_ is not None:
             if q > len(self.bank_):
                 raise UserError(f"num_boundaries={q} exceeds the {len(self.bank_)} shared "
@@ -324,7 +344,7 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
     def min_purity_(self) -> float | None:
         """The greedy's purity stop in use: :attr:`min_purity`, with ``"auto"`` resolved by
         the fitted head's verdict (0.999 for tangent boundaries, else 0.995)."""
-        return purity_stop(self.min_purity, self._fitted().network_.approximate)
+        return purity_stop(self.min_purity, self._fitted()._network.approximate)
 
     def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                 cls: int, same: torch.Tensor, index: int | None, delta: int | None,
@@ -337,7 +357,7 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
                            cls, same, seed_index=index, delta=delta,
                            min_purity=self.min_purity_,
                            feature_shape=self._shape(),
-                           approximate=self.network_.approximate, logic=logic,
+                           approximate=self._network.approximate, logic=logic,
                            stacklevel=5)
 
     @exact
@@ -386,7 +406,7 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
         seed) and their boundaries in one backward pass. Each seed draws its targets from
         its own stream, so its boundaries are those it gets alone (to the float rounding
         of a larger batch)."""
-        store, shape, device = self.store_, self._working_shape(), self.network_.device
+        store, shape, device = self._store, self._working_shape(), self._network.device
         picks, origins = [], []
         for z0, _, same, index, q in seeds:
             others = (~same).nonzero()[:, 0]
@@ -416,7 +436,7 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
         if self.bank_ is not None:
             return [self.explain(int(i)) for i in seeds]
         prepared = [self._prepare(int(i), None) for i in seeds]
-        store = self.store_
+        store = self._store
         row_bytes = store.z.shape[1] * torch.finfo(store.compute_dtype).bits // 8
         per = max(1, SEARCH_BYTES // (int(self.num_boundaries) * row_bytes))
         sampled = [b for k in range(0, len(prepared), per) for b in self._sample_many(
