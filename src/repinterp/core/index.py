@@ -6,8 +6,8 @@ its prediction and, for each candidate boundary, its side and its value
 (:meth:`RepresentativeInterpreter.sample_bank`: bisection from pilot images of every
 predicted class towards pilot images of other classes, as the per-seed sampling of METHOD
 §1 does); then one streaming pass (:func:`index_rows`, batch by batch) keeps per image its
-prediction, top-2 margin, the signs of its side values bit-packed and the values in float16. Memory is
-``O(N x |bank|)``, never ``O(N x D)``.
+prediction, top-2 margin, the signs of its side values bit-packed and the values in
+float16. Memory is ``O(N x |bank|)``, never ``O(N x D)``.
 
 Departure from the paper: a seed's boundaries come from the bank, not from bisection
 towards references of other classes from the seed itself.
