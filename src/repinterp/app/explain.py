@@ -111,7 +111,7 @@ def _from_fit(job: ExplainJob, families: Mapping[str, Family] | None, out: Path
         region = interp.explain(job.seed_index)
         what = refs.names[job.seed_index]
     summary = Summary.of_region(region, interp.predictions_, layer=interp.layer_)
-    labels = load_labels(job.data, refs.names, job.labels, names, classes=fitted.classes)
+    labels = load_labels(fitted.data, refs.names, job.labels, names, classes=fitted.classes)
     cname = class_name(names, region.predicted_class)
     with output_folder(out, job.inputs) as tmp:
         write_report(tmp, summary, refs.images, heatmap=interp.heatmap,

@@ -15,6 +15,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def _idx_images_in(folder: Path) -> Path | None:
     return ([f for f in idx if f.name.startswith("train")] or idx)[0] if idx else None
 
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
                0x0E: ">f8"}
 _IDX_ERRORS = (OSError, ValueError, struct.error, EOFError, zlib.error)
 
@@ -171,6 +172,7 @@ def _png16(data: bytes) -> np.ndarray:
     rows = raw[: h * (stride + 1)].reshape(h, stride + 1)
     out = np.zeros((h, stride), np.int64)
     prev = np.zeros(stride, np.int64)
+    cur: Any
     for y in range(h):
         kind, f = int(rows[y, 0]), rows[y, 1:].astype(np.int64)
         if kind == 0:

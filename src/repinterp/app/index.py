@@ -145,7 +145,7 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
     """:func:`build_index` in the claimed (locked, repinterp's) folder ``out``."""
     digest = model_digest(model)
     listing = source.listing() if hasattr(source, "listing") else None
-    manifest = {"version": INDEX_VERSION, "model": model_description,
+    manifest: IndexManifest = {"version": INDEX_VERSION, "model": model_description,
                 "model_digest": digest, "layer": layer,
                 "data": asdict(source) if is_dataclass(source) else {
                     "source": type(source).__name__},
@@ -172,22 +172,23 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
         interp = RepresentativeInterpreter(model, layer, seed=seed, progress=False,
                                            batch_size=batch_size, device=device).fit(images)
         boundaries = interp.sample_bank(bank, per_origin, seed)
-        manifest.update(layer=interp.layer_, bank_size=len(boundaries),
-                        feature_shape=list(interp.feature_shape_),
-                        classes=int(interp.logits_.shape[1]))
+        manifest["layer"] = interp.layer_
+        manifest["bank_size"] = len(boundaries)
+        manifest["feature_shape"] = list(interp.feature_shape_)
+        manifest["classes"] = int(interp.logits_.shape[1])
         with atomic_path(out / "bank.pt") as tmp:
             torch.save(boundaries.to_dict(), tmp)
             manifest["bank_sha256"] = _sha256(tmp)
         _write_manifest(out, manifest)
     _remove_leftovers(out)                               # a killed writer's, earlier
     shards = math.ceil(len(source) / shard_size)
-    recorded = manifest.get("shards") or [None] * shards
+    recorded: list[str | None] = [*manifest.get("shards", [])] or [None] * shards
     todo = [k for k in range(shards) if not _shard_path(out, k).exists()]
     job = ShardJob(str(out), source, load_model or (lambda: model), manifest["layer"],
-               boundaries.to_dict(), shard_size, batch_size, device)
+                   boundaries.to_dict(), shard_size, batch_size, device)
     if engine == "ray":
         sums = run_ray(job, todo, workers or os.cpu_count() or 1, ray_address, progress,
-                        ray_wait)
+                       ray_wait)
     else:
         sums = {}
         if todo:
@@ -211,7 +212,7 @@ def _remove_leftovers(out: Path) -> None:
     remove_temporaries(out / "shards", "*.tmp*")
 
 
-def _write_manifest(out: Path, manifest: dict) -> None:
+def _write_manifest(out: Path, manifest: IndexManifest) -> None:
     manifest["checksum"] = manifest_checksum(manifest)
     write_json(out / "manifest.json", manifest)
 
@@ -239,7 +240,7 @@ def read_manifest(out: str | os.PathLike) -> IndexManifest:
     return m
 
 
-def _read_bank(out: Path, manifest: dict) -> Bank:
+def _read_bank(out: Path, manifest: IndexManifest) -> Bank:
     path = out / "bank.pt"
     if not path.is_file() or _sha256(path) != manifest["bank_sha256"]:
         raise UserError(f"{path} is missing or corrupt (its checksum does not match the "
@@ -254,20 +255,20 @@ class IndexedImages:
     """The indexed images in row order, read from their source when asked for (a
     report reads only the members it shows)."""
 
-    def __init__(self, source: ImageSource, items: list[int]):
+    def __init__(self, source: ImageSource, items: Sequence[int]):
         self.source, self.items = source, items
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, idx: Any) -> torch.Tensor:
         if isinstance(idx, int) or (isinstance(idx, torch.Tensor) and idx.ndim == 0):
             i = self.items[int(idx)]
             return self.source.read(i, i + 1)[0][0]
         return torch.stack([self[int(i)] for i in idx])
 
 
-def manifest_model(manifest: dict, *, trust_pickle: bool = False,
+def manifest_model(manifest: IndexManifest, *, trust_pickle: bool = False,
                    archs: dict | None = None) -> nn.Module:
     """The model an index manifest names. The manifest says which model, never whether
     to trust it: unpickling needs the caller's own ``trust_pickle``."""
@@ -290,7 +291,7 @@ class LoadedIndex:
     index: RegionIndex | Any
     items: Sequence[int]
     names: Sequence[str]
-    manifest: dict
+    manifest: IndexManifest
     checked: ImageSource | None = field(default=None, repr=False)
     groups: RayGroups | None = field(default=None, repr=False)
 

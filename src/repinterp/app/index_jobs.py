@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -152,7 +153,7 @@ def index_job(job: IndexJob, families: Mapping[str, Family] | None = None
     def absolute(p: str | None) -> str | None:
         return str(Path(p).resolve()) if p and Path(p).exists() else p
 
-    spec = {"arch": job.model.arch, "weights": absolute(job.model.weights),
+    spec: dict[str, Any] = {"arch": job.model.arch, "weights": absolute(job.model.weights),
             "num_classes": job.model.num_classes,
             "model_file": absolute(job.model.model_file)}
     out = build_index(model, layer, source, job.out, bank=job.bank, pilot=job.pilot,

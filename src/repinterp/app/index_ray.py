@@ -21,6 +21,7 @@ from .shards import _read_shard, _shard_path
 
 if TYPE_CHECKING:
     from .index import ShardJob
+    from .schema import IndexManifest
 
 __all__ = ["RayGroups", "ray_session", "wait_for_cluster"]
 
@@ -211,7 +212,7 @@ class RayGroups:
     built its state since the current class began, then asks again: the summary goes on
     with the same regions."""
 
-    def __init__(self, out: Path, manifest: dict, bank_size: int, workers: int,
+    def __init__(self, out: Path, manifest: IndexManifest, bank_size: int, workers: int,
                  address: str | None, counts: list[int], wait_s: float = defaults.RAY_WAIT_S):
         self.session = contextlib.ExitStack()
         ray, workers = self.session.enter_context(ray_session(address, workers, wait_s))
@@ -225,7 +226,7 @@ class RayGroups:
         self.restarts = 0
         self.lost = [0] * len(self.actors)      # each worker's restarts
 
-    def _start(self, out: Path, manifest: dict, bank_size: int, workers: int,
+    def _start(self, out: Path, manifest: IndexManifest, bank_size: int, workers: int,
                counts: list[int]) -> None:
         ray = self.ray
         shards = len(counts)

@@ -233,9 +233,9 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
             lab = sorted(root.glob(idx_file.name.split("-images")[0] + "-labels-idx1*"))
             return load_labels(data, names, str(lab[0]), class_names, classes=classes) \
                 if lab else None
-        folders = [n.split("/", 1)[0] if "/" in n else None for n in names]
-        if any(f is None for f in folders) or not folders:
+        if not names or not all("/" in n for n in names):
             return None
+        folders = [n.split("/", 1)[0] for n in names]
         distinct = folder_classes(root) or []
         if not set(folders) <= set(distinct):
             distinct = sorted(set(folders))

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..core.errors import UserError, first_line
 from .outputs import atomic_path
+from .schema import IndexManifest
 from .shards import _sha256
 
 __all__ = ["check_listing", "with_digests", "write_listing"]
@@ -46,7 +47,7 @@ def write_listing(path: Path, listing: list[tuple[str, int, int, str | None]]) -
         return _sha256(tmp)
 
 
-def check_listing(out: Path, manifest: dict, source: Any) -> None:
+def check_listing(out: Path, manifest: IndexManifest, source: Any) -> None:
     """Refuse a source that is not what was indexed: the first file added, removed or
     changed (size or modification time) since, by name; and a file read whole (an array
     file) whose contents changed (its SHA-256), even with the same size and time."""

@@ -301,11 +301,13 @@ class ImageSource:
 
     def __post_init__(self) -> None:
         if self.size is not None:
-            self.size = tuple(int(s) for s in self.size)
+            h, w = (int(s) for s in self.size)
+            self.size = (h, w)
         self.pixel_range = _checked_range(self.pixel_range)
         root = checked_path(self.path)
         root = _idx_images_in(root) or root
         self._array: np.ndarray | None = None
+        self._files: list[Path] | None
         if root.is_dir():
             self._files = _image_files(root)
             if not self._files:
@@ -368,7 +370,9 @@ class ImageSource:
             run = len(found) and found[-1] - found[0] == len(found) - 1 and (
                 len(found) == 1 or bool((np.diff(found) == 1).all()))
             return (whole[found[0]:found[-1] + 1] if run else whole[found]), found, []
-        arrays, found, skipped = [], [], []
+        arrays: list[np.ndarray] = []
+        found = []
+        skipped: list[str] = []
         for k in items:
             if limit is not None and len(found) >= limit:
                 break                        # read only as many files as needed

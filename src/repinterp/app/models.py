@@ -25,8 +25,9 @@ def expected_channels(model: nn.Module) -> int | None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Conv3d)):
             return m.in_channels
-        if hasattr(m, "original_name") and hasattr(m, "in_channels"):
-            return int(m.in_channels)
+        channels = getattr(m, "in_channels", None)
+        if hasattr(m, "original_name") and channels is not None:
+            return int(channels)
     return None
 
 
@@ -186,6 +187,7 @@ def load_model(*, arch: str | None = None, weights: str | None = None,
                                 f"{num_classes or 'default'} classes ({detail}); check "
                                 "arch and num_classes") from exc
         return model.eval()
+    assert model_file is not None                # exactly one of the two, checked above
     path = checked_path(model_file, kind="file", what="model file")
     try:
         with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated

@@ -111,8 +111,9 @@ def class_names_for(spec: str | None, weights: str | None, family: Family | None
         names = family.class_names
     else:
         folders = folder_classes(data)
-        named = folders and not all(f.isdigit() for f in folders)  # digits: the indices
-        return folders if named and len(folders) == classes else None
+        if not folders or all(f.isdigit() for f in folders):  # digits: the indices
+            return None
+        return folders if len(folders) == classes else None
     check_class_names(names, classes, "the class names")
     return names
 
@@ -121,8 +122,8 @@ def class_names_for(spec: str | None, weights: str | None, family: Family | None
 class Fitted:
     """An interpreter fitted on the reference images of a path, with what was loaded:
     the references, the held-out images (or None), the loading options, the class
-    names (or None), the query image (``explain --image``, or None) and the model's
-    number of classes."""
+    names (or None), the query image (``explain --image``, or None), the model's
+    number of classes and the path the references came from."""
 
     interp: RepresentativeInterpreter
     references: ImageSet
@@ -131,6 +132,7 @@ class Fitted:
     class_names: list[str] | None = None
     query: ImageSet | None = None
     classes: int = 0
+    data: str | os.PathLike = ""
 
     def heldout_stats(self, regions: list[Region]) -> list[RegionStats] | None:
         """The regions' statistics on the held-out images (None without them)."""
@@ -173,7 +175,7 @@ def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,
     names = class_names(classes)
     check_folder_classes(data, classes, names)
     interp = RepresentativeInterpreter(model, layer, **interpreter).fit(refs.images)
-    return Fitted(interp, refs, held, options, names, image, classes)
+    return Fitted(interp, refs, held, options, names, image, classes, data)
 
 
 def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
@@ -280,7 +282,7 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
     fitted, _ = fit_job(job, families)
     names = fitted.class_names
     refs = fitted.references
-    labels = load_labels(job.data, refs.names, job.labels, names, classes=fitted.classes)
+    labels = load_labels(fitted.data, refs.names, job.labels, names, classes=fitted.classes)
     summary, stats = summarize_references(
         fitted, coverage=job.coverage, max_regions=job.max_regions,
         separate_logics=job.separate_logics, max_logics=job.max_logics,

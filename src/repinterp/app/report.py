@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -43,9 +44,9 @@ _EMBED_MAX = 128
 def _to_display(image: torch.Tensor, minmax: bool = True) -> np.ndarray:
     """``[C, H, W]`` -> ``[H, W, 3]`` in ``[0, 1]``, min-max scaled for display (or
     clipped, with ``minmax=False``)."""
-    a = image.detach().float().cpu()
-    a = (a - a.min()) / (a.max() - a.min()).clamp_min(1e-12) if minmax else a.clamp(0, 1)
-    a = a.permute(1, 2, 0).numpy()
+    t = image.detach().float().cpu()
+    t = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12) if minmax else t.clamp(0, 1)
+    a = t.permute(1, 2, 0).numpy()
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
 
 
@@ -95,7 +96,7 @@ def show_image(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
     if scale is None:
         scale = max(1, math.ceil(THUMBNAIL / max(img.size)))
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     return img
 
 
@@ -111,16 +112,16 @@ def _data_uri(rgb: np.ndarray, *, small: bool = False) -> str:
         img.save(buf, format="PNG", optimize=True)
         mime = "image/png"
     elif small:
-        img.thumbnail((80, 80), Image.LANCZOS)
+        img.thumbnail((80, 80), Image.Resampling.LANCZOS)
         img.save(buf, format="JPEG", quality=80, optimize=True)
         mime = "image/jpeg"
     elif max(img.size) <= THUMBNAIL // 2:
         scale = math.ceil(THUMBNAIL / max(img.size))
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
         img.save(buf, format="PNG", optimize=True)
         mime = "image/png"
     else:
-        img.thumbnail((_EMBED_MAX, _EMBED_MAX), Image.LANCZOS)
+        img.thumbnail((_EMBED_MAX, _EMBED_MAX), Image.Resampling.LANCZOS)
         img.save(buf, format="JPEG", quality=82, optimize=True)
         mime = "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
@@ -234,7 +235,15 @@ class Query:
     violated: int = 0
 
 
-def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
+class Images(Protocol):
+    """Images the report reads by index: a tensor ``[N, C, H, W]`` or a lazy reader
+    such as a region index's images (``images[i]`` one image, ``images[idx]`` a stack)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, idx: Any) -> torch.Tensor: ...
+
+
+def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                  heatmap: Callable[[Region, torch.Tensor], torch.Tensor],
                  class_names: Sequence[str] | None = None,
                  stats: Sequence[RegionStats] | None = None,
@@ -296,7 +305,9 @@ def write_report(out_dir: str | Path, summary: Summary, images: torch.Tensor, *,
                       autoescape=select_autoescape(["html"]))
     env.filters["plural"] = lambda n, word: plural(n, word)
     page = env.get_template("region.html")
-    sections, flagged, search = [], [], {}
+    sections: list[Any] = []
+    flagged: list[Any] = []
+    search: dict[str, Any] = {}
     query_view = None
     position = 0
     bar = colour_bar_css()

@@ -22,6 +22,7 @@ import hashlib
 import io
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 import torch
@@ -156,7 +157,7 @@ _MANIFEST_FIELDS: dict[str, Any] = {
 _OPTIONAL = {"source_sha256": str, "shards": list}
 
 
-def manifest_checksum(m: dict) -> str:
+def manifest_checksum(m: Mapping[str, Any]) -> str:
     """SHA-256 of a manifest's canonical JSON, its ``checksum`` left out."""
     import json
     body = {k: v for k, v in m.items() if k != "checksum"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -164,9 +165,9 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
     heat = iter(top_heat) if top_heat is not None else None
     number_of = iter(numbers) if numbers is not None else iter(
         range(1, len(summary.regions) + 1))
-    classes = []
+    classes: list[dict[str, Any]] = []
     for cs in summary.classes:
-        regions = []
+        regions: list[dict[str, Any]] = []
         seen: set[int] = set()
         for region in cs.regions:
             number = next(number_of)

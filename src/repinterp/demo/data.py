@@ -89,6 +89,8 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = No
         where = _download(cache_dir() / "fashion-mnist")
         where = find_fashion_mnist(where) or where
     img_file, lab_file = (_find_file(where, f) for f in _FILES[split])
+    if img_file is None or lab_file is None:
+        raise UserError(f"{where} lacks {' or '.join(_FILES[split])}")
     images = torch.from_numpy(read_idx(img_file).astype(np.float32) / 255.0).unsqueeze(1)
     labels = torch.from_numpy(read_idx(lab_file).astype(np.int64))
     if normalize:

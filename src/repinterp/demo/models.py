@@ -124,8 +124,9 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
     Returns the model (eval mode) and its metadata: training settings, measured test
     accuracy and training time. The cache key holds every setting.
     """
-    settings = {"arch": arch, "seed": seed, "epochs": epochs, "lr": 3e-3,
-                "batch_size": 128, "dataset": "fashion-mnist"}
+    lr, batch_size = 3e-3, 128
+    settings = {"arch": arch, "seed": seed, "epochs": epochs, "lr": lr,
+                "batch_size": batch_size, "dataset": "fashion-mnist"}
     key = f"{arch}-e{epochs}-s{seed}"
     weights = cache_dir() / "models" / f"{key}.pt"
     meta_file = weights.with_suffix(".json")
@@ -148,8 +149,8 @@ def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
         x_train, y_train = load_fashion_mnist("train", data_root)
         x_test, y_test = load_fashion_mnist("test", data_root)
         start = time.perf_counter()
-        train_classifier(model, x_train, y_train, epochs=epochs, lr=settings["lr"],
-                         batch_size=settings["batch_size"], seed=seed, progress=progress)
+        train_classifier(model, x_train, y_train, epochs=epochs, lr=lr,
+                         batch_size=batch_size, seed=seed, progress=progress)
     meta = dict(settings, weights="trained on this machine",
                 train_seconds=round(time.perf_counter() - start, 1),
                 test_accuracy=evaluate_accuracy(model, x_test, y_test),
