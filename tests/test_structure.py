@@ -365,3 +365,17 @@ def test_the_path_trick_scan_finds_each_kind(tmp_path):
 def test_no_path_tricks_between_tests_and_benchmarks(folder):
     found = path_tricks_and_cross_imports(ROOT / folder)
     assert [f for f in found if not f.startswith("test_structure.py:")] == []
+
+
+def private_name_imports(root: Path) -> list[str]:
+    """``file:line name`` of each ``_private`` name one module imports from another: a
+    name used beyond its module is that module's public name."""
+    return [f"{rel}:{node.lineno} {a.name}" for rel, tree in _sources(root)
+            for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+
+
+def test_no_private_name_crosses_a_module(tmp_path):
+    (tmp_path / "m.py").write_text("from .shards import _sha256, read\nfrom . import _images\n")
+    assert private_name_imports(tmp_path) == ["m.py:1 _sha256", "m.py:2 _images"]
+    assert private_name_imports(SRC) == []

@@ -57,7 +57,7 @@ class UnreadableFile(UserError):
                          f"{path} is not a readable {what} ({reason})")
 
 
-def _image_files(root: Path, *, warn: bool = True) -> list[Path]:
+def image_files(root: Path, *, warn: bool = True) -> list[Path]:
     """Every non-hidden file under ``root``, sorted (folder by folder; anything that is
     not an image is reported as skipped when read). Symbolic links to folders are
     followed (with one warning) and a folder reached twice, e.g. through a link loop, is
@@ -85,7 +85,7 @@ def _image_files(root: Path, *, warn: bool = True) -> list[Path]:
     return files
 
 
-def _idx_images_in(folder: Path) -> Path | None:
+def idx_images_in(folder: Path) -> Path | None:
     """The images file of an MNIST-style folder (the training one when there are
     several), or None for any other path."""
     idx = sorted(folder.glob("*idx3-ubyte*")) if folder.is_dir() else []

@@ -53,13 +53,13 @@ from .outputs import atomic_path, claim_folder, remove_temporaries, write_json
 from .schema import MANIFEST_VERSION, IndexManifest, check_manifest, manifest_checksum
 from .shards import (
     ShardColumn,
-    _check_items,
-    _read_column,
-    _read_shard,
-    _rows_in,
-    _sha256,
-    _shard_path,
-    _write_shard,
+    check_items,
+    file_sha256,
+    read_column,
+    read_shard,
+    rows_in,
+    shard_path,
+    write_shard,
 )
 
 __all__ = ["INDEX_VERSION", "IndexedImages", "LoadedIndex", "RayGroups", "ShardColumn",
@@ -97,7 +97,7 @@ class ShardJob:
             rows = IndexRows(torch.empty(0, dtype=torch.long), torch.empty(0),
                              torch.empty(0, math.ceil(empty / 8), dtype=torch.uint8),
                              torch.empty(0, empty, dtype=torch.float16))
-        return _write_shard(_shard_path(Path(self.out), k), items, names, rows)
+        return write_shard(shard_path(Path(self.out), k), items, names, rows)
 
 
 def build_index(model: nn.Module, layer: str | nn.Module, source: ImageSource,
@@ -178,12 +178,12 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
         manifest["classes"] = int(interp.logits_.shape[1])
         with atomic_path(out / "bank.pt") as tmp:
             torch.save(boundaries.to_dict(), tmp)
-            manifest["bank_sha256"] = _sha256(tmp)
+            manifest["bank_sha256"] = file_sha256(tmp)
         _write_manifest(out, manifest)
     _remove_leftovers(out)                               # a killed writer's, earlier
     shards = math.ceil(len(source) / shard_size)
     recorded: list[str | None] = [*manifest.get("shards", [])] or [None] * shards
-    todo = [k for k in range(shards) if not _shard_path(out, k).exists()]
+    todo = [k for k in range(shards) if not shard_path(out, k).exists()]
     job = ShardJob(str(out), source, load_model or (lambda: model), manifest["layer"],
                    boundaries.to_dict(), shard_size, batch_size, device)
     if engine == "ray":
@@ -199,7 +199,7 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
     _remove_leftovers(out)                               # a worker killed mid-write
     # shards kept from an interrupted build are hashed here (they were renamed into
     # place whole); a completed build's recorded sums are kept as they are
-    final = [sums.get(k) or recorded[k] or _sha256(_shard_path(out, k))
+    final = [sums.get(k) or recorded[k] or file_sha256(shard_path(out, k))
              for k in range(shards)]
     if final != manifest.get("shards"):
         manifest["shards"] = final
@@ -242,7 +242,7 @@ def read_manifest(out: str | os.PathLike) -> IndexManifest:
 
 def _read_bank(out: Path, manifest: IndexManifest) -> Bank:
     path = out / "bank.pt"
-    if not path.is_file() or _sha256(path) != manifest["bank_sha256"]:
+    if not path.is_file() or file_sha256(path) != manifest["bank_sha256"]:
         raise UserError(f"{path} is missing or corrupt (its checksum does not match the "
                         "manifest); rebuild the index")
     try:
@@ -335,7 +335,7 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
                         f"{manifest['model']!r}, another set of weights)")
     bank = _read_bank(out, manifest)
     shards = math.ceil(manifest["items"] / manifest["shard_size"])
-    missing = [k for k in range(shards) if not _shard_path(out, k).exists()]
+    missing = [k for k in range(shards) if not shard_path(out, k).exists()]
     sums = manifest.get("shards")
     if missing or not isinstance(sums, list) or len(sums) != shards:
         raise UserError(f"the index in {out} is incomplete: {len(missing)} of {shards} "
@@ -345,11 +345,11 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
         checked = ImageSource(**manifest["data"])
         check_listing(out, manifest, checked)
     meta = _summary_meta(out, manifest, bank)
-    paths = [_shard_path(out, k) for k in range(shards)]
-    counts = [_rows_in(p) for p in paths]
+    paths = [shard_path(out, k) for k in range(shards)]
+    counts = [rows_in(p) for p in paths]
     if engine == "ray":
         for k, path in enumerate(paths):       # one shard's items at a time: checked, dropped
-            _check_items(out, k, _read_column(path, "item"), manifest["shard_size"])
+            check_items(out, k, read_column(path, "item"), manifest["shard_size"])
         groups = RayGroups(out, manifest, len(bank), workers, ray_address, counts, ray_wait)
         from ..core.sharded import ShardedIndex
         index: RegionIndex | Any = ShardedIndex(
@@ -360,8 +360,8 @@ def load_index(path: str | os.PathLike, model: nn.Module | None = None, *,
 
         def parts():
             for k, path in enumerate(paths):
-                items, rows = _read_shard(path, len(bank), str(sums[k]))
-                _check_items(out, k, items, manifest["shard_size"])
+                items, rows = read_shard(path, len(bank), str(sums[k]))
+                check_items(out, k, items, manifest["shard_size"])
                 yield rows
 
         index = RegionIndex(bank, IndexRows.cat(parts(), sum(counts)),

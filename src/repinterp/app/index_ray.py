@@ -17,7 +17,7 @@ import torch
 from ..core import defaults
 from ..core.errors import UserError
 from ..core.index import IndexRows
-from .shards import _read_shard, _shard_path
+from .shards import read_shard, shard_path
 
 if TYPE_CHECKING:
     from .index import ShardJob
@@ -175,7 +175,7 @@ class _RowGroupActor:
     def __init__(self, out: str, shards: list[int], sums: list[str], bank: int,
                  offset: int, rows: int):
         from ..core.sharded import RowGroup
-        parts = (_read_shard(_shard_path(Path(out), k), bank, s)[1]
+        parts = (read_shard(shard_path(Path(out), k), bank, s)[1]
                  for k, s in zip(shards, sums, strict=True))
         self.group = RowGroup(offset, IndexRows.cat(parts, rows), bank)
         self.seconds: dict[str, float] = {}

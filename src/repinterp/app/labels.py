@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UserError
-from .formats import _idx_images_in, _image_files, checked_path, read_idx
+from .formats import checked_path, idx_images_in, image_files, read_idx
 from .models import torchvision_weights
 
 __all__ = ["check_class_names", "check_folder_classes", "folder_classes", "load_class_names",
@@ -60,7 +60,7 @@ def folder_classes(data: str | os.PathLike | None) -> list[str] | None:
     if data is None:
         return None
     root = Path(data)
-    if not root.is_dir() or _idx_images_in(root) is not None:
+    if not root.is_dir() or idx_images_in(root) is not None:
         return None
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -116,9 +116,9 @@ def _items_of(data: str | os.PathLike, names: list[str]) -> tuple[list[int] | No
     (0 for other data); ``None`` when a name is none of these."""
     root = Path(data)
     position: dict[str, int] = {}
-    if root.is_dir() and _idx_images_in(root) is None:
+    if root.is_dir() and idx_images_in(root) is None:
         position = {str(f.relative_to(root)): k
-                    for k, f in enumerate(_image_files(root, warn=False))}
+                    for k, f in enumerate(image_files(root, warn=False))}
     items, by_position = [], False
     for n in names:
         row = re.fullmatch(r".*\[(\d+)\]", n)
@@ -228,7 +228,7 @@ def load_labels(data: str | os.PathLike, names: list[str], spec: str | None = No
         return torch.tensor([table.get(n, -1) for n in names], dtype=torch.long)
     root = Path(data)
     if root.is_dir():
-        idx_file = _idx_images_in(root)
+        idx_file = idx_images_in(root)
         if idx_file is not None:
             lab = sorted(root.glob(idx_file.name.split("-images")[0] + "-labels-idx1*"))
             return load_labels(data, names, str(lab[0]), class_names, classes=classes) \

@@ -9,7 +9,7 @@ from typing import Any
 from ..core.errors import UserError, first_line
 from .outputs import atomic_path
 from .schema import IndexManifest
-from .shards import _sha256
+from .shards import file_sha256
 
 __all__ = ["check_listing", "with_digests", "write_listing"]
 
@@ -27,7 +27,7 @@ def with_digests(source: Any, listing: list[tuple[str, int, int]]
     if whole is None or len(listing) != 1:
         return [(*row, None) for row in listing]
     try:
-        return [(*listing[0], _sha256(whole))]
+        return [(*listing[0], file_sha256(whole))]
     except OSError as exc:
         raise UserError(f"{whole} cannot be read ({exc.strerror})") from exc
 
@@ -44,7 +44,7 @@ def write_listing(path: Path, listing: list[tuple[str, int, int, str | None]]) -
                       "sha256": pa.array(sums, pa.string())})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        return _sha256(tmp)
+        return file_sha256(tmp)
 
 
 def check_listing(out: Path, manifest: IndexManifest, source: Any) -> None:
@@ -55,7 +55,7 @@ def check_listing(out: Path, manifest: IndexManifest, source: Any) -> None:
     if "source_sha256" not in manifest or not hasattr(source, "listing"):
         return
     path = out / "source.parquet"
-    if not path.is_file() or _sha256(path) != manifest["source_sha256"]:
+    if not path.is_file() or file_sha256(path) != manifest["source_sha256"]:
         raise UserError(f"{path} is missing or corrupt; rebuild the index")
     try:
         t = pq.read_table(path)
@@ -68,7 +68,7 @@ def check_listing(out: Path, manifest: IndexManifest, source: Any) -> None:
     if now == then:
         recorded = cols[3][0] if len(cols[3]) == 1 else None
         whole = _array_file(source)
-        if recorded is not None and whole is not None and _sha256(whole) != recorded:
+        if recorded is not None and whole is not None and file_sha256(whole) != recorded:
             raise UserError(f"{where}: {then[0][0]} was modified (its contents differ, "
                             "with the same size and modification time); rebuild the index")
         return

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UserError
-from .formats import UnreadableFile, _idx_images_in, _image_files, checked_path, read_file
+from .formats import UnreadableFile, checked_path, idx_images_in, image_files, read_file
 
 __all__ = ["ImageSet", "ImageSource", "NORMALIZATIONS", "decode_file", "load_images",
            "parse_normalize", "parse_pixel_range"]
@@ -305,11 +305,11 @@ class ImageSource:
             self.size = (h, w)
         self.pixel_range = _checked_range(self.pixel_range)
         root = checked_path(self.path)
-        root = _idx_images_in(root) or root
+        root = idx_images_in(root) or root
         self._array: np.ndarray | None = None
         self._files: list[Path] | None
         if root.is_dir():
-            self._files = _image_files(root)
+            self._files = image_files(root)
             if not self._files:
                 raise UserError(f"{root} holds no files")
             self._root = root

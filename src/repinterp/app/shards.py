@@ -18,11 +18,11 @@ from .outputs import atomic_path
 __all__ = ["ShardColumn"]
 
 
-def _shard_path(out: Path, k: int) -> Path:
+def shard_path(out: Path, k: int) -> Path:
     return out / "shards" / f"part-{k:05d}.parquet"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -30,7 +30,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_shard(path: Path, items: list[int], names: list[str], rows: IndexRows) -> str:
+def write_shard(path: Path, items: list[int], names: list[str], rows: IndexRows) -> str:
     """Write a shard atomically; returns the SHA-256 of what was written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -47,11 +47,11 @@ def _write_shard(path: Path, items: list[int], names: list[str], rows: IndexRows
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
     return digest
 
 
-def _read_shard(path: Path, bank: int, sha256: str) -> tuple[list[int], IndexRows]:
+def read_shard(path: Path, bank: int, sha256: str) -> tuple[list[int], IndexRows]:
     """A shard's items and rows, after checking its bytes against ``sha256`` (its names
     are read when asked for: :class:`ShardColumn`)."""
     import pyarrow as pa
@@ -120,7 +120,7 @@ class ShardColumn(Sequence):
         if k not in self._read:
             if len(self._read) >= self.keep:
                 self._read.pop(next(iter(self._read)))
-            self._read[k] = _read_column(self.paths[k], self.column)
+            self._read[k] = read_column(self.paths[k], self.column)
         return self._read[k]
 
     def __getitem__(self, i):
@@ -153,10 +153,10 @@ class ShardColumn(Sequence):
         return out
 
 
-def _check_items(out: Path, k: int, items: list[int], shard_size: int) -> None:
+def check_items(out: Path, k: int, items: list[int], shard_size: int) -> None:
     lo, hi = k * shard_size, (k + 1) * shard_size
     if any(not lo <= i < hi for i in items) or items != sorted(set(items)):
-        raise UserError(f"the index shard {_shard_path(out, k)} holds rows of another "
+        raise UserError(f"the index shard {shard_path(out, k)} holds rows of another "
                         "shard or twice the same row; delete it and resume")
 
 
@@ -165,7 +165,7 @@ def _corrupt(path: Path, exc: Exception) -> UserError:
                      "and run `repinterp index` again to rebuild it")
 
 
-def _rows_in(path: Path) -> int:
+def rows_in(path: Path) -> int:
     """How many rows a shard holds (its footer only)."""
     import pyarrow.parquet as pq
     try:
@@ -174,7 +174,7 @@ def _rows_in(path: Path) -> int:
         raise _corrupt(path, exc) from exc
 
 
-def _read_column(path: Path, column: str) -> list:
+def read_column(path: Path, column: str) -> list:
     """One column of a shard (its rows are read where they are used; their bytes are
     checked there)."""
     import pyarrow.parquet as pq
