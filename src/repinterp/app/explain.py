@@ -122,7 +122,8 @@ def _from_fit(job: ExplainJob, families: Mapping[str, Family] | None, out: Path
                      title=f"repinterp: why {what} is {cname}",
                      meta={"model": job.model.name, **fitted.meta(), **(job.meta or {})})
     return Explained(region, out / "report.html",
-                     f"region of {what} ({cname}): {plural(region.size, 'member')}, "
+                     f"region of {what} ({cname}) at layer {interp.layer_}: "
+                     f"{plural(region.size, 'member')}, "
                      f"{plural(region.num_boundaries, 'boundary')}, delta {region.delta}; "
                      f"report: {out / 'report.html'}")
 

@@ -139,7 +139,7 @@ def index_job(job: IndexJob, families: Mapping[str, Family] | None = None
 
     families = families or {}
     model, family = open_model(job.model, families)
-    layer = layer_for(job.layer, family)
+    layer = layer_for(job.layer, family, model)
     if not job.data:
         raise UserError("{param} is required", param="data")
     source = ImageSource(str(Path(job.data).resolve()),

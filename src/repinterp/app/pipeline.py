@@ -185,11 +185,15 @@ def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
             "references_sha256": images_digest(references)}
 
 
-def layer_for(layer: str | None, family: Family | None) -> str:
-    """The layer given, else the family's default; without either, an error."""
-    layer = layer or (family.layer if family else None)
+def layer_for(layer: str | None, family: Family | None, model: nn.Module) -> str:
+    """The layer given, else the family's default, else the one
+    :func:`~repinterp.core.layers.suggest_layer` proposes (what ``repinterp layers``
+    marks); an error when there is none to propose."""
+    from ..core.layers import suggest_layer
+    layer = layer or (family.layer if family else None) or suggest_layer(model)
     if layer is None:
-        raise UserError("{param} is required (list the candidates with `repinterp layers`)",
+        raise UserError("no layer to suggest for this model (no block leaves a head with a "
+                        "kink or a smooth head): give {param} (see `repinterp layers`)",
                         param="layer", api="a layer")
     return layer
 
@@ -258,7 +262,7 @@ def fit_job(job: FitJob, families: Mapping[str, Family] | None = None
     if job.query:
         checked_path(job.query, kind="file", what="--image")
     model, family = open_model(job.model, families)
-    layer = layer_for(job.layer, family)
+    layer = layer_for(job.layer, family, model)
     if not job.data:
         raise UserError("{param} is required", param="data")
     options = loading_options(model, family, size=job.size, normalize=job.normalize,

@@ -130,8 +130,8 @@ def _cmd_summarize(a: argparse.Namespace) -> None:
                        max_regions=a.max_regions, separate_logics=a.separate_logics,
                        max_logics=a.max_logics, meta={"seed": a.seed})
     summary, report = summarize_job(job, _families())
-    print(f"{len(summary.regions)} regions over {len(summary.classes)} classes; "
-          f"report: {report}")
+    print(f"{len(summary.regions)} regions over {len(summary.classes)} classes at layer "
+          f"{summary.layer}; report: {report}")
 
 
 def _cmd_index(a: argparse.Namespace) -> None:

@@ -39,7 +39,8 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    help="allow unpickling a whole model (runs code from the file)")
     if not data:
         return
-    g.add_argument("--layer", default=None, help="feature layer (see `repinterp layers`)")
+    g.add_argument("--layer", default=None, help="feature layer (default: the one "
+                   "`repinterp layers` suggests)")
     g.add_argument("--approximate", action="store_true", help=argparse.SUPPRESS)
     g.add_argument("--device", default=None, help="cpu or cuda")
     g.add_argument("--num-boundaries", type=int, default=defaults.NUM_BOUNDARIES,
