@@ -32,17 +32,22 @@ class LayerInfo:
         return self.verdict.describe()
 
 
+def _type_name(module: nn.Module) -> str:
+    """The module's class name, a TorchScript module's original one included."""
+    return str(getattr(module, "original_name", None) or type(module).__name__)
+
+
 def layer_info(model: nn.Module, name: str) -> LayerInfo:
     """The verdict on the head after the submodule ``name`` (one trace of ``model``)."""
-    module = model.get_submodule(name)
+    module = dict(model.named_modules())[name]      # TorchScript has no get_submodule
     try:
-        return LayerInfo(name, type(module).__name__,
+        return LayerInfo(name, _type_name(module),
                          head_verdict(split_model(model, name).head))
     except UserError as exc:
         msg = str(exc)
         problem = ("a skip connection bypasses it" if "reads the input" in msg
                    else "called more than once" if "times in forward" in msg else msg)
-        return LayerInfo(name, type(module).__name__, None, problem)
+        return LayerInfo(name, _type_name(module), None, problem)
 
 
 def layer_table(model: nn.Module, max_depth: int | None = None) -> list[LayerInfo]:
@@ -63,7 +68,9 @@ def _is_global_pool(module: nn.Module) -> bool:
 
 
 def _has_conv(module: nn.Module) -> bool:
-    return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in module.modules())
+    return any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+               or getattr(m, "original_name", None) in ("Conv1d", "Conv2d", "Conv3d")
+               for m in module.modules())
 
 
 def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str | None:
@@ -114,7 +121,7 @@ def suggest_layer(model: nn.Module, rows: list[LayerInfo] | None = None) -> str 
         if outermost:
             stacks = [s for s in stacks if not any(s.startswith(f"{t}.") for t in stacks)]
         blocks = [f"{name}.{n}" if name else n for name in stacks
-                  for n, _ in model.get_submodule(name).named_children()]
+                  for n, _ in dict(model.named_modules())[name].named_children()]
         return next((b for b in reversed(blocks)
                      if kind(b) in (PIECEWISE_LINEAR, NOT_PIECEWISE_LINEAR)), None)
 

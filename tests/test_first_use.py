@@ -1,0 +1,53 @@
+"""A first try without --layer: the layer `repinterp layers` suggests is used and named."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import cli, pixels, png, script_model
+from repinterp.core.layers import suggest_layer
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    for i, arr in enumerate(pixels(0, 45)):
+        png(tmp_path / "data" / f"c{i % 3}" / f"img{i:02d}.png", arr[0])
+    return tmp_path / "data"
+
+
+def test_without_layer_the_suggested_one_is_used_and_named(tmp_path, folder, capsys):
+    import torch
+    model = script_model(tmp_path)
+    suggested = suggest_layer(torch.jit.load(str(model)))
+    assert suggested == "0"                    # tiny_cnn: the only convolution
+    code, out, err = cli(capsys, "layers", "--model", model)        # TorchScript
+    assert code == 0, err
+    assert out.splitlines()[1].startswith("* 0 ") and out.endswith("suggested layer: 0\n")
+    base = ["--model", model, "--data", folder, "--quiet", "--num-boundaries", "8"]
+    code, out, err = cli(capsys, "summarize", *base, "--out", tmp_path / "auto")
+    assert code == 0, err
+    assert f"at layer {suggested};" in out
+    code, _, err = cli(capsys, "summarize", *base, "--layer", suggested,
+                       "--out", tmp_path / "given")
+    assert code == 0, err
+    auto, given = (json.loads((tmp_path / d / "summary.json").read_text())
+                   for d in ("auto", "given"))
+    assert auto["layer"] == given["layer"] == suggested
+    assert auto["classes"] == given["classes"]         # the same regions, member for member
+    code, out, err = cli(capsys, "explain", *base, "--seed-index", "3",
+                         "--out", tmp_path / "one")
+    assert code == 0, err
+    assert f"at layer {suggested}:" in out
+
+
+def test_a_model_with_nothing_to_suggest_names_the_flag(tmp_path, folder, capsys):
+    import torch
+    from torch import nn
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))           # no convolution
+    torch.jit.script(linear).save(str(tmp_path / "lin.pt"))
+    code, _, err = cli(capsys, "summarize", "--model", tmp_path / "lin.pt", "--data", folder,
+                       "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "no layer to suggest" in err and "--layer" in err
+    assert not (tmp_path / "o").exists()
