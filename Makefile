@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test quick lint evaluate fidelity shortcut bench data browser install install-dev clean
+.PHONY: demo test quick lint docs evaluate fidelity shortcut bench data browser install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,12 +43,16 @@ browser:
 demo: install data
 	$(BIN)/repinterp demo --out out/demo
 
-test: install-dev data browser lint
+test: install-dev data browser lint docs
 	$(BIN)/python -m pytest
 
 # the tests marked slow left out (CI runs them all: `make test`)
 quick: install-dev data lint
 	$(BIN)/python -m pytest -m "not slow"
+
+# the API reference from the docstrings (the public names of repinterp.__all__): site/
+docs: install-dev
+	$(BIN)/pdoc repinterp -o site --docformat numpy
 
 # ruff and the import-linter layering contracts (pyproject.toml)
 lint: install-dev
@@ -59,23 +63,23 @@ lint: install-dev
 # the paper's protocol, the real-size photo model's heat maps (trains and caches it
 # first: about 20-40 minutes on 2 cores), Quantus' checks, region stability
 evaluate: install-dev data
-	$(BIN)/python benchmarks/evaluate.py --out docs
-	$(BIN)/python benchmarks/photo_heatmaps.py --out docs
-	$(BIN)/python benchmarks/quantus_eval.py --out docs
-	$(BIN)/python benchmarks/stability.py --out docs
+	$(BIN)/python -m benchmarks.evaluate --out docs
+	$(BIN)/python -m benchmarks.photo_heatmaps --out docs
+	$(BIN)/python -m benchmarks.quantus_eval --out docs
+	$(BIN)/python -m benchmarks.stability --out docs
 
 # every heat map on the same images: ROAD, deletion / insertion, blur-fill Average Drop
 fidelity: install-dev data
-	$(BIN)/python benchmarks/fidelity.py --out docs --seeds 150 --images 3
-	$(BIN)/python benchmarks/fidelity.py --out docs --seeds 150 --images 3 --retrieval euclidean
+	$(BIN)/python -m benchmarks.fidelity --out docs --seeds 150 --images 3
+	$(BIN)/python -m benchmarks.fidelity --out docs --seeds 150 --images 3 --retrieval euclidean
 
 # the planted-shortcut benchmark (issue 12): docs/shortcut-results.md
 shortcut: install-dev data browser
-	$(BIN)/python benchmarks/shortcut.py --out docs --report out/shortcut
+	$(BIN)/python -m benchmarks.shortcut --out docs --report out/shortcut
 
 bench: install-dev data browser
-	$(BIN)/python benchmarks/run.py --out docs
-	$(BIN)/python benchmarks/shortcut.py --out docs --report out/shortcut
+	$(BIN)/python -m benchmarks.run --out docs
+	$(BIN)/python -m benchmarks.shortcut --out docs --report out/shortcut
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info src/*.egg-info

@@ -329,7 +329,6 @@ def test_the_public_face_is_about_ten_typed_names():
     assert hints["return"] is repinterp.Region
     many = typing.get_type_hints(repinterp.RepresentativeInterpreter.explain_many)
     assert many["return"] == list[repinterp.Region]
-    # the application's verbs are imported when first used, not by ``import repinterp``
     assert "load_images" in repinterp.__all__ and inspect.isfunction(repinterp.load_images)
 
 

@@ -12,29 +12,16 @@ Fashion-MNIST demo (:mod:`repinterp.demo`) and the command line (:mod:`repinterp
 """
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
-from typing import TYPE_CHECKING, Any
 
+from .app.index import build_index, load_index
+from .app.io import load_summary, save_summary
+from .app.loading import load_images
 from .core.errors import NotFittedError, UserError
 from .core.interpreter import RepresentativeInterpreter
 from .core.layers import suggest_layer
 from .core.region import Region
 from .core.summary import Summary
 
-if TYPE_CHECKING:
-    from .app.index import build_index, load_index
-    from .app.io import load_summary, save_summary
-    from .app.loading import load_images
-
-#: the application's verbs, imported when first used (``import repinterp`` stays light)
-_APP = {"load_images": "loading", "build_index": "index", "load_index": "index",
-        "load_summary": "io", "save_summary": "io"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _APP:
-        from importlib import import_module
-        return getattr(import_module(f".app.{_APP[name]}", __name__), name)
-    raise AttributeError(f"module 'repinterp' has no attribute {name!r}")
 
 def show(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
          scale: int | None = None):
