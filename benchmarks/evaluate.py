@@ -1,6 +1,6 @@
 """The paper's protocol on the demo models, written under ``docs/`` (``make evaluate``):
 
-    python benchmarks/evaluate.py --out docs [--quick]
+    python -m benchmarks.evaluate --out docs [--quick]
 
 
 Seeds are reference indices drawn from one permutation: the first ``dev_seeds`` choose
@@ -9,22 +9,20 @@ The two sets never overlap, so no reported number was tuned on.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-from protocol import CAM_METHODS, KS, EvalResult, evaluate_seeds
 
+from benchmarks import harness
+from benchmarks.protocol import CAM_METHODS, KS, EvalResult, evaluate_seeds
 from repinterp import RepresentativeInterpreter
-from repinterp.app.outputs import write_bytes, write_json, write_text
+from repinterp.app.outputs import write_bytes
 from repinterp.core.heatmap import METHODS as HEATMAPS
 from repinterp.core.metrics import paired_ci
-from repinterp.demo.data import load_fashion_mnist
-from repinterp.demo.models import DEMO_LAYERS, load_demo_model
+from repinterp.demo.models import DEMO_LAYERS
 
 
 def choose_heatmap(res: EvalResult) -> str:
@@ -107,25 +105,22 @@ def run_evaluation(out: str | Path = "docs", *, quick: bool = False, seed: int =
     n_refs, n_dev, n_seeds = (3000, 8, 20) if quick else (10000, 40, 150)
     if quick:
         archs = archs[:1]
-    x_train, _ = load_fashion_mnist("train", data_root)
-    x_test, _ = load_fashion_mnist("test", data_root)
-    gen = torch.Generator().manual_seed(seed)
-    refs = x_train[torch.randperm(len(x_train), generator=gen)[:n_refs]]
-    order = torch.randperm(n_refs, generator=torch.Generator().manual_seed(seed + 1))
-    dev, report = order[:n_dev].tolist(), order[n_dev:n_dev + n_seeds].tolist()
+    x_train, x_test = harness.fashion(data_root)
+    refs = harness.draw(x_train, n_refs, seed)
+    dev, report = harness.reported_seeds(n_refs, n_dev, n_seeds, seed)
     out = Path(out)
     results: dict = {"settings": {"references": n_refs, "dev_seeds": n_dev, "seeds": n_seeds,
                                   "ks": list(KS), "keep": 0.2, "num_boundaries": 50,
                                   "mask_value": "0 in normalised input space (dataset mean)",
                                   "quick": quick, "seed": seed}, "models": {}}
     md = ["# Evaluation results (generated)\n",
-          f"Command: `python benchmarks/evaluate.py{' --quick' if quick else ''} --out {out}`. "
+          f"Command: `python -m benchmarks.evaluate{' --quick' if quick else ''} --out {out}`. "
           f"{n_refs} reference images (training split), unseen images: the 10,000 test "
           f"images, {n_dev} development seeds (choose the heat map), {n_seeds} reported "
           "seeds (disjoint). Numbers are percentages.\n"]
     default = None
     for arch in archs:
-        model, meta = load_demo_model(arch, data_root=data_root, progress=progress)
+        model, meta = harness.demo_model(arch, data_root=data_root, progress=progress)
         interp = RepresentativeInterpreter(model, DEMO_LAYERS[arch], seed=seed,
                                            progress=progress).fit(refs)
         if default is None:
@@ -160,20 +155,20 @@ def run_evaluation(out: str | Path = "docs", *, quick: bool = False, seed: int =
     results["seconds"] = round(time.perf_counter() - start, 1)
     md.append(f"\nWall time: {results['seconds']} s on this machine.\n")
     suffix = "-quick" if quick else ""
-    write_json(out / f"evaluation{suffix}.json", results)
-    write_text(out / f"evaluation-results{suffix}.md", "\n".join(md))
+    harness.write_results(out, f"evaluation{suffix}.json", results,
+                          f"evaluation-results{suffix}.md", "\n".join(md))
     log(f"wrote {out / f'evaluation-results{suffix}.md'} in {results['seconds']} s")
     return results
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs")
+    parser = harness.parser(__doc__)
+    harness.add_out(parser, "docs")
     parser.add_argument("--quick", action="store_true", help="one model, 20 seeds")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--archs", default="vgg,resnet")
+    harness.add_seed(parser)
+    parser.add_argument("--archs", default="vgg,resnet", type=harness.names)
     parser.add_argument("--data", default=None, help="Fashion-MNIST IDX directory")
-    parser.add_argument("--quiet", action="store_true")
+    harness.add_quiet(parser)
     a = parser.parse_args()
-    run_evaluation(a.out, quick=a.quick, seed=a.seed, archs=tuple(a.archs.split(",")),
+    run_evaluation(a.out, quick=a.quick, seed=a.seed, archs=tuple(a.archs),
                    data_root=a.data, progress=not a.quiet)

@@ -1,6 +1,6 @@
 """What one explanation costs, as a share of the fit, on two networks (issue 18).
 
-    python benchmarks/explain_cost.py [--n 20000] [--seeds 10] [--out docs/explain-cost.json]
+    python -m benchmarks.explain_cost [--n 20000] [--seeds 10] [--out docs/explain-cost.json]
 
 For the cached demo VGG and an independent CNN (4 conv + 3 FC, trained here for one
 epoch on Fashion-MNIST, seeded), split at ``features``: the fit on ``n`` training images
@@ -10,18 +10,15 @@ machine's speed cancels out). Run it on two commits to compare them.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmarks import harness
 from repinterp import RepresentativeInterpreter
 from repinterp.demo.data import load_fashion_mnist
-from repinterp.demo.models import load_demo_model
 
 
 def independent_cnn(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
@@ -58,23 +55,22 @@ def measure(model: nn.Module, refs: torch.Tensor, seeds: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = harness.parser(__doc__)
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--out", default=None)
+    harness.add_out(p, help="a JSON file")
     a = p.parse_args()
-    x, y = load_fashion_mnist("train")
-    refs = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:a.n]]
+    x, y = load_fashion_mnist("train")                  # the labels train the CNN
+    refs = harness.draw(x, a.n)
     rows = {}
-    vgg, _ = load_demo_model("vgg", progress=False)
+    vgg, _ = harness.demo_model("vgg")
     rows["demo VGG"] = measure(vgg, refs, a.seeds)
-    print(json.dumps({"demo VGG": rows["demo VGG"]}), flush=True)
+    harness.emit({"demo VGG": rows["demo VGG"]})
     cnn = independent_cnn(x[:30000], y[:30000])
     rows["independent CNN"] = measure(cnn, refs, a.seeds)
-    print(json.dumps({"independent CNN": rows["independent CNN"]}), flush=True)
+    harness.emit({"independent CNN": rows["independent CNN"]})
     if a.out:
-        Path(a.out).write_text(json.dumps({"n": a.n, "seeds": a.seeds, "rows": rows},
-                                          indent=2) + "\n")
+        harness.save_json(a.out, {"n": a.n, "seeds": a.seeds, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """resnet50 at 224x224 on a GPU: the real-size ratios with ``device="cuda"``.
 
-    PYTHONPATH=src python3 benchmarks/gpu.py --sizes 10000,50000 --out OUT.json
+    python -m benchmarks.gpu --sizes 10000,50000 --out OUT.json
 
 Random convolutional weights and a centred final layer (``diversify``), N random images
 (seeded, generated on the CPU), batch size automatic. Per N, in one process: fit / plain
@@ -14,22 +14,17 @@ computes in full float32 (``exact_float32``), which is what its exactness needs.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from torchvision_matrix import build, diversify  # noqa: E402
-
-from repinterp import RepresentativeInterpreter  # noqa: E402
-from repinterp.core.passes import auto_batch_size  # noqa: E402
-from repinterp.core.precision import exact_float32  # noqa: E402
+from benchmarks import harness
+from benchmarks.torchvision_matrix import build, diversify
+from repinterp import RepresentativeInterpreter
+from repinterp.core.passes import auto_batch_size
 
 
 class Images:
@@ -69,10 +64,10 @@ def forward(model, x, batch):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--sizes", default="10000,50000")
+    p = harness.parser(__doc__)
+    p.add_argument("--sizes", default="10000,50000", type=harness.ints)
     p.add_argument("--index", type=int, default=10000)
-    p.add_argument("--out", default=None)
+    harness.add_out(p, help="a JSON file")
     p.add_argument("--device", default="cuda", help="cpu: a dry run of the script")
     a = p.parse_args()
     global DEV
@@ -81,7 +76,7 @@ def main() -> None:
     res = {"gpu": name, "torch": torch.__version__, "rows": []}
     torch.manual_seed(0)
     model = build("resnet50", classes=10).float().to(dev)
-    sizes = [int(v) for v in a.sizes.split(",")]
+    sizes = a.sizes
     x = torch.randn(max(sizes), 3, 224, 224, generator=torch.Generator().manual_seed(1))
     diversify(model, x[:64].to(dev))
     batch = auto_batch_size(x, dev)
@@ -97,7 +92,7 @@ def main() -> None:
         base = torch.cuda.memory_allocated() if cuda else 0
         fit_s, _ = timed(interp.fit, refs)
         peak = (torch.cuda.max_memory_allocated() - base) if cuda else float("nan")
-        store = interp.store_.nbytes
+        store = interp.nbytes_
         times, fw50 = [], []
         for s in range(3):
             fw50.append(timed(forward, model, refs[:50], 50)[0])
@@ -111,10 +106,10 @@ def main() -> None:
                "classes_predicted": len(set(interp.predictions_.tolist()))}
         if n == sizes[0]:
             region = interp.explain(7)
-            with torch.no_grad(), exact_float32():      # the check in full float32 too
-                pts = region.boundary_points.to(dev)
-                logits = interp.network_.head(interp.network_.unflatten(pts))
-                top2 = logits.topk(2, 1).values
+            # the head at the boundary points, in full float32 too (predict_features
+            # computes as the interpreter does)
+            logits = interp.predict_features(region.boundary_points.to(dev), logits=True)
+            top2 = logits.topk(2, 1).values
             inside = region.contains_features(interp.features_)
             row["exact_max_top2_margin"] = float((top2[:, 0] - top2[:, 1]).max())
             row["exact_max_abs_logit"] = float(logits.abs().max())
@@ -122,7 +117,7 @@ def main() -> None:
                 set(inside.nonzero()[:, 0].tolist()) == set(region.members.tolist()))
             row["region_size"] = region.size
         res["rows"].append(row)
-        print(json.dumps(row), flush=True)
+        harness.emit(row)
         del interp
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -139,9 +134,9 @@ def main() -> None:
         res["index"] = {"n": a.index, "index_s": idx_s, "forward_s": fwd_s,
                         "index_over_forward": idx_s / fwd_s, "summary_s": sum_s,
                         "regions": len(summary.regions), "row_bytes": index.nbytes}
-        print(json.dumps(res["index"]), flush=True)
+        harness.emit(res["index"])
     if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=2))
+        harness.save_json(a.out, res, newline=False)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The region index against the per-seed bisection summary, on the same references.
 
-    python benchmarks/index_quality.py [--references 60000] [--banks 512,1024,2048]
+    python -m benchmarks.index_quality [--references 60000] [--banks 512,1024,2048]
 
 The cached demo VGG; Fashion-MNIST training images as references, the test split as
 held-out images. For the per-seed summary (RepresentativeInterpreter.summarize) and for
@@ -10,8 +10,6 @@ region, and the seconds each took. Prints JSON lines; ``--out FILE`` writes them
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -20,13 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import harness
 from repinterp import RepresentativeInterpreter
 from repinterp.app.index import build_index, load_index
 from repinterp.app.loading import ImageSource
-from repinterp.app.outputs import write_json
 from repinterp.app.stats import heldout_figures
-from repinterp.demo.data import load_fashion_mnist
-from repinterp.demo.models import load_demo_model
 
 
 def figures(summary, test_feats, test_preds) -> dict:
@@ -42,18 +38,17 @@ def figures(summary, test_feats, test_preds) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = harness.parser(__doc__)
     p.add_argument("--references", type=int, default=60000)
-    p.add_argument("--banks", default="1024,2048")
+    p.add_argument("--banks", default="1024,2048", type=harness.ints)
     p.add_argument("--pilot", type=int, default=2000)
     p.add_argument("--coverage", type=float, default=0.9)
     p.add_argument("--max-regions", type=int, default=6)
     p.add_argument("--skip-per-seed", action="store_true")
-    p.add_argument("--out", default=None)
+    harness.add_out(p, help="a JSON file")
     a = p.parse_args()
-    model, _ = load_demo_model(progress=False)
-    x, _ = load_fashion_mnist("train")
-    xt, _ = load_fashion_mnist("test")
+    model, _ = harness.demo_model()
+    x, xt = harness.fashion()
     refs = x[: a.references]
     rows = []
     interp = RepresentativeInterpreter(model, "features", progress=False).fit(refs)
@@ -66,13 +61,13 @@ def main() -> None:
                "seconds": time.perf_counter() - start,
                **figures(summary, test_feats, test_preds)}
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        harness.emit(row)
     del interp
     with tempfile.TemporaryDirectory() as tmp:
         arr = Path(tmp) / "refs.npy"
         np.save(arr, refs.numpy())
         source = ImageSource(str(arr), channels=1, normalize="none", pixel_range="raw")
-        for bank in [int(b) for b in a.banks.split(",")]:
+        for bank in a.banks:
             start = time.perf_counter()
             out = build_index(model, "features", source, Path(tmp) / f"idx{bank}",
                               bank=bank, pilot=a.pilot, progress=False)
@@ -94,9 +89,9 @@ def main() -> None:
                        "row_bytes": index.nbytes,
                        **figures(summary, test_feats, test_preds)}
                 rows.append(row)
-                print(json.dumps(row), flush=True)
+                harness.emit(row)
     if a.out:
-        write_json(Path(a.out), {"references": a.references, "coverage": a.coverage,
+        harness.save_json(a.out, {"references": a.references, "coverage": a.coverage,
                                  "max_regions": a.max_regions, "rows": rows})
 
 

@@ -1,6 +1,6 @@
 """Region index at scale, measured in one run (demo VGG, Fashion-MNIST).
 
-    python benchmarks/index_scale.py [--sizes 70000,1000000] [--ray-n 70000]
+    python -m benchmarks.index_scale [--sizes 70000,1000000] [--ray-n 70000]
 
 * throughput: building the index of N images in-process / a bare forward pass of the
   whole model over the same images (same batch size), and on Ray Data with 2 workers
@@ -16,9 +16,6 @@ augmented deterministically on the fly (:class:`AugmentedFashion`): image ``i`` 
 """
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repinterp.app.index import build_index  # noqa: E402
-from repinterp.demo.data import load_fashion_mnist  # noqa: E402
-from repinterp.demo.models import load_demo_model  # noqa: E402
+from benchmarks import harness
+from repinterp.app.index import build_index
+from repinterp.demo.data import load_fashion_mnist
 
 SHIFTS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
 SHIFTS.sort(key=lambda s: (abs(s[0]) + abs(s[1]), s))        # (0, 0) first
@@ -80,15 +77,15 @@ def bare_forward(model, source, batch: int) -> float:
     return time.perf_counter() - start
 
 
+#: run from the repository root (:func:`benchmarks.harness.run_script`): index, engine
 SUMMARY_CHILD = r"""
 import json, sys, time
-sys.path.insert(0, sys.argv[2])
-from real_size import PeakMemory
+from benchmarks.real_size import PeakMemory
 from repinterp.app.index import load_index
 from repinterp.core.index import IndexWorker
 from repinterp.demo.data import load_fashion_mnist
 from repinterp.demo.models import load_demo_model
-engine = sys.argv[3]
+engine = sys.argv[2]
 model, _ = load_demo_model(progress=False)
 query = load_fashion_mnist("test")[0][5:6].flip(3)        # an image outside the index
 with PeakMemory() as mem:
@@ -144,13 +141,13 @@ def cost_model(rows: list[dict], images: float = 100e6, nodes: int = 16) -> dict
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--sizes", default="70000,1000000")
+    p = harness.parser(__doc__)
+    p.add_argument("--sizes", default="70000,1000000", type=harness.ints)
     p.add_argument("--ray-n", type=int, default=70000)
     p.add_argument("--bank", type=int, default=1024)
     p.add_argument("--engines", default="local,ray", help="where summarize --index runs "
                    "its greedy: in the driver (local) or on 2 Ray actors holding the rows")
-    p.add_argument("--out", default=None)
+    harness.add_out(p, help="a JSON file, written after each size")
     p.add_argument("--local-max", type=int, default=None, help="the in-process engine "
                    "only up to this N (its driver holds every row)")
     p.add_argument("--no-forward", action="store_true", help="skip the bare forward pass "
@@ -158,11 +155,11 @@ def main() -> None:
     p.add_argument("--keep", default=None, help="build the indexes in this folder and "
                    "keep them (a later run reuses an index that is complete)")
     a = p.parse_args()
-    model, _ = load_demo_model(progress=False)
+    model, _ = harness.demo_model()
     res = {"bank": a.bank, "rows": []}
     with tempfile.TemporaryDirectory() as scratch:
         tmp = a.keep or scratch
-        for n in [int(v) for v in a.sizes.split(",")]:
+        for n in a.sizes:
             source = AugmentedFashion(n)
             batch = 256
             out = Path(tmp) / f"idx{n}-bank{a.bank}"
@@ -195,12 +192,11 @@ def main() -> None:
             for engine in a.engines.split(","):
                 if engine == "local" and a.local_max is not None and n > a.local_max:
                     continue
-                child = subprocess.run([sys.executable, "-c", SUMMARY_CHILD, str(out),
-                                        str(Path(__file__).resolve().parent), engine],
-                                       capture_output=True, text=True)
+                child = harness.run_script(SUMMARY_CHILD, str(out.resolve()), engine,
+                                           capture_output=True, text=True)
                 if child.returncode:
                     sys.exit(f"summary ({engine}) failed:\n{child.stderr[-3000:]}")
-                got = json.loads(child.stdout.strip().splitlines()[-1])
+                got = harness.last_json(child.stdout)
                 row[f"summary_{engine}"] = {k: v for k, v in got.items() if k != "members"}
                 if engine == "local":
                     row["members"] = got["members"]
@@ -208,11 +204,11 @@ def main() -> None:
                     row[f"same_regions_{engine}"] = got["members"] == row["members"]
             row.pop("members", None)
             res["rows"].append(row)
-            print(json.dumps(row), flush=True)
+            harness.emit(row)
             if "summary_ray" in row and row["summary_ray"].get("workers"):
                 res["cost_model"] = cost_model(res["rows"])
             if a.out:                                   # after each size: long runs
-                Path(a.out).write_text(json.dumps(res, indent=2))
+                harness.save_json(a.out, res, newline=False)
 
 
 if __name__ == "__main__":

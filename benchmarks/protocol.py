@@ -35,9 +35,10 @@ from repinterp.core.copies import inference_mode
 from repinterp.core.errors import UserError
 from repinterp.core.heatmap import METHODS as HEATMAPS
 from repinterp.core.metrics import average_drop_increase, keep_top
+from repinterp.core.split import split_model
 
-__all__ = ["CAM_METHODS", "KS", "EvalResult", "cam_weights", "evaluate_seeds", "own_cam",
-           "reused_cam"]
+__all__ = ["CAM_METHODS", "KS", "EvalResult", "cam_weights", "class_gradients",
+           "evaluate_seeds", "own_cam", "reused_cam"]
 
 KS = (5, 10, 20, 50)
 
@@ -54,8 +55,18 @@ def _cam_classes() -> dict[str, type]:
 CAM_METHODS = ("Grad-CAM", "Grad-CAM++", "Score-CAM")
 
 
-
-
+def class_gradients(interp: RepresentativeInterpreter, head: nn.Module,
+                    points: torch.Tensor, cls: int) -> torch.Tensor:
+    """``grad_z log softmax(G(z))_cls`` at flattened feature points ``[P, D]``, ``G`` the
+    model's ``head`` after the interpreter's layer (``split_model``; the weights of the
+    interpreter's private copy): the normals the ``logprob`` heat map takes, computed as
+    :meth:`RepresentativeInterpreter.heatmap` computes them."""
+    z = points.detach().to(interp.logits_.device, interp.logits_.dtype).clone()
+    z.requires_grad_(True)
+    with inference_mode(interp.model), torch.enable_grad():
+        lp = head(z.reshape(-1, *interp.feature_shape_)).log_softmax(1)[:, cls].sum()
+        (g,) = torch.autograd.grad(lp, z)
+    return g
 
 
 def cam_weights(method: str, model: nn.Module, layer: nn.Module, image: torch.Tensor,
@@ -129,11 +140,13 @@ def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
     """
     model = interp.model
     layer = model.get_submodule(interp.layer_)
-    net = interp.network_
+    # where and in which dtype the interpreter computes: its logits'
+    device, dtype = interp.logits_.device, interp.logits_.dtype
+    head = split_model(model, interp.layer_).head if "logprob" in heatmaps else None
     kmax = max(ks)
     size = tuple(unseen.shape[-2:])
-    feats = net.features(unseen, progress=progress)      # [M, D]
-    fmap = net.unflatten(feats)
+    feats = interp.features(unseen, progress=progress)   # [M, D]
+    fmap = feats.reshape(-1, *interp.feature_shape_)
     res = EvalResult(seeds=list(seeds), ks=tuple(ks))
     rows: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     n_ri: list[int] = []
@@ -143,7 +156,7 @@ def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
         if len(idx) == 0:
             rows.setdefault(name, []).append((np.zeros(0), np.zeros(0)))
             return
-        x = unseen[idx.cpu()].to(net.device, net.dtype)
+        x = unseen[idx.cpu()].to(device, dtype)
         drop, inc = average_drop_increase(model, x, keep_top(x, heat().to(x), keep), cls)
         rows.setdefault(name, []).append((drop.cpu().numpy(), inc.cpu().numpy()))
 
@@ -156,11 +169,12 @@ def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
         n_ri.append(len(ri_idx))
         for hm in heatmaps:
             score(f"RI ({hm})", ri_idx, lambda: region.heatmap_features(
-                fmap[ri_fi], size, hm, net.class_gradients(region.boundary_points, cls)
-                if hm == "logprob" else None),
+                fmap[ri_fi], size, hm, class_gradients(interp, head, region.boundary_points,
+                                                       cls) if hm == "logprob" else None),
                   cls)
-        eu = torch.cdist(interp.store_.rows(s)[None], feats)[0].topk(kmax, largest=False).indices
-        seed_img = references[s].to(net.device, net.dtype)
+        eu = torch.cdist(interp.features_[s][None].to(feats), feats)[0].topk(
+            kmax, largest=False).indices
+        seed_img = references[s].to(device, dtype)
         for cam in cams:
             w = cam_weights(cam, model, layer, seed_img, cls)
             score(f"{cam} (reused)", eu, lambda: reused_cam(w, fmap[eu], size), cls)
@@ -169,7 +183,7 @@ def evaluate_seeds(interp: RepresentativeInterpreter, references: torch.Tensor,
                       lambda: reused_cam(w, fmap[ri_fi], size), cls)
         if extra_rows:
             score("own Grad-CAM++ (RI retrieval)", ri_idx, lambda: own_cam(
-                "Grad-CAM++", model, layer, unseen[ri_idx].to(net.device, net.dtype),
+                "Grad-CAM++", model, layer, unseen[ri_idx].to(device, dtype),
                 cls), cls)
     for name, per_seed in rows.items():
         res.ad[name], res.ai[name] = {}, {}

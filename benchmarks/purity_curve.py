@@ -1,6 +1,6 @@
 """Region purity against the number of sampled boundaries per seed, on the demo.
 
-    python benchmarks/purity_curve.py [--arch vgg|resnet] [--q 25,50,100,200,400]
+    python -m benchmarks.purity_curve [--arch vgg|resnet] [--q 25,50,100,200,400]
         [--min-purity none,0.995] [--out docs/purity-curve.json]
 
 The demo's settings (the cached demo VGG, or the small ResNet split at ``layer2``,
@@ -11,36 +11,29 @@ stop, ``--min-purity``) is one summary with the same seed.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
-import torch
-
+from benchmarks import harness
 from repinterp import RepresentativeInterpreter
-from repinterp.app.outputs import write_json
 from repinterp.app.stats import heldout_figures
-from repinterp.demo.data import load_fashion_mnist
-from repinterp.demo.models import DEMO_LAYERS, load_demo_model
+from repinterp.demo.models import DEMO_LAYERS
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--q", default="25,50,100,200,400")
+    p = harness.parser(__doc__)
+    p.add_argument("--q", default="25,50,100,200,400", type=harness.ints)
     p.add_argument("--references", type=int, default=10000)
-    p.add_argument("--out", default=None)
+    harness.add_out(p, help="a JSON file")
     p.add_argument("--arch", default="vgg", help="demo architecture (vgg or resnet)")
     p.add_argument("--min-purity", default="none", help="greedy purity stops to try "
                    "(comma-separated; none = the paper's delta rule alone)")
     a = p.parse_args()
-    model, meta = load_demo_model(a.arch, progress=False)
-    x, _ = load_fashion_mnist("train")
-    xt, _ = load_fashion_mnist("test")
-    refs = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:a.references]]
+    model, meta = harness.demo_model(a.arch)
+    x, xt = harness.fashion()
+    refs = harness.draw(x, a.references)
     rows = []
     stops = [None if v == "none" else float(v) for v in a.min_purity.split(",")]
-    for q, stop in [(int(v), s) for v in a.q.split(",") for s in stops]:
+    for q, stop in [(v, s) for v in a.q for s in stops]:
         interp = RepresentativeInterpreter(model, DEMO_LAYERS[a.arch], num_boundaries=q,
                                            min_purity=stop, progress=False).fit(refs)
         feats = interp.features(xt)
@@ -56,9 +49,9 @@ def main() -> None:
                "heldout_pooled_purity": held["pooled_purity"],
                "heldout_share_in_a_region": held["share_in_a_region"]}
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        harness.emit(row)
     if a.out:
-        write_json(Path(a.out), {"arch": a.arch, "test_accuracy": meta["test_accuracy"],
+        harness.save_json(a.out, {"arch": a.arch, "test_accuracy": meta["test_accuracy"],
                                  "references": a.references, "rows": rows})
 
 

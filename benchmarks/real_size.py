@@ -1,42 +1,40 @@
 """Real-size figures, measured in one process: a torchvision ResNet at 224x224 on the CPU.
 
-    python benchmarks/real_size.py [--arch resnet50] [--n 1000] [--mode float32]
+    python -m benchmarks.real_size [--arch resnet50] [--n 1000] [--mode float32]
 
 Random convolutional weights (no pretrained weights can be downloaded here) and a final
 layer centred on the references so that every class is predicted
-(``tests/torchvision_matrix.py: diversify``). Prints one JSON line:
+(``benchmarks/torchvision_matrix.py: diversify``). Prints one JSON line:
 
 * ``fit_over_forward``: ``fit`` over N images / the plain batched forward of the whole
   model over the same images (``--no-timing`` skips both);
 * ``explain_over_forward50``: ``explain`` with |Q| = 50 (median over ``--seeds``) / one
-  plain forward of 50 images, and the head passes of the boundary search;
-* ``store_bytes`` and ``fit_peak_bytes``: resident memory sampled every 2 ms during
-  ``fit``, minus the resident memory before it (model and images already loaded), as
-  total RSS and as anonymous RSS (what a memory-mapped store does not count: its pages
-  are the kernel's file cache, written back and dropped under pressure).
+  plain forward of 50 images, and the head passes of the boundary search (of the last
+  seed: calls of the head's final layer, :func:`benchmarks.harness.count_head_passes`;
+  ``points_per_pass``: the rows of each);
+* ``store_bytes``: the fitted state (``nbytes_``: features and projections);
+  ``fit_peak_bytes``: resident memory sampled every 2 ms during ``fit``, minus the
+  resident memory before it (model and images already loaded), as total RSS and as
+  anonymous RSS (what a memory-mapped store does not count: its pages are the kernel's
+  file cache, written back and dropped under pressure).
 
 ``--mode``: ``float32`` / ``float16`` / ``bfloat16`` (in-memory store of that dtype) or
 ``mmap`` (float32 in a memory-mapped file in a temporary directory).
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
-import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from torchvision_matrix import build, diversify  # noqa: E402
-
-from repinterp import RepresentativeInterpreter  # noqa: E402
-from repinterp.core.passes import auto_batch_size  # noqa: E402
+from benchmarks import harness
+from benchmarks.torchvision_matrix import build, diversify
+from repinterp import RepresentativeInterpreter
+from repinterp.core.passes import auto_batch_size
 
 
 def rss() -> tuple[int, int]:
@@ -86,7 +84,7 @@ def plain_forward(model: torch.nn.Module, x: torch.Tensor, batch: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = harness.parser(__doc__)
     p.add_argument("--arch", default="resnet50")
     p.add_argument("--layer", default="layer3")
     p.add_argument("--n", type=int, default=1000)
@@ -113,9 +111,9 @@ def main() -> None:
             start = time.perf_counter()
             interp.fit(x)
             res["fit_s"] = time.perf_counter() - start
-        res["batch_size"] = interp.network_.batch_size or auto_batch_size(x, torch.device("cpu"))
+        res["batch_size"] = interp.batch_size or auto_batch_size(x, torch.device("cpu"))
         res["D"] = interp.features_.shape[1]
-        res["store_bytes"] = interp.store_.nbytes
+        res["store_bytes"] = interp.nbytes_
         res["fit_peak_bytes"] = mem.peak[0] - mem.before[0]
         res["fit_peak_anon_bytes"] = mem.peak[1] - mem.before[1]
         res["rss_before_bytes"] = mem.before[0]
@@ -125,24 +123,20 @@ def main() -> None:
             res["forward_s"] = plain_forward(model, x, batch)
             res["fit_over_forward"] = res["fit_s"] / res["forward_s"]
             calls: list[int] = []
-            handle = interp.store_.rest.register_forward_pre_hook(
-                lambda m, i: calls.append(len(i[0])))
             times, fw50 = [], []
-            try:
-                for s in range(a.seeds):
-                    fw50.append(plain_forward(model, x[:50], 50))
-                    calls.clear()
+            for s in range(a.seeds):
+                fw50.append(plain_forward(model, x[:50], 50))
+                with harness.count_head_passes(model) as passes:
                     start = time.perf_counter()
                     interp.explain(s)
                     times.append(time.perf_counter() - start)
-            finally:
-                handle.remove()
+                calls = passes                                  # the last seed's
             res["explain_s"] = statistics.median(times)
             res["forward50_s"] = statistics.median(fw50)
             res["explain_over_forward50"] = res["explain_s"] / res["forward50_s"]
             res["head_passes"] = len(calls)
             res["points_per_pass"] = calls
-    print(json.dumps(res), flush=True)
+    harness.emit(res)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,10 @@ folder names = class names) with the project's trained photo ResNet-18 (trained 
 px, fully convolutional: run here at 224) — a summary, an explanation of one image and
 where a new image falls in the saved summary. Headless chromium takes the pictures.
 
-    python benchmarks/report_screens.py --out docs [--images 150]
+    python -m benchmarks.report_screens --out docs [--images 150]
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks import harness
 from repinterp.cli import main as cli
 from repinterp.demo.photos import CLASS_NAMES, load_photo_model, photo_set
 
@@ -53,8 +53,8 @@ def run(argv: list[str]) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="docs")
+    p = harness.parser(__doc__)
+    harness.add_out(p, "docs", help="the folder of the screenshots")
     p.add_argument("--images", type=int, default=150)
     a = p.parse_args()
     out = Path(a.out)

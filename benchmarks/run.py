@@ -1,6 +1,6 @@
 """Performance benchmark: every figure is a ratio measured in the same run.
 
-    make bench            # = python benchmarks/run.py --out docs
+    make bench            # = python -m benchmarks.run --out docs
 
 Writes docs/performance.md, docs/performance.json and docs/performance-scaling.png.
 Uses the cached demo VGG model and Fashion-MNIST (training split as references, test
@@ -8,25 +8,21 @@ split for the heat-map comparison).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import harness
 from repinterp import RepresentativeInterpreter
-from repinterp.app.outputs import write_bytes, write_json, write_text
-from repinterp.demo.data import load_fashion_mnist
-from repinterp.demo.models import load_demo_model
+from repinterp.app.outputs import write_bytes
 
 BATCH = 256
 
@@ -66,7 +62,7 @@ def bench_fit(model, refs, repeats=3):
 
 
 def bench_explain(interp, n_seeds=10):
-    seeds = torch.randperm(len(interp.store_), generator=torch.Generator().manual_seed(5))
+    seeds = torch.randperm(len(interp.features_), generator=torch.Generator().manual_seed(5))
     return statistics.median(timed(interp.explain, int(s))[0] for s in seeds[:n_seeds])
 
 
@@ -142,15 +138,15 @@ peak[0] = max(peak[0], rss())
 model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 print(json.dumps({"n": n, "dtype": dtype, "before": before, "peak": peak[0],
                   "fit_peak_bytes": peak[0] - before, "features_bytes":
-                  it.store_.z.numel() * it.store_.z.element_size(),
-                  "store_bytes": it.store_.nbytes, "model_bytes": model_bytes}))
+                  it.features_.numel() * it.features_.element_size(),
+                  "store_bytes": it.nbytes_, "model_bytes": model_bytes}))
 """
 
 
 def bench_memory(n, dtype):
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n), dtype],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = harness.run_script(MEMORY_CHILD, str(n), dtype, capture_output=True, text=True,
+                             check=True)
+    return harness.last_json(out.stdout)
 
 
 def plot_scaling(rows):
@@ -177,9 +173,10 @@ def plot_scaling(rows):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="docs")
-    parser.add_argument("--sizes", default="1000,5000,10000,20000,30000,60000")
+    parser = harness.parser(__doc__)
+    harness.add_out(parser, "docs")
+    parser.add_argument("--sizes", default="1000,5000,10000,20000,30000,60000",
+                        type=harness.ints)
     parser.add_argument("--heatmap-images", type=int, default=10000)
     parser.add_argument("--scorecam-images", type=int, default=256)
     parser.add_argument("--real-size-n", type=int, default=1000,
@@ -191,8 +188,7 @@ def main() -> None:
                         help="N of the region index's scale section")
     args = parser.parse_args()
     out = Path(args.out)
-    previous = json.loads((out / "performance.json").read_text()) \
-        if (out / "performance.json").exists() else {}
+    previous = harness.read_results(out / "performance.json", {})
     res = dict(previous)
     if args.only in (None, "real-size"):
         res["real_size"] = bench_real_size(args.real_size_n)
@@ -202,10 +198,9 @@ def main() -> None:
         res.update(bench_demo(args))
     for line in regressions(previous, res):
         print(line, flush=True)
-    write_json(out / "performance.json", res)
+    harness.write_results(out, "performance.json", res, "performance-results.md", render(res))
     if "scaling" in res:
         write_bytes(out / "performance-scaling.png", plot_scaling(res["scaling"]))
-    write_text(out / "performance-results.md", render(res))
 
 
 # run-to-run noise of the ratios on these shared machines: a change beyond it is reported
@@ -257,34 +252,32 @@ REAL_SIZE = [  # (arch, mode, with timings)
 
 
 def bench_real_size(n: int) -> list[dict]:
-    """``benchmarks/real_size.py`` in a fresh process per row (its own peak memory)."""
+    """``benchmarks.real_size`` in a fresh process per row (its own peak memory)."""
     rows = []
-    script = Path(__file__).with_name("real_size.py")
     for arch, mode, timing in REAL_SIZE:
-        cmd = [sys.executable, str(script), "--arch", arch, "--n", str(n), "--mode", mode]
-        out = subprocess.run(cmd + ([] if timing else ["--no-timing"]), capture_output=True,
-                             text=True, check=True)
-        row = json.loads(out.stdout.strip().splitlines()[-1])
+        args = ["--arch", arch, "--n", str(n), "--mode", mode]
+        out = harness.run_module("real_size", *args, *([] if timing else ["--no-timing"]),
+                                 capture_output=True, text=True, check=True)
+        row = harness.last_json(out.stdout)
         row["peak_over_store"] = row["fit_peak_bytes"] / row["store_bytes"]
         row["anon_peak_over_store"] = row["fit_peak_anon_bytes"] / row["store_bytes"]
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        harness.emit(row)
     return rows
 
 
 def bench_index(sizes: str) -> dict:
-    """``index_quality.py`` (index vs per-seed summary on 60k) and ``index_scale.py``
-    (throughput, driver memory, summary time against N), each in its own process."""
-    here = Path(__file__).parent
+    """``index_quality`` (index vs per-seed summary on 60k), ``index_scale``
+    (throughput, driver memory, summary time against N) and ``summary_passes``, each in
+    its own process."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for key, script, extra in [
-                ("quality", "index_quality.py", []),
-                ("scale", "index_scale.py", ["--sizes", sizes]),
-                ("passes", "summary_passes.py", [])]:
-            target = Path(tmp) / f"{key}.json"
-            subprocess.run([sys.executable, str(here / script), "--out", str(target),
-                            *extra], check=True)
+        for key, module, extra in [
+                ("quality", "index_quality", []),
+                ("scale", "index_scale", ["--sizes", sizes]),
+                ("passes", "summary_passes", [])]:
+            target = Path(tmp).resolve() / f"{key}.json"
+            harness.run_module(module, "--out", str(target), *extra, check=True)
             out[key] = json.loads(target.read_text())
     return out
 
@@ -344,9 +337,8 @@ def render_index(res: dict) -> list[str]:
 def bench_demo(args) -> dict:
     """The demo VGG on Fashion-MNIST: scaling, heat maps, memory."""
     torch.manual_seed(0)
-    model, meta = load_demo_model(progress=False)
-    x, _ = load_fashion_mnist("train")
-    xt, _ = load_fashion_mnist("test")
+    model, meta = harness.demo_model()
+    x, xt = harness.fashion()
     res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU threads, torch "
                       f"{torch.__version__}, {torch.get_num_threads()} torch threads",
            "model": f"demo VGG, test accuracy {meta['test_accuracy']:.4f}",
@@ -354,11 +346,13 @@ def bench_demo(args) -> dict:
 
     # 1, 2, 3, 6: fit / explain / summary against N
     rows = []
-    for n in [int(v) for v in args.sizes.split(",")]:
+    for n in args.sizes:
         refs = x[:n]
         fit_s, bare_s, bare_cl_s = bench_fit(model, refs, repeats=3)
         interp = fit(model, refs)
-        head_s = min(timed(interp.network_.logits, interp.store_.z)[0] for _ in range(3))
+        # the head alone over every stored feature (a public call of the same pass)
+        head_s = min(timed(interp.predict_features, interp.features_, logits=True)[0]
+                     for _ in range(3))
         explain_s = bench_explain(interp)
         summary_s, summary = timed(interp.summarize, coverage=0.95, max_regions=10 ** 6)
         shared_s, shared_sum = float("nan"), None
@@ -373,8 +367,8 @@ def bench_demo(args) -> dict:
                      "summary_regions": len(summary.regions),
                      "shared_summary_s": shared_s, "shared_summary_over_fit": shared_s / fit_s,
                      "shared_summary_regions": len(shared_sum.regions) if shared_sum else None})
-        print(json.dumps(rows[-1]), flush=True)
-        if n == max(int(v) for v in args.sizes.split(",")):
+        harness.emit(rows[-1])
+        if n == max(args.sizes):
             big_interp, big_summary = interp, summary
     res["scaling"] = rows
 
@@ -394,7 +388,7 @@ def bench_demo(args) -> dict:
                        "gradcam_cl_over_ours": gc_cl_s / ours_s,
                        "scorecam_images": len(sc_imgs), "ours_small_s": ours_small_s,
                        "scorecam_s": sc_s, "scorecam_over_ours": sc_s / ours_small_s}
-    print(json.dumps(res["heatmaps"]), flush=True)
+    harness.emit(res["heatmaps"])
 
     # 5: peak memory of fit at N = 60k
     mem = [bench_memory(60000, d) for d in ("float32", "float16")]
@@ -404,7 +398,7 @@ def bench_demo(args) -> dict:
         per_image = m["fit_peak_bytes"] / m["n"]
         m["largest_n_24gib"] = int((24 * 2 ** 30 - m["before"]) / per_image)
     res["memory"] = mem
-    print(json.dumps(mem), flush=True)
+    harness.emit(mem)
     return res
 
 

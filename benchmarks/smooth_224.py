@@ -1,9 +1,9 @@
 """Smooth torchvision classifiers and transformers at 224x224, random weights (issue 21):
 fit, explain and summarize run, and what an explanation costs against a forward pass.
 
-    python benchmarks/smooth_224.py [--images 50] [--out docs/smooth-224.json]
+    python -m benchmarks.smooth_224 [--images 50] [--out docs/smooth-224.json]
 
-For each model of the matrix with tangent boundaries (``tests/torchvision_matrix.py``:
+For each model of the matrix with tangent boundaries (``benchmarks/torchvision_matrix.py``:
 efficientnet_b0, mobilenet_v3_small, regnet_y_400mf, convnext_tiny, vit_b_16, swin_t),
 random initialisation (nothing is downloaded) with its classifier centred on the images
 so that it predicts several classes, float32, on ``--images`` random 224x224 images:
@@ -13,25 +13,20 @@ summary; the ratio explain / forward is the figure (measured in one run).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from torchvision_matrix import MATRIX, build, diversify  # noqa: E402
-
-from repinterp import RepresentativeInterpreter  # noqa: E402
+from benchmarks import harness
+from benchmarks.torchvision_matrix import MATRIX, build, diversify
+from repinterp import RepresentativeInterpreter
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = harness.parser(__doc__)
     p.add_argument("--images", type=int, default=50)
     p.add_argument("--only", default=None)
-    p.add_argument("--out", default=None)
+    harness.add_out(p, help="a JSON file")
     a = p.parse_args()
     rows = []
     names = a.only.split(",") if a.only else [m[0] for m in MATRIX if m[3] == "tangent"]
@@ -65,9 +60,9 @@ def main() -> None:
                "summary_regions": len(summary.regions),
                "heatmap_shape": list(heat.shape)}
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        harness.emit(row)
     if a.out:
-        Path(a.out).write_text(json.dumps({"images": a.images, "rows": rows}, indent=2))
+        harness.save_json(a.out, {"images": a.images, "rows": rows}, newline=False)
 
 
 if __name__ == "__main__":

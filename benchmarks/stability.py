@@ -1,7 +1,7 @@
 """Region stability (issue 19): does a seed get the same region across interpreter seeds
 and |Q|, and does an image keep its region under noise the model ignores?
 
-    python benchmarks/stability.py --out docs [--arch vgg] [--seeds 20]
+    python -m benchmarks.stability --out docs [--arch vgg] [--seeds 20]
 
 The demo model, 5,000 training references. Jaccard overlap of the members of a seed's
 region (``explain(i)``) between the base interpreter (seed 0, |Q| = 50) and one with
@@ -13,17 +13,14 @@ whose region overlaps the image's by at least 0.8 ("kept"). Writes ``stability.j
 """
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import harness
 from repinterp import RepresentativeInterpreter
-from repinterp.app.outputs import write_json
-from repinterp.demo.data import load_fashion_mnist
-from repinterp.demo.models import DEMO_LAYERS, load_demo_model
+from repinterp.demo.models import DEMO_LAYERS
 
 KEPT = 0.8
 
@@ -34,18 +31,17 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = harness.parser(__doc__)
     p.add_argument("--arch", default="vgg")
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--references", type=int, default=5000)
     p.add_argument("--sigma", type=float, default=0.05)
     p.add_argument("--noise-only", action="store_true",
                    help="skip the seeds and |Q| part (e.g. for another --sigma)")
-    p.add_argument("--out", default=None)
+    harness.add_out(p, help="a folder")
     a = p.parse_args()
-    model, _ = load_demo_model(a.arch, progress=False)
-    x, _ = load_fashion_mnist("train")
-    xt, _ = load_fashion_mnist("test")
+    model, _ = harness.demo_model(a.arch)
+    x, xt = harness.fashion()
     g = torch.Generator().manual_seed(0)
     refs = x[torch.randperm(len(x), generator=g)[:a.references]]
     seeds = torch.randperm(a.references, generator=g)[:a.seeds].tolist()
@@ -81,10 +77,10 @@ def main() -> None:
               "noise": {"sigma": a.sigma, "copies": len(noise), "dropped": dropped,
                         "mean": float(np.mean(noise)),
                         "kept": float(np.mean(np.asarray(noise) >= KEPT))}}
-    print(json.dumps(result), flush=True)
+    harness.emit(result)
     if a.out:
         suffix = f"-sigma{a.sigma:g}" if a.noise_only else ""
-        write_json(Path(a.out) / f"stability-{a.arch}{suffix}.json", result)
+        harness.save_json(Path(a.out) / f"stability-{a.arch}{suffix}.json", result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Head passes and host synchronisations per region of a summary (issue 22), counted.
 
-    python benchmarks/summary_passes.py [--n 5000] [--out docs/summary-passes.json]
+    python -m benchmarks.summary_passes [--n 5000] [--out docs/summary-passes.json]
 
 On a GPU a summary's cost is latency: many small head passes, each followed by a host
 synchronisation (the list of unfinished segments of the boundary search). Counted here
@@ -13,7 +13,10 @@ summarised as the demo does (coverage 0.9, at most 6 regions per class):
 * ``every class at once``: :meth:`RepresentativeInterpreter.summarize`, each round's
   seeds of every class searched in one set of head passes.
 
-Head passes: calls of the head module (a forward hook), anywhere in the summary. Host
+Head passes: calls of the head, anywhere in the summary, counted as the calls of its
+final linear layer (one per pass, on the pass's rows: a global module forward hook,
+:func:`benchmarks.harness.count_head_passes`; the count a hook on the head inside the
+interpreter gave, pass for pass). Host
 synchronisations of the boundary search (bisection and the boundaries' gradients, the
 part that runs on the device pass after pass): calls that make the host wait for a
 tensor's value or size (on CUDA a device-to-host copy): ``item``, ``tolist``,
@@ -26,19 +29,16 @@ float32 a larger batch can round a head's logits differently, so a few can diffe
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from benchmarks import harness
 from repinterp import RepresentativeInterpreter
 from repinterp.core import interpreter
 from repinterp.core.summary import peel
-from repinterp.demo.data import load_fashion_mnist
-from repinterp.demo.models import DEMO_LAYERS, load_demo_model
+from repinterp.demo.models import DEMO_LAYERS
 
 #: the boundary search: what runs on the device, pass after pass
 SEARCH = ("bisect_segments", "boundaries_at")
@@ -68,9 +68,7 @@ def _masked(func, args) -> bool:
 
 
 def count(interp, run) -> dict:
-    passes = []
     syncs = CountSyncs()
-    hook = interp.store_.rest.register_forward_hook(lambda m, i, o: passes.append(len(o)))
     originals = {name: getattr(interpreter, name) for name in SEARCH}
 
     def counted(f):
@@ -82,11 +80,11 @@ def count(interp, run) -> dict:
     try:
         for name, f in originals.items():
             setattr(interpreter, name, counted(f))
-        start = time.perf_counter()
-        classes = run()
-        seconds = time.perf_counter() - start
+        with harness.count_head_passes(interp.model) as passes:
+            start = time.perf_counter()
+            classes = run()
+            seconds = time.perf_counter() - start
     finally:
-        hook.remove()
         for name, f in originals.items():
             setattr(interpreter, name, f)
     regions = [r for c in classes for r in c.regions]
@@ -97,14 +95,14 @@ def count(interp, run) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = harness.parser(__doc__)
     p.add_argument("--n", type=int, default=5000)
-    p.add_argument("--out", default=None)
+    harness.add_out(p, help="a JSON file")
     a = p.parse_args()
-    x, _ = load_fashion_mnist("train")
+    x, _ = harness.fashion()
     res = {"n": a.n, "rows": []}
     for arch in ("vgg", "resnet"):
-        model, _ = load_demo_model(arch, progress=False)
+        model, _ = harness.demo_model(arch)
         it = RepresentativeInterpreter(model, DEMO_LAYERS[arch], seed=0,
                                        progress=False).fit(x[:a.n])
         alone = count(it, lambda: peel(it.predictions_, it.margins_, it.explain, 0.9, 6))
@@ -118,9 +116,9 @@ def main() -> None:
                "passes_ratio": together["head_passes"] / alone["head_passes"],
                "search_syncs_ratio": together["search_syncs"] / alone["search_syncs"]}
         res["rows"].append(row)
-        print(json.dumps(row), flush=True)
+        harness.emit(row)
     if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=2))
+        harness.save_json(a.out, res, newline=False)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Fixtures: the small seeded networks of ``nets.py``, and the benchmarks on the path."""
+"""Fixtures: the small seeded networks of ``nets.py``. The benchmark code (the paper's
+protocol with its CAM baselines, the shortcut benchmark's scoring...) is tested as the
+``benchmarks`` package (``from benchmarks.protocol import ...``), found from the
+repository root (``pythonpath`` in pyproject.toml's pytest options)."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +18,3 @@ def net() -> nn.Module:
 @pytest.fixture(scope="session")
 def images() -> torch.Tensor:
     return tiny_images(0)
-
-
-# the benchmark code (the paper's protocol with its CAM baselines) is tested from here
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

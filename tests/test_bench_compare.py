@@ -3,7 +3,7 @@ import copy
 import json
 from pathlib import Path
 
-import run as bench
+import benchmarks.run as bench
 
 
 def test_regressions_name_what_got_worse_beyond_the_noise():

@@ -2,7 +2,7 @@
 scoring of a candidate group against the slice."""
 import pytest
 import torch
-from shortcut import best, logic_scores, scores
+from benchmarks.shortcut import best, logic_scores, scores
 
 from repinterp.core.errors import UserError
 from repinterp.demo.data import FASHION_MEAN, FASHION_STD, find_fashion_mnist

@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 import torch
-from torchvision_matrix import (
+from benchmarks.torchvision_matrix import (
     MATRIX,
     TIMM_MATRIX,
     build,
@@ -63,7 +63,7 @@ def test_boundaries_are_exact_or_tangent_at_their_points(name, layer, size, mode
 
 def test_readme_table_is_the_matrix():
     """The README's table of verdicts is generated from the same matrix
-    (``python tests/torchvision_matrix.py``)."""
+    (``python -m benchmarks.torchvision_matrix``)."""
     from pathlib import Path
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     rows = [(n, layer, verdict(mode, why)) for n, layer, _, mode, why in MATRIX]

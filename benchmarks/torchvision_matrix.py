@@ -1,11 +1,15 @@
 """The torchvision classifiers, where each is split, and the verdict on the head after
-that layer (with what refuses it): checked by ``test_torchvision_matrix.py``, printed as
-the README's table by ``python tests/torchvision_matrix.py``."""
+that layer (with what refuses it): checked by ``tests/test_torchvision_matrix.py``, used
+by the real-size benchmarks (``gpu``, ``real_size``, ``smooth_224``), printed as the
+README's table by ``python -m benchmarks.torchvision_matrix``."""
 from __future__ import annotations
 
 import torch
 import torchvision
 from torch import nn
+
+from repinterp.core.copies import inference_mode
+from repinterp.core.split import split_model
 
 #: (name, layer, input size, mode, what makes it smooth); the layer is the one
 #: ``repinterp.suggest_layer`` proposes (issue 19: one split layer in the README, this
@@ -92,16 +96,20 @@ def diversify(model: nn.Module, images: torch.Tensor) -> nn.Module:
 def check_boundaries_at_points(it, region) -> None:
     """Each boundary of ``region`` (float64) passes through its point on the decision
     surface (top-2 margin about 0) with normal = the margin's gradient there: exact for
-    piecewise-linear heads, the tangent plane for smooth ones."""
-    head, shape = it.network_.head, it.network_.feature_shape
-    for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(), region.boundary_points,
-                              strict=True):
-        z = p.clone().requires_grad_(True)
-        out = head(z.view(1, *shape))[0]
-        top2 = out.detach().topk(2).values
-        assert float(top2[0] - top2[1]) < 1e-5              # on the decision boundary
-        (g,) = torch.autograd.grad(out[c1] - out[c2], z)
-        torch.testing.assert_close(w, g, rtol=1e-9, atol=1e-9 * float(g.abs().max()))
+    piecewise-linear heads, the tangent plane for smooth ones. The head is the model's
+    own after the interpreter's layer (:func:`repinterp.core.split.split_model`, eval
+    mode), the same weights as the interpreter's private copy."""
+    head, shape = split_model(it.model, it.layer_).head, it.feature_shape_
+    with inference_mode(it.model):
+        for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(),
+                                  region.boundary_points, strict=True):
+            z = p.clone().requires_grad_(True)
+            # a copy: a head that starts in place (DenseNet's relu) must not write on z
+            out = head(z.view(1, *shape).clone())[0]
+            top2 = out.detach().topk(2).values
+            assert float(top2[0] - top2[1]) < 1e-5              # on the decision boundary
+            (g,) = torch.autograd.grad(out[c1] - out[c2], z)
+            torch.testing.assert_close(w, g, rtol=1e-9, atol=1e-9 * float(g.abs().max()))
 
 
 def table(rows: list[tuple[str, str, str]], source: str = "torchvision") -> str:
