@@ -5,9 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
-from benchmarks.domino_mixture import DominoSlicer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
+
+from benchmarks.domino_mixture import DominoSlicer
 
 
 def blobs(seed: int, n: int = 600, d: int = 6):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import cli, pixels, png, script_model
+
 from repinterp.core.layers import suggest_layer
 
 
@@ -51,3 +51,41 @@ def test_a_model_with_nothing_to_suggest_names_the_flag(tmp_path, folder, capsys
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "no layer to suggest" in err and "--layer" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_preprocess_on_images_already_normalised_warns(net, images):
+    import warnings
+
+    from repinterp import RepresentativeInterpreter
+    with pytest.warns(UserWarning, match="normalised twice"):
+        RepresentativeInterpreter(net, "2", num_boundaries=4, progress=False,
+                                  preprocess=lambda x: x * 2 - 1).fit(images[:40])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # images as they look: no warning
+        RepresentativeInterpreter(net, "2", num_boundaries=4, progress=False,
+                                  preprocess=lambda x: x * 2 - 1).fit(images[:40].sigmoid())
+
+
+def test_an_index_of_a_source_of_ones_own_reads_back(tmp_path, net, images):
+    """A picklable source that is not an ImageSource (a dataclass with ``__len__`` and
+    ``read``) is recorded by its type's name, and its index reads back and summarises."""
+    from dataclasses import dataclass
+
+    from repinterp import build_index, load_index
+
+    @dataclass
+    class Mine:
+        n: int
+
+        def __len__(self) -> int:
+            return self.n
+
+        def read(self, start, end):
+            items = list(range(start, min(end, self.n)))
+            return images[items], items, [f"mine[{i}]" for i in items]
+
+    out = build_index(net, "2", Mine(120), tmp_path / "idx", bank=32, pilot=60,
+                      shard_size=50, progress=False)
+    loaded = load_index(out)
+    assert loaded.manifest["data"] == {"source": "Mine"}
+    assert len(loaded.index) == 120 and loaded.index.summarize(progress=False).regions

@@ -3,12 +3,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from benchmarks.protocol import cam_weights, evaluate_seeds, reused_cam
 from nets import tiny_cnn, tiny_images
 from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from torch import nn
 
+from benchmarks.protocol import cam_weights, evaluate_seeds, reused_cam
 from repinterp import RepresentativeInterpreter
 from repinterp.core.metrics import average_drop_increase, keep_top, paired_ci
 

@@ -2,8 +2,8 @@
 scoring of a candidate group against the slice."""
 import pytest
 import torch
-from benchmarks.shortcut import best, logic_scores, scores
 
+from benchmarks.shortcut import best, logic_scores, scores
 from repinterp.core.errors import UserError
 from repinterp.demo.data import FASHION_MEAN, FASHION_STD, find_fashion_mnist
 from repinterp.demo.shortcut import SETTINGS, MarkSetting, mark_mask, paste_mark, shortcut_split

@@ -7,6 +7,7 @@ import importlib.util
 
 import pytest
 import torch
+
 from benchmarks.torchvision_matrix import (
     MATRIX,
     TIMM_MATRIX,
@@ -16,7 +17,6 @@ from benchmarks.torchvision_matrix import (
     table,
     verdict,
 )
-
 from repinterp import RepresentativeInterpreter
 from repinterp.core.split import split_model
 from repinterp.core.verdict import head_verdict

@@ -32,18 +32,18 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..core import defaults
 from ..core.errors import UserError, first_line
 from ..core.index import Bank, IndexRows, IndexWorker, RegionIndex
 from ..core.interpreter import RepresentativeInterpreter
+from ..core.progress import progress_bar
 from ..core.split import resolve_layer
 from .index_ray import RayGroups, run_ray, wait_for_cluster
 from .io import model_digest
@@ -147,7 +147,7 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
     listing = source.listing() if hasattr(source, "listing") else None
     manifest: IndexManifest = {"version": INDEX_VERSION, "model": model_description,
                 "model_digest": digest, "layer": layer,
-                "data": asdict(source) if is_dataclass(source) else {
+                "data": asdict(source) if isinstance(source, ImageSource) else {
                     "source": type(source).__name__},
                 "items": len(source), "shard_size": shard_size, "bank": bank,
                 "pilot": pilot, "per_origin": per_origin, "seed": seed}
@@ -193,8 +193,7 @@ def _build(model: nn.Module, layer: str, source: ImageSource, out: Path, *, bank
         sums = {}
         if todo:
             worker = job.worker()
-            for k in tqdm(todo, desc="index", unit="shard", disable=not progress,
-                          leave=False):
+            for k in progress_bar(todo, desc="index", unit="shard", enabled=progress):
                 sums[k] = job.run(worker, k)
     _remove_leftovers(out)                               # a worker killed mid-write
     # shards kept from an interrupted build are hashed here (they were renamed into
