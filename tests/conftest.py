@@ -18,3 +18,23 @@ def net() -> nn.Module:
 @pytest.fixture(scope="session")
 def images() -> torch.Tensor:
     return tiny_images(0)
+
+
+#: a test that takes longer than this (seconds, its own call) should carry ``slow``
+SLOW_S = 10.0
+_unmarked: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Record each test that ran over :data:`SLOW_S` without the ``slow`` mark."""
+    if report.when == "call" and report.duration > SLOW_S and "slow" not in report.keywords:
+        _unmarked.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name the tests over :data:`SLOW_S` without the ``slow`` mark (``make quick`` runs
+    them): a list to act on, not a failure (timings depend on the machine's load)."""
+    if _unmarked:
+        terminalreporter.section(f"tests over {SLOW_S:.0f} s without the slow mark")
+        for duration, nodeid in sorted(_unmarked, reverse=True):
+            terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")
