@@ -43,7 +43,7 @@ from typing import Any
 
 from ..core.errors import UserError, first_line
 
-__all__ = ["OUTPUT_MARKER", "atomic_path", "check_output", "claim_folder", "output_folder",
+__all__ = ["OUTPUT_MARKER", "atomic_path", "check_output", "claim_folder", "evict", "output_folder",
            "release_locks", "remove_temporaries", "write_bytes", "write_json", "write_text"]
 
 #: The marker file of every folder repinterp wrote: JSON ``{"written_by": "repinterp",
@@ -436,3 +436,15 @@ def remove_temporaries(folder: str | os.PathLike, pattern: str) -> None:
     for stale in folder.glob(pattern):
         if stale.is_file():
             stale.unlink(missing_ok=True)
+
+
+def evict(folder: str | os.PathLike, pattern: str, max_bytes: int) -> None:
+    """Delete the least recently used (oldest modified) files of ``folder`` matching the
+    glob ``pattern`` until those left hold at most ``max_bytes``: a cache's own files."""
+    found = sorted((s.st_mtime_ns, s.st_size, p) for p in Path(folder).glob(pattern)
+                   if p.is_file() and not p.is_symlink() and (s := p.stat()))
+    total = sum(size for _, size, _ in found)
+    while found and total > max_bytes:
+        _, size, path = found.pop(0)
+        path.unlink(missing_ok=True)
+        total -= size

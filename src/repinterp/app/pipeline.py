@@ -16,6 +16,7 @@ from ..core.errors import UserError
 from ..core.interpreter import RepresentativeInterpreter
 from ..core.region import Region
 from ..core.summary import Summary
+from .fit_cache import CachedReferences, FitCache
 from .formats import checked_path
 from .io import images_digest, model_digest, save_summary
 from .labels import (
@@ -123,16 +124,25 @@ class Fitted:
     """An interpreter fitted on the reference images of a path, with what was loaded:
     the references, the held-out images (or None), the loading options, the class
     names (or None), the query image (``explain --image``, or None), the model's
-    number of classes and the path the references came from."""
+    number of classes, the path the references came from and the SHA-256 of the decoded
+    references when known (a cached fit's; see :meth:`references_digest`)."""
 
     interp: RepresentativeInterpreter
-    references: ImageSet
+    references: ImageSet | CachedReferences
     heldout: ImageSet | None
     options: dict
     class_names: list[str] | None = None
     query: ImageSet | None = None
     classes: int = 0
     data: str | os.PathLike = ""
+    digest: str | None = None
+
+    def references_digest(self) -> str:
+        """:func:`~repinterp.app.io.images_digest` of the decoded references."""
+        if self.digest is None:
+            assert isinstance(self.references, ImageSet)   # a cached fit has its digest
+            self.digest = images_digest(self.references.images)
+        return self.digest
 
     def heldout_stats(self, regions: list[Region]) -> list[RegionStats] | None:
         """The regions' statistics on the held-out images (None without them)."""
@@ -155,27 +165,45 @@ def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,
                    heldout: str | os.PathLike | None = None,
                    query: str | os.PathLike | None = None,
                    class_names: Callable[[int], list[str] | None] = lambda n: None,
-                   **interpreter) -> Fitted:
+                   cache: str | os.PathLike | bool | None = None, **interpreter) -> Fitted:
     """Load the query image (``query``: read first, so that a bad one fails before any
     work), the images of ``data`` (the first ``limit``; ``options`` as
     :func:`~repinterp.app.loading.load_images` takes them) and of ``heldout``; refuse a
     layer without a feature map and class names (``class_names(number of classes)``)
     that do not fit the model before any fit, and fit a
-    :class:`~repinterp.RepresentativeInterpreter` (``interpreter``: its parameters)."""
+    :class:`~repinterp.RepresentativeInterpreter` (``interpreter``: its parameters).
+    ``cache``: a folder of saved fits (True: the default one; None: none), where a fit
+    found is restored, without decoding the references, and a fit made is saved
+    (:mod:`repinterp.app.fit_cache`)."""
     image = load_images(query, **options) if query else None
-    refs = load_images(data, limit=limit, seed=int(interpreter.get("seed", 0)), **options)
+    fits = FitCache.open(cache, model, layer, data, options, limit, interpreter)
+    hit = fits.load() if fits is not None else None
+    refs = hit.references if hit is not None else load_images(
+        data, limit=limit, seed=int(interpreter.get("seed", 0)), **options)
     held = load_images(heldout, **options) if heldout else None
     if held is not None and held.images.shape[1:] != refs.images.shape[1:]:
         raise UserError(f"the held-out images of {heldout} are "
                         f"{tuple(held.images.shape[1:])}, the references "
                         f"{tuple(refs.images.shape[1:])}: give images of one size, or "
                         "{param} to resize both", param="size", api="size=(H, W)")
-    check_feature_map(model, layer, refs.images[0])
-    classes = model_classes(model, refs.images[0])
+    if hit is None:
+        check_feature_map(model, layer, refs.images[0])
+    # a saved fit passed that check and has the classes: its key is the model's digest
+    # and structure, the layer and the images
+    classes = model_classes(model, refs.images[0]) if hit is None else hit.classes
     names = class_names(classes)
     check_folder_classes(data, classes, names)
-    interp = RepresentativeInterpreter(model, layer, **interpreter).fit(refs.images)
-    return Fitted(interp, refs, held, options, names, image, classes, data)
+    interp = RepresentativeInterpreter(model, layer, **interpreter)
+    if hit is None:
+        interp = interp.fit(refs.images)
+        digest = None if fits is None else fits.save(interp, refs)
+    else:
+        assert fits is not None                          # where the hit came from
+        interp = interp.fit(refs.images, state=hit.state)
+        digest = hit.references.digest
+        if not interp.restored_:                # the check found other numbers: saved anew
+            fits.save(interp, refs)
+    return Fitted(interp, refs, held, options, names, image, classes, data, digest)
 
 
 def source_fingerprint(model: nn.Module, references: torch.Tensor) -> dict:
@@ -215,7 +243,8 @@ def loading_options(model: nn.Module, family: Family | None = None, *,
 class FitJob:
     """A fit on a path's images: the model, the images and their options, the labels
     file (checked before any work), the class names (a file or torchvision weights), an
-    optional query image (read before any work) and the interpreter's parameters."""
+    optional query image (read before any work), the interpreter's parameters and the
+    folder of saved fits (``cache``: see :func:`fit_references`)."""
 
     model: ModelSource
     data: str | None
@@ -231,6 +260,7 @@ class FitJob:
     interpreter: dict = field(default_factory=dict)
     pixel_range: tuple[float, float] | str | None = None
     array: str | None = None
+    cache: str | bool | None = None
 
     @property
     def inputs(self) -> list[str | None]:
@@ -272,7 +302,7 @@ def fit_job(job: FitJob, families: Mapping[str, Family] | None = None
         model, layer, job.data, options=options, limit=job.references, heldout=job.heldout,
         query=job.query, class_names=lambda n: class_names_for(
             job.class_names, job.model.weights, family, data=job.data, classes=n),
-        **job.interpreter)
+        cache=job.cache, **job.interpreter)
     return fitted, family
 
 
@@ -312,7 +342,8 @@ def summarize_references(fitted: Fitted, *, coverage: float, max_regions: int,
                                       separate_logics=separate_logics,
                                       max_logics=max_logics)
     summary.meta.update(meta or {})
-    summary.meta.update(source_fingerprint(fitted.interp.model, fitted.references.images))
+    summary.meta.update(model_digest=model_digest(fitted.interp.model),
+                        references_sha256=fitted.references_digest())
     return summary, fitted.heldout_stats(summary.regions)
 
 

@@ -82,7 +82,7 @@ def _fit_fields(a: argparse.Namespace) -> dict:
     return dict(
         model=_model_source(a), data=a.data, layer=a.layer, references=a.references,
         size=_parse_size(a.size), normalize=a.normalize, strict=a.strict,
-        heldout=a.heldout, labels=a.labels, class_names=a.class_names,
+        heldout=a.heldout, labels=a.labels, class_names=a.class_names, cache=a.cache,
         pixel_range=parse_pixel_range(a.pixel_range), array=a.npz_array,
         interpreter=dict(num_boundaries=a.num_boundaries, seed=a.seed, device=a.device,
                          progress=not a.quiet, store_dir=a.store_dir,

@@ -80,6 +80,16 @@ def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
                    "else class indices)")
 
 
+def _cache(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--cache", default=True, metavar="DIR", help="folder of saved fits: a "
+                   "command on unchanged images, model and settings restores the fit "
+                   "instead of computing it (default: $REPINTERP_FIT_CACHE, else "
+                   "~/.cache/repinterp/fits)")
+    g.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="neither read nor write saved fits")
+
+
 def _engine(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help=f"{what}: local (this process) or ray (a local Ray, or the cluster "
@@ -118,6 +128,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="the region of one seed image")
     _common(p)
     _inputs(p)
+    _cache(p)
     seed = p.add_mutually_exclusive_group()
     seed.add_argument("--seed-index", type=int, default=0, help="index of the seed image")
     seed.add_argument("--image", default=None, help="an outside image file as the seed")
@@ -131,6 +142,7 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("summarize", help="peel every predicted class into regions")
     _common(p)
     _inputs(p)
+    _cache(p)
     _summary_options(p)
     p.add_argument("--index", default=None, help="summarise a region index "
                    "(`repinterp index`) instead of fitting on --data")

@@ -12,12 +12,13 @@ from torch import nn
 
 from . import defaults
 from ._images import ImagesMixin
+from ._state import CHECK_ROWS, StateMixin
 from ._summarize import SummaryMixin
 from .boundaries import Boundaries, bisect_segments, boundaries_at
 from .engine import dense_candidates, make_region, purity_stop
 from .errors import NotFittedError, UserError
 from .network import GRIDS, SplitNetwork
-from .passes import batches, decisions
+from .passes import batches
 from .precision import exact
 from .region import Region
 from .split import linear_prefix, split_model
@@ -30,7 +31,7 @@ SAMPLING = ("bisection", "shared")
 SEARCH_BYTES = 1 << 30
 
 
-class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
+class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
     """Representative interpretations of a CNN classifier (Lam, Chu et al., ICCV 2021).
 
     >>> interp = RepresentativeInterpreter(model, layer="layer3").fit(images)
@@ -133,6 +134,8 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
     bank_ : Boundaries or None
         With shared sampling, the shared boundaries (working space), and ``bank_values_``
         their side values at every reference.
+    restored_ : bool
+        Whether :meth:`fit` restored a saved state (:meth:`fit_state_`) or computed one.
     """
 
     def __init__(self, model: nn.Module, layer: str | nn.Module,
@@ -170,13 +173,15 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
 
     # --- fit ---------------------------------------------------------------------
     @exact
-    def fit(self, references: Any) -> RepresentativeInterpreter:
+    def fit(self, references: Any, *, state: dict | None = None) -> RepresentativeInterpreter:
         """Split the model, copy it privately, and keep the references' features,
         predictions and margins.
 
         ``references``: Tensor ``[N, C, H, W]`` or a Dataset of images (labels ignored).
         One pass of the feature extractor and one of the head; when the head starts with
         a linear layer its outputs are kept too (see :mod:`repinterp.core.store`).
+        ``state``: a :meth:`fit_state_` of these references, restored after a check of
+        their first batch, the only one read (a mismatch fits anew; ``restored_``).
         """
         if self.sampling not in SAMPLING:
             raise UserError(f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
@@ -197,13 +202,14 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
                            batch_size=self.batch_size, progress=self.progress,
                            preprocess=self.preprocess,
                            reshape_transform=self.reshape_transform)
-        first = next(batches(references, 8), None)
+        first = next(batches(references, 8 if state is None else CHECK_ROWS), None)
         if first is None or len(first) == 0:
             raise UserError("fit needs at least one reference image (got none)")
         net.check_split(first)
+        restored = None if state is None else self._restore(state, net, first, len(references))
+        if restored is not None:
+            return self._keep(net, *restored, restored=True)
         z = net.features(references, dtype=self.feature_dtype, storage=self.store_dir)
-        assert net.input_shape is not None           # set by the first pass
-        input_size = tuple(net.input_shape[-2:])
         prefix = linear_prefix(net.head) if self.use_prefix else None
         sink: list[torch.Tensor] = []
         logits = net.logits(z, capture=prefix, sink=sink)
@@ -219,19 +225,7 @@ class RepresentativeInterpreter(SummaryMixin, ImagesMixin):
         store = FeatureStore(z, net.dtype, net.head, None if prefix is None else
                              (prefix, torch.cat(sink), split_model(net.head, prefix).head),
                              device=net.device)
-        self._network = net
-        self._store = store
-        self.input_size_ = input_size
-        self.logits_ = logits
-        self.predictions_, self.margins_ = decisions(logits)
-        self.bank_, self.bank_values_ = None, None
-        if self.sampling == "shared":
-            idx = torch.randperm(len(store), generator=self._rng(1))
-            idx = idx[: int(self.num_boundaries)].to(net.device)
-            bank = boundaries_at(store.rest, store.working_rows(idx), self._working_shape())
-            self.bank_ = Boundaries(bank.weights, bank.biases, store.rows(idx), bank.pairs)
-            self.bank_values_ = store.side_values(bank.weights, bank.biases)
-        return self
+        return self._keep(net, store, logits)
 
     @property
     def layer_(self) -> str:
