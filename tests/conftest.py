@@ -38,3 +38,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section(f"tests over {SLOW_S:.0f} s without the slow mark")
         for duration, nodeid in sorted(_unmarked, reverse=True):
             terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")
+
+
+@pytest.fixture(autouse=True)
+def _own_fit_cache(tmp_path_factory, monkeypatch):
+    """No test writes into the user's fit cache, and no test hits a fit another test
+    saved (the cache is keyed by content alone)."""
+    monkeypatch.setenv("REPINTERP_FIT_CACHE", str(tmp_path_factory.mktemp("fits")))
