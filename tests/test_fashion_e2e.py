@@ -63,7 +63,7 @@ def test_cli_explain_writes_report(trained, tmp_path):
     assert region["heldout_inside"] > 0 and region["heldout_purity"] > 0.5
     assert data["meta"]["references"] == 800
     html = (out / "report.html").read_text()
-    assert "Region 1" in html and "data:image/png;base64," in html
+    assert "Region 1" in html and "data:image/webp;base64," in html
 
 
 @pytest.mark.parametrize("arch", ["vgg", "resnet"])

@@ -20,8 +20,10 @@ from PIL import Image
 from test_labels import region
 
 from repinterp import RepresentativeInterpreter, __version__
-from repinterp.app.report import colour_bar_css, header_facts, short_name
+from repinterp.app.captions import captions
+from repinterp.app.report import header_facts
 from repinterp.app.stats import summary_dict
+from repinterp.app.thumbs import colour_bar_css
 from repinterp.cli import build_parser, main
 from repinterp.core.summary import ClassSummary, Summary
 from repinterp.core.words import plural
@@ -73,8 +75,9 @@ def test_counts_in_words():
 
 
 def test_captions_header_and_colour_bar():
-    assert short_name("everyday/everyday-photo-0042.jpg") == "\u2026-photo-0042.jpg"
-    assert len(short_name("x" * 40)) == 16 and short_name("a.png") == "a.png"
+    assert captions(["everyday/everyday-photo-0042.jpg", "everyday/everyday-photo-0043.jpg"]
+                    ) == ["\u20260042.jpg", "\u20260043.jpg"]
+    assert captions(["x" * 40]) == ["\u2026" + "x" * 31] and captions(["a.png"]) == ["a.png"]
     facts = header_facts({"model": "vgg", "test_accuracy": 0.914, "layer": "features",
                           "references": 10000, "seconds": 1742.6, "approximate": False,
                           "skipped_files": 0, "regions_per_class": {"a": 1}})
@@ -137,9 +140,12 @@ def test_folder_names_are_the_class_names_and_a_summary_keeps_them(files, capsys
     from repinterp.app.io import load_summary
     assert load_summary(tmp_path / "s").record.class_names == sorted(FOLDERS)
     html = (tmp_path / "s" / "report.html").read_text()
-    # captions are the names' distinctive tails, the full name on hover
-    assert re.search(r'<figcaption title="[a-z]+/a-long-common-prefix-\d{3}\.png">'
-                     r'\u2026-prefix-\d{3}\.png</figcaption>', html)
+    # captions are the names' distinctive parts (whole, or without the start the names
+    # shown share), the full name on hover
+    shown = re.findall(r'<figcaption title="([a-z]+/a-long-common-prefix-\d{3}\.png)">'
+                       r'([^<]*)</figcaption>', html)
+    assert shown and all(c == name or (c.startswith("\u2026") and name.endswith(c[1:]))
+                         for name, c in shown)
     assert "No held-out images were given" in html and "held-out purity" not in html
     # the saved names are reused where a new image is located; the query leads
     code, out, err = cli(capsys, "explain", "--model", files / "m.pt", "--data",
@@ -250,6 +256,6 @@ def test_show_draws_heat_only_where_it_is_high():
                                                     scale=1)), np.full((4, 4, 3), 128))
     as_bytes = np.full((4, 4, 3), 255, np.uint8)
     assert np.asarray(repinterp.show(as_bytes, scale=1)).min() == 255
-    assert repinterp.show(image).size == (112, 112)                  # enlarged
+    assert repinterp.show(image).size == (224, 224)                  # enlarged
     with pytest.raises(repinterp.UserError, match="differ in size"):
         repinterp.show(image, torch.zeros(3, 3))

@@ -119,10 +119,10 @@ def test_report_of_an_empty_region_and_a_cap_below_top(tmp_path):
     html = path.read_text()
     assert html.count('alt="member') == 4 + 1                 # closest 4, far end 1
     assert (tmp_path / "regions" / "region-001.html").is_file()
-    assert sum(calls) == 4 + 1 + 1            # top (the grid reuses them), far, seed
+    assert sum(calls) == 4 + 1     # top (the seed is rank 1; the grid reuses them), far
     calls.clear()
     write_report(tmp_path / "all", summary, images, heatmap=heat, top=4, far=1)
-    assert sum(calls) == 4 + 2 + 1 + 1       # top, the rest of the grid, far, seed
+    assert sum(calls) == 4 + 2 + 1           # top, the rest of the grid, far
 
 
 def test_statistics_are_data_before_any_rendering():

@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from repinterp import RepresentativeInterpreter
+from repinterp.app.captions import captions
 from repinterp.app.report import write_report
 from test_logics import two_logic_images, two_logic_net
 
@@ -32,7 +33,7 @@ def report(tmp_path_factory):
     write_report(out, summary, x, heatmap=interp.heatmap, names=names, labels=labels,
                  class_names=["zero", "one"], predictions=interp.predictions_,
                  title="two reasons")
-    return out, summary
+    return out, summary, names
 
 
 def wait(browser):
@@ -65,7 +66,7 @@ def browser():
 def test_report_leads_with_the_flagged_region_and_searches(report, browser):
     from selenium.webdriver.common.by import By
 
-    out, summary = report
+    out, summary, names = report
     marked = next(k for k, r in enumerate(summary.regions, 1) if r.logic == 1)
     browser.get((out / "report.html").as_uri())
     rows = browser.find_elements(By.CSS_SELECTOR, "#flagged tr.flagged-row")
@@ -91,7 +92,9 @@ def test_report_leads_with_the_flagged_region_and_searches(report, browser):
     tiles = browser.find_elements(By.CSS_SELECTOR, "#grid figure.tile")
     caps = [t.find_element(By.TAG_NAME, "figcaption") for t in tiles]
     assert [c.get_attribute("title") for c in caps] == ["marked/img-085.png"]
-    assert caps[0].text.split(". ", 1)[1] == "\u2026ked/img-085.png"   # the name's tail
+    members = [names[i] for i in summary.regions[marked - 1].members.tolist()]
+    rank = members.index("marked/img-085.png")
+    assert caps[0].text == captions(members)[rank] == "\u2026085.png"   # its own part
     assert "wrong" in tiles[0].get_attribute("class")        # its label disagrees
     browser.find_element(By.ID, "back").click()
     wait(browser).until(lambda d: d.current_url.endswith("report.html"))
@@ -100,7 +103,7 @@ def test_report_leads_with_the_flagged_region_and_searches(report, browser):
 def test_region_page_pages_and_filters_in_rank_order(report, browser):
     from selenium.webdriver.common.by import By
 
-    out, summary = report
+    out, summary, _ = report
     number, region = next((k, r) for k, r in enumerate(summary.regions, 1)
                           if r.predicted_class == 1)
     assert region.size == 100
@@ -172,7 +175,8 @@ def test_a_224px_report_reads(photos224, browser):
 
     browser.get((photos224 / "summary" / "report.html").as_uri())
     header = browser.find_element(By.TAG_NAME, "header").text
-    assert "Split after layer layer4.0" in header and "24 reference images" in header
+    assert "Split after layer4.0" in header and "24 reference images" in header
+    assert "Model: resnet18" in header
     assert "approximate" not in header and "seconds" not in header
     names = {h.text for h in browser.find_elements(By.CSS_SELECTOR, ".ov-class h3 a")}
     assert names and names <= {"cats", "dogs", "birds"}          # the folders' names
@@ -180,11 +184,12 @@ def test_a_224px_report_reads(photos224, browser):
     assert "No held-out images were given" in browser.find_element(
         By.ID, "how-to-read").text
     for card in browser.find_elements(By.CSS_SELECTOR, "div.region"):
-        caps = card.find_elements(By.CSS_SELECTOR, ".group:not(:first-child) figcaption")
+        caps = card.find_elements(By.CSS_SELECTOR, "figcaption")
         texts = [c.text for c in caps]
         assert len(set(texts)) == len(texts), texts             # told apart at a glance
-        for c in caps:
-            assert c.text.endswith(".jpg") and c.get_attribute("title").endswith(c.text[1:])
+        for c in caps:                                          # cut at the start only
+            assert c.text.endswith(".jpg") and c.get_attribute("title").endswith(
+                c.text.lstrip("\u2026"))
             assert c.get_attribute("title").split("/")[0] in ("cats", "dogs", "birds")
 
 
@@ -203,5 +208,6 @@ def test_explain_and_locate_reports_lead_with_the_query(photos224, browser):
         assert predicted in ("cats", "dogs", "birds"), verdict
         number = browser.find_element(By.CSS_SELECTOR, "div.region h3 a").text
         assert number in verdict                                   # "Region k" both
-        assert "region:" not in browser.find_element(By.TAG_NAME, "header").text
+        header = browser.find_element(By.TAG_NAME, "header").text
+        assert "region:" not in header and "Model: resnet18" in header
         assert len(query.find_elements(By.TAG_NAME, "img")) >= 3   # image, map, members

@@ -161,7 +161,8 @@ def _from_summary(job: ExplainJob, families: Mapping[str, Family] | None, out: P
                      names=refs.names, numbers=[where + 1], class_names=names,
                      query=Query(image, name, pred, 0, located.inside, located.violated),
                      title=f"repinterp: where {name} falls",
-                     meta={"image": job.query, "summary": str(job.summary),
+                     meta={"model": job.model.name or summary.record.model,
+                           "image": job.query, "summary": str(job.summary),
                            "layer": summary.layer})
     return Explained(region, out / "report.html",
                      f"{job.query} (predicted {cname}) {verdict}: "
@@ -192,7 +193,8 @@ def _from_index(job: ExplainJob, families: Mapping[str, Family] | None, out: Pat
             write_report(tmp, summary, loaded.images(), heatmap=worker.network.heatmap,
                          names=names, query=Query(image, name, cls), class_names=labels,
                          title=f"repinterp: why {name} is {cname} (index)",
-                         meta={"image": job.query, "index": str(job.index),
+                         meta={"model": job.model.name or manifest["model"],
+                               "image": job.query, "index": str(job.index),
                                "layer": index.layer})
         closest = ", ".join(names[int(i)] for i in region.members[:5])
     finally:

@@ -193,7 +193,7 @@ def fit_references(model: nn.Module, layer: str, data: str | os.PathLike, *,
     classes = model_classes(model, refs.images[0]) if hit is None else hit.classes
     names = class_names(classes)
     check_folder_classes(data, classes, names)
-    interp = RepresentativeInterpreter(model, layer, **interpreter)
+    interp = RepresentativeInterpreter(model, layer, class_names=names, **interpreter)
     if hit is None:
         interp = interp.fit(refs.images)
         digest = None if fits is None else fits.save(interp, refs)

@@ -1,9 +1,6 @@
 """The HTML report and the JSON form of a summary."""
 from __future__ import annotations
 
-import base64
-import io
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +9,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from jinja2 import Environment, PackageLoader, select_autoescape
-from matplotlib import colormaps
 from PIL import Image
 
 from ..core.errors import UserError
 from ..core.region import Region
 from ..core.summary import Summary
-from ..core.words import plural
+from ..core.words import at_most, layer_words, plural
+from .captions import captions
 from .memberships import membership_blocks, write_memberships
 from .outputs import write_json, write_text
 from .stats import (
@@ -31,37 +28,22 @@ from .stats import (
     flag_order,
     summary_dict,
 )
+from .thumbs import (
+    GRID_LIMIT,
+    SHOW_SIZE,
+    THUMBNAIL,
+    colour_bar_css,
+    heat_uri,
+    overlay,
+    thumb,
+    upscale,
+)
 
-__all__ = ["THUMBNAIL", "Query", "colour_bar_css", "header_facts", "heat_uri", "overlay",
-           "short_name", "thumbnail", "write_report"]
+__all__ = ["DRAWN", "Query", "header_facts", "model_words", "show_image", "write_report"]
 
-_JET = colormaps["jet"]
-#: Displayed thumbnail size in CSS pixels; embedded images are at most 128 px.
-THUMBNAIL = 112
-_EMBED_MAX = 128
-
-
-def _to_display(image: torch.Tensor, minmax: bool = True) -> np.ndarray:
-    """``[C, H, W]`` -> ``[H, W, 3]`` in ``[0, 1]``, min-max scaled for display (or
-    clipped, with ``minmax=False``)."""
-    t = image.detach().float().cpu()
-    t = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12) if minmax else t.clamp(0, 1)
-    a = t.permute(1, 2, 0).numpy()
-    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
-
-
-def overlay(image: torch.Tensor, heat: torch.Tensor | None, alpha: float = 0.7,
-            minmax: bool = True) -> np.ndarray:
-    """``image`` ``[C, H, W]`` as ``[H, W, 3]`` in ``[0, 1]`` (min-max scaled, or as it
-    is with ``minmax=False``) with ``heat`` (``[H, W]`` in ``[0, 1]``) drawn in the jet
-    colours, each pixel's opacity ``alpha * heat``: where the map is low the image shows
-    through undimmed."""
-    rgb = _to_display(image, minmax)
-    if heat is None:
-        return rgb
-    h = heat.detach().float().cpu().clamp(0, 1).numpy()
-    a = alpha * h[..., None]
-    return (1 - a) * rgb + a * _JET(h)[..., :3]
+#: Members a region page draws (in rank order: four pages of its grid); the others are
+#: listed by name, so that a page stays small (about 0.5 KB a drawn 28 px member)
+DRAWN = 240
 
 
 def show_image(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
@@ -94,69 +76,9 @@ def show_image(image, heat=None, *, alpha: float = 0.7, mean=None, std=None,
     rgb = overlay(x, h, alpha, minmax=not as_is)
     img = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
     if scale is None:
-        scale = max(1, math.ceil(THUMBNAIL / max(img.size)))
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    return img
-
-
-def _data_uri(rgb: np.ndarray, *, small: bool = False) -> str:
-    """A data URI of ``rgb`` ``[H, W, 3]`` in ``[0, 1]``: small images enlarged with
-    nearest neighbours to about :data:`THUMBNAIL` px (PNG); larger ones shrunk to 128 px
-    and stored as JPEG (about 5-10 KB for a 224x224 photo). ``small`` (the paged member
-    grids): small images stay at their own size (the page scales them up), larger ones
-    go to 80 px."""
-    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
-    buf = io.BytesIO()
-    if small and max(img.size) <= 64:
-        img.save(buf, format="PNG", optimize=True)
-        mime = "image/png"
-    elif small:
-        img.thumbnail((80, 80), Image.Resampling.LANCZOS)
-        img.save(buf, format="JPEG", quality=80, optimize=True)
-        mime = "image/jpeg"
-    elif max(img.size) <= THUMBNAIL // 2:
-        scale = math.ceil(THUMBNAIL / max(img.size))
-        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-        img.save(buf, format="PNG", optimize=True)
-        mime = "image/png"
-    else:
-        img.thumbnail((_EMBED_MAX, _EMBED_MAX), Image.Resampling.LANCZOS)
-        img.save(buf, format="JPEG", quality=82, optimize=True)
-        mime = "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
-
-
-def thumbnail(image: torch.Tensor, heat: torch.Tensor | None = None, *,
-              alpha: float = 0.7, small: bool = False) -> str:
-    """A data URI of :func:`overlay` (``image`` with ``heat`` on top; see
-    :func:`_data_uri` for the sizes)."""
-    return _data_uri(overlay(image, heat, alpha), small=small)
-
-
-def heat_uri(heat: torch.Tensor) -> str:
-    """A data URI of a heat map ``[H, W]`` alone, in the jet colours of its own range."""
-    h = heat.detach().double().cpu()
-    h = (h - h.min()) / (h.max() - h.min()).clamp_min(1e-12)
-    return _data_uri(_JET(h.float().numpy())[..., :3])
-
-
-def colour_bar_css(alpha: float = 0.7, stops: int = 9) -> str:
-    """The CSS gradient of the heat maps' colours as :func:`overlay` draws them (opacity
-    rising with the heat), for the report's colour bar."""
-    parts = []
-    for k in range(stops):
-        v = k / (stops - 1)
-        r, g, b, _ = _JET(v)
-        parts.append(f"rgba({round(255 * r)},{round(255 * g)},{round(255 * b)},"
-                     f"{alpha * v:.2f}) {100 * v:.0f}%")
-    return "linear-gradient(to right, " + ", ".join(parts) + ")"
-
-
-def short_name(name: str, width: int = 16) -> str:
-    """The distinctive end of an image's name for a caption (its tail: file names of one
-    folder share their start), at most ``width`` characters."""
-    return name if len(name) <= width else "\u2026" + name[-(width - 1):]
+        return upscale(img, SHOW_SIZE)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) \
+        if scale > 1 else img
 
 
 def _figure_number(x: float) -> str:
@@ -174,29 +96,41 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m} min"
 
 
+def model_words(model: Any) -> str | None:
+    """How a report names the model: its name as given, or of a recorded description
+    (an index's: architecture or model file, and weights); None when not known."""
+    if isinstance(model, dict):
+        name = model.get("arch") or (Path(str(model["model_file"])).name
+                                     if model.get("model_file") else None)
+        if not name:
+            return None
+        weights = model.get("weights")
+        return f"{name}, weights {Path(str(weights)).name}" if weights else str(name)
+    return str(model) if model else None
+
+
 def header_facts(meta: dict) -> list[str]:
-    """The report header's lines, written for people: known facts in words (counts with
-    thousands separators, shares in %, times in minutes), others as ``key: value``;
-    nested values (per-class tables) are left to the body."""
+    """The report header's lines, written for people: the model first (``not recorded``
+    when the meta does not name it), known facts in words (counts with thousands
+    separators, shares in %, times in minutes), others as ``key: value``; nested values
+    (per-class tables) are left to the body."""
     m = dict(meta)
-    out = []
-    if m.get("model"):
-        line = f"Model: {m.pop('model')}"
-        if m.get("test_accuracy") is not None:
-            line += f" ({100 * m.pop('test_accuracy'):.1f}% test accuracy)"
-        out.append(line)
+    line = f"Model: {model_words(m.pop('model', None)) or 'not recorded'}"
+    if m.get("test_accuracy") is not None:
+        line += f" ({100 * m.pop('test_accuracy'):.1f}% test accuracy)"
+    out = [line]
     if m.get("layer"):
-        out.append(f"Split after layer {m.pop('layer')}")
+        out.append(f"Split after {layer_words(str(m.pop('layer')))}")
     words = {
-        "references": lambda v: f"{v:,} reference images",
-        "num_boundaries": lambda v: f"{v:,} boundaries sampled per seed",
-        "bank": lambda v: f"{v:,} boundaries in the index's bank",
+        "references": lambda v: plural(v, "reference image"),
+        "num_boundaries": lambda v: f"{plural(v, 'boundary')} sampled per seed",
+        "bank": lambda v: f"{plural(v, 'boundary')} in the index's bank",
         "heldout_pooled_purity": lambda v: f"held-out purity {100 * v:.1f}%",
         "heldout_share_in_a_region": lambda v: f"{100 * v:.1f}% of held-out images fall "
                                                "in a region",
         "seed": lambda v: f"seed {v}",
         "seconds": lambda v: f"made in {_duration(v)}",
-        "skipped_files": lambda v: f"{v:,} unreadable files skipped" if v else None,
+        "skipped_files": lambda v: f"{plural(v, 'unreadable file')} skipped" if v else None,
         "approximate": lambda v: "smooth head: tangent boundaries" if v else None,
         "separate_logics": lambda v: "classes split by decision logic first" if v else None,
         "image": lambda v: f"query image: {v}",
@@ -243,6 +177,16 @@ class Images(Protocol):
     def __getitem__(self, idx: Any) -> torch.Tensor: ...
 
 
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("repinterp.app", "templates"),
+                      autoescape=select_autoescape(["html"]))
+    env.filters["plural"] = lambda n, word, many=None: plural(n, word, many)
+    env.filters["at_most"] = lambda n, word, many=None: at_most(n, word, many)
+    env.filters["layer_words"] = lambda name: layer_words(str(name))
+    env.filters["count"] = lambda n: f"{n:,}"
+    return env
+
+
 def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                  heatmap: Callable[[Region, torch.Tensor], torch.Tensor],
                  class_names: Sequence[str] | None = None,
@@ -254,12 +198,13 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                  predictions: torch.Tensor | None = None, max_members: int = 2000,
                  batch: int = 256, numbers: Sequence[int] | None = None,
                  reference_heatmap: Callable[[Region, torch.Tensor], torch.Tensor] | None
-                 = None) -> Path:
+                 = None, drawn: int = DRAWN) -> Path:
     """Write ``report.html`` (how to read it, the flagged regions, an overview of every
     class's regions, then a card per region), one page per region under ``regions/``
     (its mean heat map and every member, up to ``max_members``, as a paged grid in rank
-    order with a file-name filter), ``summary.json`` and the memberships
-    (``members.csv``, ``members.parquet``), all atomically and self-contained.
+    order with a file-name filter: the first ``drawn`` drawn, the others listed by
+    name), ``summary.json`` and the memberships (``members.csv``, ``members.parquet``),
+    all atomically and self-contained.
 
     ``images`` are the references the summary was made from, in the same order;
     ``heatmap(region, images)`` draws a region's heat maps (e.g.
@@ -271,20 +216,25 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
     summary keeps its number). ``reference_heatmap(region, indices)``, when given, draws
     the references' heat maps from what is already known of them (e.g.
     :meth:`RepresentativeInterpreter.reference_heatmap`, from the stored features)
-    instead of ``heatmap(region, images[indices])``.
+    instead of ``heatmap(region, images[indices])``. ``class_names`` default to the
+    summary's (:attr:`Summary.class_names`); the header names the model of ``meta``, else
+    the one the summary records.
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
+    if not meta.get("model") and summary.meta.get("model"):
+        meta = {"model": summary.meta["model"], **meta}
+    if class_names is None:
+        class_names = summary.class_names
     shown_names = _shown_names(names, summary, max_members, far)
+
+    def name_of(i: int) -> str:
+        return shown_names[i] if shown_names else f"#{i}"
 
     def member_heat(region: Region, idx: torch.Tensor) -> torch.Tensor:
         if reference_heatmap is not None:
             return reference_heatmap(region, idx)
         return heatmap(region, images[idx])
-
-    def caption(i: int) -> tuple[str, str]:
-        name = shown_names[i] if shown_names else f"#{i}"
-        return name, short_name(name)
 
     # the statistics first (the closest members' heat maps among them), then rendering
     closest = [member_heat(r, r.members[:top]) if r.size else torch.zeros(0)
@@ -297,13 +247,11 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
         if len(idx) == 0:
             return []
         heat = member_heat(region, idx) if heat is None else heat
-        return [{"src": thumbnail(images[i], h), "index": i, "name": caption(i)[0],
-                 "short": caption(i)[1]}
+        return [{"src": thumb(images[i], h), "index": i, "name": name_of(i),
+                 "seed": i == region.seed_index}
                 for i, h in zip(idx.tolist(), heat, strict=True)]
 
-    env = Environment(loader=PackageLoader("repinterp.app", "templates"),
-                      autoescape=select_autoescape(["html"]))
-    env.filters["plural"] = lambda n, word: plural(n, word)
+    env = _environment()
     page = env.get_template("region.html")
     sections: list[Any] = []
     flagged: list[Any] = []
@@ -311,54 +259,41 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
     query_view = None
     position = 0
     bar = colour_bar_css()
+    facts = header_facts(meta)
     for cs, cd in zip(summary.classes, data["classes"], strict=True):
         views = []
-        for k, (region, rd) in enumerate(zip(cs.regions, cd["regions"], strict=True)):
-            if region.seed_index is not None:
-                seed_tiles = tiles(region, torch.tensor([region.seed_index]))
-            elif query is not None and query.position == position:
-                seed_tiles = [{"src": thumbnail(query.image,
-                                                heatmap(region, query.image[None])[0]),
-                               "index": -1, "name": query.name,
-                               "short": short_name(query.name)}]
-            else:
-                seed_tiles = []
-            first = closest[position]                 # drawn once, above
-            grid: list[dict] = []
-            shown = region.members[:max_members]
-            mean_heat = None
-            for i in range(0, len(shown), batch):
-                idx = shown[i:i + batch]
-                if i == 0:
-                    rest = idx[len(first):]
-                    heat = torch.cat([first[:len(idx)], member_heat(region, rest)]) \
-                        if len(rest) else first[:len(idx)]
-                else:
-                    heat = member_heat(region, idx)
-                total = heat.double().sum(0)
-                mean_heat = total if mean_heat is None else mean_heat + total
-                for j, h in zip(idx.tolist(), heat, strict=True):
-                    grid.append({"src": thumbnail(images[j], h, small=True),
-                                 "name": caption(j)[0], "short": caption(j)[1],
-                                 "rank": len(grid) + 1,
-                                 "label": (class_name(class_names, int(labels[j]))
-                                           if labels is not None and int(labels[j]) >= 0
-                                           else None)})
+        for region, rd in zip(cs.regions, cd["regions"], strict=True):
             n = region.size
-            far_idx = region.members[max(top, n - far):]
-            view = dict(rd, number=k + 1, seed=seed_tiles, class_name=cd["name"],
+            top_tiles = tiles(region, region.members[:top], closest[position])
+            far_tiles = tiles(region, region.members[max(top, n - far):])
+            # the seed is rank 1 of its region: drawn once, among the members, framed;
+            # apart only when it is no member shown (an outside image, a query)
+            seed_apart: list[dict] = []
+            if region.seed_index is not None and not any(t["seed"] for t in top_tiles):
+                seed_apart = tiles(region, torch.tensor([region.seed_index]))
+            elif region.seed_index is None and query is not None \
+                    and query.position == position:
+                seed_apart = [{"src": thumb(query.image, heatmap(region, query.image[None])[0]),
+                               "index": -1, "name": query.name, "seed": True}]
+            shown = [*seed_apart, *top_tiles, *far_tiles]
+            for t, short in zip(shown, captions([t["name"] for t in shown]), strict=True):
+                t["short"] = short
+            grid, mean_heat = _grid(region, images, member_heat, closest[position],
+                                    name_of, class_names, labels, max_members, drawn, batch)
+            view = dict(rd, seed=seed_apart, class_name=cd["name"],
                         href=f"regions/region-{rd['region']:03d}.html",
-                        top=tiles(region, region.members[:top], first),
-                        far=tiles(region, far_idx), far_start=max(top, n - far) + 1,
+                        top=top_tiles, far=far_tiles, far_start=max(top, n - far) + 1,
+                        seed_tile=next((t for t in shown if t["seed"]), None),
                         mean_heat=heat_uri(mean_heat) if mean_heat is not None
                         and float(mean_heat.max() - mean_heat.min()) > 0 else None,
                         boundary_classes=sorted({b for _, b in rd["boundary_pairs"]}))
             if query is not None and query.position == position:
                 qheat = heatmap(region, query.image[None])[0]
-                query_view = {"plain": thumbnail(query.image), "heat": thumbnail(
-                    query.image, qheat), "name": query.name,
-                    "predicted": class_name(class_names, query.predicted),
-                    "inside": query.inside, "violated": query.violated, "region": view}
+                query_view = {"plain": thumb(query.image), "heat": thumb(query.image, qheat),
+                              "name": query.name,
+                              "predicted": class_name(class_names, query.predicted),
+                              "inside": query.inside, "violated": query.violated,
+                              "region": view}
             views.append(view)
             position += 1
             if rd["flags"]:
@@ -367,15 +302,20 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                 search.setdefault(t["name"], []).append(rd["region"])
             html = page.render(title=f"{title}: region {rd['region']}", meta=meta, r=view,
                                tiles_json=_script_json(grid), thumb=THUMBNAIL,
-                               shown=len(grid), colour_bar=bar,
-                               facts=header_facts(meta))
+                               shown=len(grid), drawn=min(drawn, len(grid)),
+                               pixelated=bool(grid and "src" in grid[0]
+                                              and grid[0]["src"].pixelated),
+                               seed_rank=next((k + 1 for k, i in enumerate(
+                                   region.members[:max_members].tolist())
+                                   if i == region.seed_index), 0),
+                               colour_bar=bar, facts=facts)
             write_text(out_dir / view["href"], html)
         sections.append(dict(cd, regions_view=views))
     flagged.sort(key=flag_order)                # the most telling flagged region first
     heldout = any(rd["heldout_inside"] is not None for cd in data["classes"]
                   for rd in cd["regions"])
     html = env.get_template("report.html").render(
-        title=title, facts=header_facts(meta), data=data, sections=sections,
+        title=title, facts=facts, data=data, sections=sections,
         thumb=THUMBNAIL, flagged=flagged,
         search_json=_script_json(search), labelled=labels is not None, heldout=heldout,
         query=query_view, single=query is not None, colour_bar=bar,
@@ -386,6 +326,44 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                                                  numbers))
     write_text(out_dir / "report.html", html)
     return out_dir / "report.html"
+
+
+def _grid(region: Region, images: Images,
+          member_heat: Callable[[Region, torch.Tensor], torch.Tensor],
+          first: torch.Tensor, name_of: Callable[[int], str],
+          class_names: Sequence[str] | None, labels: torch.Tensor | None,
+          max_members: int, drawn: int, batch: int
+          ) -> tuple[list[dict], torch.Tensor | None]:
+    """A region page's grid: its first ``max_members`` members in rank order, each with
+    its ``name``, its caption (``short``, where it is not the name), its ``label`` (where
+    known) and, for the first ``drawn``, its thumbnail (``src``); and the sum of their
+    heat maps (``first``: those of the closest members, drawn already)."""
+    shown = region.members[:max_members]
+    idx_all = shown.tolist()
+    shorts = captions([name_of(i) for i in idx_all])
+    grid: list[dict] = []
+    mean_heat = None
+    for i in range(0, len(shown), batch):
+        idx = shown[i:i + batch]
+        if i == 0:
+            rest = idx[len(first):]
+            heat = torch.cat([first[:len(idx)], member_heat(region, rest)]) \
+                if len(rest) else first[:len(idx)]
+        else:
+            heat = member_heat(region, idx)
+        total = heat.double().sum(0)
+        mean_heat = total if mean_heat is None else mean_heat + total
+        for j, h in zip(idx.tolist(), heat, strict=True):
+            rank = len(grid) + 1                 # the page numbers them in this order
+            tile = {"name": name_of(j)}
+            if rank <= drawn:
+                tile["src"] = thumb(images[j], h, limit=GRID_LIMIT)
+            if shorts[rank - 1] != tile["name"]:
+                tile["short"] = shorts[rank - 1]
+            if labels is not None and int(labels[j]) >= 0:
+                tile["label"] = class_name(class_names, int(labels[j]))
+            grid.append(tile)
+    return grid, mean_heat
 
 
 class _Shown(dict):

@@ -10,7 +10,8 @@ read.
     PAYLOAD
 
 ``PAYLOAD`` is :meth:`~repinterp.core.summary.Summary.to_dict` saved with
-``torch.save`` (read back with ``weights_only=True``: no code is unpickled), ``HEX`` its
+``torch.save`` (read back with ``weights_only=True``: no code is unpickled; ``N`` one of
+:data:`~repinterp.core.summary_schema.READABLE_VERSIONS`), ``HEX`` its
 SHA-256: any changed byte of the file (header or payload) is refused before the payload
 is read, and what it holds is then checked field by field
 (:meth:`~repinterp.core.summary.Summary.from_dict`). The record of a summary's meta is
@@ -29,6 +30,7 @@ import torch
 
 from ..core.errors import UserError, first_line
 from ..core.summary import SUMMARY_VERSION, Summary
+from ..core.summary_schema import READABLE_VERSIONS
 
 __all__ = ["MANIFEST_VERSION", "SUMMARY_MAGIC", "FitMeta", "IndexManifest",
            "check_against_model", "check_manifest", "manifest_checksum", "pack_summary",
@@ -64,9 +66,11 @@ def unpack_summary(blob: bytes) -> Summary:
     m = re.fullmatch(rb"version (\d{1,6})", version)
     if m is None:
         raise UserError("is corrupt (its header has no version line)")
-    if int(m.group(1)) != SUMMARY_VERSION:
-        raise UserError(f"is a summary of schema version {int(m.group(1))}; this repinterp "
-                        f"reads version {SUMMARY_VERSION}: run `repinterp summarize` again")
+    version_number = int(m.group(1))
+    if version_number not in READABLE_VERSIONS:
+        raise UserError(f"is a summary of schema version {version_number}; this repinterp "
+                        f"reads versions {', '.join(map(str, READABLE_VERSIONS))}: run "
+                        "`repinterp summarize` again")
     d = re.fullmatch(rb"sha256 ([0-9a-f]{64})", digest)
     if d is None or d.group(1).decode() != hashlib.sha256(payload).hexdigest():
         raise UserError("is corrupt (its checksum does not match its contents); run "
@@ -76,6 +80,9 @@ def unpack_summary(blob: bytes) -> Summary:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         raise UserError(f"is not a summary written by repinterp ({first_line(exc)})"
                         ) from exc
+    if isinstance(data, dict) and data.get("version", version_number) != version_number:
+        raise UserError(f"is corrupt (its header says version {version_number}, its "
+                        f"contents {data.get('version')!r})")
     try:
         return Summary.from_dict(data)
     except UserError as exc:

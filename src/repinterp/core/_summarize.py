@@ -4,10 +4,10 @@ optionally logic by logic (:mod:`repinterp.core.logics`)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from . import defaults
 from .boundaries import Boundaries, boundaries_at
@@ -15,6 +15,7 @@ from .errors import UserError
 from .index import Bank
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
 from .precision import exact
+from .progress import progress_bar
 from .region import Region
 from .store import chunk_rows
 from .summary import ClassSummary, Summary, peel
@@ -38,6 +39,7 @@ class SummaryMixin:
         heatmap_method: str
         heatmap_grid: str
         progress: bool
+        class_names: Sequence[str] | None
         logits_: torch.Tensor
 
         @property
@@ -144,6 +146,8 @@ class SummaryMixin:
                 "feature_shape": list(self.feature_shape_),
                 "approximate": self._network.approximate,
                 "separate_logics": bool(separate_logics)}
+        if self.class_names is not None:         # for display: Summary.class_names
+            meta["class_names"] = [str(n) for n in self.class_names]
         if not separate_logics:
             out = peel(self.predictions_, self.margins_, self.explain, coverage,
                        max_regions, classes, self.progress,
@@ -152,8 +156,8 @@ class SummaryMixin:
             wanted = sorted(set(self.predictions_.tolist())) if classes is None \
                 else list(classes)
             out = [self._peel_logics(int(c), coverage, max_regions, max_logics)
-                   for c in tqdm(wanted, desc="logics", unit="class",
-                                 disable=not self.progress, leave=False)]
+                   for c in progress_bar(wanted, desc="logics", unit="class",
+                                         enabled=self.progress)]
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
                        layer=self._network.layer, meta=meta)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from .errors import NotFittedError, UserError
 from .network import GRIDS, SplitNetwork
 from .passes import batches
 from .precision import exact
-from .region import Region
+from .region import Region, check_class_names
 from .split import linear_prefix, split_model
 from .store import FeatureStore
 
@@ -117,6 +117,8 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
         pytorch-grad-cam's (e.g. ``lambda t: t.permute(0, 3, 1, 2)`` for Swin's
         channels-last stages); a ViT's tokens ``[n, T, D]`` are put on their patch grid
         without it (:func:`repinterp.core.heatmap.token_grid`).
+    class_names
+        One name per class (checked at :meth:`fit`), for display: ``Region.class_name``.
 
     Attributes
     ----------
@@ -144,7 +146,7 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
                  min_purity: float | str | None = "auto", seed: int = 0,
                  heatmap_method: str = defaults.HEATMAP_METHOD,
                  heatmap_grid: str = defaults.HEATMAP_GRID,
-                 batch_size: int | None = None,
+                 batch_size: int | None = None, class_names: Sequence[str] | None = None,
                  approximate: bool | None = None, device: str | torch.device | None = None,
                  feature_dtype: torch.dtype | None = None,
                  store_dir: str | os.PathLike | None = None, progress: bool = True,
@@ -170,6 +172,7 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
         self.channels_last = channels_last
         self.preprocess = preprocess
         self.reshape_transform = reshape_transform
+        self.class_names = class_names
 
     # --- fit ---------------------------------------------------------------------
     @exact
@@ -216,6 +219,7 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
         if logits.shape[1] < 2:
             raise UserError("the model has a single output; need a classifier with "
                             ">= 2 classes")
+        check_class_names(self.class_names, logits.shape[1])
         bad = (~torch.isfinite(logits).all(1)).nonzero()[:, 0]
         if len(bad):
             raise UserError(f"the logits contain NaN or infinite values for {len(bad)} of "
@@ -352,7 +356,7 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
                            min_purity=self.min_purity_,
                            feature_shape=self._shape(),
                            approximate=self._network.approximate, logic=logic,
-                           stacklevel=5)
+                           stacklevel=5).named(self.class_names)
 
     @exact
     def sample_boundaries(self, seed: Any, num_boundaries: int | None = None) -> Boundaries:

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import defaults
 from .copies import check_device, model_fingerprint, private_copy
@@ -29,6 +28,7 @@ from .hooked import HookedHead
 from .logits import logits_of
 from .passes import auto_batch_size, batches, check_floating
 from .precision import exact
+from .progress import progress_bar
 from .region import Region
 from .split import split_model
 from .store import chunk_rows
@@ -234,7 +234,7 @@ class SplitNetwork:
         n = len(images)
         out: torch.Tensor | None = None
         done = 0
-        with tqdm(total=n, desc="features", unit="img", disable=not show, leave=False) as bar:
+        with progress_bar(total=n, desc="features", unit="img", enabled=show) as bar:
             size = self.batch_size or auto_batch_size(images, self.device)
             for batch in batches(images, size):
                 if self.input_shape is None:       # fixed by the first pass (fit)

@@ -8,15 +8,27 @@ and loaded, and knows nothing of the network. What needs the network (``contains
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import torch
 
 from . import defaults
+from .errors import UserError
 from .heatmap import heatmap_method, region_heatmap
 
-__all__ = ["Region"]
+__all__ = ["Region", "check_class_names"]
+
+
+def check_class_names(names: Sequence[str] | None, classes: int) -> None:
+    """Refuse class ``names`` (``None``: none given) that are not ``classes`` strings."""
+    if names is None:
+        return
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise UserError("class_names must be a sequence of strings, one per class")
+    if len(names) != int(classes):
+        raise UserError(f"class_names has {len(names)} names for a model with "
+                        f"{int(classes)} classes")
 
 
 @dataclass
@@ -32,7 +44,8 @@ class Region:
         so that the seed has ``w . psi(x) + b >= 0``. An image is inside when that holds
         for every boundary.
     boundary_points
-        ``[P, D]``: where each boundary was sampled.
+        ``[P, D]``: where each boundary was sampled (``[0, D]`` in a region read from a
+        ``summary.pt`` of a heat map that does not need them: only ``logprob`` does).
     pairs
         ``[P, 2]``: the classes ``(c1, c2)`` of each boundary, ``weights[p]`` being
         ``grad (G_c1 - G_c2)`` at its point.
@@ -60,6 +73,9 @@ class Region:
     min_purity
         The greedy's purity stop the region was grown with (``None``: the paper's
         ``delta`` rule alone).
+    class_name
+        The name of ``predicted_class``, for display (``None``: the class is shown by its
+        index); set by an interpreter given ``class_names``.
     """
 
     predicted_class: int
@@ -78,17 +94,32 @@ class Region:
     approximate: bool = False
     logic: int | None = None
     min_purity: float | None = None
+    class_name: str | None = None
 
     @property
     def size(self) -> int:
         """Number of references inside the region."""
         return len(self.members)
 
+    def named(self, class_names: Sequence[str] | None) -> Region:
+        """This region with :attr:`class_name` set from ``class_names`` (one per class;
+        ``None`` leaves it as it is); returns the region itself."""
+        if class_names is not None and 0 <= self.predicted_class < len(class_names):
+            self.class_name = str(class_names[self.predicted_class])
+        return self
+
+    @property
+    def class_label(self) -> str:
+        """The class in words: ``"Ankle boot (class 9)"``, or ``"class 9"`` without a
+        name."""
+        k = self.predicted_class
+        return f"{self.class_name} (class {k})" if self.class_name else f"class {k}"
+
     def _repr_html_(self) -> str:
         """A notebook's view: the region's facts and its closest members (indices; draw
         them with :func:`repinterp.app.notebook.show`). Self-contained HTML."""
         seed = "an outside image" if self.seed_index is None else f"reference {self.seed_index}"
-        rows = [("class", self.predicted_class), ("members", self.size),
+        rows = [("class", self.class_label), ("members", self.size),
                 ("purity", f"{100 * self.purity:.1f}%"),
                 ("boundaries", self.num_boundaries), ("delta", self.delta),
                 ("seed", seed), ("closest members", ", ".join(
@@ -102,7 +133,7 @@ class Region:
     def __repr__(self) -> str:
         seed = "outside image" if self.seed_index is None else f"seed {self.seed_index}"
         logic = "" if self.logic is None else f", logic {self.logic}"
-        return (f"Region(class {self.predicted_class}, {self.size} members, purity "
+        return (f"Region({self.class_label}, {self.size} members, purity "
                 f"{self.purity:.3f}, {self.num_boundaries} boundaries, delta {self.delta}, "
                 f"{seed}{logic}{', approximate' if self.approximate else ''})")
 
@@ -176,6 +207,12 @@ class Region:
         if heatmap_method(method).needs_class_gradients and normals is None:
             raise ValueError(f"the {method} heat map needs the class gradients at the "
                              "boundary points: use RepresentativeInterpreter.heatmap")
+        if normals is not None and len(normals) != self.num_boundaries:
+            raise UserError(f"the {method} heat map needs the region's boundary points, "
+                            "and this region was read from a summary.pt saved without "
+                            "them (they are kept for the logprob heat map only): draw "
+                            "its heat maps with the summary's own method, or summarize "
+                            f"again with heatmap_method={method!r}")
         w = self.weights if normals is None else normals
         w = w.to(feature_maps.device, feature_maps.dtype).reshape(-1, *feature_maps.shape[1:])
         return region_heatmap(w, feature_maps, size, method, grid, reshape)

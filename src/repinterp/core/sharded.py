@@ -277,7 +277,7 @@ class ShardedIndex:
                   min_purity: float | str | None = "auto") -> Summary:
         """As :meth:`RegionIndex.summarize` (:func:`~repinterp.core.summary.peel`), each
         seed found by a reduction (the largest margin left, the first image on a tie)."""
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
         if not 0 < coverage <= 1:
             raise UserError("coverage must be in (0, 1]")
         if max_regions < 1:
@@ -285,8 +285,8 @@ class ShardedIndex:
         counts = self.class_counts()
         wanted = [int(c) for c in np.nonzero(counts)[0]] if classes is None else list(classes)
         out = []
-        with tqdm(total=len(wanted), desc="summary", unit="class", disable=not progress,
-                  leave=False) as bar:
+        with progress_bar(total=len(wanted), desc="summary", unit="class",
+                          enabled=progress) as bar:
             for c in wanted:
                 n = sum(self.call("start_class", c))
                 covered, left = 0, n > 0

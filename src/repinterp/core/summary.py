@@ -10,11 +10,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from .errors import UserError
+from .progress import progress_bar
 from .region import Region
-from .summary_schema import SUMMARY_VERSION, SummaryMeta, check_summary_data
+from .summary_schema import (
+    SUMMARY_VERSION,
+    SummaryMeta,
+    check_summary_data,
+    needs_boundary_points,
+)
 
 __all__ = ["SUMMARY_VERSION", "ClassSummary", "Summary", "SummaryMeta", "peel"]
 
@@ -79,13 +84,27 @@ class Summary:
     def __iter__(self) -> Iterator[ClassSummary]:
         return iter(self.classes)
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The model's class names, for display (the meta's ``class_names``: set by an
+        interpreter given ``class_names`` or by the pipeline), else ``None``."""
+        names = self.meta.get("class_names")
+        return list(names) if isinstance(names, (list, tuple)) and all(
+            isinstance(n, str) for n in names) else None
+
+    def class_name(self, cls: int) -> str:
+        """Class ``cls`` in words: its name, else ``"class 9"``."""
+        names = self.class_names
+        return names[cls] if names and 0 <= cls < len(names) else f"class {cls}"
+
     def _repr_html_(self) -> str:
         """A notebook's view: per class, its regions' sizes and purity and the share
         covered. Self-contained HTML."""
         head = ("<tr><th>class</th><th>images</th><th>regions</th><th>covered</th>"
                 "<th>sizes (purity)</th></tr>")
         body = "".join(
-            f"<tr><td>{c.cls}</td><td>{c.n_images}</td><td>{len(c.regions)}</td>"
+            f"<tr><td>{html.escape(self.class_name(c.cls))}</td><td>{c.n_images}</td>"
+            f"<td>{len(c.regions)}</td>"
             f"<td>{100 * c.coverage:.1f}%</td><td>" + ", ".join(
                 f"{r.size} ({100 * r.purity:.1f}%)" for r in c.regions) + "</td></tr>"
             for c in self.classes)
@@ -94,8 +113,10 @@ class Summary:
         return f"<table><caption>{caption}</caption>{head}{body}</table>"
 
     def __repr__(self) -> str:
-        per_class = ", ".join(f"{c.cls}: {len(c.regions)} ({c.coverage:.0%})"
-                              for c in self.classes)
+        names = self.class_names
+        per_class = ", ".join(
+            f"{names[c.cls] if names and c.cls < len(names) else c.cls}: "
+            f"{len(c.regions)} ({c.coverage:.0%})" for c in self.classes)
         return (f"Summary({len(self.regions)} regions after {self.layer!r}; class: regions "
                 f"(coverage) {per_class})")
 
@@ -114,10 +135,21 @@ class Summary:
         """Plain data (tensors, numbers, strings) of schema :data:`SUMMARY_VERSION`:
         ``torch.save`` it and load it with ``weights_only=True``; :meth:`from_dict`
         rebuilds and checks the summary. Every field of every region is written
-        (:func:`dataclasses.fields`), so a field added to :class:`Region` is saved too."""
+        (:func:`dataclasses.fields`), so a field added to :class:`Region` is saved too;
+        but the boundary points (as large as the boundaries) only for a heat map that
+        needs them (``logprob``, :attr:`HeatmapMethod.needs_class_gradients`): what
+        ``explain --summary`` reads is the boundaries, the members and their distances."""
+        points = needs_boundary_points(self.meta.get("heatmap_method"))
+
+        def region(r: Region) -> dict:
+            d = r.to_dict()
+            if not points:
+                d.pop("boundary_points")
+            return d
+
         return {"version": SUMMARY_VERSION,
                 "classes": [{"cls": c.cls, "n_images": c.n_images, "covered": c.covered,
-                             "regions": [r.to_dict() for r in c.regions]}
+                             "regions": [region(r) for r in c.regions]}
                             for c in self.classes],
                 "coverage_target": self.coverage_target, "max_regions": self.max_regions,
                 "layer": self.layer, "meta": dict(self.meta)}
@@ -192,8 +224,8 @@ def peel(predictions: torch.Tensor, margins: torch.Tensor,
         return int(members[c][m.argmax()])
 
     found = 0
-    with tqdm(total=len(wanted), desc="summary", unit="class", disable=not progress,
-              leave=False, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(wanted), desc="summary", unit="class",
+                      enabled=progress) as bar:
         active = [c for c in wanted if going(c)]
         bar.update(len(wanted) - len(active))
         while active:

@@ -16,10 +16,15 @@ from .region import Region
 if TYPE_CHECKING:
     from .summary import Summary
 
-__all__ = ["SUMMARY_VERSION", "SummaryMeta", "check_summary_data"]
+__all__ = ["READABLE_VERSIONS", "SUMMARY_VERSION", "SummaryMeta", "check_summary_data",
+           "needs_boundary_points"]
 
-#: The schema of :meth:`Summary.to_dict` (and of ``summary.pt``); another is refused.
-SUMMARY_VERSION = 1
+#: The schema of :meth:`Summary.to_dict` (and of ``summary.pt``). Version 2: a region's
+#: ``boundary_points`` only where the summary's heat map needs them (``logprob``), and its
+#: ``class_name``; version 1 (every region with its points, no names) is read as well.
+SUMMARY_VERSION = 2
+#: The versions this build reads; another is refused.
+READABLE_VERSIONS = (1, 2)
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -167,13 +172,18 @@ def _tensor(where: str, t: Any, shape: tuple[int | None, ...], floating: bool) -
 
 def _region(where: str, d: Any, rec: SummaryMeta, cls: int) -> Region:
     """A region of saved data, every field of :class:`Region` checked (a field this
-    check does not know is plain data or a finite tensor)."""
+    check does not know is plain data or a finite tensor). Boundary points left out
+    (a heat map that does not need them) are read as none (``[0, D]``)."""
     if not isinstance(d, dict):
         raise UserError(f"{where} is not a dict")
     names = {f.name for f in fields(Region)}
     unknown = [k for k in d if k not in names]
     if unknown:
         raise UserError(f"{where} has an unknown field {unknown[0]!r}")
+    points = "boundary_points" in d
+    if not points and not needs_boundary_points(rec.heatmap_method) and isinstance(
+            d.get("weights"), torch.Tensor) and d["weights"].ndim == 2:
+        d = dict(d, boundary_points=d["weights"].new_zeros(0, d["weights"].shape[1]))
     for f in fields(Region):
         if f.name not in d and f.default is MISSING and f.default_factory is MISSING:
             raise UserError(f"{where} has no {f.name!r}")
@@ -186,7 +196,8 @@ def _region(where: str, d: Any, rec: SummaryMeta, cls: int) -> Region:
         d["weights"].ndim else -1
     _tensor(f"{where}: weights", d["weights"], (p, dim), True)
     _tensor(f"{where}: biases", d["biases"], (p,), True)
-    _tensor(f"{where}: boundary_points", d["boundary_points"], (p, dim), True)
+    _tensor(f"{where}: boundary_points", d["boundary_points"], (p if points else 0, dim),
+            True)
     _tensor(f"{where}: seed_values", d["seed_values"], (p,), True)
     _tensor(f"{where}: pairs", d["pairs"], (p, 2), False)
     if p and (int(d["pairs"].min()) < 0 or int(d["pairs"].max()) >= rec.classes):
@@ -215,13 +226,31 @@ def _region(where: str, d: Any, rec: SummaryMeta, cls: int) -> Region:
         v = d.get(f.name)
         if f.name in ("approximate",) and not isinstance(v, bool):
             raise UserError(f"{where}: {f.name} is not a bool")
+        if f.name == "class_name" and not isinstance(v, (str, type(None))):
+            raise UserError(f"{where}: class_name is not a string")
         if f.name == "logic" and v is not None:
             _number(f"{where}: logic", v, int, 0, rec.max_logics - 1)
         if isinstance(v, torch.Tensor) and v.is_floating_point():
             _tensor(f"{where}: {f.name}", v, tuple(v.shape), True)
         elif not isinstance(v, torch.Tensor):
             _plain(f"{where}: {f.name}", v)
-    return Region.from_dict(d)
+    region = Region.from_dict(d)
+    if region.class_name is None and rec.class_names is not None:
+        region.class_name = rec.class_names[cls]
+    return region
+
+
+def needs_boundary_points(method: object) -> bool:
+    """Whether a summary drawn with heat map ``method`` keeps its regions' boundary
+    points: for a method that needs the class gradients there (``logprob``), or one this
+    build does not know."""
+    from .heatmap import heatmap_method
+    if not isinstance(method, str):
+        return True
+    try:
+        return heatmap_method(method).needs_class_gradients
+    except UserError:                               # a method this build does not know
+        return True
 
 
 def check_summary_data(data: Any) -> Summary:
@@ -232,9 +261,9 @@ def check_summary_data(data: Any) -> Summary:
     if "version" not in data:
         raise UserError("it records no schema version (written by an older repinterp); "
                         "run `repinterp summarize` again")
-    if data["version"] != SUMMARY_VERSION:
+    if data["version"] not in READABLE_VERSIONS or isinstance(data["version"], bool):
         raise UserError(f"it is of schema version {data['version']!r}; this repinterp "
-                        f"reads version {SUMMARY_VERSION}")
+                        f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     rec = SummaryMeta.parse(data.get("meta"))
     _number("its coverage_target", data.get("coverage_target"), (float, int), 1e-12,
             1)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..app.outputs import atomic_path, write_json
 from ..core.errors import UserError
+from ..core.progress import progress_bar
 from .data import cache_dir, load_fashion_mnist
 
 #: The demo models' weights shipped with the package (trained by the project).
@@ -96,7 +96,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
                                                 pct_start=0.15)
     model.train()
-    bar = tqdm(total=steps, desc="training", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=steps, desc="training", unit="step", enabled=progress)
     for _ in range(epochs):
         perm = torch.randperm(len(images), generator=gen)
         for i in range(0, len(images), batch_size):

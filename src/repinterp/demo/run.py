@@ -48,7 +48,8 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     refs = x_train[idx]
 
     interp = RepresentativeInterpreter(model, "features", num_boundaries=num_boundaries,
-                                       seed=seed, progress=progress).fit(refs)
+                                       seed=seed, progress=progress,
+                                       class_names=FASHION_CLASSES).fit(refs)
     summary = interp.summarize(coverage=coverage, max_regions=max_regions)
     test_feats = interp.features(x_test)
     test_preds = interp.predict_features(test_feats)
