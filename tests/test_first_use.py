@@ -89,3 +89,13 @@ def test_an_index_of_a_source_of_ones_own_reads_back(tmp_path, net, images):
     loaded = load_index(out)
     assert loaded.manifest["data"] == {"source": "Mine"}
     assert len(loaded.index) == 120 and loaded.index.summarize(progress=False).regions
+
+
+def test_class_names_are_checked_on_a_restored_fit_too(net, images):
+    from repinterp import RepresentativeInterpreter, UserError
+    state = RepresentativeInterpreter(net, "2", progress=False).fit(images[:40]).fit_state_()
+    again = RepresentativeInterpreter(net, "2", progress=False, class_names=["a", "b", "c"])
+    assert again.fit(images[:40], state=state).restored_
+    with pytest.raises(UserError, match="class"):
+        RepresentativeInterpreter(net, "2", progress=False,
+                                  class_names=["a", "b"]).fit(images[:40], state=state)

@@ -107,7 +107,7 @@ def test_the_readme_is_short_and_its_commands_are_the_promised_three():
 def test_the_readme_runs_verbatim(tmp_path, files, monkeypatch, capsys):
     outs = run_page(README, workspace(tmp_path, files), monkeypatch, capsys)
     assert "suggested layer: layer4.0" in outs[0]
-    assert "at layer layer4.0;" in outs[1]               # the suggestion, used and named
+    assert "at layer4.0;" in outs[1]               # the suggestion, used and named
     report = (tmp_path / "out/resnet/report.html").read_text()
     assert "photo 04.jpg" in report and any(c in report for c in ("cats", "dogs", "birds"))
     assert "falls in" in outs[2] or "nearest" in outs[2]

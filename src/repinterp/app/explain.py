@@ -22,7 +22,7 @@ from ..core.index import IndexWorker
 from ..core.network import SplitNetwork
 from ..core.region import Region
 from ..core.summary import Summary
-from ..core.words import plural
+from ..core.words import layer_words, plural
 from .formats import checked_path
 from .index_jobs import open_index
 from .io import images_digest, load_summary, model_digest
@@ -122,7 +122,7 @@ def _from_fit(job: ExplainJob, families: Mapping[str, Family] | None, out: Path
                      title=f"repinterp: why {what} is {cname}",
                      meta={"model": job.model.name, **fitted.meta(), **(job.meta or {})})
     return Explained(region, out / "report.html",
-                     f"region of {what} ({cname}) at layer {interp.layer_}: "
+                     f"region of {what} ({cname}) at {layer_words(interp.layer_)}: "
                      f"{plural(region.size, 'member')}, "
                      f"{plural(region.num_boundaries, 'boundary')}, delta {region.delta}; "
                      f"report: {out / 'report.html'}")

@@ -1,5 +1,4 @@
-"""Command line: the parser, and one call per command into the pipelines
-(:mod:`repinterp.app.pipeline`, ``app.index_jobs``, ``app.explain``, ``demo.run``).
+"""Command line: the parser, and one call per command into the pipelines (``app.*``).
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error
 (one line; the traceback only with ``--debug``), 130 interrupted (SIGINT or SIGTERM).
@@ -13,6 +12,7 @@ import sys
 import threading
 
 from ..core.errors import UserError, first_line
+from ..core.words import layer_words
 from .parser import build_parser
 
 __all__ = ["FLAGS", "build_parser", "main"]
@@ -130,8 +130,8 @@ def _cmd_summarize(a: argparse.Namespace) -> None:
                        max_regions=a.max_regions, separate_logics=a.separate_logics,
                        max_logics=a.max_logics, meta={"seed": a.seed})
     summary, report = summarize_job(job, _families())
-    print(f"{len(summary.regions)} regions over {len(summary.classes)} classes at layer "
-          f"{summary.layer}; report: {report}")
+    print(f"{len(summary.regions)} regions over {len(summary.classes)} classes at "
+          f"{layer_words(summary.layer)}; report: {report}")
 
 
 def _cmd_index(a: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ import torch
 
 from .boundaries import Boundaries, boundaries_at
 from .passes import decisions
+from .region import check_class_names
 from .split import linear_prefix, split_model
 from .store import FeatureStore
 
@@ -61,6 +62,7 @@ class StateMixin:
 
     if TYPE_CHECKING:                   # set by RepresentativeInterpreter
         sampling: str
+        class_names: Any
         num_boundaries: int
         feature_dtype: torch.dtype | None
         store_dir: str | os.PathLike | None
@@ -137,6 +139,7 @@ class StateMixin:
         """Keep a fit (computed, or ``restored`` from a state): the network, the store,
         the logits and what follows from them (decisions, the shared bank); ``self``."""
         assert net.input_shape is not None           # set by the first pass
+        check_class_names(self.class_names, logits.shape[1])
         self._network = net
         self._store = store
         self.input_size_ = tuple(net.input_shape[-2:])

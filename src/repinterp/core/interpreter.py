@@ -18,9 +18,9 @@ from .boundaries import Boundaries, bisect_segments, boundaries_at
 from .engine import dense_candidates, make_region, purity_stop
 from .errors import NotFittedError, UserError
 from .network import GRIDS, SplitNetwork
-from .passes import batches
+from .passes import batches, warn_if_normalised
 from .precision import exact
-from .region import Region, check_class_names
+from .region import Region
 from .split import linear_prefix, split_model
 from .store import FeatureStore
 
@@ -209,6 +209,8 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
         if first is None or len(first) == 0:
             raise UserError("fit needs at least one reference image (got none)")
         net.check_split(first)
+        if self.preprocess is not None:
+            warn_if_normalised(first)
         restored = None if state is None else self._restore(state, net, first, len(references))
         if restored is not None:
             return self._keep(net, *restored, restored=True)
@@ -219,7 +221,6 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
         if logits.shape[1] < 2:
             raise UserError("the model has a single output; need a classifier with "
                             ">= 2 classes")
-        check_class_names(self.class_names, logits.shape[1])
         bad = (~torch.isfinite(logits).all(1)).nonzero()[:, 0]
         if len(bad):
             raise UserError(f"the logits contain NaN or infinite values for {len(bad)} of "

@@ -2,6 +2,7 @@
 tensor or a Dataset, and what a pass keeps of each image (its class and margin)."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import UserError
 
-__all__ = ["auto_batch_size", "batches", "check_floating", "decisions"]
+__all__ = ["auto_batch_size", "batches", "check_floating", "decisions", "warn_if_normalised"]
 
 
 def auto_batch_size(images: Any, device: torch.device) -> int:
@@ -61,3 +62,14 @@ def check_floating(images: torch.Tensor) -> torch.Tensor:
                         "the model was trained, e.g. images.float() / 255 and then its "
                         "normalisation")
     return images
+
+
+def warn_if_normalised(first: torch.Tensor) -> None:
+    """Warn when images meant to be given as they look (with ``preprocess=``) are
+    outside ``[0, 1]``: normalised already, they would be normalised twice."""
+    low, high = float(first.min()), float(first.max())
+    if low < -0.01 or high > 1.01:
+        warnings.warn(f"preprocess= is given but the references are already outside [0, 1] "
+                      f"({low:.2f} .. {high:.2f}): normalised twice? With preprocess=, pass "
+                      "images as they look (load_images(..., normalize='none'))",
+                      stacklevel=4)
