@@ -19,10 +19,8 @@ The rule: **repinterp replaces or deletes only what it wrote.**
   holds the output's lock (a lock file ``.NAME.lock`` beside the output, kept).
 - An in-place folder (a region index, resumed across runs) is claimed with
   :func:`claim_folder`: the same marker, the same lock; only its own temporary files
-  are ever removed (:func:`remove_temporaries`).
-
-Nothing else in the package may call ``shutil.rmtree``, ``os.rename``, ``os.replace`` or
-``unlink``: a structural test scans the source for them.
+  are ever removed (:func:`remove_temporaries`). Nothing else in the package deletes or
+  renames: a structural test scans the source for it.
 """
 from __future__ import annotations
 
@@ -46,8 +44,7 @@ from ..core.errors import UserError, first_line
 __all__ = ["OUTPUT_MARKER", "atomic_path", "check_output", "claim_folder", "evict", "output_folder",
            "release_locks", "remove_temporaries", "write_bytes", "write_json", "write_text"]
 
-#: The marker file of every folder repinterp wrote: JSON ``{"written_by": "repinterp",
-#: "kind": ..., "files": [relative paths]}``.
+#: repinterp's marker in each folder it wrote: JSON ``{"written_by", "kind", "files"}``
 OUTPUT_MARKER = ".repinterp-output"
 _MARKER_VERSION = 1
 # the errors that mean "this path cannot take the write", with a message per kind
@@ -55,8 +52,8 @@ _WRITE_ERRNOS = {errno.ENOSPC: "no space left on its device",
                  errno.EDQUOT: "the disk quota is exceeded",
                  errno.EROFS: "its file system is read-only",
                  errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
-# the lock files this process holds, by the output's resolved path
-_LOCKS: dict[Path, int] = {}
+_LOCKS: dict[Path, int] = {}            #: this process's lock files, by resolved output
+_LIVE: set[Path] = set()                #: this process's temporary output folders
 
 
 def _write_error(path: Path, exc: BaseException) -> UserError:
@@ -252,8 +249,7 @@ def _lock(out: Path, shown: Path) -> None:
         raise _write_error(out, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # the holder deletes the lock file before it lets go: a lock won on a file no
-        # longer at that path was won too late
+        # a lock won on a file no longer at that path (its holder deleted it) is too late
         if os.fstat(fd).st_ino != os.stat(lock).st_ino:
             raise BlockingIOError
     except OSError:
@@ -275,10 +271,12 @@ def _unlock(out: Path) -> None:
 
 
 def release_locks() -> None:
-    """Release every output lock this process holds (a command that ended before its
-    output was written; also run at exit)."""
+    """Release this process's output locks and remove its temporary output folders
+    never swapped in (interrupted before the caller's ``with``); by the CLI, at exit."""
     for out in list(_LOCKS):
         _unlock(out)
+    for tmp in list(_LIVE):
+        _remove_own_temporary(tmp)
 
 
 atexit.register(release_locks)
@@ -335,10 +333,8 @@ def output_folder(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     ``out`` is checked by :func:`check_output` (with ``inputs``). The earlier output's
     files (those its marker lists) are deleted after the swap, nothing else.
     """
-    shown = Path(out)
-    out = check_output(out, inputs)
-    parent = out.parent
-    tmp: Path | None = None
+    shown, out = Path(out), check_output(out, inputs)
+    parent, tmp = out.parent, None
     try:
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -351,11 +347,13 @@ def output_folder(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
                                             dir=parent))
                 os.chmod(tmp, 0o777 & ~_umask())           # mkdtemp makes 0700
                 _write_marker(tmp, "temporary", [])        # ours, should the run be killed
+                _LIVE.add(tmp)
         except OSError as exc:
             raise _write_error(shown, exc) from None
         yield tmp
         _write_marker(tmp, "report", [f for f in _files_under(tmp) if f != OUTPUT_MARKER])
         _swap_in(tmp, out)
+        _LIVE.discard(tmp)
     except BaseException as exc:
         if tmp is not None:
             _remove_own_temporary(tmp)
@@ -380,6 +378,7 @@ def _remove_own_temporary(tmp: Path) -> None:
     """Delete a temporary folder this process (or a killed run) created with
     ``mkdtemp`` under repinterp's prefix: everything in it was written by repinterp."""
     shutil.rmtree(tmp, ignore_errors=True)
+    _LIVE.discard(tmp)
 
 
 def _swap_in(new: Path, out: Path) -> None:
