@@ -93,13 +93,17 @@ def diversify(model: nn.Module, images: torch.Tensor) -> nn.Module:
     return model
 
 
-def check_boundaries_at_points(it, region) -> None:
+def check_boundaries_at_points(it, region, input_shape: tuple[int, ...] | None = None
+                               ) -> None:
     """Each boundary of ``region`` (float64) passes through its point on the decision
     surface (top-2 margin about 0) with normal = the margin's gradient there: exact for
     piecewise-linear heads, the tangent plane for smooth ones. The head is the model's
     own after the interpreter's layer (:func:`repinterp.core.split.split_model`, eval
-    mode), the same weights as the interpreter's private copy."""
+    mode), the same weights as the interpreter's private copy; a head split by hooks
+    (a model torch.fx cannot trace) runs on zero images of ``input_shape`` ``(C, H, W)``."""
     head, shape = split_model(it.model, it.layer_).head, it.feature_shape_
+    if hasattr(head, "input_shape"):
+        head.input_shape = input_shape
     with inference_mode(it.model):
         for w, (c1, c2), p in zip(region.weights, region.pairs.tolist(),
                                   region.boundary_points, strict=True):

@@ -18,92 +18,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from nets import tiny_cnn, tiny_images
+from helpers import cli, one_line_error, pixels, png, png16, png_chunk, script_model
+from nets import tiny_cnn
 from PIL import Image
 from torch import nn
 
 from repinterp import RepresentativeInterpreter
 from repinterp.app.labels import load_labels
 from repinterp.app.loading import load_images
-from repinterp.cli import main
 from repinterp.core.errors import UserError
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip()
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    """Exit 2, one line that starts as every error does, and says what is wrong."""
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if not ln.startswith("repinterp: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("repinterp: error: "), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], err
-
-
-def pixels(seed: int, n: int) -> np.ndarray:
-    """``n`` 8-bit 1x8x8 pictures (``tiny_images`` as pixels: the pixel rule refuses
-    float arrays outside [0, 1])."""
-    x = tiny_images(seed, n).float()
-    return (x * 40 + 128).clamp(0, 255).round().to(torch.uint8).numpy()
-
-
-def png(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
-def png16(path: Path, arr: np.ndarray, filters: tuple[int, ...] = (0,)) -> None:
-    """A 16-bit PNG written byte by byte (Pillow cannot write 16-bit colour), each row
-    with the next of ``filters`` (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth)."""
-    h, w, c = arr.shape
-    color = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    bpp = 2 * c
-    raw = arr.astype(">u2").reshape(h, w * c).view(np.uint8).reshape(h, w * bpp).astype(int)
-    rows, prev = [], np.zeros(w * bpp, int)
-    for y in range(h):
-        kind = filters[y % len(filters)]
-        cur = raw[y]
-        left = np.concatenate([np.zeros(bpp, int), cur[:-bpp]])
-        upleft = np.concatenate([np.zeros(bpp, int), prev[:-bpp]])
-        if kind == 0:
-            f = cur
-        elif kind == 1:
-            f = cur - left
-        elif kind == 2:
-            f = cur - prev
-        elif kind == 3:
-            f = cur - (left + prev) // 2
-        else:
-            p = left + prev - upleft
-            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - upleft)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
-            f = cur - pred
-        rows.append(bytes([kind]) + bytes((f & 255).astype(np.uint8)))
-        prev = cur
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body))
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
-        ">IIBBBBB", w, h, 16, color, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(
-            b"".join(rows))) + chunk(b"IEND", b""))
 
 
 def declared_png(path: Path, width: int, height: int) -> None:
     """A PNG header declaring ``width x height`` gray pixels, with almost no data (the
     shape of a decompression bomb; nothing of it may be decoded)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
-        ">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(
-            b"\x00" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + png_chunk(b"IDAT", zlib.compress(
+            b"\x00" * 64)) + png_chunk(b"IEND", b""))
 
 
 class Evil:
@@ -120,9 +51,8 @@ class Evil:
 def files(tmp_path_factory):
     """A TorchScript model, an ImageFolder of 8x8 gray PNGs, the same as .npy."""
     root = tmp_path_factory.mktemp("bad")
-    model = tiny_cnn(0, dtype=torch.float32)
-    torch.jit.script(model).save(str(root / "m.pt"))
-    torch.jit.script(tiny_cnn(1, dtype=torch.float32)).save(str(root / "other.pt"))
+    script_model(root)
+    script_model(root, seed=1, name="other.pt")
     pix = pixels(0, 120)
     for i in range(len(pix)):
         png(root / "folder" / f"c{i % 3}" / f"img{i:03d}.png", pix[i, 0])

@@ -86,9 +86,12 @@ def test_interpreter_boundaries_are_exact_on_the_full_head(use_prefix, sampling)
     x = tiny_images(0, 200)
     it = RepresentativeInterpreter(model, "2", num_boundaries=15, progress=False,
                                    sampling=sampling, use_prefix=use_prefix).fit(x)
-    assert (it.store_.projected is not None) == use_prefix
+    # the prefix's projections are kept, and counted, exactly when it is used
+    z = it.features_
+    assert (it.nbytes_ > z.numel() * z.element_size()) == use_prefix
     region = it.explain(5)
-    head, shape = it.network_.head, it.network_.feature_shape
+    # the full head: the user's (the interpreter's private copy is a copy of it)
+    head, shape = split_model(model, "2").head, it.feature_shape_
     for q in range(region.num_boundaries):
         c1, c2 = region.pairs[q].tolist()
         def margin(v):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_idx_labels
 from PIL import Image
 
 from repinterp.app import loading
@@ -168,10 +169,6 @@ def test_array_names_and_a_manifest_round_trip(tmp_path):
 
 
 # --- inputs beside the images ---------------------------------------------------------------
-def write_idx_labels(path: Path, labels: list[int]) -> None:
-    path.write_bytes(b"\x00\x00\x08\x01" + len(labels).to_bytes(4, "big") + bytes(labels))
-
-
 def test_idx_labels_follow_their_items_past_a_skipped_file(tmp_path):
     data = tmp_path / "data"
     for i in range(6):

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from nets import tiny_cnn, tiny_images
+from helpers import cli, pixels, png, region, script_model
+from nets import tiny_cnn
 from PIL import Image
-from test_labels import region
 
 from repinterp import RepresentativeInterpreter, __version__
 from repinterp.app.captions import captions
@@ -32,24 +32,15 @@ FOLDERS = ("cat", "dog", "bird")          # sorted: bird, cat, dog (ImageFolder'
 BASE = ("--layer", "2", "--num-boundaries", "8", "--normalize", "none", "--quiet")
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip()
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A 3-class TorchScript model and an ImageFolder of 8x8 gray PNGs in folders named
     after animals; a query image outside the folder."""
     root = tmp_path_factory.mktemp("first-hour")
-    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(root / "m.pt"))
-    x = tiny_images(0, 90).float()
-    pix = (x * 40 + 128).clamp(0, 255).round().to(torch.uint8).numpy()
+    script_model(root)
+    pix = pixels(0, 90)
     for i in range(len(pix)):
-        path = root / "data" / FOLDERS[i % 3] / f"a-long-common-prefix-{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pix[i, 0]).save(path)
+        png(root / "data" / FOLDERS[i % 3] / f"a-long-common-prefix-{i:03d}.png", pix[i, 0])
     Image.fromarray(pix[5, 0]).save(root / "query.png")
     (root / "notes.txt").write_text("not an image")
     (root / "two.txt").write_text("cat\ndog\n")
@@ -177,7 +168,7 @@ def test_explain_report_leads_with_the_query(files, capsys, tmp_path):
                          files / "data", *BASE, "--image", files / "query.png", "--out",
                          tmp_path / "q")
     assert code == 0, err
-    assert re.match(r"region of query\.png \((bird|cat|dog)\): \d+ members?, "
+    assert re.match(r"region of query\.png \((bird|cat|dog)\) at layer 2: \d+ members?, "
                     r"\d+ boundar(y|ies), delta \d+; report: ", out), out
     page = (tmp_path / "q" / "report.html").read_text()
     query = page.index('<section id="query">')

@@ -93,6 +93,7 @@ def test_a_strided_head_leaves_dots_on_the_feature_grid_and_none_on_its_own():
     positions, so every boundary normal is zero on odd ones and the map on the feature
     grid is a grid of dots; on the head's grid (4 x 4 here) it is not."""
     from repinterp import RepresentativeInterpreter
+    from repinterp.core.network import SplitNetwork
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),             # psi: 8 x 8
@@ -105,7 +106,10 @@ def test_a_strided_head_leaves_dots_on_the_feature_grid_and_none_on_its_own():
     kw = dict(num_boundaries=10, progress=False, channels_last=False, min_purity=None)
     dots = RepresentativeInterpreter(model, "1", heatmap_grid="features", **kw).fit(x)
     cells = RepresentativeInterpreter(model, "1", heatmap_grid="head", **kw).fit(x)
-    assert dots.network_.head_grid == (4, 4)
+    # the head's own grid, as the network the interpreter makes at fit finds it
+    split = SplitNetwork(model, "1", progress=False, channels_last=False)
+    split.features(x)
+    assert split.head_grid == (4, 4)
     region = dots.explain(0)
     normals = region.weights.reshape(-1, 4, 8, 8)
     assert bool((normals[:, :, 1::2, :] == 0).all() and (normals[:, :, :, 1::2] == 0).all())

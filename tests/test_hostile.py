@@ -7,43 +7,22 @@ import csv
 import numpy as np
 import pytest
 import torch
-from nets import tiny_cnn, tiny_images
-from PIL import Image
+from helpers import cli, one_line_error, pixels, png, script_model
 
 from repinterp import RepresentativeInterpreter, UserError
-from repinterp.cli import main
 
 BASE = ("--layer", "2", "--quiet", "--num-boundaries", "8", "--normalize", "none")
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip()
-
-
-def refused(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if not ln.startswith("repinterp: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("repinterp: error: "), err
-    for n in needles:
-        assert n in lines[0], err
-
-
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    root = tmp_path_factory.mktemp("m")
-    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(root / "m.pt"))
-    return root / "m.pt"
+    return script_model(tmp_path_factory.mktemp("m"))
 
 
 def folder(root, names):
-    x = tiny_images(0, len(names)).float()
-    pix = (x * 40 + 128).clamp(0, 255).round().to(torch.uint8).numpy()
+    pix = pixels(0, len(names))
     for i, name in enumerate(names):
-        path = root / f"c{i % 3}" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pix[i, 0]).save(path)
+        png(root / f"c{i % 3}" / name, pix[i, 0])
     return root
 
 
@@ -79,7 +58,7 @@ def test_formula_like_names_are_text_in_members_csv(capsys, tmp_path, model_file
 def test_out_of_range_options(capsys, tmp_path, model_file, argv, needle):
     code, _, err = cli(capsys, "summarize", "--model", model_file, "--data", tmp_path,
                        "--out", tmp_path / "s", *BASE, *argv)
-    refused(code, err, needle)
+    one_line_error(code, err, needle)
     assert not (tmp_path / "s").exists()
 
 
@@ -88,7 +67,7 @@ def test_heldout_of_another_size_is_refused_before_the_fit(capsys, tmp_path, mod
     np.save(tmp_path / "held.npy", np.zeros((5, 1, 12, 12), np.uint8))
     code, _, err = cli(capsys, "summarize", "--model", model_file, "--data", data,
                        "--heldout", tmp_path / "held.npy", "--out", tmp_path / "s", *BASE)
-    refused(code, err, "the held-out images", "(1, 12, 12)", "(1, 8, 8)", "--size H,W")
+    one_line_error(code, err, "the held-out images", "(1, 12, 12)", "(1, 8, 8)", "--size H,W")
 
 
 def test_out_of_memory_is_one_line(capsys, tmp_path, model_file, monkeypatch):
@@ -100,7 +79,7 @@ def test_out_of_memory_is_one_line(capsys, tmp_path, model_file, monkeypatch):
     data = folder(tmp_path / "data", [f"i{i}.png" for i in range(6)])
     code, _, err = cli(capsys, "summarize", "--model", model_file, "--data", data, "--out",
                        tmp_path / "s", *BASE)
-    refused(code, err, "out of memory", "--references", "--store-dir")
+    one_line_error(code, err, "out of memory", "--references", "--store-dir")
 
 
 def test_fit_on_no_references_and_a_boolean_seed(net, images):

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import script_model, tree
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from nets import tiny_cnn, tiny_images
+from nets import tiny_images
 from PIL import Image
 
 from repinterp.app.labels import load_labels
@@ -26,18 +27,6 @@ from repinterp.core.errors import UserError
 SETTINGS = dict(deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
-
-
-def tree(root: Path) -> dict[bytes, str]:
-    """Every file below ``root`` by its SHA-256 (names as bytes: they may be invalid
-    UTF-8)."""
-    out = {}
-    for dirpath, _, files in os.walk(os.fsencode(root)):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, os.fsencode(root))] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 # --- formats and pixel types --------------------------------------------------------------
@@ -94,9 +83,7 @@ NAMES = st.one_of(
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    root = tmp_path_factory.mktemp("m")
-    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(root / "m.pt"))
-    return root / "m.pt"
+    return script_model(tmp_path_factory.mktemp("m"))
 
 
 def _file_name(stem: str) -> bytes:
@@ -181,7 +168,7 @@ def test_a_label_file_gives_each_image_its_own_label_or_a_clear_error(
 def saved(tmp_path_factory):
     """A summary of 120 references of the 3-class tiny network, saved by the CLI."""
     root = tmp_path_factory.mktemp("saved")
-    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(root / "m.pt"))
+    script_model(root)
     np.save(root / "x.npy", tiny_images(0, 120).float().numpy())
     assert main(["summarize", "--model", str(root / "m.pt"), "--data", str(root / "x.npy"),
                  "--out", str(root / "s"), "--layer", "2", "--quiet", "--num-boundaries",

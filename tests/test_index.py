@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import descendants, processes
 from nets import tiny_cnn, tiny_images
 
 from repinterp import RepresentativeInterpreter
@@ -17,7 +18,7 @@ from repinterp.app.loading import ImageSource
 from repinterp.cli import main
 from repinterp.core.errors import UserError
 from repinterp.core.greedy import select_boundaries
-from repinterp.core.index import IndexWorker, RegionIndex, pack_signs, sample_bank, unpack_signs
+from repinterp.core.index import IndexWorker, RegionIndex, pack_signs, unpack_signs
 
 
 @pytest.mark.parametrize("width", [1, 7, 8, 13, 64])
@@ -36,14 +37,21 @@ def indexed():
     net, images = tiny_cnn(0), tiny_images(0)
     interp = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False,
                                        use_prefix=False).fit(images)
-    bank = sample_bank(interp, 60, per_origin=20, seed=0)
+    bank = interp.sample_bank(60, per_origin=20, seed=0)
+    assert not bank.prefix                 # its working space is feature space
     rows = IndexWorker(net, "2", bank, batch_size=64).rows(images)
     return interp, bank, RegionIndex(bank, rows, interp.feature_shape_, "2"), net
 
 
+def side_values(interp, bank):
+    """``Z W^T + b``: the bank's side values at every stored reference, the product the
+    interpreter makes (its working space is feature space here: ``use_prefix=False``)."""
+    return torch.addmm(bank.working.biases, interp.features_, bank.working.weights.T)
+
+
 def test_index_rows_are_the_side_values_of_the_bank(indexed):
     interp, bank, index, _ = indexed
-    values = interp.store_.side_values(bank.working.weights, bank.working.biases)
+    values = side_values(interp, bank)
     torch.testing.assert_close(index.rows.values.double(), values, rtol=1e-3, atol=1e-3)
     assert torch.equal(unpack_signs(index.rows.signs, len(bank)), values >= 0)
     assert torch.equal(index.rows.predictions, interp.predictions_)
@@ -60,7 +68,7 @@ def test_index_region_equals_the_greedy_on_exact_sides(indexed, seed, q, min_pur
     of the seed's class nearest to it, ``|g . p + c| / |g|``) through the float greedy;
     then membership from the feature-space boundaries of the region."""
     interp, bank, index, _ = indexed
-    values = interp.store_.side_values(bank.working.weights, bank.working.biases)
+    values = side_values(interp, bank)
     cls = int(interp.predictions_[seed])
     cand = torch.arange(len(bank))
     if q is not None:
@@ -92,7 +100,7 @@ def test_one_engine_the_per_seed_and_index_paths_agree(indexed, seed):
     interp, bank, index, _ = indexed
     assert interp.min_purity_ == index.min_purity_
     assert RegionIndex.explain.__kwdefaults__["min_purity"] == "auto"
-    values = interp.store_.side_values(bank.working.weights, bank.working.biases)
+    values = side_values(interp, bank)
     cls = int(interp.predictions_[seed])
     b = Boundaries(bank.weights, bank.biases, bank.working.points, bank.working.pairs)
     dense = interp._region(b, values, values[seed], cls, interp.predictions_ == cls, seed,
@@ -233,29 +241,8 @@ def _ray_actor_pids() -> list[int]:
     """Worker processes of the index's Ray actors started by *this* test: processes
     titled after the actor class that descend from this process (the local Ray that
     ``ray.init`` started here), never another user's or another session's workers."""
-    parents, titles = {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read()
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    titles[int(entry)] = f.read()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])
-    me = os.getpid()
-
-    def ours(pid: int) -> bool:
-        seen = set()
-        while pid > 1 and pid not in seen:
-            seen.add(pid)
-            pid = parents.get(pid, 0)
-            if pid == me:
-                return True
-        return False
-
-    return [pid for pid, title in titles.items() if b"_RayIndexer" in title and ours(pid)]
+    table = processes()
+    return [pid for pid in descendants(os.getpid(), table) if b"_RayIndexer" in table[pid][1]]
 
 
 @pytest.mark.slow

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from nets import tiny_cnn
-from PIL import Image
+from helpers import cli, png, script_model
 from torch import nn
-from torchvision_matrix import diversify
 
+from benchmarks.torchvision_matrix import diversify
 from repinterp.app.loading import load_images
 from repinterp.app.models import load_model
 from repinterp.app.outputs import atomic_path, write_text
@@ -20,11 +19,6 @@ from repinterp.cli import main
 from repinterp.core.errors import UserError
 
 XSS = "<img src=x onerror=alert(1)>.png"
-
-
-def png(path, arr):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +35,7 @@ def gray_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_script(tmp_path_factory):
-    path = tmp_path_factory.mktemp("m") / "tiny.pt"
-    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(path))
-    return path
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip()
+    return script_model(tmp_path_factory.mktemp("m"), name="tiny.pt")
 
 
 # --- images -----------------------------------------------------------------------

@@ -5,11 +5,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import TESTS, same_region, split_store
 from nets import tiny_cnn, tiny_images
 from torch import nn
 
 from repinterp import NotFittedError, Region, RepresentativeInterpreter, Summary, UserError
 from repinterp.core.boundaries import Boundaries
+from repinterp.core.split import split_model
 
 
 @pytest.fixture(scope="module", params=["bisection", "shared"])
@@ -90,7 +92,7 @@ def test_errors(net, images):
     with pytest.raises(UserError, match="sampling"):  # parameters are checked in fit
         RepresentativeInterpreter(net, "2", sampling="nope").fit(images)
     with pytest.raises(UserError, match="NaN"):
-        it.network_.features(images[:2] * float("nan"))
+        it.features(images[:2] * float("nan"))
     with pytest.raises(UserError, match="coverage"):
         it.summarize(coverage=0)
 
@@ -109,8 +111,12 @@ def test_linear_prefix_fast_path_equals_direct_product(net, images, sampling):
                                      seed=1, progress=False).fit(images)
     slow = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling=sampling,
                                      seed=1, progress=False, use_prefix=False).fit(images)
-    assert fast.store_.projected is not None and slow.store_.projected is None
-    assert fast.store_.working_shape == (16,)
+    # the fast path keeps the projections by the head's first linear layer (16 outputs)
+    # beside the features, and counts them; the slow path keeps the features alone
+    z = fast.features_
+    assert torch.equal(z, slow.features_)
+    assert slow.nbytes_ == z.numel() * z.element_size()
+    assert fast.nbytes_ - slow.nbytes_ == len(images) * 16 * z.element_size()
     for seed in range(0, 60, 7):
         a, c = fast.explain(seed), slow.explain(seed)
         assert torch.equal(a.members, c.members) and a.delta == c.delta
@@ -125,7 +131,7 @@ def test_half_precision_store(net, images):
     half = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False,
                                      use_prefix=False, feature_dtype=torch.float16).fit(images)
     assert half.features_.dtype == torch.float16
-    assert half.store_.nbytes * 4 == full.store_.nbytes        # float64 -> float16
+    assert half.nbytes_ * 4 == full.nbytes_                    # float64 -> float16
     ra, rb = full.explain(3), half.explain(3)
     overlap = len(set(ra.members.tolist()) & set(rb.members.tolist()))
     assert overlap >= 0.9 * max(ra.size, rb.size)
@@ -143,12 +149,46 @@ def test_locate_puts_images_in_their_largest_containing_region(fitted):
         assert int(where[i]) == (min(own) if own else -1)
 
 
+def conv_runs(it, images) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The weight and the output of every convolution run while ``it`` computes features
+    (a global forward hook: the interpreter runs private copies of the user's modules)."""
+    seen = []
+
+    def hook(module, args, out):
+        if isinstance(module, nn.Conv2d):
+            seen.append((module.weight, out))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        it.features(images)
+    finally:
+        handle.remove()
+    return seen
+
+
 def test_channels_last_copy_gives_the_same_features(net, images):
     fast = RepresentativeInterpreter(net, "2", progress=False).fit(images)
     plain = RepresentativeInterpreter(net, "2", progress=False, channels_last=False).fit(images)
-    assert fast.network_.channels_last and not plain.network_.channels_last
     torch.testing.assert_close(fast.features_, plain.features_, rtol=1e-12, atol=1e-12)
+    # the copy runs channels-last only when asked to (seen on 3 input channels: with one,
+    # both layouts have the same strides)
+    torch.manual_seed(0)
+    rgb = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(64, 3)).double()
+    x = torch.randn(40, 3, 8, 8, dtype=torch.float64)
+    cl = torch.channels_last
+    for flag in (True, False):
+        it = RepresentativeInterpreter(rgb, "2", progress=False, channels_last=flag).fit(x)
+        ran = conv_runs(it, x[:4])
+        assert ran
+        for weight, out in ran:
+            assert weight.is_contiguous(memory_format=cl) is flag
+            assert out.is_contiguous(memory_format=cl) is flag
+            assert out.is_contiguous() is not flag
+        torch.testing.assert_close(it.features(x), rgb[:3](x).flatten(1), rtol=1e-12,
+                                   atol=1e-12)
     assert net[0].weight.is_contiguous()  # the user's parameters keep their layout
+    assert rgb[0].weight.is_contiguous() and not rgb[0].weight.is_contiguous(memory_format=cl)
 
 
 # --- regressions: one test per bug of issue 8 -------------------------------------------
@@ -191,7 +231,16 @@ def test_bug2_device_copies_run_in_eval_mode(images):
     it = RepresentativeInterpreter(model, "2", device="cpu:0", progress=False).fit(images)
     assert _agreement(it, copy.deepcopy(model), images) == 1.0
     assert model.training                               # the user's flag is kept
-    assert not any(m.training for m in it.network_.head.modules())
+    # every module the interpreter runs (its private copies: a global hook sees them)
+    # runs in eval mode, the head's dropout included
+    ran = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, args, out: ran.append((type(m), m.training)))
+    try:
+        it.predict(images[:10])
+    finally:
+        handle.remove()
+    assert (nn.Dropout, False) in ran and not any(training for _, training in ran)
 
 
 def test_bug3_num_boundaries_is_honoured_with_shared_sampling(net, images):
@@ -200,7 +249,9 @@ def test_bug3_num_boundaries_is_honoured_with_shared_sampling(net, images):
     bank = it.bank_
     for seed in (0, 9, 21):
         region = it.explain(seed, num_boundaries=3)
-        lifted, _ = it.store_.lift(bank.weights[:3], bank.biases[:3])
+        # the bank is kept in the working space of the head's first linear layer
+        # (``net[4]``); in feature space a boundary ``g`` is ``g A``
+        lifted = bank.weights[:3] @ net[4].weight.detach()
         for w in region.weights:   # every selected boundary is one of the first three
             assert min(float((w - s * v).abs().max()) for v in lifted for s in (1, -1)) < 1e-12
     with pytest.raises(UserError, match="exceeds the 30 shared"):
@@ -212,7 +263,8 @@ def test_bug4_flipped_boundaries_swap_their_class_pair(net, images, sampling):
     """Was 12 of 20 shared-mode rows holding grad(G_c2 - G_c1) under the label (c1, c2)."""
     it = RepresentativeInterpreter(net, "2", num_boundaries=20, sampling=sampling,
                                    progress=False).fit(images)
-    head, shape = it.network_.head, it.network_.feature_shape
+    # the full head: the user's (the interpreter's private copy is a copy of it)
+    head, shape = split_model(net, "2").head, it.feature_shape_
     rows = 0
     for seed in range(0, 60, 6):
         region = it.explain(seed)
@@ -234,11 +286,14 @@ def test_bug5_seed_on_a_boundary_stays_in_its_region():
                                    progress=False).fit(x)
     from repinterp.core.engine import dense_candidates, make_region
     bank = it.bank_
-    p = it.store_.projected
+    # the store the interpreter keeps, made as fit makes it (the same features)
+    _, store = split_store(net32, "2", x)
+    assert torch.equal(store.z, it.features_) and store.projected is not None
+    p = store.projected
     for s in range(60):
         through = -(bank.weights @ p[s])        # every boundary through the seed
-        values = it.store_.side_values(bank.weights, through)
-        w, b = it.store_.lift(bank.weights, through)
+        values = store.side_values(bank.weights, through)
+        w, b = store.lift(bank.weights, through)
         cls = int(it.predictions_[s])
         candidates = dense_candidates(Boundaries(w, b, bank.points, bank.pairs), values,
                                       values[s])
@@ -282,7 +337,7 @@ def test_region_and_summary_are_small_plain_values(net, images, tmp_path):
     blob = pickle.dumps(summary)
     region_bytes = sum(r.weights.numel() * 2 * 8 + r.members.numel() * 16
                        for r in summary.regions)
-    assert len(blob) < region_bytes + 20_000 < it.store_.nbytes
+    assert len(blob) < region_bytes + 20_000 < it.nbytes_
     assert "RepresentativeInterpreter" not in str(blob)
     path = tmp_path / "s.pt"
     torch.save(summary.to_dict(), path)
@@ -336,9 +391,9 @@ def test_bug8_demo_model_leaves_the_global_rng_alone(tmp_path, monkeypatch):
     assert torch.equal(torch.rand(3), expected)
 
 
+#: run in a fresh Python in the tests' folder (so that ``nets`` is importable)
 _PRECISION_PROBE = """
-import torch, sys
-sys.path.insert(0, {tests!r})
+import torch
 from nets import tiny_cnn, tiny_images
 from repinterp import RepresentativeInterpreter
 from repinterp.core.precision import exact_float32
@@ -393,12 +448,11 @@ def test_tf32_is_off_inside_and_the_users_precision_comes_back(setup):
     error (a fresh process each: the settings are global)."""
     import subprocess
     import sys
-    from pathlib import Path
     if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
         pytest.skip("PyTorch < 2.9 has no fp32_precision API")
-    code = _PRECISION_PROBE.format(tests=str(Path(__file__).parent), setup=setup)
+    code = _PRECISION_PROBE.format(setup=setup)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=TESTS)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 
@@ -419,13 +473,17 @@ def test_queries_do_not_change_the_fitted_shapes():
         torch.nn.functional.cross_entropy(model(images), labels).backward()
         opt.step()
     it = RepresentativeInterpreter(model, "1", num_boundaries=8, progress=False).fit(images)
-    shapes = it.network_.input_shape, it.network_.feature_shape
+    shapes = it.input_size_, it.feature_shape_
     region = it.explain(0)
     big = torch.randn(3, 1, 16, 16, dtype=torch.float64)
     assert it.heatmap(region, big).shape == (3, 16, 16)
-    assert (it.network_.input_shape, it.network_.feature_shape) == shapes == (
-        (1, 8, 8), (4, 8, 8))
+    assert (it.input_size_, it.feature_shape_) == shapes == ((8, 8), (4, 8, 8))
     assert it.explain(1).feature_shape == (4, 8, 8)
+    # the network the interpreter makes at fit: its first pass fixes both shapes
+    network, _ = split_store(model, "1", images)
+    shapes = network.input_shape, network.feature_shape
+    assert network.heatmap(region, big).shape == (3, 16, 16)
+    assert (network.input_shape, network.feature_shape) == shapes == ((1, 8, 8), (4, 8, 8))
 
 
 def test_public_verbs_features_predict_locate(net, images):
@@ -493,11 +551,6 @@ def test_notebook_views_are_self_contained_html(net, images):
     assert "http" not in markup and "<script" not in markup and str(view) == markup
 
 
-def _same_region(a, b) -> bool:
-    return (a.predicted_class == b.predicted_class and torch.equal(a.members, b.members)
-            and torch.equal(a.weights, b.weights))
-
-
 def test_an_image_equal_to_a_reference_gets_its_region(net, images):
     """Issue 19: ``explain(refs[i])`` and ``explain(i)`` agree (the image *is* that
     reference), also through a float32 model whose batch of one differs from the fit's
@@ -506,7 +559,8 @@ def test_an_image_equal_to_a_reference_gets_its_region(net, images):
     interp.fit(images)
     for i in (0, 7, 123):
         by_index, by_image = interp.explain(i), interp.explain(images[i])
-        assert by_image.seed_index == i and _same_region(by_index, by_image)
+        assert by_image.seed_index == i
+        same_region(by_index, by_image)
     other = images[5] + 0.05 * torch.randn(images[5].shape, dtype=images.dtype,
                                            generator=torch.Generator().manual_seed(0))
     assert interp.explain(other).seed_index is None
@@ -515,19 +569,35 @@ def test_an_image_equal_to_a_reference_gets_its_region(net, images):
     f32 = RepresentativeInterpreter(net32, "2", num_boundaries=20, progress=False,
                                     batch_size=64).fit(x32)
     for i in (3, 200):
-        assert _same_region(f32.explain(i), f32.explain(x32[i]))
+        same_region(f32.explain(i), f32.explain(x32[i]))
 
 
-def test_explain_takes_a_batch_and_numpy(net, images):
+def test_explain_many_takes_a_batch_and_numpy(net, images):
     interp = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False)
     interp.fit(images[:200])
     batch = images[250:253]
-    regions = interp.explain(batch)
+    regions = interp.explain_many(batch)
     assert isinstance(regions, list) and len(regions) == 3
     for img, region in zip(batch, regions, strict=True):
-        assert _same_region(region, interp.explain(img))
-        assert _same_region(region, interp.explain(img.numpy()))
-    assert _same_region(interp.explain(batch.numpy())[1], regions[1])
+        same_region(region, interp.explain(img))
+        same_region(region, interp.explain(img.numpy()))
+    from_numpy = interp.explain_many(batch.numpy())
+    assert len(from_numpy) == 3
+    for img, region in zip(batch.numpy(), from_numpy, strict=True):
+        same_region(region, interp.explain(img))
+    # a sequence of indices and images, in order
+    mixed = interp.explain_many([7, batch[1]])
+    same_region(mixed[0], interp.explain(7))
+    same_region(mixed[1], regions[1])
+
+
+def test_explain_takes_one_seed_and_names_explain_many_for_a_batch(net, images):
+    interp = RepresentativeInterpreter(net, "2", num_boundaries=20, progress=False)
+    interp.fit(images[:200])
+    for batch in (images[250:253], images[250:253].numpy()):
+        with pytest.raises(UserError, match="for a batch of 3 images call explain_many"):
+            interp.explain(batch)
+    assert isinstance(interp.explain(images[250]), Region)
 
 
 def test_explain_against_one_target_class(net, images):
@@ -538,14 +608,14 @@ def test_explain_against_one_target_class(net, images):
                                        delta=0, min_purity=None).fit(images)
     seed = 0
     c = int(interp.predictions_[seed])
-    assert _same_region(interp.explain(seed, target=c), interp.explain(seed))
+    same_region(interp.explain(seed, target=c), interp.explain(seed))
     for t in {0, 1, 2} - {c}:
         region = interp.explain(seed, target=t)
         inside = interp.predictions_[region.members]
         assert not bool((inside == t).any())
         assert bool((region.pairs[:, 0] == c).all())
         # its boundaries sit between c and t: at each point the two top logits are c, t
-        logits = interp.network_.logits(region.boundary_points)
+        logits = interp.predict_features(region.boundary_points, logits=True)
         top2 = logits.topk(2, 1).indices.sort(1).values
         assert bool((top2 == torch.tensor(sorted((c, t)))).all(1).float().mean() > 0.5)
     with pytest.raises(UserError, match="target class 7"):
@@ -591,8 +661,16 @@ def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
     net = tiny_cnn(4, classes=5)
     it = RepresentativeInterpreter(net, "2", num_boundaries=12, seed=1,
                                    progress=False).fit(tiny_images(4, 400))
+    # a pass of the head (after its linear prefix) ends with its last linear layer, of
+    # the private copy: a global hook sees it (16 hidden units -> 5 classes)
     passes = []
-    hook = it.store_.rest.register_forward_hook(lambda m, i, o: passes.append(len(o)))
+
+    def count(module, args, out):
+        if isinstance(module, nn.Linear) and (module.in_features, module.out_features) \
+                == (16, 5):
+            passes.append(len(out))
+
+    hook = torch.nn.modules.module.register_module_forward_hook(count)
     try:
         together = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True)
         n_together, rows_together = len(passes), sum(passes)
@@ -618,7 +696,7 @@ def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
         assert torch.equal(a.members, b.members) and torch.equal(a.weights, b.weights)
     # searches cut into batches of at most 2 seeds' segment points: the same regions
     import repinterp.core.interpreter as module
-    monkeypatch.setattr(module, "SEARCH_BYTES", 2 * 12 * it.store_.z.shape[1] * 8)
+    monkeypatch.setattr(module, "SEARCH_BYTES", 2 * 12 * it.features_.shape[1] * 8)
     cut = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True)
     for a, b in zip(together.regions, cut.regions, strict=True):
         assert torch.equal(a.members, b.members)

@@ -1,23 +1,16 @@
 """Issue 12: labels where the user has them (ImageFolder folders, IDX labels, a CSV of
 path,label), and what they add to a region."""
-import gzip
-import struct
 
 import numpy as np
 import pytest
 import torch
+from helpers import region, write_idx_labels
 
 from repinterp.app.labels import load_labels
 from repinterp.app.memberships import membership_rows
 from repinterp.app.stats import label_stats, region_flags
 from repinterp.core.errors import UserError
-from repinterp.core.region import Region
 from repinterp.core.summary import ClassSummary, Summary
-
-
-def write_idx_labels(path, labels):
-    with gzip.open(path, "wb") as fh:
-        fh.write(struct.pack(">HBBI", 0, 8, 1, len(labels)) + bytes(labels))
 
 
 def test_imagefolder_labels(tmp_path):
@@ -47,16 +40,6 @@ def test_csv_and_idx_labels(tmp_path):
     # an MNIST-style folder: the labels file beside the images
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
     assert load_labels(tmp_path, ["a", "b", "c"]).tolist() == [4, 2, 9]
-
-
-def region(members, cls=1, logic=None):
-    n = len(members)
-    return Region(predicted_class=cls, weights=torch.zeros(1, 2), biases=torch.zeros(1),
-                  boundary_points=torch.zeros(1, 2), pairs=torch.tensor([[cls, 0]]),
-                  delta=0, min_delta=0, members=torch.tensor(members),
-                  member_distances=torch.arange(n, dtype=torch.float32), purity=1.0,
-                  seed_index=members[0], seed_values=torch.zeros(1), feature_shape=(2,),
-                  logic=logic)
 
 
 def test_label_stats_and_flags():

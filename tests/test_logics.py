@@ -4,8 +4,8 @@ against scikit-learn, hand-computed descriptors and logic boundaries."""
 import numpy as np
 import pytest
 import torch
+from helpers import MARK, two_logic_images, two_logic_net
 from sklearn.metrics import silhouette_score
-from torch import nn
 
 from repinterp import Region, RepresentativeInterpreter
 from repinterp.core.logics import (
@@ -15,55 +15,6 @@ from repinterp.core.logics import (
     logic_descriptors,
     silhouette,
 )
-
-MARK = (0, 3)          # the mark's pixel: top-right corner of a 4x4 image
-
-
-def two_logic_net() -> nn.Module:
-    """``psi = ReLU(x)`` on 1x4x4 images; the head's hidden units are: the left half
-    (object A), 4 x the mark pixel, the rest of the right half (object B); class 0 =
-    object A + mark, class 1 = object B. Class 0 thus has two reasons."""
-    conv = nn.Conv2d(1, 1, 1)
-    lin1, lin2 = nn.Linear(16, 3), nn.Linear(3, 2)
-    with torch.no_grad():
-        conv.weight.fill_(1.0)
-        conv.bias.zero_()
-        left = torch.zeros(4, 4)
-        left[:, :2] = 1
-        mark = torch.zeros(4, 4)
-        mark[MARK] = 4
-        right = torch.zeros(4, 4)
-        right[:, 2:] = 1
-        right[MARK] = 0
-        lin1.weight.copy_(torch.stack([left, mark, right]).flatten(1))
-        lin1.bias.zero_()
-        lin2.weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
-        lin2.bias.zero_()
-    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), lin1, nn.ReLU(), lin2).double()
-
-
-def two_logic_images(seed: int = 0, scale: int = 1):
-    """40 images of class 0 by the object, 30 of class 0 by the mark (object B plus the
-    mark), 50 of class 1 (object B), each times ``scale``: returns the images and the
-    group of each (0, 1, 2)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def u(n, lo, hi, shape=(4, 4)):
-        return lo + (hi - lo) * torch.rand(n, *shape, generator=g, dtype=torch.float64)
-
-    def make(n, left, right, mark):
-        x = torch.zeros(n, 4, 4, dtype=torch.float64)
-        x[:, :, :2] = u(n, *left, (4, 2))
-        x[:, :, 2:] = u(n, *right, (4, 2))
-        x[:, MARK[0], MARK[1]] = mark
-        return x
-
-    sizes = [40 * scale, 30 * scale, 50 * scale]
-    x = torch.cat([make(sizes[0], (0.8, 1.2), (0.0, 0.2), 0.0),
-                   make(sizes[1], (0.0, 0.2), (0.3, 0.5), 3.0),
-                   make(sizes[2], (0.0, 0.2), (0.8, 1.2), 0.0)])[:, None]
-    groups = torch.tensor([0] * sizes[0] + [1] * sizes[1] + [2] * sizes[2])
-    return x, groups
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +48,7 @@ def test_separate_logics_gives_one_region_per_reason(fitted):
     assert sep.classes[0].covered == 70 and sep.meta["separate_logics"] is True
     # the mark's region's heat map is on the mark: the mark pixel is the hottest
     mark_region = sep.regions[1]
-    heat = interp.heatmap(mark_region, interp.store_.z[40:70].reshape(-1, 1, 4, 4))
+    heat = interp.heatmap(mark_region, interp.features_[40:70].reshape(-1, 1, 4, 4))
     assert bool((heat.flatten(1).argmax(1) == MARK[0] * 4 + MARK[1]).all())
     # a region stays a plain value and round-trips with its logic
     back = Region.from_dict(mark_region.to_dict())

@@ -9,11 +9,11 @@ Also a structural check: ``Region(...)`` is called in ``core/engine.py`` only.
 from __future__ import annotations
 
 import ast
-import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import same_region
 from nets import tiny_cnn, tiny_images
 from torch import nn
 
@@ -21,23 +21,11 @@ import repinterp
 from repinterp import RepresentativeInterpreter
 from repinterp.core.boundaries import Boundaries
 from repinterp.core.engine import MIN_PURITY, TANGENT_MIN_PURITY
-from repinterp.core.index import Bank, IndexWorker, RegionIndex, sample_bank, unpack_signs
+from repinterp.core.index import Bank, IndexWorker, RegionIndex, unpack_signs
 from repinterp.core.region import Region
 from repinterp.core.sharded import ShardedIndex
 
 HEADS = {"relu": (nn.ReLU, False, MIN_PURITY), "gelu": (nn.GELU, True, TANGENT_MIN_PURITY)}
-
-
-def same_region(a: Region, b: Region, where: str = "") -> None:
-    """Every field of :class:`Region` (a field added later is compared too): tensors by
-    dtype and value, everything else by ``==``."""
-    for f in dataclasses.fields(Region):
-        va, vb = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(va, torch.Tensor):
-            assert isinstance(vb, torch.Tensor) and va.dtype == vb.dtype, (where, f.name)
-            assert torch.equal(va, vb), (where, f.name)
-        else:
-            assert type(va) is type(vb) and va == vb, (where, f.name, va, vb)
 
 
 def with_head(act: type[nn.Module]) -> nn.Module:
@@ -56,7 +44,7 @@ def paths(request):
     model = with_head(act)
     x = tiny_images(0, 3000)
     interp = RepresentativeInterpreter(model, "2", num_boundaries=8, progress=False).fit(x)
-    bank = sample_bank(interp, 48, per_origin=12, seed=0)
+    bank = interp.sample_bank(48, per_origin=12, seed=0)
     rows = IndexWorker(model, "2", bank).rows(x)
     index = RegionIndex(bank, rows, interp.feature_shape_, "2")
     # the per-seed path is fed the index's float16 values: the comparison is exact when

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -17,58 +16,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from nets import tiny_cnn, tiny_images
-from PIL import Image
+from helpers import cli, one_line_error, pixels, png, script_model, tree
+from nets import tiny_images
 
 from repinterp.app.outputs import OUTPUT_MARKER, check_output, output_folder
-from repinterp.cli import main
 from repinterp.core.errors import UserError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "repinterp"
 BASE = ("--layer", "2", "--quiet", "--num-boundaries", "8", "--normalize", "none")
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip()
-
-
-def refused(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if not ln.startswith("repinterp: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("repinterp: error: "), err
-    for n in needles:
-        assert n in lines[0], err
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file below ``root`` by its SHA-256 (links by their target)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        if p.is_symlink():
-            out[rel] = "-> " + os.readlink(p)
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("model")
-    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(root / "m.pt"))
-    return root / "m.pt"
+def model_file(tmp_path_factory):
+    return script_model(tmp_path_factory.mktemp("m"))
 
 
 def image_folder(root: Path, n: int = 60) -> Path:
-    x = tiny_images(0, n).float()
-    pix = (x * 40 + 128).clamp(0, 255).round().to(torch.uint8).numpy()
+    pix = pixels(0, n)
     for i in range(n):
-        path = root / f"c{i % 3}" / f"img{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pix[i, 0]).save(path)
+        png(root / f"c{i % 3}" / f"img{i:03d}.png", pix[i, 0])
     return root
 
 
@@ -87,7 +53,7 @@ def test_a_users_folder_with_its_own_report_html_is_left_alone(capsys, tmp_path,
     (mine / "thesis.tex").write_text("precious")
     before = tree(mine)
     code, err = summarize(capsys, model_file, data, mine)
-    refused(code, err, "holds files repinterp did not write")
+    one_line_error(code, err, "holds files repinterp did not write")
     assert tree(mine) == before
 
 
@@ -97,7 +63,7 @@ def test_an_out_holding_the_data_is_refused(capsys, tmp_path, model_file):
     (parent / "summary.json").write_text('{"mine": true}')
     before = tree(parent)
     code, err = summarize(capsys, model_file, data, parent)
-    refused(code, err, "holds the input")
+    one_line_error(code, err, "holds the input")
     assert tree(parent) == before and len(list(data.rglob("*.png"))) == 60
 
 
@@ -106,7 +72,7 @@ def test_an_out_inside_or_equal_to_the_data_is_refused(capsys, tmp_path, model_f
     before = tree(data)
     for out, needle in [(data, "is the input"), (data / "runs" / "s", "is inside the input")]:
         code, err = summarize(capsys, model_file, data, out)
-        refused(code, err, needle)
+        one_line_error(code, err, needle)
     assert tree(data) == before
 
 
@@ -117,7 +83,7 @@ def test_the_current_folder_is_refused(capsys, tmp_path, model_file, monkeypatch
     monkeypatch.chdir(work)
     for out in (".", ".."):
         code, err = summarize(capsys, model_file, data, out)
-        refused(code, err, "is the current folder or holds it")
+        one_line_error(code, err, "is the current folder or holds it")
     assert os.listdir(work) == []
 
 
@@ -134,7 +100,7 @@ def test_an_earlier_output_is_replaced_file_by_file_as_its_marker_lists(
     # a user's file dropped into it: the next run refuses, naming it
     (out / "regions" / "notes.txt").write_text("mine")
     code, err = summarize(capsys, model_file, data, out, "--max-regions", "1")
-    refused(code, err, "regions/notes.txt, which repinterp did not write")
+    one_line_error(code, err, "regions/notes.txt, which repinterp did not write")
     assert (out / "regions" / "notes.txt").read_text() == "mine"
     (out / "regions" / "notes.txt").unlink()
     code, err = summarize(capsys, model_file, data, out, "--max-regions", "1")
@@ -190,10 +156,10 @@ def test_a_second_writer_of_one_out_is_refused(capsys, tmp_path, model_file):
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, b"4242")
         code, err = summarize(capsys, model_file, data, out)
-        refused(code, err, "another repinterp run (pid 4242) is writing")
+        one_line_error(code, err, "another repinterp run (pid 4242) is writing")
         code, _, err = cli(capsys, "index", "--model", model_file, "--data", data, "--out",
                            out, "--bank", "16", "--pilot", "30", "--shard-size", "20", *BASE)
-        refused(code, err, "is writing")
+        one_line_error(code, err, "is writing")
     finally:
         os.close(fd)
     assert not out.exists()
@@ -211,16 +177,16 @@ def test_index_into_a_users_folder_or_a_report_folder_is_refused(capsys, tmp_pat
     args = ("--bank", "16", "--pilot", "30", "--shard-size", "20", *BASE)
     code, _, err = cli(capsys, "index", "--model", model_file, "--data", data, "--out",
                        mine, *args)
-    refused(code, err, "holds files repinterp did not write")
+    one_line_error(code, err, "holds files repinterp did not write")
     assert os.listdir(mine) == ["manifest.json"]
     code, err = summarize(capsys, model_file, data, tmp_path / "s")
     assert code == 0, err
     code, _, err = cli(capsys, "index", "--model", model_file, "--data", data, "--out",
                        tmp_path / "s", *args)
-    refused(code, err, "holds a repinterp report, not a index")
+    one_line_error(code, err, "holds a repinterp report, not a index")
     code, _, err = cli(capsys, "index", "--model", model_file, "--data", data, "--out",
                        data / "idx", *args)
-    refused(code, err, "is inside the input")
+    one_line_error(code, err, "is inside the input")
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
 """Property-based tests of the loaders (hypothesis): any 16-bit PNG reads back exactly."""
 import numpy as np
 import torch
+from helpers import png16
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_bad_inputs import png16
 
 from repinterp.app.loading import load_images
 

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import TESTS
 from nets import tiny_cnn, tiny_images
 
 from repinterp.cli import main
@@ -72,6 +73,7 @@ def test_cli_ray_address_where_nothing_listens_exits_2_quickly(capsys, tmp_path)
 
 _LOOPBACK = textwrap.dedent("""
     import json, os, sys, warnings
+    from helpers import descendants             # the child runs in the tests' folder
     from repinterp.app.index_ray import ray_session
 
     def listening(pids):
@@ -93,23 +95,6 @@ _LOOPBACK = textwrap.dedent("""
                         found.append(cols[1].split(":")[0])
         return found
 
-    def descendants(root):
-        parents = {}
-        for e in os.listdir("/proc"):
-            if e.isdigit():
-                try:
-                    stat = open(f"/proc/{e}/stat", "rb").read()
-                except OSError:
-                    continue
-                parents[int(e)] = int(stat[stat.rindex(b")") + 2:].split()[1])
-        out, todo = set(), [root]
-        while todo:
-            p = todo.pop()
-            kids = [c for c, q in parents.items() if q == p and c not in out]
-            out.update(kids)
-            todo.extend(kids)
-        return out
-
     key = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
     before = os.environ.get(key)
     with warnings.catch_warnings(record=True) as seen:
@@ -130,7 +115,7 @@ def test_a_local_ray_listens_on_loopback_only_and_caps_the_workers():
     127.0.0.1 (hex ``0100007F``, or ``::ffff:127.0.0.1`` in tcp6), the node announces
     127.0.0.1, and 64 workers asked for on this machine become its CPU count."""
     run = subprocess.run([sys.executable, "-c", _LOOPBACK], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=TESTS)
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["workers"] == got["cpus"]

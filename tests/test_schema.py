@@ -12,7 +12,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from nets import tiny_cnn, tiny_images
+from helpers import cli, one_line_error, script_model
+from nets import tiny_images
 from PIL import Image
 
 from repinterp.app.io import load_summary, save_summary
@@ -25,26 +26,11 @@ BASE = ("--layer", "2", "--quiet", "--num-boundaries", "8", "--normalize", "none
         "--pixel-range", "raw")
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip()
-
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if not ln.startswith("repinterp: warning:")]
-    assert len(lines) == 1 and lines[0].startswith("repinterp: error: "), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], err
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A TorchScript model, 120 references as .npy, a query PNG and a summary of them."""
     root = tmp_path_factory.mktemp("schema")
-    torch.jit.script(tiny_cnn(0, dtype=torch.float32)).save(str(root / "m.pt"))
+    script_model(root)
     x = tiny_images(0, 120).float()
     np.save(root / "x.npy", x.numpy())
     pix = (x[0, 0] * 40 + 128).clamp(0, 255).round().to(torch.uint8).numpy()

@@ -2,19 +2,14 @@
 give the in-process regions bit for bit, whatever the cut."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
+from helpers import TESTS, descendants, processes, same_region
 from nets import tiny_cnn, tiny_images
 
 from repinterp import RepresentativeInterpreter
-from repinterp.core.index import IndexWorker, RegionIndex, sample_bank
-from repinterp.core.region import Region
+from repinterp.core.index import IndexWorker, RegionIndex
 from repinterp.core.sharded import ShardedIndex, local_groups
-
-#: every field of a region (one added later is compared too)
-FIELDS = tuple(f.name for f in dataclasses.fields(Region))
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +17,10 @@ def index():
     model = tiny_cnn(0, dtype=torch.float32)
     x = tiny_images(0, 700).float()
     pilot = RepresentativeInterpreter(model, "2", num_boundaries=8, progress=False).fit(x[:150])
-    bank = sample_bank(pilot, 96, per_origin=8, seed=0)
+    bank = pilot.sample_bank(96, per_origin=8, seed=0)
     worker = IndexWorker(model, "2", bank)
     rows = worker.rows(x)
     return RegionIndex(bank, rows, tuple(worker.network.feature_shape)), worker, x
-
-
-def same_region(a, b):
-    for f in FIELDS:
-        va, vb = getattr(a, f), getattr(b, f)
-        if isinstance(va, torch.Tensor):
-            assert va.dtype == vb.dtype and torch.equal(va, vb), f
-        else:
-            assert type(va) is type(vb) and va == vb, f
 
 
 def test_a_row_sent_to_the_driver_is_one_row(index):
@@ -157,24 +143,9 @@ def two_nodes(monkeypatch):
 
     def ours() -> set[int]:
         """The processes naming our folder, and their descendants (from /proc)."""
-        parent, named = {}, set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            if folder in cmd:
-                named.add(int(entry.name))
-        found, grew = set(named), True
-        while grew:
-            kids = {p for p, pp in parent.items() if pp in found} - found
-            found |= kids
-            grew = bool(kids)
-        return found
+        table = processes()
+        named = {pid for pid, (_, cmd) in table.items() if os.fsencode(folder) in cmd}
+        return named.union(*(descendants(pid, table) for pid in named))
 
     try:
         for args in (["--head", "--port", str(port), "--temp-dir", folder,
@@ -195,8 +166,7 @@ def two_nodes(monkeypatch):
 TWO_NODES = r"""
 import json, os, signal, sys
 import ray, torch
-sys.path.insert(0, sys.argv[3])
-from test_sharded import same_region
+from helpers import same_region                 # the child runs in the tests' folder
 from repinterp.app.index import load_index
 idx, address = sys.argv[1], sys.argv[2]
 local = load_index(idx).index.summarize(coverage=0.9, max_regions=4)
@@ -237,7 +207,6 @@ def test_two_ray_nodes_give_the_same_summary_after_a_node_loses_its_worker(tmp_p
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     import numpy as np
 
@@ -250,10 +219,9 @@ def test_two_ray_nodes_give_the_same_summary_after_a_node_loses_its_worker(tmp_p
                  str(tmp_path / "x.npy"), "--layer", "2", "--normalize", "none", "--out",
                  str(tmp_path / "idx"), "--bank", "48", "--pilot", "120", "--shard-size",
                  "100"]) == 0
-    tests = str(Path(__file__).resolve().parent)
-    run = subprocess.run([sys.executable, "-c", TWO_NODES, str(tmp_path / "idx"), two_nodes,
-                          tests], capture_output=True, text=True, timeout=900,
-                         env=os.environ.copy())
+    run = subprocess.run([sys.executable, "-c", TWO_NODES, str(tmp_path / "idx"), two_nodes],
+                         capture_output=True, text=True, timeout=900, env=os.environ.copy(),
+                         cwd=TESTS)
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["nodes"] == 2 and got["actor_nodes"] == 2     # one actor on each node

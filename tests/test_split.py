@@ -38,11 +38,11 @@ def test_a_smooth_head_gets_tangent_boundaries(act, name):
     assert it.approximate_ and len(set(it.predictions_.tolist())) > 1
     region = it.explain(0)
     assert region.approximate and 0 in region.members.tolist()
-    head = it.network_.head
+    head = split_model(model, "1").head      # the user's (the private copy is a copy)
     for w, b, (c1, c2), p in zip(region.weights, region.biases, region.pairs.tolist(),
                                  region.boundary_points, strict=True):
         z = p.clone().requires_grad_(True)
-        out = head(z.view(1, *it.network_.feature_shape))[0]
+        out = head(z.view(1, *it.feature_shape_))[0]
         margin = out[c1] - out[c2]
         assert abs(float(margin.detach())) < 1e-5           # on the decision surface
         (g,) = torch.autograd.grad(margin, z)
@@ -179,10 +179,11 @@ def test_interpreter_on_random_resnet18_split_at_layer3():
     model.fc = fc
     it = RepresentativeInterpreter(model, "layer3", num_boundaries=10, progress=False).fit(x)
     assert len(set(it.predictions_.tolist())) > 1
-    assert it.store_.projected is None     # the head starts with a residual block
+    z = it.features_                       # the head starts with a residual block:
+    assert it.nbytes_ == z.numel() * z.element_size()       # no projections kept
     seed = int((it.predictions_ == it.predictions_.mode().values).nonzero()[0, 0])
     region = it.explain(seed)
-    z = it.network_.features(x)
+    z = it.features(x)
     inside = ((z @ region.weights.T + region.biases) >= 0).all(1)
     assert set(region.members.tolist()) == set(inside.nonzero()[:, 0].tolist())
     assert inside[seed] and region.num_boundaries >= 1

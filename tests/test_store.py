@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from helpers import split_store
 from torch import nn
+from torch.utils.data import Dataset
 
 from repinterp import RepresentativeInterpreter
-from repinterp.core import network as network_module
 from repinterp.core import store as store_module
 from repinterp.core.boundaries import bisect_segments
 from repinterp.core.errors import UserError
@@ -36,13 +37,29 @@ def test_store_dir_gives_the_same_regions_and_leaves_nothing(net, images, tmp_pa
     assert _mapped_feature_files() == []          # the mapping (and its disk space) is gone
 
 
+class Endless(Dataset):
+    """``2**50`` images (the given ones, over and over): only a Dataset's length is known
+    before it is read."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return 1 << 50
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i % len(self.x)]
+
+
 def test_store_dir_errors(net, images, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         RepresentativeInterpreter(net, "2", progress=False,
                                   store_dir=tmp_path / "nope").fit(images)
-    # more than any disk holds: an error before the first batch, not a crash later
-    with pytest.raises(UserError, match="cannot reserve"):
-        network_module._mapped(tmp_path, (1 << 40, 1 << 20), torch.float32)
+    # more than any disk holds (2**50 references of 512 bytes): an error before the first
+    # features are stored, not a crash later, and nothing left in the directory
+    with pytest.raises(UserError, match=r"cannot reserve 536870912\.00 GiB"):
+        RepresentativeInterpreter(net, "2", progress=False,
+                                  store_dir=tmp_path).fit(Endless(images[:8]))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -50,7 +67,11 @@ def test_store_dir_errors(net, images, tmp_path):
 def test_chunked_half_products_equal_the_direct_product(net, images, monkeypatch, dtype):
     interp = RepresentativeInterpreter(net, "2", num_boundaries=5, progress=False,
                                        use_prefix=False, feature_dtype=dtype).fit(images)
-    store = interp.store_
+    assert interp.features_.dtype == dtype
+    assert interp.nbytes_ == interp.features_.numel() * 2
+    # the interpreter's store, made as fit makes it (the same features)
+    _, store = split_store(net, "2", images, use_prefix=False, feature_dtype=dtype)
+    assert torch.equal(store.z, interp.features_)
     assert store.z.dtype == dtype and store.nbytes == store.z.numel() * 2
     g = torch.randn(7, store.z.shape[1], dtype=torch.float64)
     c = torch.randn(7, dtype=torch.float64)
