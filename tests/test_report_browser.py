@@ -10,11 +10,11 @@ import os
 import shutil
 
 import pytest
+from helpers import two_logic_images, two_logic_net
 
 from repinterp import RepresentativeInterpreter
 from repinterp.app.captions import captions
 from repinterp.app.report import write_report
-from test_logics import two_logic_images, two_logic_net
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -140,8 +140,8 @@ def photos224(tmp_path_factory):
     import torch
     import torchvision
     from PIL import Image
-    from torchvision_matrix import diversify
 
+    from benchmarks.torchvision_matrix import diversify
     from repinterp.app.loading import load_images
     from repinterp.cli import main
 
@@ -184,13 +184,55 @@ def test_a_224px_report_reads(photos224, browser):
     assert "No held-out images were given" in browser.find_element(
         By.ID, "how-to-read").text
     for card in browser.find_elements(By.CSS_SELECTOR, "div.region"):
-        caps = card.find_elements(By.CSS_SELECTOR, "figcaption")
+        caps = card.find_elements(By.CSS_SELECTOR, "figure:not(.across) figcaption")
         texts = [c.text for c in caps]
         assert len(set(texts)) == len(texts), texts             # told apart at a glance
         for c in caps:                                          # cut at the start only
             assert c.text.endswith(".jpg") and c.get_attribute("title").endswith(
                 c.text.lstrip("\u2026"))
             assert c.get_attribute("title").split("/")[0] in ("cats", "dogs", "birds")
+
+
+@pytest.mark.slow
+def test_each_boundary_shows_its_neighbours_across(photos224, browser):
+    """The card: the nearest images decided otherwise, each naming the boundary it
+    crosses alone and its class; the page: one row per boundary, as summary.json."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    data = json.loads((photos224 / "summary" / "summary.json").read_text())
+    regions = [r for c in data["classes"] for r in c["regions"]]
+    browser.get((photos224 / "summary" / "report.html").as_uri())
+    cards = browser.find_elements(By.CSS_SELECTOR, "div.region")
+    assert len(cards) == len(regions)
+    for card, rd in zip(cards, regions, strict=True):
+        group = card.find_element(By.CSS_SELECTOR, ".across-group")
+        assert group.is_displayed()
+        crossed = sum(1 for row in rd["across"] if row["count"])
+        assert f"{crossed} of {rd['num_boundaries']} " in group.text
+        cls = card.find_element(By.TAG_NAME, "h3").text.split("\u00b7")[1].split()[0]
+        for fig in group.find_elements(By.CSS_SELECTOR, "figure.across"):
+            b = int(fig.find_element(By.CSS_SELECTOR, ".rank").text.lstrip("b"))
+            predicted = fig.find_element(By.TAG_NAME, "figcaption").text.split("\u2192 ")[1]
+            assert predicted != cls and predicted in ("cats", "dogs", "birds")
+            row = rd["across"][b - 1]
+            assert fig.find_element(By.TAG_NAME, "img").get_attribute("title").split(":")[0] in [
+                n["name"] for n in row["nearest"]]
+    rd = regions[0]
+    browser.get((photos224 / "summary" / rd_href(rd)).as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#across-table tr")[1:]
+    assert len(rows) == rd["num_boundaries"] == len(rd["across"])
+    for tr, row in zip(rows, rd["across"], strict=True):
+        cells = tr.find_elements(By.TAG_NAME, "td")
+        assert cells[0].text == str(row["boundary"])
+        assert len(cells[3].find_elements(By.TAG_NAME, "img")) == len(row["nearest"])
+        if not row["count"]:
+            assert "no image is outside by this boundary alone" in cells[3].text
+
+
+def rd_href(rd: dict) -> str:
+    return f"regions/region-{rd['region']:03d}.html"
 
 
 @pytest.mark.slow
@@ -211,3 +253,6 @@ def test_explain_and_locate_reports_lead_with_the_query(photos224, browser):
         header = browser.find_element(By.TAG_NAME, "header").text
         assert "region:" not in header and "Model: resnet18" in header
         assert len(query.find_elements(By.TAG_NAME, "img")) >= 3   # image, map, members
+        # the nearest images decided otherwise: where the report was fitted, not located
+        groups = browser.find_elements(By.CSS_SELECTOR, "div.region .across-group")
+        assert len(groups) == (folder == "query")

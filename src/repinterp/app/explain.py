@@ -117,6 +117,7 @@ def _from_fit(job: ExplainJob, families: Mapping[str, Family] | None, out: Path
         write_report(tmp, summary, refs.images, heatmap=interp.heatmap,
                      stats=fitted.heldout_stats([region]),
                      reference_heatmap=interp.reference_heatmap, names=refs.names,
+                     across=interp.across,
                      query=Query(image, what, region.predicted_class), class_names=names,
                      labels=labels, predictions=interp.predictions_,
                      title=f"repinterp: why {what} is {cname}",

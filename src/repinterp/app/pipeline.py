@@ -325,7 +325,8 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
     report = write_summary(
         job.out, summary, refs.images, heatmap=interp.heatmap, stats=stats,
         reference_heatmap=interp.reference_heatmap, names=refs.names, class_names=names,
-        labels=labels, predictions=interp.predictions_, title="repinterp summary",
+        across=interp.across, labels=labels, predictions=interp.predictions_,
+        title="repinterp summary",
         meta={"model": job.model.name, "data": job.data, **fitted.meta(), **job.meta,
               "separate_logics": job.separate_logics})
     return summary, report

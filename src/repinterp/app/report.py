@@ -11,10 +11,12 @@ import torch
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
+from ..core.contrast import Crossing
 from ..core.errors import UserError
 from ..core.region import Region
 from ..core.summary import Summary
 from ..core.words import at_most, layer_words, plural
+from .across import across_view
 from .captions import captions
 from .memberships import membership_blocks, write_memberships
 from .outputs import write_json, write_text
@@ -198,7 +200,8 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                  predictions: torch.Tensor | None = None, max_members: int = 2000,
                  batch: int = 256, numbers: Sequence[int] | None = None,
                  reference_heatmap: Callable[[Region, torch.Tensor], torch.Tensor] | None
-                 = None, drawn: int = DRAWN) -> Path:
+                 = None, drawn: int = DRAWN,
+                 across: Callable[[Region], Sequence[Crossing]] | None = None) -> Path:
     """Write ``report.html`` (how to read it, the flagged regions, an overview of every
     class's regions, then a card per region), one page per region under ``regions/``
     (its mean heat map and every member, up to ``max_members``, as a paged grid in rank
@@ -218,7 +221,9 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
     :meth:`RepresentativeInterpreter.reference_heatmap`, from the stored features)
     instead of ``heatmap(region, images[indices])``. ``class_names`` default to the
     summary's (:attr:`Summary.class_names`); the header names the model of ``meta``, else
-    the one the summary records.
+    the one the summary records. ``across(region)``, when given (e.g.
+    :meth:`RepresentativeInterpreter.across`), adds each region's contrastive neighbours:
+    a row per boundary on its page, the nearest images decided otherwise on its card.
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
@@ -286,7 +291,11 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                         seed_tile=next((t for t in shown if t["seed"]), None),
                         mean_heat=heat_uri(mean_heat) if mean_heat is not None
                         and float(mean_heat.max() - mean_heat.min()) > 0 else None,
-                        boundary_classes=sorted({b for _, b in rd["boundary_pairs"]}))
+                        boundary_classes=sorted({b for _, b in rd["boundary_pairs"]}),
+                        across=None if across is None else across_view(
+                            region, across(region), images, name_of, class_names, top))
+            if view["across"] is not None:
+                rd["across"] = view["across"]["json"]
             if query is not None and query.position == position:
                 qheat = heatmap(region, query.image[None])[0]
                 query_view = {"plain": thumb(query.image), "heat": thumb(query.image, qheat),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .contrast import Crossing, crossings
 from .errors import UserError
 from .precision import exact
 from .region import Region
@@ -133,6 +134,22 @@ class ImagesMixin:
         """Indices of the images inside ``region``, nearest to its seed first, and their
         semantic distances; images outside are left out."""
         return self._fitted(stacklevel=4)._network.rank(region, images)
+
+    @exact
+    def across(self, region: Region, k: int = 8) -> list[Crossing]:
+        """For each boundary of ``region``, the references outside it by that boundary
+        alone, nearest first (``k`` of them), with what the model predicts for them: its
+        contrastive neighbours (:mod:`repinterp.core.contrast`). One product over the
+        stored features; ``region`` must come from this model and layer."""
+        store = self._fitted(stacklevel=4)._store
+        if region.weights.shape[1:] != store.z.shape[1:]:
+            raise UserError(f"this region has {region.weights.shape[1]} features per "
+                            f"image and the interpreter's layer {store.z.shape[1]}: "
+                            "it comes from another model or layer")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise UserError(f"k must be a non-negative integer, got {k!r}")
+        side = store.feature_side_values(region.weights, region.biases)
+        return crossings(side, self.predictions_, region.pairs, region.members, k)
 
     @exact
     def reference_heatmap(self, region: Region, indices: Any,

@@ -72,7 +72,8 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
                         class_names=list(FASHION_CLASSES), **source_fingerprint(model, refs))
     report = write_summary(out, summary, refs, heatmap=interp.heatmap,
                            reference_heatmap=interp.reference_heatmap,
-                           class_names=FASHION_CLASSES, stats=stats, names=names,
+                           across=interp.across, class_names=FASHION_CLASSES,
+                           stats=stats, names=names,
                            labels=y_train[idx], predictions=interp.predictions_,
                            title="repinterp demo: Fashion-MNIST", meta=figures)
     purity = figures["heldout_pooled_purity"]
