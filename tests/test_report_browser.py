@@ -7,6 +7,7 @@ first, the search must find images by file name and lead to their region's page,
 member grid must page and filter.
 """
 import os
+import re
 import shutil
 
 import pytest
@@ -256,3 +257,12 @@ def test_explain_and_locate_reports_lead_with_the_query(photos224, browser):
         # the nearest images decided otherwise: where the report was fitted, not located
         groups = browser.find_elements(By.CSS_SELECTOR, "div.region .across-group")
         assert len(groups) == (folder == "query")
+        # the edit that leaves the region, beside the image, where there is a fit
+        edits = browser.find_elements(By.ID, "edit")
+        assert len(edits) == (folder == "query")
+        if edits:
+            assert edits[0].is_displayed() and len(edits[0].find_elements(
+                By.TAG_NAME, "img")) == 2
+            facts = browser.find_element(By.ID, "edit-facts").text
+            assert re.search(r"aimed across boundary \d+ of the region towards "
+                             r"(cats|dogs|birds): the model (now|still) predicts", facts), facts

@@ -118,7 +118,9 @@ def _from_fit(job: ExplainJob, families: Mapping[str, Family] | None, out: Path
                      stats=fitted.heldout_stats([region]),
                      reference_heatmap=interp.reference_heatmap, names=refs.names,
                      across=interp.across,
-                     query=Query(image, what, region.predicted_class), class_names=names,
+                     query=Query(image, what, region.predicted_class,
+                                 edit=interp.counterfactual(image, region)
+                                 if region.num_boundaries else None), class_names=names,
                      labels=labels, predictions=interp.predictions_,
                      title=f"repinterp: why {what} is {cname}",
                      meta={"model": job.model.name, **fitted.meta(), **(job.meta or {})})

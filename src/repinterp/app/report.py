@@ -12,6 +12,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from ..core.contrast import Crossing
+from ..core.counterfactual import Counterfactual
 from ..core.errors import UserError
 from ..core.region import Region
 from ..core.summary import Summary
@@ -161,7 +162,9 @@ class Query:
     image ``[C, H, W]``, its name, the class predicted for it, and where it falls:
     ``position`` of the region shown in the summary's regions; ``inside`` whether it is
     inside that region (else the region is the nearest of its class); ``violated`` the
-    region's boundaries it is on the wrong side of."""
+    region's boundaries it is on the wrong side of; ``edit`` a small change of the image
+    that leaves the region (:meth:`RepresentativeInterpreter.counterfactual`), shown
+    beside it with the difference."""
 
     image: torch.Tensor
     name: str
@@ -169,6 +172,7 @@ class Query:
     position: int = 0
     inside: bool = True
     violated: int = 0
+    edit: Counterfactual | None = None
 
 
 class Images(Protocol):
@@ -302,7 +306,7 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                               "name": query.name,
                               "predicted": class_name(class_names, query.predicted),
                               "inside": query.inside, "violated": query.violated,
-                              "region": view}
+                              "region": view, "edit": edit_view(query.edit, class_names)}
             views.append(view)
             position += 1
             if rd["flags"]:
@@ -335,6 +339,20 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                                                  numbers))
     write_text(out_dir / "report.html", html)
     return out_dir / "report.html"
+
+
+def edit_view(edit: Counterfactual | None, class_names: Sequence[str] | None
+              ) -> dict | None:
+    """The edited image, its difference from the image (``|d|`` summed over channels,
+    in its own range) and the facts of an edit, for the query's section."""
+    if edit is None:
+        return None
+    return {"image": thumb(edit.image.cpu()),
+            "difference": heat_uri(edit.difference.abs().sum(0).cpu()),
+            "boundary": None if edit.boundary is None else edit.boundary + 1,
+            "predicted": class_name(class_names, edit.predicted),
+            "target": class_name(class_names, edit.target), "success": edit.success,
+            "l2": edit.l2, "changed": edit.changed, "steps": edit.steps}
 
 
 def _grid(region: Region, images: Images,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .contrast import Crossing, crossings
+from .counterfactual import Counterfactual, interpolation_edit, margin_edit, region_edit
 from .errors import UserError
 from .precision import exact
 from .region import Region
@@ -37,6 +38,10 @@ class ImagesMixin:
         input_size_: tuple[int, ...]
 
         def _fitted(self, stacklevel: int = 3) -> ImagesMixin: ...
+
+        def explain(self, seed: Any, *, delta: int | None = None,
+                    num_boundaries: int | None = None, target: int | None = None
+                    ) -> Region: ...
 
     # --- a seed: an index or an image ----------------------------------------------
     def _seed(self, seed: Any) -> tuple[int | None, torch.Tensor, int]:
@@ -150,6 +155,48 @@ class ImagesMixin:
             raise UserError(f"k must be a non-negative integer, got {k!r}")
         side = store.feature_side_values(region.weights, region.biases)
         return crossings(side, self.predictions_, region.pairs, region.members, k)
+
+    @exact
+    def counterfactual(self, image: Any, region: Region | None = None, *,
+                       target: int | None = None, via: str = "region", steps: int = 50,
+                       smooth: float = 1.0, towards: Any = None) -> Counterfactual:
+        """A small edit of ``image`` ``[C, H, W]`` that the model decides otherwise
+        (:mod:`repinterp.core.counterfactual`; deterministic).
+
+        ``via="region"`` (default): across the nearest boundary of its region
+        (``region``, default ``explain(image)``; against class ``target`` when given),
+        DeepFool steps on the boundary's side value through the feature extractor's
+        gradient, smoothed over ``smooth`` pixels, at most ``steps``. The baselines:
+        ``via="logits"``, the same steps on the logit margin towards ``target`` (default:
+        the class of the region's nearest boundary) without the region; ``via="blend"``,
+        the first blend ``(1 - t) image + t towards`` the model decides otherwise.
+        """
+        self._fitted(stacklevel=4)
+        x = self._one_image(image, "counterfactual")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise UserError(f"steps must be a positive integer, got {steps!r}")
+        net = self._network
+        x = x.to(net.device, net.dtype)
+        if via == "blend":
+            if towards is None:
+                raise UserError("via='blend' needs towards=, the image to blend towards")
+            y = self._one_image(towards, "towards").to(x)
+            return interpolation_edit(net, x, y, int(self.predict(x[None])[0]))
+        if via not in ("region", "logits"):
+            raise UserError(f"via must be 'region', 'logits' or 'blend', got {via!r}")
+        region = self.explain(x) if region is None else region
+        edit = region_edit(net, region, x, target=target, steps=steps, smooth=float(smooth))
+        if via == "region":
+            return edit
+        return margin_edit(net, x, int(self.predict(x[None])[0]), edit.target,
+                           steps=steps, smooth=float(smooth))
+
+    @staticmethod
+    def _one_image(image: Any, what: str) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(image)) if isinstance(image, np.ndarray) else image
+        if not isinstance(x, torch.Tensor) or x.ndim != 3 or not x.is_floating_point():
+            raise UserError(f"{what} takes one image, a float tensor [C, H, W]")
+        return x
 
     @exact
     def reference_heatmap(self, region: Region, indices: Any,

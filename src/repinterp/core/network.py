@@ -264,6 +264,16 @@ class SplitNetwork:
             raise UserError("no images given")
         return out.flatten(1) if flat else out
 
+    def grad_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``psi(images)`` ``[n, D]`` with gradients to the images: one batch, no
+        checks (what an edit in pixel space differentiates; call under
+        :func:`~repinterp.core.precision.exact_float32`)."""
+        return self._run(self.psi, self._prepare(images)).flatten(1)
+
+    def grad_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """``G(z)`` ``[n, K]`` of flattened features with gradients to them."""
+        return self._run(self.head, self.unflatten(z.to(self.device, self.dtype)))
+
     def unflatten(self, z: torch.Tensor) -> torch.Tensor:
         """Flattened features ``[n, D]`` as feature maps ``[n, *feature_shape]``."""
         if self.feature_shape is None:
