@@ -56,7 +56,7 @@ def neighbour(interp: RepresentativeInterpreter, region, boundary: int, target: 
 def measure(interp: RepresentativeInterpreter, refs: torch.Tensor,
             queries: torch.Tensor) -> dict:
     rows: dict[str, list[dict]] = {m: [] for m in METHODS}
-    for q in queries:
+    for n, q in enumerate(queries):
         region = interp.explain(q)
         if not region.num_boundaries:
             continue
@@ -70,7 +70,7 @@ def measure(interp: RepresentativeInterpreter, refs: torch.Tensor,
                 cf = interp.counterfactual(q, region, via="blend", towards=refs[j])
             else:
                 cf = interp.counterfactual(q, region, via=m)
-            rows[m].append({"edit": cf, "seconds": time.perf_counter() - t0})
+            rows[m].append({"edit": cf, "seconds": time.perf_counter() - t0, "query": n})
     out = {}
     for m, rs in rows.items():
         edits = [r["edit"] for r in rs]
@@ -81,10 +81,9 @@ def measure(interp: RepresentativeInterpreter, refs: torch.Tensor,
                   "median_l2": round(statistics.median(e.l2 for e in edits), 4),
                   "median_changed_share": round(statistics.median(e.changed for e in edits), 4),
                   "mean_seconds": round(float(np.mean([r["seconds"] for r in rs])), 4)}
-    region = {id(r["edit"].original): r["edit"] for r in rows["region"]}
+    region = {r["query"]: r["edit"] for r in rows["region"]}
     for m in ("logits", "blend"):
-        pairs = [(region[id(r["edit"].original)], r["edit"]) for r in rows[m]
-                 if id(r["edit"].original) in region]
+        pairs = [(region[r["query"]], r["edit"]) for r in rows[m]]
         both = [(a, b) for a, b in pairs if a.success and b.success]
         out[m]["region_smaller_when_both_succeed"] = None if not both else round(
             float(np.mean([a.l2 < b.l2 for a, b in both])), 4)

@@ -262,3 +262,15 @@ def split_store(model: nn.Module, layer: str, references: torch.Tensor, *,
                          (prefix, torch.cat(sink), split_model(net.head, prefix).head),
                          device=net.device)
     return net, store
+
+
+def folded_summary(out: Path) -> Path:
+    """A summary (``write_summary`` into ``out``) of ``tiny_cnn(0)`` on 300 images, whose
+    small classes end with regions that add one image or none (folded in reports)."""
+    from repinterp import RepresentativeInterpreter
+    from repinterp.app.pipeline import write_summary
+    x = tiny_images(0, 300).float()
+    interp = RepresentativeInterpreter(tiny_cnn(0, dtype=torch.float32), "2",
+                                       num_boundaries=12, seed=0, progress=False).fit(x)
+    write_summary(out, interp.summarize(), x, heatmap=interp.heatmap, across=interp.across)
+    return out

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import folded_summary
 from nets import tiny_cnn, tiny_images
 from PIL import Image
 
@@ -332,3 +333,35 @@ def test_a_notebook_shows_its_bar_without_a_terminal(monkeypatch):
     bar = progress_bar(range(2), enabled=True, file=io.StringIO())
     assert not bar.disable and bar.leave is False
     bar.close()
+
+
+def test_minor_limit_is_2_percent_or_3_images():
+    from repinterp.app.stats import minor_limit
+    assert [minor_limit(n) for n in (0, 100, 150, 151, 1000)] == [3, 3, 3, 4, 20]
+
+
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory):
+    return folded_summary(tmp_path_factory.mktemp("folded") / "s")
+
+
+def test_regions_that_add_little_are_folded_never_lost(folded):
+    """A region adding under max(3, 2%) of its class's images, neither the class's
+    first nor flagged, is one folded line in the report; its card, page and JSON stay."""
+    from repinterp.app.stats import minor_limit
+    page = (folded / "report.html").read_text()
+    data = json.loads((folded / "summary.json").read_text())
+    for c in data["classes"]:
+        for k, r in enumerate(c["regions"]):
+            expect = k > 0 and not r["flags"] and r["adds"] < minor_limit(c["n_images"])
+            assert r["minor"] == expect, r
+            card = page.index(f'<h3 id="region-{r["region"]}">')
+            before = page.rfind("<details", 0, card), page.rfind("</details>", 0, card)
+            inside = before[0] > before[1] and page[before[0]:].startswith(
+                '<details class="minor">')
+            assert inside == r["minor"]
+            overview = f'href="#region-{r["region"]}" title="Region {r["region"]}'
+            assert (overview in page) == (not r["minor"])          # an overview card
+            assert (folded / f"regions/region-{r['region']:03d}.html").is_file()
+    minor = sum(r["minor"] for c in data["classes"] for r in c["regions"])
+    assert minor >= 1 and page.count('<details class="minor">') == minor

@@ -11,7 +11,7 @@ import re
 import shutil
 
 import pytest
-from helpers import two_logic_images, two_logic_net
+from helpers import folded_summary, two_logic_images, two_logic_net
 
 from repinterp import RepresentativeInterpreter
 from repinterp.app.captions import captions
@@ -205,6 +205,8 @@ def test_each_boundary_shows_its_neighbours_across(photos224, browser):
     data = json.loads((photos224 / "summary" / "summary.json").read_text())
     regions = [r for c in data["classes"] for r in c["regions"]]
     browser.get((photos224 / "summary" / "report.html").as_uri())
+    browser.execute_script(
+        "document.querySelectorAll('details.minor').forEach(d => d.open = true)")
     cards = browser.find_elements(By.CSS_SELECTOR, "div.region")
     assert len(cards) == len(regions)
     for card, rd in zip(cards, regions, strict=True):
@@ -234,6 +236,24 @@ def test_each_boundary_shows_its_neighbours_across(photos224, browser):
 
 def rd_href(rd: dict) -> str:
     return f"regions/region-{rd['region']:03d}.html"
+
+
+@pytest.mark.slow
+def test_a_link_to_a_folded_region_opens_it(tmp_path, browser):
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    out = folded_summary(tmp_path / "s")
+    data = json.loads((out / "summary.json").read_text())
+    minor = [r["region"] for c in data["classes"] for r in c["regions"] if r["minor"]]
+    assert minor
+    browser.get((out / "report.html").as_uri())
+    folds = browser.find_elements(By.CSS_SELECTOR, "details.minor")
+    assert len(folds) == len(minor) and not any(f.get_attribute("open") for f in folds)
+    assert not browser.find_element(By.ID, f"region-{minor[0]}").is_displayed()
+    browser.find_element(By.CSS_SELECTOR, "a.ov-minor").click()    # "+ N small regions"
+    assert browser.find_element(By.ID, f"region-{minor[0]}").is_displayed()
 
 
 @pytest.mark.slow

@@ -26,9 +26,11 @@ from .stats import (
     FLAG_HELDOUT_PURITY,
     FLAG_LABEL_ACCURACY,
     HOT_SHARE,
+    MINOR_SHARE,
     RegionStats,
     class_name,
     flag_order,
+    minor_limit,
     summary_dict,
 )
 from .thumbs import (
@@ -323,7 +325,7 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
                                    if i == region.seed_index), 0),
                                colour_bar=bar, facts=facts)
             write_text(out_dir / view["href"], html)
-        sections.append(dict(cd, regions_view=views))
+        sections.append(dict(cd, regions_view=views, minor_limit=minor_limit(cd["n_images"])))
     flagged.sort(key=flag_order)                # the most telling flagged region first
     heldout = any(rd["heldout_inside"] is not None for cd in data["classes"]
                   for rd in cd["regions"])
@@ -332,6 +334,7 @@ def write_report(out_dir: str | Path, summary: Summary, images: Images, *,
         thumb=THUMBNAIL, flagged=flagged,
         search_json=_script_json(search), labelled=labels is not None, heldout=heldout,
         query=query_view, single=query is not None, colour_bar=bar,
+        minor_share=MINOR_SHARE,
         rules={"purity": FLAG_HELDOUT_PURITY, "labels": FLAG_LABEL_ACCURACY,
                "heat": FLAG_HEAT_CONCENTRATION, "hot": HOT_SHARE})
     write_json(out_dir / "summary.json", data)

@@ -147,6 +147,18 @@ def report_order(data: dict) -> list[int]:
                                                if not rd["flags"]]
 
 
+#: A region that adds fewer than this share of its class's images (and fewer than
+#: :data:`MINOR_IMAGES`) is folded in reports
+MINOR_SHARE = 0.02
+MINOR_IMAGES = 3
+
+
+def minor_limit(class_images: int) -> int:
+    """The images a region must add to its class not to be folded in a report:
+    ``max(MINOR_IMAGES, ceil(MINOR_SHARE * class_images))``."""
+    return max(MINOR_IMAGES, math.ceil(MINOR_SHARE * class_images))
+
+
 def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
                  stats: Sequence[RegionStats] | None = None, top: int = 50,
                  names: Sequence[str] | None = None, meta: dict | None = None,
@@ -160,7 +172,9 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
     order), which give its ``heat_concentration``; ``numbers`` the regions' numbers when
     they are not 1, 2, ... (a region of a larger summary keeps its number). Each region
     gets its ``flags`` and ``adds`` (its members that no earlier, larger region of its
-    class holds: regions overlap), each class the mean held-out purity of its regions."""
+    class holds: regions overlap) and ``minor`` (it adds fewer than
+    :func:`minor_limit` images and is neither its class's first region nor flagged:
+    reports fold it), each class the mean held-out purity of its regions."""
     per_region = iter(stats) if stats is not None else None
     heat = iter(top_heat) if top_heat is not None else None
     number_of = iter(numbers) if numbers is not None else iter(
@@ -199,6 +213,8 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
             rd["heat_concentration"] = (heat_concentration(maps) if maps is not None
                                         and len(maps) else None)
             rd["flags"] = region_flags(rd)
+            rd["minor"] = bool(regions) and not rd["flags"] and adds < minor_limit(
+                cs.n_images)
             regions.append(rd)
         measured = [r["heldout_purity"] for r in regions if r["heldout_purity"] is not None]
         classes.append({"class": cs.cls, "name": class_name(class_names, cs.cls),
