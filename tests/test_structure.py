@@ -124,7 +124,7 @@ def test_each_command_is_one_call_into_a_pipeline():
     commands = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)
                 and n.name.startswith("_cmd_")}
     assert set(commands) == {"_cmd_demo", "_cmd_explain", "_cmd_summarize", "_cmd_index",
-                             "_cmd_layers"}
+                             "_cmd_layers", "_cmd_compare"}
     for name, fn in commands.items():
         # no loop, no with-block, no model or image handling in a command
         assert not [n for n in ast.walk(fn) if isinstance(n, (ast.For, ast.While, ast.With))], name

@@ -13,7 +13,7 @@ import threading
 
 from ..core.errors import UserError, first_line
 from ..core.words import layer_words
-from .parser import build_parser
+from .parser import build_parser, model_pair, parse_size
 
 __all__ = ["FLAGS", "build_parser", "main"]
 
@@ -37,6 +37,7 @@ FLAGS = {
     "array": "--npz-array NAME",
     "ray_wait": "--ray-wait SECONDS",
     "workers": "--workers",
+    "min_jaccard": "--min-jaccard", "min_share": "--min-share", "min_part": "--min-part",
 }
 
 
@@ -55,22 +56,7 @@ def _model_source(a: argparse.Namespace):
                        model_file=a.model, trust_pickle=a.trust_pickle)
 
 
-def _parse_size(spec: str | None) -> tuple[int, int] | None:
-    if spec is None:
-        return None
-    try:
-        vals = [int(v) for v in spec.replace("x", ",").split(",")]
-    except ValueError:
-        vals = []
-    if len(vals) not in (1, 2) or min(vals) < 1:
-        raise UserError(f"--size must be H,W or one positive number, got {spec!r}")
-    if max(vals) > MAX_SIDE:
-        raise UserError(f"--size {spec} is larger than {MAX_SIDE} pixels a side; "
-                        "images that large do not fit a CNN's memory")
-    return (vals[0], vals[-1])
-
-
-def _fit_fields(a: argparse.Namespace) -> dict:
+def _fit_fields(a: argparse.Namespace, model=None) -> dict:
     """The fields of a :class:`~repinterp.app.pipeline.FitJob` the command line sets."""
     import torch
 
@@ -80,8 +66,8 @@ def _fit_fields(a: argparse.Namespace) -> dict:
         warnings.warn("--approximate does nothing and will be removed: whether boundaries "
                       "are tangent follows from the head", FutureWarning, stacklevel=2)
     return dict(
-        model=_model_source(a), data=a.data, layer=a.layer, references=a.references,
-        size=_parse_size(a.size), normalize=a.normalize, strict=a.strict,
+        model=model or _model_source(a), data=a.data, layer=a.layer, references=a.references,
+        size=parse_size(a.size), normalize=a.normalize, strict=a.strict,
         heldout=a.heldout, labels=a.labels, class_names=a.class_names, cache=a.cache,
         pixel_range=parse_pixel_range(a.pixel_range), array=a.npz_array,
         interpreter=dict(num_boundaries=a.num_boundaries, seed=a.seed, device=a.device,
@@ -134,12 +120,22 @@ def _cmd_summarize(a: argparse.Namespace) -> None:
           f"{layer_words(summary.layer)}; report: {report}")
 
 
+def _cmd_compare(a: argparse.Namespace) -> None:
+    from ..app.compare import CompareJob, compare_job
+    first, second = model_pair(a)
+    job = CompareJob(**_fit_fields(a, first), model_b=second, out=a.out or "out/compare",
+                     coverage=a.coverage, max_regions=a.max_regions,
+                     min_jaccard=a.min_jaccard, min_share=a.min_share,
+                     min_part=a.min_part, meta={"seed": a.seed})
+    print(compare_job(job, _families()).message)
+
+
 def _cmd_index(a: argparse.Namespace) -> None:
     from ..app.index_jobs import IndexJob, index_job
     from ..app.loading import parse_pixel_range
     from ..core.words import plural
     job = IndexJob(model=_model_source(a), data=a.data, out=a.out or "out/index",
-                   layer=a.layer, size=_parse_size(a.size), normalize=a.normalize,
+                   layer=a.layer, size=parse_size(a.size), normalize=a.normalize,
                    strict=a.strict, pixel_range=parse_pixel_range(a.pixel_range),
                    array=a.npz_array, bank=a.bank, pilot=a.pilot, shard_size=a.shard_size,
                    seed=a.seed, device=a.device, progress=not a.quiet, **_engine_fields(a))
@@ -156,11 +152,10 @@ def _cmd_layers(a: argparse.Namespace) -> None:
                                 depth=None if a.depth == 0 else a.depth)))
 
 
-MAX_SIDE = 8192                       #: the largest image side --size takes
 RAY_ADDRESS = re.compile(r"auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
 
 COMMANDS = {"demo": _cmd_demo, "explain": _cmd_explain, "summarize": _cmd_summarize,
-            "index": _cmd_index, "layers": _cmd_layers}
+            "index": _cmd_index, "layers": _cmd_layers, "compare": _cmd_compare}
 
 # (option, smallest value) of the counts the commands take
 _AT_LEAST = [("references", 1), ("num_boundaries", 1), ("max_regions", 1),

@@ -3,12 +3,50 @@ change a result come from :mod:`repinterp.core.defaults`)."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..core import defaults
+from ..core.compare import MIN_JACCARD, MIN_PART, MIN_SHARE
+from ..core.errors import UserError
 
-__all__ = ["FEATURE_DTYPES", "build_parser"]
+__all__ = ["FEATURE_DTYPES", "MAX_SIDE", "build_parser", "model_pair", "parse_size"]
 
 FEATURE_DTYPES = ("float32", "float16", "bfloat16")
+MAX_SIDE = 8192                       #: the largest image side --size takes
+
+
+def parse_size(spec: str | None) -> tuple[int, int] | None:
+    """``--size``: ``H,W`` (or ``HxW``) or one number for both, each in 1..MAX_SIDE."""
+    if spec is None:
+        return None
+    try:
+        vals = [int(v) for v in spec.replace("x", ",").split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or min(vals) < 1:
+        raise UserError(f"--size must be H,W or one positive number, got {spec!r}")
+    if max(vals) > MAX_SIDE:
+        raise UserError(f"--size {spec} is larger than {MAX_SIDE} pixels a side; "
+                        "images that large do not fit a CNN's memory")
+    return (vals[0], vals[-1])
+
+
+def model_pair(a: argparse.Namespace) -> tuple:
+    """``compare``'s two models (:class:`~repinterp.app.pipeline.ModelSource`): ``--model
+    A --model B``, or ``--arch NAME --weights A --weights B`` (one architecture, two sets
+    of weights); anything else is a :class:`UserError`."""
+    from ..app.pipeline import ModelSource
+    files, weights = a.model or [], a.weights or []
+    if len(files) == 2 and not weights and not a.arch:
+        given = [{"model_file": f} for f in files]
+    elif len(weights) == 2 and a.arch and not files:
+        given = [{"arch": a.arch, "weights": w} for w in weights]
+    else:
+        raise UserError("compare takes two models: --model A --model B, or --arch NAME "
+                        "--weights A --weights B")
+    first, second = (ModelSource(num_classes=a.num_classes, trust_pickle=a.trust_pickle,
+                                 **g) for g in given)
+    return first, second
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -25,16 +63,21 @@ def _summary_options(p: argparse.ArgumentParser) -> None:
                    help=f"regions per class at most (default: {defaults.MAX_REGIONS})")
 
 
-def _inputs(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+def _inputs(p: argparse.ArgumentParser, *, data: bool = True, twice: bool = False) -> None:
+    """The model and image options; ``twice``: ``--weights`` and ``--model`` given twice
+    (``compare``: model A, then model B)."""
     g = p.add_argument_group("model")
+    again: dict[str, Any] = {"action": "append"} if twice else {}
+    second = " (twice: model A, then model B)" if twice else ""
     g.add_argument("--arch", help="demo architecture (vgg, resnet), torchvision name (resnet18) "
                    "or timm:NAME (with timm installed; random weights)")
-    g.add_argument("--weights", help="state dict for --arch (loaded with weights_only), or "
-                   "torchvision weights such as ResNet50_Weights.IMAGENET1K_V2 (from "
-                   "torch's hub cache; class names from their metadata)")
+    g.add_argument("--weights", **again, help="state dict for --arch (loaded with "
+                   "weights_only), or torchvision weights such as "
+                   "ResNet50_Weights.IMAGENET1K_V2 (from torch's hub cache; class names "
+                   "from their metadata)" + second)
     g.add_argument("--num-classes", type=int, default=None, help="classes of --arch")
-    g.add_argument("--model", help="TorchScript file, a state dict trained by repinterp, "
-                   "or a pickled model with --trust-pickle")
+    g.add_argument("--model", **again, help="TorchScript file, a state dict trained by "
+                   "repinterp, or a pickled model with --trust-pickle" + second)
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling a whole model (runs code from the file)")
     if not data:
@@ -154,6 +197,21 @@ def build_parser(commands: dict | None = None) -> argparse.ArgumentParser:
                    help="logics per class at most (with --separate-logics)")
     _engine(p, "with --index, where the greedy runs over the index's rows")
     p.set_defaults(func=commands.get("summarize"))
+
+    p = sub.add_parser("compare", help="what changed between two models: both summarised "
+                       "on the same images, their regions matched by the images they hold")
+    _common(p)
+    _inputs(p, twice=True)
+    _cache(p)
+    _summary_options(p)
+    for flag, default, what in (
+            ("--min-jaccard", MIN_JACCARD, "Jaccard index of a kept or moved region"),
+            ("--min-share", MIN_SHARE, "share of a region that 'mostly' means (split, "
+             "merged)"),
+            ("--min-part", MIN_PART, "share of a split or merged region each part holds")):
+        p.add_argument(flag, type=float, default=default,
+                       help=f"{what}, at least (default: {default})")
+    p.set_defaults(func=commands.get("compare"))
 
     p = sub.add_parser("index", help="index every image's side of a bank of boundaries "
                        "(in-process or on Ray Data), for summaries beyond memory")
