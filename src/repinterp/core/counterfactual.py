@@ -187,17 +187,19 @@ def nearest_boundary(net: Network, region: Region, image: torch.Tensor,
                             f"boundaries are against {against})")
     if region.num_boundaries == 0:
         raise UserError("the region has no boundary to cross")
+    if len(allowed) == 1:
+        return int(allowed[0])
     x = image.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        z = net.grad_features(x[None])
-        side = region.side_values(z)[0]
-        best, where = float("inf"), int(allowed[0])
-        for h in allowed.tolist():
-            (g,) = torch.autograd.grad(side[h], x, retain_graph=True)
-            d = float(side[h].detach()) / max(float(g.double().norm()), 1e-30)
-            if d < best:
-                best, where = d, h
-    return where
+        side = region.side_values(net.grad_features(x[None]))[0, allowed]
+        try:                             # every boundary's gradient in one batched pass
+            (g,) = torch.autograd.grad(side, x, torch.eye(len(allowed)).to(side),
+                                       is_grads_batched=True)
+        except RuntimeError:             # an operation without a batching rule
+            g = torch.stack([torch.autograd.grad(side[k], x, retain_graph=True)[0]
+                             for k in range(len(allowed))])
+    dist = side.detach().double() / g.flatten(1).double().norm(dim=1).clamp_min(1e-30)
+    return int(allowed[int(dist.argmin())])
 
 
 def region_edit(net: Network, region: Region, image: torch.Tensor, *,

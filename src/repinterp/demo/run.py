@@ -25,13 +25,14 @@ DEMO_NUM_BOUNDARIES = 200
 
 def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 10000,
              coverage: float = defaults.COVERAGE, max_regions: int = defaults.MAX_REGIONS,
-             num_boundaries: int = DEMO_NUM_BOUNDARIES,
+             num_boundaries: int = DEMO_NUM_BOUNDARIES, min_purity: float | str | None = "auto",
              data_root: str | None = None, progress: bool = True, retrain: bool = False,
              log: Callable[[str], None] = print) -> dict:
     """Load the demo CNN (:func:`~repinterp.demo.models.load_demo_model`: shipped,
     cached or trained now; ``retrain`` trains it again), summarise ``references``
     training images into regions, measure the regions on the test split and write the
-    report. ``log`` gets two lines: the model, then the result and where the report is.
+    report (``min_purity``: the interpreter's purity stop). ``log`` gets two lines: the
+    model, then the result and where the report is.
 
     Returns the headline figures (also stored in ``summary.json`` under ``meta``).
     """
@@ -48,7 +49,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     refs = x_train[idx]
 
     interp = RepresentativeInterpreter(model, "features", num_boundaries=num_boundaries,
-                                       seed=seed, progress=progress,
+                                       seed=seed, progress=progress, min_purity=min_purity,
                                        class_names=FASHION_CLASSES).fit(refs)
     summary = interp.summarize(coverage=coverage, max_regions=max_regions)
     test_feats = interp.features(x_test)
@@ -59,7 +60,7 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
         "model": f"{meta['arch']} trained {meta['epochs']} epochs (training seed {meta['seed']})",
         "test_accuracy": round(meta["test_accuracy"], 4),
         "layer": interp.layer_, "references": len(refs), "num_boundaries": num_boundaries,
-        "seed": seed, "regions": len(summary.regions),
+        "seed": seed, "min_purity": min_purity, "regions": len(summary.regions),
         "regions_per_class": {FASHION_CLASSES[c.cls]: len(c.regions) for c in summary},
         "coverage_per_class": {FASHION_CLASSES[c.cls]: round(c.coverage, 4) for c in summary},
         "heldout_pooled_purity": None if held["pooled_purity"] is None
