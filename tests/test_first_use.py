@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from helpers import cli, pixels, png, script_model
 
@@ -16,6 +17,7 @@ def folder(tmp_path):
     return tmp_path / "data"
 
 
+@pytest.mark.slow
 def test_without_layer_the_suggested_one_is_used_and_named(tmp_path, folder, capsys):
     import torch
     model = script_model(tmp_path)
@@ -99,3 +101,46 @@ def test_class_names_are_checked_on_a_restored_fit_too(net, images):
     with pytest.raises(UserError, match="class"):
         RepresentativeInterpreter(net, "2", progress=False,
                                   class_names=["a", "b"]).fit(images[:40], state=state)
+
+
+@pytest.mark.slow
+def test_a_demo_architecture_without_weights_is_the_trained_demo_model(tmp_path, capsys):
+    """``--arch vgg`` alone is the demo's CNN (the shipped weights), not an untrained
+    VGG: an image it classifies right is explained as its class."""
+    import re
+
+    import torch
+
+    from repinterp.demo.data import FASHION_CLASSES, load_fashion_mnist
+    from repinterp.demo.models import load_demo_model
+    x, y = load_fashion_mnist("test", normalize=False)
+    for i in range(30):
+        png(tmp_path / "data" / f"img{i:02d}.png",
+            (x[i, 0] * 255).round().to(torch.uint8).numpy())
+    model, _ = load_demo_model()
+    with torch.no_grad():
+        pred = model(load_fashion_mnist("test")[0][:30]).argmax(1)
+    k = int((pred == y[:30]).nonzero()[0, 0])
+    code, out, err = cli(capsys, "explain", "--arch", "vgg", "--data", tmp_path / "data",
+                         "--seed-index", k, "--num-boundaries", "8", "--quiet",
+                         "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "random weights" not in err
+    name = re.match(r"region of img(\d\d)\.png \(([^)]+)\)", out)
+    assert name and int(name.group(1)) == k, out
+    assert name.group(2) == FASHION_CLASSES[int(y[k])], out
+
+
+@pytest.mark.slow
+def test_an_architecture_without_weights_warns_that_it_is_untrained(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        png(tmp_path / "data" / f"c{i % 3}" / f"img{i:02d}.png",
+            rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    code, _, err = cli(capsys, "summarize", "--arch", "resnet18", "--num-classes", "3",
+                       "--data", tmp_path / "data", "--quiet", "--num-boundaries", "4",
+                       "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "resnet18 without weights has random weights" in err
+    code, _, err = cli(capsys, "layers", "--arch", "resnet18", "--num-classes", "3")
+    assert code == 0 and "random weights" not in err        # a listing needs no weights

@@ -4,6 +4,7 @@ prints."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +48,16 @@ __all__ = ["Family", "FitJob", "Fitted", "ModelSource", "SummarizeJob",
 @dataclass
 class Family:
     """An architecture repinterp knows beyond torchvision's (the demo's): how to build it
-    (taking ``num_classes``) and its defaults: layer, normalisation, class names."""
+    (taking ``num_classes``), its trained model, and its defaults: layer, normalisation,
+    class names."""
 
     build: Callable[..., nn.Module]
     layer: str
     normalize: str | None = None
     class_names: list[str] | None = None
+    #: the trained model an ``--arch`` of this family stands for without ``--weights``
+    #: (the demo's shipped weights); None: an untrained one, with a warning
+    trained: Callable[[], nn.Module] | None = None
 
 
 @dataclass
@@ -71,10 +76,23 @@ class ModelSource:
         return self.arch or self.model_file
 
 
-def open_model(source: ModelSource, families: Mapping[str, Family] | None = None
-               ) -> tuple[nn.Module, Family | None]:
-    """The model (eval mode) and its family, if it is one of ``families``."""
+def open_model(source: ModelSource, families: Mapping[str, Family] | None = None, *,
+               untrained_ok: bool = False) -> tuple[nn.Module, Family | None]:
+    """The model (eval mode) and its family, if it is one of ``families``. An ``arch``
+    without ``weights`` is its family's trained model when the family has one (the
+    demo's: ``--arch vgg`` is the demo CNN), else an untrained network, with a warning
+    that says so (its regions describe random weights) unless ``untrained_ok`` (a
+    listing of its layers)."""
     families = families or {}
+    family = families.get(source.arch or "")
+    if family is not None and family.trained is not None and source.weights is None \
+            and source.num_classes in (None, len(family.class_names or [])):
+        return family.trained().eval(), family
+    if source.arch is not None and source.weights is None and not untrained_ok:
+        warnings.warn(f"{source.arch} without weights has random weights (nothing is "
+                      "trained or downloaded): its regions describe an untrained "
+                      "network; give its trained weights (--weights FILE)",
+                      UserWarning, stacklevel=2)
     model = load_model(arch=source.arch, weights=source.weights,
                        num_classes=source.num_classes, model_file=source.model_file,
                        trust_pickle=source.trust_pickle,
@@ -355,7 +373,7 @@ def layer_lines(source: ModelSource, families: Mapping[str, Family] | None = Non
     and a closing line naming the suggestion."""
     from ..core.layers import layer_table, suggest_layer
 
-    model, _ = open_model(source, families)
+    model, _ = open_model(source, families, untrained_ok=True)
     rows = layer_table(model, max_depth=depth)
     best = suggest_layer(model, rows)
     hidden = sum(1 for name, _ in model.named_modules() if name) - len(rows)

@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal err
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import signal
 import sys
@@ -42,11 +43,14 @@ FLAGS = {
 
 
 def _families() -> dict:
-    """The demo's architectures, with their defaults (layer, normalisation, names)."""
+    """The demo's architectures, with their defaults (layer, normalisation, names) and
+    their trained models (the shipped weights: ``--arch vgg`` is the demo's CNN)."""
     from ..app.pipeline import Family
     from ..demo.data import FASHION_CLASSES
-    from ..demo.models import ARCHS, DEMO_LAYERS
-    return {name: Family(cls, DEMO_LAYERS[name], "fashion-mnist", FASHION_CLASSES)
+    from ..demo.models import ARCHS, DEMO_LAYERS, load_demo_model
+    return {name: Family(cls, DEMO_LAYERS[name], "fashion-mnist", FASHION_CLASSES,
+                         functools.partial(lambda n: load_demo_model(n, progress=False)[0],
+                                           name))
             for name, cls in ARCHS.items()}
 
 
