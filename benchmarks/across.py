@@ -86,22 +86,14 @@ def at_224(references: int, seed: int) -> tuple[list[tuple[str, dict]], dict]:
 
 def screens(report: Path, out: Path) -> None:
     """Element screenshots of the demo report's first card and first region page."""
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
 
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts)
-    try:
+    with harness.browser() as driver:
         driver.get(report.resolve().as_uri())
         driver.find_element(By.CSS_SELECTOR, "div.region").screenshot(
             str(out / "across-card.png"))
         driver.get((report.parent / "regions" / "region-001.html").resolve().as_uri())
         driver.find_element(By.ID, "across-table").screenshot(str(out / "across-page.png"))
-    finally:
-        driver.quit()
 
 
 def main() -> None:

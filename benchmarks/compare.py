@@ -3,7 +3,7 @@ the shipped demo VGG against a copy fine-tuned briefly on Fashion-MNIST with a p
 shortcut, both summarised on the same references. Is the shortcut's region reported
 new, and how many images changed class and region?
 
-    python -m benchmarks.compare --out docs
+    python -m benchmarks.compare --out docs [--screens]
 
 Model A is the shipped demo VGG (:func:`repinterp.demo.models.load_demo_model`); model B
 is a copy fine-tuned (``--epochs`` epochs, Adam with a one-cycle rate 1e-3, the demo's
@@ -18,6 +18,8 @@ T-shirt.
 from __future__ import annotations
 
 import copy
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -32,7 +34,8 @@ from repinterp.demo.shortcut import SETTINGS, paste_mark, shortcut_split
 POISONED = 0.3
 
 
-def run(references: int, train: int, epochs: int, seed: int) -> dict:
+def run(references: int, train: int, epochs: int, seed: int,
+        screens: Path | None = None) -> dict:
     setting = SETTINGS[0]
     model_a, _ = harness.demo_model("vgg")
     x, y = load_fashion_mnist("train")
@@ -53,6 +56,8 @@ def run(references: int, train: int, epochs: int, seed: int) -> dict:
         sides.append((interp.summarize(), interp.predictions_))
     (sa, pa), (sb, pb) = sides
     c = compare_summaries(sa, sb, predictions_a=pa, predictions_b=pb)
+    if screens is not None:
+        screenshot(model_a, model_b, refs, screens)
     cls = setting.cls
     k = max(range(len(sb.regions)), key=lambda j: int(
         (marked[sb.regions[j].members] & (pb[sb.regions[j].members] == cls)).sum()))
@@ -85,15 +90,45 @@ def run(references: int, train: int, epochs: int, seed: int) -> dict:
     }
 
 
+def screenshot(model_a, model_b, refs: torch.Tensor, out: Path) -> None:
+    """The same comparison as a user runs it (``repinterp compare --arch vgg --weights
+    A --weights B`` on the references written as PNGs), photographed in headless
+    chromium: ``out/compare-report.png``."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    from repinterp.cli import main as cli
+    from repinterp.demo.data import FASHION_MEAN, FASHION_STD
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        pixels = ((refs * FASHION_STD + FASHION_MEAN).clamp(0, 1) * 255).round()
+        for i, img in enumerate(pixels.to(torch.uint8).numpy()):
+            (root / "refs").mkdir(exist_ok=True)
+            Image.fromarray(img[0]).save(root / "refs" / f"test-{i:04d}.png")
+        for name, model in (("a", model_a), ("b", model_b)):
+            torch.save(model.state_dict(), root / f"{name}.pt")
+        code = cli(["compare", "--arch", "vgg", "--weights", str(root / "a.pt"),
+                    "--weights", str(root / "b.pt"), "--data", str(root / "refs"),
+                    "--out", str(root / "cmp"), "--quiet"])
+        if code != 0:
+            raise SystemExit(f"repinterp compare exited {code}")
+        with harness.browser(height=1400) as driver:
+            driver.get((root / "cmp" / "compare.html").resolve().as_uri())
+            driver.find_element(By.TAG_NAME, "main").screenshot(str(out / "compare-report.png"))
+
+
 def main() -> None:
     p = harness.parser(__doc__)
     p.add_argument("--references", type=int, default=2000)
     p.add_argument("--train", type=int, default=12000)
     p.add_argument("--epochs", type=int, default=2)
     harness.add_seed(p)
+    p.add_argument("--screens", action="store_true",
+                   help="also photograph the compare report into --out")
     harness.add_out(p, help="a folder")
     a = p.parse_args()
-    result = run(a.references, a.train, a.epochs, a.seed)
+    result = run(a.references, a.train, a.epochs, a.seed,
+                 Path(a.out) if a.screens and a.out else None)
     harness.emit(result)
     if a.out:
         harness.write_results(a.out, "compare.json", result)

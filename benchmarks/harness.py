@@ -22,7 +22,8 @@ from torch import nn
 
 from repinterp.app.outputs import write_json, write_text
 
-__all__ = ["ROOT", "add_out", "add_quiet", "add_seed", "count_head_passes", "demo_model",
+__all__ = ["ROOT", "add_out", "add_quiet", "add_seed", "browser", "count_head_passes",
+           "demo_model",
            "draw", "emit", "fashion", "ints", "last_json", "names", "parser",
            "read_results", "reported_seeds", "run_module", "run_script", "save_json",
            "write_results"]
@@ -175,3 +176,20 @@ def count_head_passes(model: nn.Module) -> Iterator[list[int]]:
         yield rows
     finally:
         handle.remove()
+
+
+# --- screenshots ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def browser(width: int = 1280, height: int = 1000) -> Iterator[Any]:
+    """A headless chromium (selenium's driver) of that window size, quit on exit."""
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -140,7 +140,7 @@ def test_an_architecture_without_weights_warns_that_it_is_untrained(tmp_path, ca
     code, _, err = cli(capsys, "summarize", "--arch", "resnet18", "--num-classes", "3",
                        "--data", tmp_path / "data", "--quiet", "--num-boundaries", "4",
                        "--out", tmp_path / "out")
-    assert code == 0, err
-    assert "resnet18 without weights has random weights" in err
+    # an untrained network may predict one class for all (then exit 2): warned either way
+    assert code in (0, 2) and "resnet18 without weights has random weights" in err, err
     code, _, err = cli(capsys, "layers", "--arch", "resnet18", "--num-classes", "3")
     assert code == 0 and "random weights" not in err        # a listing needs no weights

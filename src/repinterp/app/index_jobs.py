@@ -25,6 +25,7 @@ from .pipeline import (
     layer_for,
     loading_options,
     open_model,
+    resolve_source,
     write_summary,
 )
 
@@ -139,6 +140,7 @@ def index_job(job: IndexJob, families: Mapping[str, Family] | None = None
 
     families = families or {}
     model, family = open_model(job.model, families)
+    given = resolve_source(job.model, families)         # --arch vgg: the demo's weights
     layer = layer_for(job.layer, family, model)
     if not job.data:
         raise UserError("{param} is required", param="data")
@@ -153,9 +155,8 @@ def index_job(job: IndexJob, families: Mapping[str, Family] | None = None
     def absolute(p: str | None) -> str | None:
         return str(Path(p).resolve()) if p and Path(p).exists() else p
 
-    spec: dict[str, Any] = {"arch": job.model.arch, "weights": absolute(job.model.weights),
-            "num_classes": job.model.num_classes,
-            "model_file": absolute(job.model.model_file)}
+    spec: dict[str, Any] = {"arch": given.arch, "weights": absolute(given.weights),
+            "num_classes": given.num_classes, "model_file": absolute(given.model_file)}
     out = build_index(model, layer, source, job.out, bank=job.bank, pilot=job.pilot,
                       seed=job.seed, shard_size=job.shard_size, engine=job.engine,
                       workers=job.workers, ray_address=job.ray_address,

@@ -3,6 +3,7 @@ loads or checks what it needs and returns a result; nothing here parses argument
 prints."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -48,16 +49,16 @@ __all__ = ["Family", "FitJob", "Fitted", "ModelSource", "SummarizeJob",
 @dataclass
 class Family:
     """An architecture repinterp knows beyond torchvision's (the demo's): how to build it
-    (taking ``num_classes``), its trained model, and its defaults: layer, normalisation,
+    (taking ``num_classes``), its trained weights, and its defaults: layer, normalisation,
     class names."""
 
     build: Callable[..., nn.Module]
     layer: str
     normalize: str | None = None
     class_names: list[str] | None = None
-    #: the trained model an ``--arch`` of this family stands for without ``--weights``
-    #: (the demo's shipped weights); None: an untrained one, with a warning
-    trained: Callable[[], nn.Module] | None = None
+    #: the state dict an ``--arch`` of this family stands for without ``--weights``
+    #: (the demo's shipped weights), or None: an untrained network, with a warning
+    weights: Callable[[], str | os.PathLike | None] | None = None
 
 
 @dataclass
@@ -76,28 +77,43 @@ class ModelSource:
         return self.arch or self.model_file
 
 
-def open_model(source: ModelSource, families: Mapping[str, Family] | None = None, *,
-               untrained_ok: bool = False) -> tuple[nn.Module, Family | None]:
-    """The model (eval mode) and its family, if it is one of ``families``. An ``arch``
-    without ``weights`` is its family's trained model when the family has one (the
-    demo's: ``--arch vgg`` is the demo CNN), else an untrained network, with a warning
-    that says so (its regions describe random weights) unless ``untrained_ok`` (a
-    listing of its layers)."""
+def open_model(source: ModelSource, families: Mapping[str, Family] | None = None
+               ) -> tuple[nn.Module, Family | None]:
+    """The model (eval mode) and its family, if it is one of ``families``; an ``arch``
+    without weights as :func:`resolve_source` makes it."""
     families = families or {}
-    family = families.get(source.arch or "")
-    if family is not None and family.trained is not None and source.weights is None \
-            and source.num_classes in (None, len(family.class_names or [])):
-        return family.trained().eval(), family
-    if source.arch is not None and source.weights is None and not untrained_ok:
-        warnings.warn(f"{source.arch} without weights has random weights (nothing is "
-                      "trained or downloaded): its regions describe an untrained "
-                      "network; give its trained weights (--weights FILE)",
-                      UserWarning, stacklevel=2)
+    source = resolve_source(source, families)
     model = load_model(arch=source.arch, weights=source.weights,
                        num_classes=source.num_classes, model_file=source.model_file,
                        trust_pickle=source.trust_pickle,
                        archs={k: f.build for k, f in families.items()})
     return model, next((f for f in families.values() if type(model) is f.build), None)
+
+
+def resolve_source(source: ModelSource, families: Mapping[str, Family] | None = None
+                   ) -> ModelSource:
+    """``source`` with an ``arch`` of a family that has trained weights, given without
+    weights (and with its family's classes), pointed at those weights: ``--arch vgg``
+    is the demo's CNN everywhere the source goes (the fit cache's key, an index's
+    manifest, Ray workers). Any other ``arch`` without weights stays untrained
+    (:func:`warn_if_untrained` says so once the command's inputs are read)."""
+    family = (families or {}).get(source.arch or "")
+    if family is None or family.weights is None or source.weights is not None \
+            or source.num_classes not in (None, len(family.class_names or [])):
+        return source
+    found = family.weights()
+    return source if found is None else dataclasses.replace(source, weights=str(found))
+
+
+def warn_if_untrained(source: ModelSource, family: Family | None) -> None:
+    """Warn that an ``arch`` given without weights (and without a trained model of its
+    family) has random weights: its results describe an untrained network."""
+    if source.arch is not None and source.weights is None and (
+            family is None or family.weights is None):
+        warnings.warn(f"{source.arch} without weights has random weights (nothing is "
+                      "trained or downloaded): its regions describe an untrained "
+                      "network; give its trained weights (--weights FILE)",
+                      UserWarning, stacklevel=2)
 
 
 def write_summary(out: str | os.PathLike, summary: Summary, images, **report) -> Path:
@@ -321,6 +337,7 @@ def fit_job(job: FitJob, families: Mapping[str, Family] | None = None
         query=job.query, class_names=lambda n: class_names_for(
             job.class_names, job.model.weights, family, data=job.data, classes=n),
         cache=job.cache, **job.interpreter)
+    warn_if_untrained(resolve_source(job.model, families), family)
     return fitted, family
 
 
@@ -373,7 +390,7 @@ def layer_lines(source: ModelSource, families: Mapping[str, Family] | None = Non
     and a closing line naming the suggestion."""
     from ..core.layers import layer_table, suggest_layer
 
-    model, _ = open_model(source, families, untrained_ok=True)
+    model, _ = open_model(source, families)
     rows = layer_table(model, max_depth=depth)
     best = suggest_layer(model, rows)
     hidden = sum(1 for name, _ in model.named_modules() if name) - len(rows)

@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 
 from ..core.errors import UserError, first_line
 from ..core.words import layer_words
@@ -44,13 +45,12 @@ FLAGS = {
 
 def _families() -> dict:
     """The demo's architectures, with their defaults (layer, normalisation, names) and
-    their trained models (the shipped weights: ``--arch vgg`` is the demo's CNN)."""
+    their trained weights (the shipped ones: ``--arch vgg`` is the demo's CNN)."""
     from ..app.pipeline import Family
     from ..demo.data import FASHION_CLASSES
-    from ..demo.models import ARCHS, DEMO_LAYERS, load_demo_model
+    from ..demo.models import ARCHS, DEMO_LAYERS, demo_weights
     return {name: Family(cls, DEMO_LAYERS[name], "fashion-mnist", FASHION_CLASSES,
-                         functools.partial(lambda n: load_demo_model(n, progress=False)[0],
-                                           name))
+                         functools.partial(demo_weights, name))
             for name, cls in ARCHS.items()}
 
 
@@ -66,7 +66,6 @@ def _fit_fields(a: argparse.Namespace, model=None) -> dict:
 
     from ..app.loading import parse_pixel_range
     if a.approximate:
-        import warnings
         warnings.warn("--approximate does nothing and will be removed: whether boundaries "
                       "are tangent follows from the head", FutureWarning, stacklevel=2)
     return dict(
@@ -209,8 +208,6 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings
-
     from ..app.outputs import release_locks
 
     args = build_parser(COMMANDS).parse_args(argv)
@@ -219,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     terminate = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         _check_counts(args)
-        args.func(args)
+        with warnings.catch_warnings():          # each command shows its own warnings
+            warnings.filterwarnings("default", module="repinterp")
+            args.func(args)
         return 0
     except UserError as exc:
         if args.debug:

@@ -16,7 +16,8 @@ from .data import cache_dir, load_fashion_mnist
 #: The demo models' weights shipped with the package (trained by the project).
 SHIPPED = Path(__file__).parent / "weights"
 
-__all__ = ["ARCHS", "DEMO_LAYERS", "FashionResNet", "FashionVGG", "evaluate_accuracy",
+__all__ = ["ARCHS", "DEMO_LAYERS", "FashionResNet", "FashionVGG", "demo_weights",
+           "evaluate_accuracy",
            "load_demo_model", "train_classifier"]
 
 
@@ -111,6 +112,17 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     bar.close()
     model.eval()
     return model
+
+
+def demo_weights(arch: str = "vgg", *, seed: int = 0, epochs: int = 3) -> Path | None:
+    """The state dict :func:`load_demo_model` loads without training: the one this
+    machine trained (the cache), else the one shipped with repinterp; None if neither
+    (or its JSON) exists."""
+    key = f"{arch}-e{epochs}-s{seed}"
+    for found in (cache_dir() / "models" / f"{key}.pt", SHIPPED / f"{key}.pt"):
+        if found.exists() and found.with_suffix(".json").exists():
+            return found
+    return None
 
 
 def load_demo_model(arch: str = "vgg", *, seed: int = 0, epochs: int = 3,
