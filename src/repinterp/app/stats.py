@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..core.metrics import wilson_interval
 from ..core.region import Region
 from ..core.summary import Summary
 
@@ -22,11 +23,13 @@ __all__ = ["FLAG_HEAT_CONCENTRATION", "FLAG_HELDOUT_PURITY", "FLAG_LABEL_ACCURAC
 
 @dataclass
 class RegionStats:
-    """How a region does on held-out images: how many fall inside, and the share of
-    them predicted as the region's class (its purity on held-out data)."""
+    """How a region does on held-out images: how many fall inside, the share of them
+    predicted as the region's class (its purity on held-out data) and that share's 95%
+    Wilson interval (:func:`repinterp.core.metrics.wilson_interval`)."""
 
     inside: int
     purity: float | None
+    interval: tuple[float, float] | None = None
 
 
 def region_stats(region: Region, features: torch.Tensor,
@@ -34,8 +37,9 @@ def region_stats(region: Region, features: torch.Tensor,
     """:class:`RegionStats` of ``region`` on held-out ``features`` ``[n, D]``."""
     inside = region.contains_features(features).cpu()
     n = int(inside.sum())
-    pur = int((predictions[inside] == region.predicted_class).sum()) / n if n else None
-    return RegionStats(inside=n, purity=pur)
+    k = int((predictions[inside] == region.predicted_class).sum())
+    return RegionStats(inside=n, purity=k / n if n else None,
+                       interval=wilson_interval(k, n) if n else None)
 
 
 def heldout_stats(regions: Sequence[Region], features: torch.Tensor,
@@ -198,6 +202,7 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
                 "approximate": region.approximate,
                 "heldout_inside": st.inside if st else None,
                 "heldout_purity": st.purity if st else None,
+                "heldout_interval": list(st.interval) if st and st.interval else None,
                 "top_members": members,
                 "top_member_names": [names[i] for i in members] if names else None,
                 "top_member_distances": [round(float(d), 6)

@@ -11,6 +11,8 @@ measure how the class probability reacts.
 * :func:`deletion_insertion`: the class probability as the most important pixels are
   removed (deletion) or, from the fill, restored (insertion), step by step, with the
   areas under both curves (Petsiuk et al., RISE, BMVC 2018).
+* :func:`wilson_interval`: the Wilson score interval of a proportion (a region's
+  held-out purity: ``k`` of ``n`` images inside predicted as its class).
 * :func:`paired_ci`: the mean paired difference of two methods over seeds, with a
   bootstrap confidence interval.
 * :func:`precision_at_k`, :func:`auroc` and :func:`heat_share`: how well a score of
@@ -30,7 +32,7 @@ from .copies import inference_mode
 from .logits import logits_of
 
 __all__ = ["auroc", "average_drop_increase", "blur", "deletion_insertion", "heat_share",
-           "keep_top", "paired_ci", "precision_at_k", "rank_pixels"]
+           "keep_top", "paired_ci", "precision_at_k", "rank_pixels", "wilson_interval"]
 
 
 def keep_top(images: torch.Tensor, heat: torch.Tensor, keep: float = 0.2,
@@ -192,3 +194,21 @@ def heat_share(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     total = h.sum(1)
     return torch.where(total > 0, (h * m).sum(1) / total.clamp_min(1e-300),
                        torch.full_like(total, float("nan")))
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of the proportion ``k / n`` at ``confidence``:
+    ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``, ``z`` the normal
+    quantile of ``(1 + confidence) / 2`` (Wilson, JASA 1927). Unlike the normal
+    approximation it stays in [0, 1] and is not empty at ``k = n``: for 200 of 200 the
+    95% interval is about [0.981, 1]. Raises ValueError for ``n < 1`` or ``k`` outside
+    ``0..n``."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    from statistics import NormalDist
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    low = 0.0 if k == 0 else max(0.0, centre - half)       # exact at the ends
+    return low, 1.0 if k == n else min(1.0, centre + half)
