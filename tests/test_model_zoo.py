@@ -191,6 +191,7 @@ def test_timm_models_by_name():
         build_arch("timm:resnet181", 3)
 
 
+@pytest.mark.slow
 @needs_timm
 def test_cli_layers_of_a_timm_model():
     run = subprocess.run([sys.executable, "-m", "repinterp.cli", "layers", "--arch",
