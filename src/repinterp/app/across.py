@@ -48,9 +48,8 @@ def across_view(region: Region, rows: Sequence[Crossing], images: Any,
                           "nearest": [{k: t[k] for k in ("index", "name", "predicted",
                                                          "relative")} for t in tiles]})
         others += [t for t in tiles if t["other"]]
-    others.sort(key=lambda t: (t["relative"], t["index"]))
-    nearest = list({t["index"]: t for t in reversed(others)}.values())
-    nearest = sorted(nearest, key=lambda t: (t["relative"], t["index"]))[:card]
+    # an image is outside by one boundary only: it is in one row at most
+    nearest = sorted(others, key=lambda t: (t["relative"], t["index"]))[:card]
     for t, short in zip(nearest, captions([t["name"] for t in nearest]), strict=True):
         t["card_short"] = short
     return {"rows": out_rows, "card": nearest, "json": json_rows,

@@ -11,7 +11,13 @@ import numpy as np
 import torch
 
 from .contrast import Crossing, crossings
-from .counterfactual import Counterfactual, interpolation_edit, margin_edit, region_edit
+from .counterfactual import (
+    Counterfactual,
+    interpolation_edit,
+    margin_edit,
+    nearest_boundary,
+    region_edit,
+)
 from .errors import UserError
 from .precision import exact
 from .region import Region
@@ -185,11 +191,12 @@ class ImagesMixin:
         if via not in ("region", "logits"):
             raise UserError(f"via must be 'region', 'logits' or 'blend', got {via!r}")
         region = self.explain(x) if region is None else region
-        edit = region_edit(net, region, x, target=target, steps=steps, smooth=float(smooth))
         if via == "region":
-            return edit
-        return margin_edit(net, x, int(self.predict(x[None])[0]), edit.target,
-                           steps=steps, smooth=float(smooth))
+            return region_edit(net, region, x, target=target, steps=steps,
+                               smooth=float(smooth))
+        aim = int(region.pairs[nearest_boundary(net, region, x, target), 1])
+        return margin_edit(net, x, int(self.predict(x[None])[0]), aim, steps=steps,
+                           smooth=float(smooth))
 
     @staticmethod
     def _one_image(image: Any, what: str) -> torch.Tensor:

@@ -34,7 +34,8 @@ import torch
 from .errors import UserError
 from .region import Region
 
-__all__ = ["Counterfactual", "interpolation_edit", "margin_edit", "region_edit"]
+__all__ = ["Counterfactual", "interpolation_edit", "margin_edit", "nearest_boundary",
+           "region_edit"]
 
 #: the pixel-change threshold of :attr:`Counterfactual.changed` (one grey level)
 LEVEL = 1 / 255
