@@ -274,3 +274,28 @@ def folded_summary(out: Path) -> Path:
                                        num_boundaries=12, seed=0, progress=False).fit(x)
     write_summary(out, interp.summarize(), x, heatmap=interp.heatmap, across=interp.across)
     return out
+
+
+def photos_224(root: Path, n: int, name: str) -> Path:
+    """``root/my_images``: ``n`` 224x224 JPEGs (a random flat colour plus noise, seeded)
+    in the class folders cats, dogs, birds (image ``i`` in folder ``i % 3``), named
+    ``name.format(i=i)``; and ``root/model.pt``, a torchvision resnet18 state dict with
+    3 classes and random weights, its classifier centred on those images
+    (``benchmarks.torchvision_matrix.diversify``). Returns the folder."""
+    import torchvision
+    from PIL import Image
+
+    from benchmarks.torchvision_matrix import diversify
+    from repinterp import load_images
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / "my_images" / ("cats", "dogs", "birds")[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 256, (1, 1, 3)) * np.ones((224, 224, 3))
+        img = np.clip(base + rng.normal(0, 40, (224, 224, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / name.format(i=i), quality=90)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    diversify(model, load_images(root / "my_images", channels=3, size=(224, 224)).images)
+    torch.save(model.state_dict(), root / "model.pt")
+    return root / "my_images"

@@ -10,9 +10,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
+from helpers import photos_224
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -38,24 +37,10 @@ def commands(script: str) -> list[str]:
 def files(tmp_path_factory) -> Path:
     """``my_images/`` (18 JPEGs at 224x224 in three class folders), ``query.jpg`` and
     ``model.pt`` (a ResNet-18 state dict with 3 classes, centred on the images)."""
-    import torchvision
     from PIL import Image
-
-    from benchmarks.torchvision_matrix import diversify
-    from repinterp import load_images
     root = tmp_path_factory.mktemp("files")
-    rng = np.random.default_rng(0)
-    for i in range(18):
-        folder = root / "my_images" / ("cats", "dogs", "birds")[i % 3]
-        folder.mkdir(parents=True, exist_ok=True)
-        base = rng.integers(0, 256, (1, 1, 3)) * np.ones((224, 224, 3))
-        img = np.clip(base + rng.normal(0, 40, (224, 224, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"photo {i:02d}.jpg", quality=90)
+    photos_224(root, 18, "photo {i:02d}.jpg")
     Image.open(root / "my_images/dogs/photo 04.jpg").save(root / "query.jpg")
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=3).eval()
-    diversify(model, load_images(root / "my_images", channels=3, size=(224, 224)).images)
-    torch.save(model.state_dict(), root / "model.pt")
     return root
 
 

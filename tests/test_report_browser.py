@@ -11,7 +11,7 @@ import re
 import shutil
 
 import pytest
-from helpers import folded_summary, two_logic_images, two_logic_net
+from helpers import folded_summary, photos_224, two_logic_images, two_logic_net
 
 from repinterp import RepresentativeInterpreter
 from repinterp.app.captions import captions
@@ -137,28 +137,13 @@ def photos224(tmp_path_factory):
     """The README's commands on 224x224 JPEGs in class folders (cats, dogs, birds) with
     long shared file-name prefixes, a ResNet-18 with random weights and a classifier
     centred on them: a summary, an explanation and where a new image falls."""
-    import numpy as np
-    import torch
-    import torchvision
     from PIL import Image
 
-    from benchmarks.torchvision_matrix import diversify
-    from repinterp.app.loading import load_images
     from repinterp.cli import main
 
     root = tmp_path_factory.mktemp("photos224")
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        folder = root / "my_images" / ("cats", "dogs", "birds")[i % 3]
-        folder.mkdir(parents=True, exist_ok=True)
-        base = rng.integers(0, 256, (1, 1, 3)) * np.ones((224, 224, 3))
-        img = np.clip(base + rng.normal(0, 40, (224, 224, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"holiday-2026-camera-{i:03d}.jpg", quality=90)
+    photos_224(root, 24, "holiday-2026-camera-{i:03d}.jpg")
     Image.open(root / "my_images/dogs/holiday-2026-camera-004.jpg").save(root / "q.jpg")
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=3).eval()
-    diversify(model, load_images(root / "my_images", channels=3, size=(224, 224)).images)
-    torch.save(model.state_dict(), root / "model.pt")
     common = ["--arch", "resnet18", "--weights", str(root / "model.pt"), "--num-classes",
               "3", "--data", str(root / "my_images"), "--size", "224", "--quiet"]
     assert main(["summarize", *common, "--layer", "layer4.0", "--out",
