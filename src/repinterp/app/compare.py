@@ -59,6 +59,7 @@ class CompareJob(FitJob):
     out: str | os.PathLike = "out/compare"
     coverage: float = defaults.COVERAGE
     max_regions: int = defaults.MAX_REGIONS
+    target_purity: float | None = defaults.TARGET_PURITY
     min_jaccard: float = MIN_JACCARD
     min_share: float = MIN_SHARE
     min_part: float = MIN_PART
@@ -99,7 +100,7 @@ def compare_job(job: CompareJob, families: Mapping[str, Family] | None = None
         fitted, _ = fit_job(replace(job, model=source), families)
         summary, _ = summarize_references(
             fitted, coverage=job.coverage, max_regions=job.max_regions,
-            meta={"model": source.name, "data": job.data,
+            target_purity=job.target_purity, meta={"model": source.name, "data": job.data,
                   "class_names": fitted.class_names})
         sides.append((fitted, summary))
     (fa, sa), (fb, sb) = sides

@@ -28,6 +28,7 @@ from .pipeline import (
     resolve_source,
     write_summary,
 )
+from .stats import contract_stats
 
 __all__ = ["IndexJob", "index_job", "open_index", "summarize_index"]
 
@@ -58,6 +59,7 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
                     source: ModelSource, families: Mapping[str, Family] | None = None,
                     coverage: float = defaults.COVERAGE,
                     max_regions: int = defaults.MAX_REGIONS,
+                    target_purity: float | None = defaults.TARGET_PURITY, seed: int = 0,
                     class_names: str | None = None, device: str | None = None,
                     progress: bool = True, engine: str = "local", workers: int = 2,
                     ray_address: str | None = None, ray_wait: float = defaults.RAY_WAIT_S
@@ -66,7 +68,8 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
     report reads the members' images from their checked source). Returns the summary,
     the report's path and the number of indexed images. ``engine="ray"``: the greedy
     runs where the rows are (``workers`` Ray actors; :mod:`repinterp.core.sharded`),
-    with the same regions."""
+    with the same regions. ``target_purity``, ``seed``: the purity contract and the seed
+    of its held-out rows (:mod:`repinterp.core.contract`)."""
     check_output(out, [path, class_names, source.model_file, source.weights])
     loaded, model, family = open_index(path, source, families, engine=engine,
                                        workers=workers, ray_address=ray_address,
@@ -74,7 +77,8 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
     check_output(out, [loaded.manifest["data"].get("path")])   # the indexed images
     try:
         return _summarize_loaded(loaded, model, family, path, out, source, coverage,
-                                 max_regions, class_names, device, progress)
+                                 max_regions, class_names, device, progress,
+                                 target_purity, seed)
     finally:
         loaded.close()
 
@@ -82,20 +86,22 @@ def summarize_index(path: str | os.PathLike, out: str | os.PathLike, *,
 def _summarize_loaded(loaded: LoadedIndex, model: nn.Module, family: Family | None,
                       path: str | os.PathLike, out: str | os.PathLike, source: ModelSource,
                       coverage: float, max_regions: int, class_names: str | None,
-                      device: str | None, progress: bool) -> tuple[Summary, Path, int]:
+                      device: str | None, progress: bool, target_purity: float | None,
+                      seed: int) -> tuple[Summary, Path, int]:
     index, manifest = loaded.index, loaded.manifest
     names = class_names_for(class_names, source.weights, family,
                             data=manifest["data"].get("path"), classes=manifest["classes"])
-    summary = index.summarize(coverage=coverage, max_regions=max_regions, progress=progress)
+    summary = index.summarize(coverage=coverage, max_regions=max_regions, progress=progress,
+                              target_purity=target_purity, seed=seed)
     summary.meta.update(model=manifest["model"], data=manifest["data"].get("path"),
                         model_digest=manifest["model_digest"], class_names=names)
     net = SplitNetwork(model, index.layer, device=device, progress=False)
     report = write_summary(
         out, summary, loaded.images(), heatmap=net.heatmap, names=loaded.names,
-        class_names=names,
+        class_names=names, stats=contract_stats(summary.regions),
         title="repinterp summary (index)",
         meta={"index": str(path), "layer": index.layer, "references": len(index),
-              "bank": len(index.bank)})
+              "bank": len(index.bank), "target_purity": target_purity})
     return summary, report, len(index)
 
 

@@ -38,7 +38,7 @@ from .models import (
 )
 from .outputs import check_output, output_folder
 from .report import write_report
-from .stats import RegionStats, heldout_stats
+from .stats import RegionStats, contract_stats, heldout_stats
 
 __all__ = ["Family", "FitJob", "Fitted", "ModelSource", "SummarizeJob",
            "class_names_for", "fit_job", "fit_references", "layer_for", "layer_lines",
@@ -311,6 +311,7 @@ class SummarizeJob(FitJob):
     out: str | os.PathLike = "out/summary"
     coverage: float = defaults.COVERAGE
     max_regions: int = defaults.MAX_REGIONS
+    target_purity: float | None = defaults.TARGET_PURITY
     separate_logics: bool = False
     max_logics: int = defaults.MAX_LOGICS
     meta: dict = field(default_factory=dict)
@@ -354,6 +355,7 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
     labels = load_labels(fitted.data, refs.names, job.labels, names, classes=fitted.classes)
     summary, stats = summarize_references(
         fitted, coverage=job.coverage, max_regions=job.max_regions,
+        target_purity=job.target_purity,
         separate_logics=job.separate_logics, max_logics=job.max_logics,
         meta={"model": job.model.name, "data": job.data, "class_names": names})
     interp = fitted.interp
@@ -363,24 +365,28 @@ def summarize_job(job: SummarizeJob, families: Mapping[str, Family] | None = Non
         across=interp.across, labels=labels, predictions=interp.predictions_,
         title="repinterp summary",
         meta={"model": job.model.name, "data": job.data, **fitted.meta(), **job.meta,
-              "separate_logics": job.separate_logics})
+              "separate_logics": job.separate_logics, "target_purity": job.target_purity})
     return summary, report
 
 
 def summarize_references(fitted: Fitted, *, coverage: float, max_regions: int,
+                         target_purity: float | None = defaults.TARGET_PURITY,
                          separate_logics: bool = False,
                          max_logics: int = defaults.MAX_LOGICS,
                          meta: dict | None = None
                          ) -> tuple[Summary, list[RegionStats] | None]:
     """The summary of the fitted references (``meta`` added to its own, with the model's
-    and the references' fingerprints) and its regions' held-out statistics."""
+    and the references' fingerprints) and its regions' held-out statistics
+    (``target_purity``: the purity contract, :mod:`repinterp.core.contract`)."""
     summary = fitted.interp.summarize(coverage=coverage, max_regions=max_regions,
+                                      target_purity=target_purity,
                                       separate_logics=separate_logics,
                                       max_logics=max_logics)
     summary.meta.update(meta or {})
     summary.meta.update(model_digest=model_digest(fitted.interp.model),
                         references_sha256=fitted.references_digest())
-    return summary, fitted.heldout_stats(summary.regions)
+    stats = fitted.heldout_stats(summary.regions)
+    return summary, contract_stats(summary.regions) if stats is None else stats
 
 
 def layer_lines(source: ModelSource, families: Mapping[str, Family] | None = None, *,

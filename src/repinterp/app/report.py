@@ -133,6 +133,8 @@ def header_facts(meta: dict) -> list[str]:
         "heldout_pooled_purity": lambda v: f"held-out purity {100 * v:.1f}%",
         "heldout_share_in_a_region": lambda v: f"{100 * v:.1f}% of held-out images fall "
                                                "in a region",
+        "target_purity": lambda v: f"every region at least {100 * v:g}% pure on the "
+                                   "references it was not grown on (a held-out fifth)",
         "seed": lambda v: f"seed {v}",
         "seconds": lambda v: f"made in {_duration(v)}",
         "skipped_files": lambda v: f"{plural(v, 'unreadable file')} skipped" if v else None,

@@ -16,7 +16,8 @@ from ..core.region import Region
 from ..core.summary import Summary
 
 __all__ = ["FLAG_HEAT_CONCENTRATION", "FLAG_HELDOUT_PURITY", "FLAG_LABEL_ACCURACY",
-           "HOT_SHARE", "RegionStats", "class_name", "flag_order", "heat_concentration",
+           "HOT_SHARE", "RegionStats", "class_name", "contract_stats", "flag_order",
+           "heat_concentration",
            "heldout_figures", "heldout_stats", "label_stats", "region_flags", "region_stats",
            "report_order", "summary_dict"]
 
@@ -40,6 +41,19 @@ def region_stats(region: Region, features: torch.Tensor,
     k = int((predictions[inside] == region.predicted_class).sum())
     return RegionStats(inside=n, purity=k / n if n else None,
                        interval=wilson_interval(k, n) if n else None)
+
+
+def contract_stats(regions: Sequence[Region]) -> list[RegionStats] | None:
+    """:class:`RegionStats` of every region from its purity contract's held-out
+    references (:attr:`Region.holdout`), or ``None`` when the regions have none."""
+    if not regions or any(r.holdout is None for r in regions):
+        return None
+    out = []
+    for r in regions:
+        n, k = r.holdout or (0, 0)
+        out.append(RegionStats(inside=n, purity=k / n if n else None,
+                               interval=wilson_interval(k, n) if n else None))
+    return out
 
 
 def heldout_stats(regions: Sequence[Region], features: torch.Tensor,

@@ -89,6 +89,7 @@ def _cmd_demo(a: argparse.Namespace) -> None:
     kw = {} if a.num_boundaries is None else {"num_boundaries": a.num_boundaries}
     run_demo(a.out or "out/demo", seed=a.seed, references=a.references,
              coverage=a.coverage, max_regions=a.max_regions, data_root=a.data,
+             target_purity=a.target_purity,
              progress=not a.quiet, retrain=a.retrain, **kw)
 
 
@@ -111,12 +112,14 @@ def _cmd_summarize(a: argparse.Namespace) -> None:
         summary, report, n = summarize_index(
             a.index, out, source=_model_source(a), families=_families(),
             coverage=a.coverage, max_regions=a.max_regions, class_names=a.class_names,
+            target_purity=a.target_purity, seed=a.seed,
             device=a.device, progress=not a.quiet, **_engine_fields(a))
         print(f"{len(summary.regions)} regions over {len(summary.classes)} classes from an "
               f"index of {n} images; report: {report}")
         return
     job = SummarizeJob(**_fit_fields(a), out=out, coverage=a.coverage,
                        max_regions=a.max_regions, separate_logics=a.separate_logics,
+                       target_purity=a.target_purity,
                        max_logics=a.max_logics, meta={"seed": a.seed})
     summary, report = summarize_job(job, _families())
     print(f"{len(summary.regions)} regions over {len(summary.classes)} classes at "
@@ -128,8 +131,8 @@ def _cmd_compare(a: argparse.Namespace) -> None:
     first, second = model_pair(a)
     job = CompareJob(**_fit_fields(a, first), model_b=second, out=a.out or "out/compare",
                      coverage=a.coverage, max_regions=a.max_regions,
-                     min_jaccard=a.min_jaccard, min_share=a.min_share,
-                     min_part=a.min_part, meta={"seed": a.seed})
+                     target_purity=a.target_purity, min_jaccard=a.min_jaccard,
+                     min_share=a.min_share, min_part=a.min_part, meta={"seed": a.seed})
     print(compare_job(job, _families()).message)
 
 

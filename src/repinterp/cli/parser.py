@@ -61,6 +61,20 @@ def _summary_options(p: argparse.ArgumentParser) -> None:
                    help=f"share of each class to cover (default: {defaults.COVERAGE})")
     p.add_argument("--max-regions", type=int, default=defaults.MAX_REGIONS,
                    help=f"regions per class at most (default: {defaults.MAX_REGIONS})")
+    p.add_argument("--target-purity", type=_target, default=defaults.TARGET_PURITY,
+                   help="purity every region must show on a held-out fifth of the "
+                   "images it was not grown on ('none': the paper's rule, no held-out "
+                   f"check; default: {defaults.TARGET_PURITY})")
+
+
+def _target(text: str) -> float | None:
+    """``--target-purity``: a number, or ``none``."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from None
 
 
 def _inputs(p: argparse.ArgumentParser, *, data: bool = True, twice: bool = False) -> None:

@@ -4,13 +4,14 @@ optionally logic by logic (:mod:`repinterp.core.logics`)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import defaults
 from .boundaries import Boundaries, boundaries_at
+from .contract import LEVELS, Level, check_contract, contract_meta, holdout_mask, tightened
 from .errors import UserError
 from .index import Bank
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
@@ -41,6 +42,7 @@ class SummaryMixin:
         progress: bool
         class_names: Sequence[str] | None
         logits_: torch.Tensor
+        bank_: Boundaries | None
 
         @property
         def min_purity_(self) -> float | None: ...
@@ -57,7 +59,9 @@ class SummaryMixin:
         def explain(self, seed: Any, *, delta: int | None = None,
                     num_boundaries: int | None = None, target: int | None = None
                     ) -> Region: ...
-        def _explain_references(self, seeds: list[int]) -> list[Region]: ...
+        def _explain_references(self, seeds: list[int], *,
+                                held: torch.Tensor | None = None,
+                                level: Level = LEVELS[0]) -> list[Region]: ...
         def sample_boundaries(self, seed: Any, num_boundaries: int | None = None
                               ) -> Boundaries: ...
         def _prepare(self, seed: Any, num_boundaries: int | None, target: int | None = None
@@ -67,7 +71,9 @@ class SummaryMixin:
                         ) -> tuple[Boundaries, torch.Tensor, torch.Tensor]: ...
         def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                     cls: int, same: torch.Tensor, index: int | None, delta: int | None,
-                    logic: int | None = None) -> Region: ...
+                    logic: int | None = None, *, held: torch.Tensor | None = None,
+                    min_purity: float | str | None = "auto", close: bool = False
+                    ) -> Region: ...
 
     # --- a bank of boundaries for a region index -----------------------------------
     @exact
@@ -109,7 +115,10 @@ class SummaryMixin:
                   max_regions: int = defaults.MAX_REGIONS,
                   classes: list[int] | None = None, *, separate_logics: bool = False,
                   max_logics: int = defaults.MAX_LOGICS,
-                  batch_seeds: bool | None = None) -> Summary:
+                  batch_seeds: bool | None = None,
+                  target_purity: float | None = defaults.TARGET_PURITY,
+                  holdout: float = defaults.HOLDOUT,
+                  ladder: Sequence[Level] = LEVELS) -> Summary:
         """Peel each predicted class into regions.
 
         For each predicted class ``c``: take as seed the remaining reference of class
@@ -133,8 +142,21 @@ class SummaryMixin:
         rarely, end in another region than :meth:`explain` of the same seed (measured:
         4 of 17 demo VGG regions, all in one class); so the default (``None``) batches
         only on CUDA, and ``False`` always gives :meth:`explain`'s regions.
+
+        ``target_purity`` (default 0.99): the purity contract
+        (:mod:`repinterp.core.contract`). A seeded share ``holdout`` of the references
+        (a fifth) is held out; every region is grown on the rest, then tightened until
+        the held-out references inside it are at least ``target_purity`` of its class,
+        or given up (``ladder``: the tightening levels, loosest first).
+        ``Region.holdout`` gives those counts, the summary's
+        :meth:`~repinterp.core.summary.Summary.contract` the pooled figure. ``None``:
+        no contract, the paper's rule on every reference (each region is then
+        :meth:`explain` of its seed).
         """
         self._fitted(stacklevel=4)
+        check_contract(target_purity, holdout, ladder)
+        held = None if target_purity is None else \
+            holdout_mask(len(self._store), holdout, self.seed).to(self.predictions_.device)
         if batch_seeds is None:
             batch_seeds = torch.device(self._network.device).type == "cuda"
         meta = {"references": len(self._store), "seed": int(self.seed),
@@ -145,17 +167,33 @@ class SummaryMixin:
                 "classes": int(self.logits_.shape[1]),
                 "feature_shape": list(self.feature_shape_),
                 "approximate": self._network.approximate,
-                "separate_logics": bool(separate_logics)}
+                "separate_logics": bool(separate_logics),
+                **contract_meta(target_purity, holdout, ladder)}
         if self.class_names is not None:         # for display: Summary.class_names
             meta["class_names"] = [str(n) for n in self.class_names]
         if not separate_logics:
-            out = peel(self.predictions_, self.margins_, self.explain, coverage,
-                       max_regions, classes, self.progress,
-                       explain_many=self._explain_references if batch_seeds else None)
+            if held is None:
+                out = peel(self.predictions_, self.margins_, self.explain, coverage,
+                           max_regions, classes, self.progress,
+                           explain_many=self._explain_references if batch_seeds else None)
+            else:
+                def grow(seeds: list[int], level: Level) -> list[Region]:
+                    if batch_seeds:
+                        return self._explain_references(seeds, held=held, level=level)
+                    return [self._explain_references([i], held=held, level=level)[0]
+                            for i in seeds]
+                assert target_purity is not None
+                many = functools.partial(tightened, grow, target=target_purity,
+                                         levels=tuple(ladder))
+                out = peel(self.predictions_, self.margins_, None,
+                           coverage, max_regions, classes, self.progress,
+                           explain_many=many, seedable=~held)
         else:
             wanted = sorted(set(self.predictions_.tolist())) if classes is None \
                 else list(classes)
-            out = [self._peel_logics(int(c), coverage, max_regions, max_logics)
+            out = [self._peel_logics(int(c), coverage, max_regions, max_logics,
+                                     held=held, target=target_purity,
+                                     ladder=tuple(ladder))
                    for c in progress_bar(wanted, desc="logics", unit="class",
                                          enabled=self.progress)]
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
@@ -196,9 +234,11 @@ class SummaryMixin:
             out.append(logic_descriptors(r).cpu())
         return torch.cat(out)
 
-    def _peel_logics(self, cls: int, coverage: float, max_regions: int, max_logics: int
-                     ) -> ClassSummary:
-        """The regions of class ``cls``, logic by logic (see :meth:`summarize`)."""
+    def _peel_logics(self, cls: int, coverage: float, max_regions: int, max_logics: int,
+                     *, held: torch.Tensor | None = None, target: float | None = None,
+                     ladder: tuple[Level, ...] = LEVELS) -> ClassSummary:
+        """The regions of class ``cls``, logic by logic (see :meth:`summarize`; ``held``
+        and ``target``: its purity contract)."""
         idx, labels = self.logic_labels(cls, max_logics)
         store = self._store
         logic = torch.full((len(store),), -1, dtype=torch.long)
@@ -215,8 +255,18 @@ class SummaryMixin:
             explain = functools.partial(self._explain_logic, group=logic == j, logic=j,
                                         extra=extra,
                                         extra_values=store.feature_side_values(w, b))
-            regions += peel(torch.where(logic == j, 0, -1), self.margins_, explain,
-                            coverage, max_regions, [0])[0].regions
+            if held is None or target is None:
+                regions += peel(torch.where(logic == j, 0, -1), self.margins_, explain,
+                                coverage, max_regions, [0])[0].regions
+                continue
+
+            def grow(seeds: list[int], level: Level,
+                     explain: Callable[..., Region] = explain) -> list[Region]:
+                return [explain(i, held=held, level=level) for i in seeds]
+            many = functools.partial(tightened, grow, target=target, levels=ladder)
+            regions += peel(torch.where(logic == j, 0, -1), self.margins_,
+                            None, coverage, max_regions, [0],
+                            explain_many=many, seedable=~held)[0].regions
         of_class = self.predictions_ == cls
         covered = torch.zeros_like(of_class)
         for r in regions:
@@ -225,12 +275,20 @@ class SummaryMixin:
                             covered=int((covered & of_class).sum()))
 
     def _explain_logic(self, index: int, *, group: torch.Tensor, logic: int,
-                       extra: Boundaries, extra_values: torch.Tensor) -> Region:
+                       extra: Boundaries, extra_values: torch.Tensor,
+                       held: torch.Tensor | None = None, level: Level = LEVELS[0]
+                       ) -> Region:
         """The region of reference ``index`` that keeps its logic's ``group``: the seed's
         candidates plus the logic boundaries ``extra`` (side values ``extra_values``),
-        every reference outside the group counted as other."""
-        _, z0, cls, same, q = self._prepare(index, None)
-        b, values, _ = self._candidates(index, z0, cls, same, q)
+        every reference outside the group counted as other (``held``, ``level``: a
+        purity contract's, as in :meth:`_explain_references`)."""
+        q = int(self.num_boundaries) * level.boundaries
+        if self.bank_ is not None:
+            q = min(q, len(self.bank_))
+        _, z0, cls, same, q = self._prepare(index, q)
+        b, values, _ = self._candidates(index, z0, cls, same if held is None
+                                        else same | held.to(same.device), q)
         values = torch.cat([values, extra_values.to(values)], 1)
         return self._region(b.cat(extra), values, values[index], cls, group, index,
-                            self.delta, logic=logic)
+                            self.delta, logic=logic, held=held,
+                            min_purity=level.min_purity, close=level.close)

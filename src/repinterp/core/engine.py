@@ -100,8 +100,8 @@ class Steps:
 
 
 def greedy(counts: Counts, delta: int | None = None, *, min_purity: float | None = None,
-           prune: bool = True, eps1: float = EPS1, eps2: float = EPS2,
-           stacklevel: int = 2) -> Steps:
+           prune: bool = True, close: bool = False, eps1: float = EPS1,
+           eps2: float = EPS2, stacklevel: int = 2) -> Steps:
     """The SCSC greedy (METHOD §2) over a counts backend.
 
     Adds the candidate with the smallest ``(new_same + eps1) / (new_diff + eps2)`` among
@@ -111,7 +111,10 @@ def greedy(counts: Counts, delta: int | None = None, *, min_purity: float | None
     ``min_purity`` (departure from the paper), until the covered images are that share
     of the kept ones; then, with ``prune``, drops in selection order each candidate that
     alone excludes no image (one pass suffices: removing a redundant candidate never
-    makes a kept one redundant).
+    makes a kept one redundant); then, with ``close`` (departure from the paper), adds
+    every other candidate that excludes none of the images still counted and covered:
+    the region becomes the tightest cell of the candidates that holds them, and only
+    images it was not grown on (ignored by the counts) can leave it.
     """
     min_delta, _ = counts.start()
     delta = resolve_delta(delta, min_delta, stacklevel + 1)
@@ -133,6 +136,13 @@ def greedy(counts: Counts, delta: int | None = None, *, min_purity: float | None
                 kept.append(h)
             else:
                 counts.prune_drop(j)
+    if close:
+        tally = counts.counts()
+        taken = set(kept)
+        for h in np.flatnonzero((tally.new_same + tally.new_diff) == 0).tolist():
+            if h not in taken:
+                counts.step(h)
+                kept.append(h)
     return Steps(torch.tensor(kept, dtype=torch.long), int(delta), int(min_delta))
 
 
@@ -140,7 +150,7 @@ def region(counts: Counts, seed_values: torch.Tensor,
            boundaries: Callable[[torch.Tensor], Boundaries], cls: int, *,
            seed_index: int | None, delta: int | None, min_purity: float | None,
            feature_shape: tuple[int, ...], approximate: bool = False,
-           logic: int | None = None, stacklevel: int = 2) -> Region:
+           logic: int | None = None, close: bool = False, stacklevel: int = 2) -> Region:
     """The region of a seed of class ``cls``: the only place a :class:`Region` is made.
 
     ``seed_values`` ``[Q]``: the seed's oriented side values of its candidates (``>= 0``
@@ -149,9 +159,12 @@ def region(counts: Counts, seed_values: torch.Tensor,
     the boundaries; members are ranked by ``Dist = sum_h |v_h(x') - v_h(x)|`` over them
     (stable: ties keep index order); the purity is the share of members predicted as
     ``cls``; the region's ``delta`` is what it allows in the end (the purity stop may end
-    the greedy with more other images inside than ``delta``).
+    the greedy with more other images inside than ``delta``); its ``holdout``: the
+    members the counts ignored and how many of them are of ``cls``
+    (:mod:`repinterp.core.contract`).
     """
-    steps = greedy(counts, delta, min_purity=min_purity, stacklevel=stacklevel + 1)
+    steps = greedy(counts, delta, min_purity=min_purity, close=close,
+                   stacklevel=stacklevel + 1)
     pick = steps.indices
     origin = seed_values[pick.to(seed_values.device)]
     found = counts.finish(pick, origin)
@@ -166,7 +179,7 @@ def region(counts: Counts, seed_values: torch.Tensor,
         purity=found.n_class / max(len(members), 1), seed_index=seed_index,
         seed_values=origin.clamp_min(0), feature_shape=tuple(feature_shape),
         approximate=bool(approximate), logic=logic,
-        min_purity=None if min_purity is None else float(min_purity))
+        min_purity=None if min_purity is None else float(min_purity), holdout=found.held)
 
 
 @dataclass
@@ -215,13 +228,17 @@ def dense_candidates(b: Boundaries, values: torch.Tensor, seed_values: torch.Ten
 def make_region(c: Candidates, predictions: torch.Tensor, cls: int, same: torch.Tensor, *,
                 seed_index: int | None, delta: int | None, min_purity: float | None,
                 feature_shape: tuple[int, ...], approximate: bool = False,
-                logic: int | None = None, stacklevel: int = 2) -> Region:
+                logic: int | None = None, ignore: torch.Tensor | None = None,
+                close: bool = False, stacklevel: int = 2) -> Region:
     """:func:`region` on the bitset backend of :class:`Candidates`: ``same`` marks the
     references the region keeps (the seed's class, or its logic's group),
-    ``predictions`` of every reference give the purity."""
+    ``predictions`` of every reference give the purity, ``ignore`` marks references
+    the greedy does not count (:class:`~repinterp.core.greedy.BitCounts`)."""
     of_class = np.asarray((torch.as_tensor(predictions) == cls).cpu())
     counts = BitCounts(c.excluded, np.asarray(torch.as_tensor(same, dtype=torch.bool).cpu()),
-                       of_class, c.values)
+                       of_class, c.values,
+                       ignore=None if ignore is None else np.asarray(ignore.cpu()))
     return region(counts, c.seed_values, c.boundaries, cls, seed_index=seed_index,
                   delta=delta, min_purity=min_purity, feature_shape=feature_shape,
-                  approximate=approximate, logic=logic, stacklevel=stacklevel + 1)
+                  approximate=approximate, logic=logic, close=close,
+                  stacklevel=stacklevel + 1)

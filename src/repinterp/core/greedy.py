@@ -72,12 +72,15 @@ class Tally(NamedTuple):
 class Members(NamedTuple):
     """A region's members as a backend finds them: their indices (ascending), semantic
     distances ``[len(members)]`` (in the same order), and how many are of the kept images
-    (``n_same``) and predicted as the seed's class (``n_class``)."""
+    (``n_same``) and predicted as the seed's class (``n_class``); with ignored images
+    (a purity contract's held-out ones), ``held``: how many of the members are ignored
+    and how many of those are predicted as the seed's class (``None`` without)."""
 
     members: torch.Tensor
     distances: torch.Tensor
     n_same: int
     n_class: int
+    held: tuple[int, int] | None = None
 
 
 def min_feasible_delta(sides: torch.Tensor, same: torch.Tensor) -> int:
@@ -169,18 +172,25 @@ class BitCounts:
         the given images (local indices) at the given candidates; :meth:`finish` needs it.
     offset
         Added to the member indices :meth:`finish` returns (a row group's first image).
+    ignore
+        Bool ``[n]``: images the greedy does not count (a purity contract's held-out
+        references, :mod:`repinterp.core.contract`); they are members when inside.
     """
 
     def __init__(self, excluded: np.ndarray, same: np.ndarray,
                  of_class: np.ndarray | None = None,
                  values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 offset: int = 0):
+                 offset: int = 0, ignore: np.ndarray | None = None):
         self.excluded, self.n = excluded, len(same)
         self.same = np.asarray(same, dtype=bool)
         self.of_class = self.same if of_class is None else np.asarray(of_class, dtype=bool)
         self.values, self.offset = values, int(offset)
         words = excluded.shape[1]
-        self.s_bits, self.d_bits = _bits(self.same, words), _bits(~self.same, words)
+        self.ignore = None if ignore is None else np.asarray(ignore, dtype=bool)
+        counted = np.ones(self.n, dtype=bool) if self.ignore is None else ~self.ignore
+        self.others = int((~self.same & counted).sum())
+        self.s_bits = _bits(self.same & counted, words)
+        self.d_bits = _bits(~self.same & counted, words)
         self.covered = _bits(np.ones(self.n, dtype=bool), words)
 
     def start(self) -> tuple[int, int]:
@@ -188,7 +198,7 @@ class BitCounts:
         delta) and images of other classes."""
         anywhere = (np.bitwise_or.reduce(self.excluded, axis=0) if len(self.excluded)
                     else np.zeros_like(self.covered))
-        return _count(self.d_bits & ~anywhere), int((~self.same).sum())
+        return _count(self.d_bits & ~anywhere), self.others
 
     def counts(self) -> Tally:
         cs, cd = self.covered & self.s_bits, self.covered & self.d_bits
@@ -206,8 +216,10 @@ class BitCounts:
         return self.counts()
 
     def prune_start(self, chosen: list[int]) -> None:
-        """Per image, how many of the ``chosen`` candidates exclude it."""
+        """Per image counted, how many of the ``chosen`` candidates exclude it."""
         self.excl = torch.from_numpy(_unbits(self.excluded[chosen], self.n)).T
+        if self.ignore is not None:
+            self.excl[torch.from_numpy(self.ignore)] = False
         self.count = self.excl.sum(1)
 
     def prune_needed(self, j: int) -> bool:
@@ -227,12 +239,21 @@ class BitCounts:
         the candidates ``columns``, ``origin`` the seed's values at them."""
         if self.values is None:
             raise ValueError("finish needs the side values")
+        if self.ignore is not None:   # pruning may have dropped a boundary that alone
+            cols = columns.cpu().numpy()  # excluded an ignored image: cover them again
+            self.covered = ~np.bitwise_or.reduce(self.excluded[cols], axis=0) if len(cols) \
+                else np.full_like(self.covered, np.uint64(0xFFFFFFFFFFFFFFFF))
+            self.covered &= _bits(np.ones(self.n, dtype=bool), self.excluded.shape[1])
         inside = self.covered_mask().nonzero()[:, 0]
         v = self.values(inside, columns)
         dist = (v - origin.to(v.device)).abs().sum(1).cpu()
         local = inside.numpy()
+        held = None
+        if self.ignore is not None:
+            ignored = local[self.ignore[local]]
+            held = (len(ignored), int(self.of_class[ignored].sum()))
         return Members(inside + self.offset, dist, int(self.same[local].sum()),
-                       int(self.of_class[local].sum()))
+                       int(self.of_class[local].sum()), held)
 
 
 def done(n_diff: int, n_same: int, delta: int, ratio: float | None) -> bool:

@@ -14,7 +14,8 @@ towards references of other classes from the seed itself.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 
 from . import defaults
 from .boundaries import Boundaries, flip
+from .contract import LEVELS, Level, check_contract, contract_meta, holdout_mask, tightened
 from .engine import Candidates, make_region, purity_stop
 from .errors import UserError
 from .greedy import pack_columns
@@ -309,7 +311,8 @@ class RegionIndex:
 
     def explain(self, seed: int | IndexRows, *, delta: int | None = None,
                 num_boundaries: int | None = None,
-                min_purity: float | str | None = "auto") -> Region:
+                min_purity: float | str | None = "auto",
+                held: torch.Tensor | None = None, close: bool = False) -> Region:
         """The region of an indexed image (its row number) or of an outside image (its
         :class:`IndexRows`, from :meth:`IndexWorker.rows`).
 
@@ -320,7 +323,9 @@ class RegionIndex:
         images covered are ``min_purity`` of the seed's class (``"auto"``: the bank's
         head decides, 0.995 for exact boundaries, 0.999 for tangent ones; ``None``: the
         paper's rule alone). The whole bank with the purity stop was chosen by
-        measurement, see ``docs/index.md``.
+        measurement, see ``docs/index.md``. ``held``, ``close``: a purity contract's
+        held-out rows (not counted) and the greedy's closing step
+        (:mod:`repinterp.core.contract`).
         """
         index, row = seed_row(seed, len(self), lambda i: self.rows.slice(i, i + 1))
         cls = int(row.predictions[0])
@@ -332,7 +337,7 @@ class RegionIndex:
         return make_region(self._oriented(row, cand), preds, cls, same, seed_index=index,
                            delta=delta, min_purity=purity_stop(min_purity, self.approximate),
                            feature_shape=self.feature_shape, approximate=self.approximate,
-                           stacklevel=3)
+                           ignore=held, close=close, stacklevel=3)
 
     def _oriented(self, row: IndexRows, cand: torch.Tensor) -> Candidates:
         """The bank columns ``cand`` as a seed's candidates, oriented by its exact signs
@@ -383,16 +388,40 @@ class RegionIndex:
                   max_regions: int = defaults.MAX_REGIONS,
                   classes: list[int] | None = None, progress: bool = False,
                   num_boundaries: int | None = None,
-                  min_purity: float | str | None = "auto") -> Summary:
+                  min_purity: float | str | None = "auto",
+                  target_purity: float | None = defaults.TARGET_PURITY,
+                  holdout: float = defaults.HOLDOUT, seed: int = 0,
+                  ladder: Sequence[Level] = LEVELS) -> Summary:
         """Peel each predicted class into regions as
-        :meth:`RepresentativeInterpreter.summarize` does (:func:`peel`)."""
-        out = peel(self.rows.predictions, self.rows.margins,
-                   lambda seed: self.explain(seed, num_boundaries=num_boundaries,
-                                             min_purity=min_purity),
-                   coverage, max_regions, classes, progress)
+        :meth:`RepresentativeInterpreter.summarize` does (:func:`peel`), with its purity
+        contract (``target_purity``, ``holdout``, ``ladder``; ``seed`` draws the
+        held-out rows; a level's boundaries multiply ``num_boundaries``, the whole bank
+        when it is None)."""
+        check_contract(target_purity, holdout, ladder)
+        if target_purity is None:
+            out = peel(self.rows.predictions, self.rows.margins,
+                       lambda i: self.explain(i, num_boundaries=num_boundaries,
+                                              min_purity=min_purity),
+                       coverage, max_regions, classes, progress)
+        else:
+            held = holdout_mask(len(self), holdout, seed)
+
+            def grow(seeds: list[int], level: Level) -> list[Region]:
+                return [self.explain(i, num_boundaries=None if num_boundaries is None
+                                     else num_boundaries * level.boundaries,
+                                     min_purity=min_purity if level.min_purity == "auto"
+                                     else level.min_purity, held=held, close=level.close)
+                        for i in seeds]
+            many = functools.partial(tightened, grow, target=target_purity,
+                                     levels=tuple(ladder))
+            out = peel(self.rows.predictions, self.rows.margins, None,
+                       coverage, max_regions, classes, progress, explain_many=many,
+                       seedable=~held)
         return Summary(classes=out, coverage_target=coverage, max_regions=max_regions,
                        layer=self.layer, meta={**self.meta, "references": len(self),
                                                "bank": len(self.bank),
                                                "approximate": self.approximate,
                                                "num_boundaries": num_boundaries,
-                                               "min_purity": min_purity})
+                                               "min_purity": min_purity,
+                                               **contract_meta(target_purity, holdout,
+                                                               ladder)})

@@ -15,6 +15,7 @@ from ._images import ImagesMixin
 from ._state import CHECK_ROWS, StateMixin
 from ._summarize import SummaryMixin
 from .boundaries import Boundaries, bisect_segments, boundaries_at
+from .contract import LEVELS, Level
 from .engine import dense_candidates, make_region, purity_stop
 from .errors import NotFittedError, UserError
 from .network import GRIDS, SplitNetwork
@@ -347,17 +348,21 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
 
     def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                 cls: int, same: torch.Tensor, index: int | None, delta: int | None,
-                logic: int | None = None) -> Region:
+                logic: int | None = None, *, held: torch.Tensor | None = None,
+                min_purity: float | str | None = "auto", close: bool = False) -> Region:
         """The region engine (:func:`~repinterp.core.engine.make_region`) on the
         candidates ``b`` (feature space) with the side ``values`` ``[N, Q]`` of every
         reference and ``seed_values`` ``[Q]``. ``same`` marks the references the region
-        should keep."""
+        should keep; ``held`` those the greedy does not count (a purity contract's);
+        ``min_purity`` ``"auto"``: the interpreter's stop (:attr:`min_purity_`);
+        ``close``: the greedy's closing step (:func:`~repinterp.core.engine.greedy`)."""
+        stop = self.min_purity_ if min_purity == "auto" else \
+            purity_stop(min_purity, self._network.approximate)
         return make_region(dense_candidates(b, values, seed_values), self.predictions_,
-                           cls, same, seed_index=index, delta=delta,
-                           min_purity=self.min_purity_,
+                           cls, same, seed_index=index, delta=delta, min_purity=stop,
                            feature_shape=self._shape(),
                            approximate=self._network.approximate, logic=logic,
-                           stacklevel=5).named(self.class_names)
+                           ignore=held, close=close, stacklevel=5).named(self.class_names)
 
     @exact
     def sample_boundaries(self, seed: Any, num_boundaries: int | None = None) -> Boundaries:
@@ -429,17 +434,30 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
             *(x.split(sizes) for x in (found.weights, found.biases, points, found.pairs)),
             strict=True)]
 
-    def _explain_references(self, seeds: list[int]) -> list[Region]:
+    def _explain_references(self, seeds: list[int], *, held: torch.Tensor | None = None,
+                            level: Level = LEVELS[0]) -> list[Region]:
         """:meth:`explain` of several reference indices, their boundary searches batched
-        (:meth:`_sample_many`): the summary's seeds of every class at once."""
+        (:meth:`_sample_many`): the summary's seeds of every class at once. With a
+        purity contract's ``held`` mask, the regions are grown without the held-out
+        references (never a boundary's target, not counted by the greedy) at the
+        tightening ``level`` (:mod:`repinterp.core.contract`)."""
+        q = int(self.num_boundaries) * level.boundaries
         if self.bank_ is not None:
-            return [self.explain(int(i)) for i in seeds]
-        prepared = [self._prepare(int(i), None) for i in seeds]
-        store = self._store
-        row_bytes = store.z.shape[1] * torch.finfo(store.compute_dtype).bits // 8
-        per = max(1, SEARCH_BYTES // (int(self.num_boundaries) * row_bytes))
-        sampled = [b for k in range(0, len(prepared), per) for b in self._sample_many(
-            [(z0, cls, same, index, q) for index, z0, cls, same, q in prepared[k:k + per]])]
+            q = min(q, len(self.bank_))
+        prepared = [self._prepare(int(i), q) for i in seeds]
+        away = (lambda same: same) if held is None else \
+            (lambda same: same | held.to(same.device))
+        if self.bank_ is None:
+            store = self._store
+            row_bytes = store.z.shape[1] * torch.finfo(store.compute_dtype).bits // 8
+            per = max(1, SEARCH_BYTES // (q * row_bytes))
+            sampled: list[Boundaries | None] = [
+                b for k in range(0, len(prepared), per) for b in self._sample_many(
+                    [(z0, cls, away(same), index, q)
+                     for index, z0, cls, same, q in prepared[k:k + per]])]
+        else:
+            sampled = [None] * len(prepared)
         return [self._region(*self._candidates(*seed, sampled=b), seed[2], seed[3], seed[0],
-                             self.delta)
+                             self.delta, held=held, min_purity=level.min_purity,
+                             close=level.close)
                 for seed, b in zip(prepared, sampled, strict=True)]

@@ -76,6 +76,11 @@ class Region:
     class_name
         The name of ``predicted_class``, for display (``None``: the class is shown by its
         index); set by an interpreter given ``class_names``.
+    holdout
+        With a purity contract (``summarize(target_purity=...)``,
+        :mod:`repinterp.core.contract`): ``(inside, pure)``, the held-out references
+        inside the region (which it was not grown on) and how many of them are predicted
+        as ``predicted_class``; else ``None``.
     """
 
     predicted_class: int
@@ -95,6 +100,15 @@ class Region:
     logic: int | None = None
     min_purity: float | None = None
     class_name: str | None = None
+    holdout: tuple[int, int] | None = None
+
+    @property
+    def holdout_purity(self) -> float | None:
+        """Share of the held-out references inside predicted as the region's class
+        (:attr:`holdout`; ``None`` without a contract or when none falls inside)."""
+        if self.holdout is None or self.holdout[0] == 0:
+            return None
+        return self.holdout[1] / self.holdout[0]
 
     @property
     def size(self) -> int:
@@ -149,6 +163,8 @@ class Region:
     @classmethod
     def from_dict(cls, data: dict) -> Region:
         data = dict(data, feature_shape=tuple(data["feature_shape"]))
+        if data.get("holdout") is not None:
+            data["holdout"] = tuple(data["holdout"])
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     # --- on features -------------------------------------------------------------

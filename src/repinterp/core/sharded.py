@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import defaults
+from .contract import LEVELS, Level, check_contract, contract_meta, holdout_mask, tightened
 from .engine import purity_stop, region
 from .errors import UserError
 from .greedy import BitCounts, Members, Tally
@@ -73,10 +74,22 @@ class RowGroup:
     def class_counts(self, classes: int) -> np.ndarray:
         return np.bincount(self.rows.predictions.numpy(), minlength=classes)
 
-    def start_class(self, cls: int) -> int:
-        """A summary starts on class ``cls``: every image of it is left to cover."""
+    def held(self, holdout: tuple[float, int] | None) -> np.ndarray | None:
+        """Which of this group's rows a purity contract ``(share, seed)`` holds out
+        (:func:`~repinterp.core.contract.holdout_mask` of their global indices)."""
+        if holdout is None:
+            return None
+        if getattr(self, "_held", (None,))[0] != holdout:
+            idx = torch.arange(self.offset, self.offset + self.n)
+            self._held = (holdout, holdout_mask(idx, *holdout).numpy())
+        return self._held[1]
+
+    def start_class(self, cls: int, holdout: tuple[float, int] | None = None) -> int:
+        """A summary starts on class ``cls``: every image of it is left to cover, and
+        to seed but the ones a purity contract ``holdout`` holds out."""
         self.of_class = (self.rows.predictions == cls).numpy()
-        self.left_mask = self.of_class.copy()
+        held = self.held(holdout)
+        self.left_mask = self.of_class.copy() if held is None else self.of_class & ~held
         self.covered_mask = np.zeros(self.n, dtype=bool)
         return int(self.of_class.sum())
 
@@ -88,11 +101,13 @@ class RowGroup:
         i = int(m.argmax())
         return float(m[i]), self.offset + i
 
-    def mark(self, seed: int) -> tuple[int, bool]:
-        """The last region covers its members of the class; they and ``seed`` are not
-        left. Returns the images of the class covered so far and whether any is left."""
+    def mark(self, seed: int, cover: bool = True) -> tuple[int, bool]:
+        """The last region covers its members of the class (unless ``cover`` is false: a
+        seed given up); they and ``seed`` are not left. Returns the images of the class
+        covered so far and whether any is left."""
         hit = np.zeros(self.n, dtype=bool)
-        hit[self.inside.numpy()] = True
+        if cover:
+            hit[self.inside.numpy()] = True
         self.covered_mask |= hit & self.of_class
         self.left_mask &= ~hit
         if 0 <= seed - self.offset < self.n:
@@ -100,16 +115,18 @@ class RowGroup:
         return int(self.covered_mask.sum()), bool(self.left_mask.any())
 
     # --- one region's greedy: the counts protocol on this group's rows ----------
-    def begin(self, cand: torch.Tensor, seed_side: torch.Tensor, cls: int) -> tuple[int, int]:
+    def begin(self, cand: torch.Tensor, seed_side: torch.Tensor, cls: int,
+              holdout: tuple[float, int] | None = None) -> tuple[int, int]:
         """A seed of class ``cls`` with candidates ``cand`` (bank columns) and its sides
-        of them (True: positive): this group's :class:`BitCounts`, everything covered.
-        Returns its ``start()``: its part of the smallest feasible delta and its images
-        of other classes."""
+        of them (True: positive): this group's :class:`BitCounts`, everything covered,
+        the rows a purity contract ``holdout`` holds out not counted. Returns its
+        ``start()``: its part of the smallest feasible delta and its images of other
+        classes."""
         signs = torch.where(seed_side, 1.0, -1.0)
         self.bits = BitCounts(oriented_bits(self.cols, self.valid, cand, seed_side),
                               (self.rows.predictions == cls).numpy(),
                               values=oriented_values(self.rows.values, cand, signs),
-                              offset=self.offset)
+                              offset=self.offset, ignore=self.held(holdout))
         return self.bits.start()
 
     def counts(self) -> Tally:
@@ -148,18 +165,19 @@ class GroupCounts:
     ----------
     call
         As for :class:`ShardedIndex`.
-    cand, seed_side, cls
-        The seed's candidates (bank columns), its sides of them and its class, sent to
-        every group by :meth:`start`.
+    cand, seed_side, cls, holdout
+        The seed's candidates (bank columns), its sides of them, its class and a purity
+        contract's ``(share, seed)`` (or None), sent to every group by :meth:`start`.
     """
 
     def __init__(self, call: Callable[..., list], cand: torch.Tensor, seed_side: torch.Tensor,
-                 cls: int):
+                 cls: int, holdout: tuple[float, int] | None = None):
         self.call, self.cand, self.seed_side, self.cls = call, cand, seed_side, int(cls)
+        self.holdout = holdout
         self.steps = 0                            # greedy steps sent (for the record)
 
     def start(self) -> tuple[int, int]:
-        parts = self.call("begin", self.cand, self.seed_side, self.cls)
+        parts = self.call("begin", self.cand, self.seed_side, self.cls, self.holdout)
         others = sum(p[1] for p in parts)
         if others == 0:
             raise UserError(f"every indexed image is predicted as class {self.cls}")
@@ -189,8 +207,10 @@ class GroupCounts:
 
     def finish(self, columns: torch.Tensor, origin: torch.Tensor) -> Members:
         parts = self.call("finish", columns, origin)
+        held = [p[4] for p in parts if p[4] is not None]
         return Members(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                       sum(p[2] for p in parts), sum(p[3] for p in parts))
+                       sum(p[2] for p in parts), sum(p[3] for p in parts),
+                       (sum(h[0] for h in held), sum(h[1] for h in held)) if held else None)
 
 
 def local_groups(rows: IndexRows, bank_size: int, groups: int = 1) -> list[RowGroup]:
@@ -250,7 +270,8 @@ class ShardedIndex:
 
     def explain(self, seed: int | IndexRows, *, delta: int | None = None,
                 num_boundaries: int | None = None,
-                min_purity: float | str | None = "auto") -> Region:
+                min_purity: float | str | None = "auto",
+                holdout: tuple[float, int] | None = None, close: bool = False) -> Region:
         """As :meth:`RegionIndex.explain`: the engine over :class:`GroupCounts`."""
         index, row = seed_row(seed, self.n, lambda i: next(
             r for r in self.call("row", i) if r is not None))
@@ -259,14 +280,14 @@ class ShardedIndex:
                                       self._norms)
         seed_side = signs_at(row.signs, cand)[0]
         signs = torch.where(seed_side, 1.0, -1.0)
-        counts = GroupCounts(self.call, cand, seed_side, cls)
+        counts = GroupCounts(self.call, cand, seed_side, cls, holdout)
         try:
             return region(counts, row.values[0, cand].float() * signs,
                           oriented_boundaries(self.bank, cand, signs), cls,
                           seed_index=index, delta=delta,
                           min_purity=purity_stop(min_purity, self.approximate),
                           feature_shape=self.feature_shape, approximate=self.approximate,
-                          stacklevel=3)
+                          close=close, stacklevel=3)
         finally:
             self.steps += counts.steps
 
@@ -274,32 +295,52 @@ class ShardedIndex:
                   max_regions: int = defaults.MAX_REGIONS,
                   classes: list[int] | None = None, progress: bool = False,
                   num_boundaries: int | None = None,
-                  min_purity: float | str | None = "auto") -> Summary:
+                  min_purity: float | str | None = "auto",
+                  target_purity: float | None = defaults.TARGET_PURITY,
+                  holdout: float = defaults.HOLDOUT, seed: int = 0,
+                  ladder: Sequence[Level] = LEVELS) -> Summary:
         """As :meth:`RegionIndex.summarize` (:func:`~repinterp.core.summary.peel`), each
-        seed found by a reduction (the largest margin left, the first image on a tie)."""
+        seed found by a reduction (the largest margin left, the first image on a tie);
+        the purity contract's held-out rows decided by each group for its own rows."""
         from .progress import progress_bar
         if not 0 < coverage <= 1:
             raise UserError("coverage must be in (0, 1]")
         if max_regions < 1:
             raise UserError("max_regions must be at least 1")
+        check_contract(target_purity, holdout, ladder)
+        contract = None if target_purity is None else (float(holdout), int(seed))
+
+        def grow(seeds: list[int], level: Level) -> list[Region]:
+            return [self.explain(i, num_boundaries=None if num_boundaries is None
+                                 else num_boundaries * level.boundaries,
+                                 min_purity=min_purity if level.min_purity == "auto"
+                                 else level.min_purity, holdout=contract,
+                                 close=level.close) for i in seeds]
         counts = self.class_counts()
         wanted = [int(c) for c in np.nonzero(counts)[0]] if classes is None else list(classes)
         out = []
         with progress_bar(total=len(wanted), desc="summary", unit="class",
                           enabled=progress) as bar:
             for c in wanted:
-                n = sum(self.call("start_class", c))
-                covered, left = 0, n > 0
+                n = sum(self.call("start_class", c, contract))
+                covered, left, tried = 0, n > 0, 0
                 regions: list[Region] = []
-                while len(regions) < max_regions and left and covered < coverage * n:
+                while len(regions) < max_regions and left and covered < coverage * n \
+                        and tried < 2 * max_regions:
                     best = [b for b in self.call("best_seed") if b is not None]
-                    seed = min(best, key=lambda mi: (-mi[0], mi[1]))[1]
-                    region = self.explain(seed, num_boundaries=num_boundaries,
-                                          min_purity=min_purity)
-                    marks = self.call("mark", seed)
+                    if not best:                      # only held-out images are left
+                        break
+                    first = min(best, key=lambda mi: (-mi[0], mi[1]))[1]
+                    found: Region | None = self.explain(
+                        first, num_boundaries=num_boundaries, min_purity=min_purity) \
+                        if contract is None else \
+                        tightened(grow, [first], float(target_purity or 0), tuple(ladder))[0]
+                    marks = self.call("mark", first, found is not None)
                     covered = sum(m[0] for m in marks)
                     left = any(m[1] for m in marks)
-                    regions.append(region)
+                    tried += 1
+                    if found is not None:
+                        regions.append(found)
                 bar.update(1)
                 regions.sort(key=lambda r: -r.size)
                 out.append(ClassSummary(cls=c, n_images=n, regions=regions, covered=covered))
@@ -308,4 +349,6 @@ class ShardedIndex:
                                                "bank": len(self.bank),
                                                "approximate": self.approximate,
                                                "num_boundaries": num_boundaries,
-                                               "min_purity": min_purity})
+                                               "min_purity": min_purity,
+                                               **contract_meta(target_purity, holdout,
+                                                               ladder)})

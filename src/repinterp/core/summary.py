@@ -6,7 +6,7 @@ plain-data form for saving (:meth:`Summary.to_dict`), and locating new images.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -126,6 +126,15 @@ class Summary:
         return [r for c in self.classes for r in c.regions]
 
     @property
+    def holdout_purity(self) -> float | None:
+        """The purity contract's pooled figure (:mod:`repinterp.core.contract`): of the
+        held-out references inside the regions, the share predicted as the region's
+        class (``None`` without a contract or when none falls inside one)."""
+        counts = [r.holdout for r in self.regions if r.holdout is not None]
+        inside = sum(c[0] for c in counts)
+        return sum(c[1] for c in counts) / inside if inside else None
+
+    @property
     def record(self) -> SummaryMeta:
         """:attr:`meta` as its typed record (:class:`SummaryMeta`); a meta that lacks a
         field or holds a wrong type is a :class:`UserError` naming it."""
@@ -184,25 +193,37 @@ class Summary:
 
 
 def peel(predictions: torch.Tensor, margins: torch.Tensor,
-         explain: Callable[[int], Region], coverage: float, max_regions: int,
+         explain: Callable[[int], Region | None] | None, coverage: float, max_regions: int,
          classes: list[int] | None = None, progress: bool = False, *,
-         explain_many: Callable[[list[int]], list[Region]] | None = None
-         ) -> list[ClassSummary]:
+         explain_many: Callable[[list[int]], Sequence[Region | None]] | None = None,
+         seedable: torch.Tensor | None = None) -> list[ClassSummary]:
     """Peel each predicted class into regions: take as seed the remaining image of the
     class with the largest top-2 margin, ``explain`` it, mark every image of the class
     inside its region as covered, and repeat until the covered share reaches
     ``coverage`` or ``max_regions`` regions were found. Regions come largest first.
 
+    ``explain`` may give up a seed (``None``: a purity contract's region that met its
+    target at no level, :mod:`repinterp.core.contract`): the seed is not taken again and
+    nothing is covered; a class stops after ``2 * max_regions`` seeds. ``seedable``
+    (bool ``[N]``, default all): the images that may be seeds.
+
     The classes are peeled side by side: each round takes the next seed of every class
-    not yet done, and ``explain_many`` (when given) explains them together (one set of
-    head passes for the boundary searches of every class). A class's regions depend only
-    on its own seeds, so they are those of peeling one class after the other."""
+    not yet done, and ``explain_many`` (when given; ``explain`` may then be None)
+    explains them together (one set of head passes for the boundary searches of every
+    class). A class's regions depend only on its own seeds, so they are those of peeling
+    one class after the other."""
     if not 0 < coverage <= 1:
         raise UserError("coverage must be in (0, 1]")
     if max_regions < 1:
         raise UserError("max_regions must be at least 1")
     wanted = sorted(set(predictions.tolist())) if classes is None else list(classes)
-    many = explain_many or (lambda seeds: [explain(i) for i in seeds])
+    if explain_many is not None:
+        many = explain_many
+    elif explain is not None:
+        one = explain
+        many = lambda seeds: [one(i) for i in seeds]  # noqa: E731
+    else:
+        raise ValueError("peel needs explain or explain_many")
     predictions, margins = predictions.cpu(), margins.cpu()
     # per class: its images (ascending), which are covered and which are left as seeds;
     # ``position`` maps an image to its place in its class's list
@@ -211,11 +232,16 @@ def peel(predictions: torch.Tensor, margins: torch.Tensor,
     for idx in members.values():
         position[idx] = torch.arange(len(idx))
     covered = {c: torch.zeros(len(members[c]), dtype=torch.bool) for c in wanted}
-    left = {c: torch.ones(len(members[c]), dtype=torch.bool) for c in wanted}
+    can = torch.ones(len(predictions), dtype=torch.bool) if seedable is None \
+        else seedable.cpu()
+    left = {c: can[members[c]].clone() for c in wanted}
     regions: dict[int, list[Region]] = {c: [] for c in wanted}
 
+    tried = dict.fromkeys(wanted, 0)
+
     def going(c: int) -> bool:
-        return (len(regions[c]) < max_regions and bool(left[c].any())
+        return (len(regions[c]) < max_regions and tried[c] < 2 * max_regions
+                and bool(left[c].any())
                 and int(covered[c].sum()) < coverage * len(members[c]))
 
     def seed_of(c: int) -> int:
@@ -231,11 +257,14 @@ def peel(predictions: torch.Tensor, margins: torch.Tensor,
         while active:
             seeds = [seed_of(c) for c in active]
             for c, seed, region in zip(active, seeds, many(seeds), strict=True):
+                left[c][position[seed]] = False
+                tried[c] += 1
+                if region is None:
+                    continue
                 inside = region.members.cpu()
                 mine = position[inside[predictions[inside] == c]]
                 covered[c][mine] = True
                 left[c][mine] = False
-                left[c][position[seed]] = False
                 regions[c].append(region)
                 found += 1
             bar.set_postfix_str(f"{found} regions", refresh=False)

@@ -230,6 +230,11 @@ def _region(where: str, d: Any, rec: SummaryMeta, cls: int) -> Region:
             raise UserError(f"{where}: class_name is not a string")
         if f.name == "logic" and v is not None:
             _number(f"{where}: logic", v, int, 0, rec.max_logics - 1)
+        if f.name == "holdout" and v is not None:
+            if not isinstance(v, (tuple, list)) or len(v) != 2:
+                raise UserError(f"{where}: holdout is not a pair (inside, pure)")
+            _number(f"{where}: holdout inside", v[0], int, 0, n)
+            _number(f"{where}: holdout pure", v[1], int, 0, v[0])
         if isinstance(v, torch.Tensor) and v.is_floating_point():
             _tensor(f"{where}: {f.name}", v, tuple(v.shape), True)
         elif not isinstance(v, torch.Tensor):

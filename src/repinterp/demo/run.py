@@ -26,12 +26,14 @@ DEMO_NUM_BOUNDARIES = 200
 def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 10000,
              coverage: float = defaults.COVERAGE, max_regions: int = defaults.MAX_REGIONS,
              num_boundaries: int = DEMO_NUM_BOUNDARIES, min_purity: float | str | None = "auto",
+             target_purity: float | None = defaults.TARGET_PURITY,
              data_root: str | None = None, progress: bool = True, retrain: bool = False,
              log: Callable[[str], None] = print) -> dict:
     """Load the demo CNN (:func:`~repinterp.demo.models.load_demo_model`: shipped,
     cached or trained now; ``retrain`` trains it again), summarise ``references``
     training images into regions, measure the regions on the test split and write the
-    report (``min_purity``: the interpreter's purity stop). ``log`` gets two lines: the
+    report (``min_purity``: the interpreter's purity stop; ``target_purity``: the
+    summary's purity contract). ``log`` gets two lines: the
     model, then the result and where the report is.
 
     Returns the headline figures (also stored in ``summary.json`` under ``meta``).
@@ -51,7 +53,8 @@ def run_demo(out: str | Path = "out/demo", *, seed: int = 0, references: int = 1
     interp = RepresentativeInterpreter(model, "features", num_boundaries=num_boundaries,
                                        seed=seed, progress=progress, min_purity=min_purity,
                                        class_names=FASHION_CLASSES).fit(refs)
-    summary = interp.summarize(coverage=coverage, max_regions=max_regions)
+    summary = interp.summarize(coverage=coverage, max_regions=max_regions,
+                               target_purity=target_purity)
     test_feats = interp.features(x_test)
     test_preds = interp.predict_features(test_feats)
     held = heldout_figures(summary.regions, test_feats, test_preds)
