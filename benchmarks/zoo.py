@@ -19,9 +19,8 @@ permutation seeded :data:`DIGITS_SPLIT_SEED` (the same for every model seed). Tr
 seeded, Adam with a one-cycle learning rate, batch 128 (the demo's ``train_classifier``),
 one thread (``--threads``, 2 at most: on a machine shared with another job, 2 threads ran
 7-10x slower than one), each model in 3-110 s (the ViT: about 190 s) on a shared
-machine; the state dict and a JSON
-of its test accuracy are cached as ``cache_dir() / "zoo" / "NAME-sSEED.pt"`` (and
-``.json``), written atomically.
+machine; the state dict and a JSON of its test accuracy are cached as
+``cache_dir() / "zoo" / "NAME-sSEED.pt"`` (and ``.json``), written atomically.
 
     from benchmarks.zoo import load, names
     zm = load("fm_vggbn4")            # trained and cached on first use
