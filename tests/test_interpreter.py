@@ -672,13 +672,15 @@ def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
 
     hook = torch.nn.modules.module.register_module_forward_hook(count)
     try:
-        together = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True)
+        together = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True,
+                                target_purity=None)
         n_together, rows_together = len(passes), sum(passes)
         passes.clear()
         alone = peel(it.predictions_, it.margins_, it.explain, 0.9, 4)
         n_alone = len(passes)
         passes.clear()
-        default = it.summarize(coverage=0.9, max_regions=4)     # CPU: one seed at a time
+        default = it.summarize(coverage=0.9, max_regions=4,     # CPU: one seed at a time
+                               target_purity=None)
         assert len(passes) == n_alone
     finally:
         hook.remove()
@@ -695,9 +697,16 @@ def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
     for a, b in zip(default.regions, [r for c in alone for r in c.regions], strict=True):
         assert torch.equal(a.members, b.members) and torch.equal(a.weights, b.weights)
     # searches cut into batches of at most 2 seeds' segment points: the same regions
-    import repinterp.core.interpreter as module
+    import repinterp.core._summarize as module
     monkeypatch.setattr(module, "SEARCH_BYTES", 2 * 12 * it.features_.shape[1] * 8)
-    cut = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True)
+    cut = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True, target_purity=None)
     for a, b in zip(together.regions, cut.regions, strict=True):
         assert torch.equal(a.members, b.members)
         torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=1e-10)
+    # with the purity contract too: every level's seeds searched together, the regions
+    # of one seed at a time
+    monkeypatch.undo()
+    both = [it.summarize(coverage=0.9, max_regions=4, batch_seeds=b) for b in (True, False)]
+    assert len(both[0].regions) == len(both[1].regions) >= 5
+    for a, b in zip(*(s.regions for s in both), strict=True):
+        assert torch.equal(a.members, b.members) and a.holdout == b.holdout

@@ -89,8 +89,7 @@ def _cmd_demo(a: argparse.Namespace) -> None:
     kw = {} if a.num_boundaries is None else {"num_boundaries": a.num_boundaries}
     run_demo(a.out or "out/demo", seed=a.seed, references=a.references,
              coverage=a.coverage, max_regions=a.max_regions, data_root=a.data,
-             target_purity=a.target_purity,
-             progress=not a.quiet, retrain=a.retrain, **kw)
+             target_purity=a.target_purity, progress=not a.quiet, retrain=a.retrain, **kw)
 
 
 def _cmd_explain(a: argparse.Namespace) -> None:

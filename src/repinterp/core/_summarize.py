@@ -11,7 +11,7 @@ import torch
 
 from . import defaults
 from .boundaries import Boundaries, boundaries_at
-from .contract import LEVELS, Level, check_contract, contract_meta, holdout_mask, tightened
+from .contract import LEVELS, PLAIN, Level, check_contract, contract_meta, holdout_mask, tightened
 from .errors import UserError
 from .index import Bank
 from .logics import centroid_boundaries, choose_logics, logic_descriptors
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from .store import FeatureStore
 
 __all__ = ["SummaryMixin"]
+
+#: at most this many bytes of segment points (``seeds x |Q| x D``) in one batched search
+SEARCH_BYTES = 1 << 30
 
 
 class SummaryMixin:
@@ -59,9 +62,8 @@ class SummaryMixin:
         def explain(self, seed: Any, *, delta: int | None = None,
                     num_boundaries: int | None = None, target: int | None = None
                     ) -> Region: ...
-        def _explain_references(self, seeds: list[int], *,
-                                held: torch.Tensor | None = None,
-                                level: Level = LEVELS[0]) -> list[Region]: ...
+        def _sample_many(self, seeds: list[tuple[torch.Tensor, int, torch.Tensor,
+                                                 int | None, int]]) -> list[Boundaries]: ...
         def sample_boundaries(self, seed: Any, num_boundaries: int | None = None
                               ) -> Boundaries: ...
         def _prepare(self, seed: Any, num_boundaries: int | None, target: int | None = None
@@ -108,6 +110,34 @@ class SummaryMixin:
         weights, biases = self._store.lift(working.weights, working.biases)
         return Bank(working, weights, biases, prefix=self._store.linear is not None,
                     approximate=bool(self._network.approximate))
+
+    def _explain_references(self, seeds: list[int], *, held: torch.Tensor | None = None,
+                            level: Level = PLAIN) -> list[Region]:
+        """:meth:`explain` of several reference indices, their boundary searches batched
+        (:meth:`_sample_many`): the summary's seeds of every class at once. With a
+        purity contract's ``held`` mask, the regions are grown without the held-out
+        references (never a boundary's target, not counted by the greedy) at the
+        tightening ``level`` (:mod:`repinterp.core.contract`)."""
+        q = int(self.num_boundaries) * level.boundaries
+        if self.bank_ is not None:
+            q = min(q, len(self.bank_))
+        prepared = [self._prepare(int(i), q) for i in seeds]
+        away = (lambda same: same) if held is None else \
+            (lambda same: same | held.to(same.device))
+        if self.bank_ is None:
+            store = self._store
+            row_bytes = store.z.shape[1] * torch.finfo(store.compute_dtype).bits // 8
+            per = max(1, SEARCH_BYTES // (q * row_bytes))
+            sampled: list[Boundaries | None] = [
+                b for k in range(0, len(prepared), per) for b in self._sample_many(
+                    [(z0, cls, away(same), index, q)
+                     for index, z0, cls, same, q in prepared[k:k + per]])]
+        else:
+            sampled = [None] * len(prepared)
+        return [self._region(*self._candidates(*seed, sampled=b), seed[2], seed[3], seed[0],
+                             self.delta, held=held, min_purity=level.min_purity,
+                             close=level.close)
+                for seed, b in zip(prepared, sampled, strict=True)]
 
     # --- summary -----------------------------------------------------------------
     @exact
@@ -276,7 +306,7 @@ class SummaryMixin:
 
     def _explain_logic(self, index: int, *, group: torch.Tensor, logic: int,
                        extra: Boundaries, extra_values: torch.Tensor,
-                       held: torch.Tensor | None = None, level: Level = LEVELS[0]
+                       held: torch.Tensor | None = None, level: Level = PLAIN
                        ) -> Region:
         """The region of reference ``index`` that keeps its logic's ``group``: the seed's
         candidates plus the logic boundaries ``extra`` (side values ``extra_values``),

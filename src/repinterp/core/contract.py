@@ -27,7 +27,7 @@ from .errors import UserError
 from .metrics import wilson_interval
 from .region import Region
 
-__all__ = ["LEVELS", "Level", "check_contract", "contract_meta", "holdout_mask", "holds",
+__all__ = ["LEVELS", "PLAIN", "Level", "check_contract", "contract_meta", "holdout_mask", "holds",
            "interval", "tightened"]
 
 
@@ -42,6 +42,9 @@ class Level:
     min_purity: float | str | None
     close: bool = False
 
+
+#: No contract: the interpreter's own settings, not closed (the paper's region).
+PLAIN = Level(1, "auto")
 
 #: The ladder, loosest first, every level closed: the interpreter's settings, then twice
 #: the candidates, then four times the candidates with no other-class reference allowed

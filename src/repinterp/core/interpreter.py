@@ -15,7 +15,6 @@ from ._images import ImagesMixin
 from ._state import CHECK_ROWS, StateMixin
 from ._summarize import SummaryMixin
 from .boundaries import Boundaries, bisect_segments, boundaries_at
-from .contract import LEVELS, Level
 from .engine import dense_candidates, make_region, purity_stop
 from .errors import NotFittedError, UserError
 from .network import GRIDS, SplitNetwork
@@ -28,8 +27,6 @@ from .store import FeatureStore
 __all__ = ["RepresentativeInterpreter"]
 
 SAMPLING = ("bisection", "shared")
-#: at most this many bytes of segment points (``seeds x |Q| x D``) in one batched search
-SEARCH_BYTES = 1 << 30
 
 
 class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
@@ -433,31 +430,3 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
         return [Boundaries(*parts) for parts in zip(
             *(x.split(sizes) for x in (found.weights, found.biases, points, found.pairs)),
             strict=True)]
-
-    def _explain_references(self, seeds: list[int], *, held: torch.Tensor | None = None,
-                            level: Level = LEVELS[0]) -> list[Region]:
-        """:meth:`explain` of several reference indices, their boundary searches batched
-        (:meth:`_sample_many`): the summary's seeds of every class at once. With a
-        purity contract's ``held`` mask, the regions are grown without the held-out
-        references (never a boundary's target, not counted by the greedy) at the
-        tightening ``level`` (:mod:`repinterp.core.contract`)."""
-        q = int(self.num_boundaries) * level.boundaries
-        if self.bank_ is not None:
-            q = min(q, len(self.bank_))
-        prepared = [self._prepare(int(i), q) for i in seeds]
-        away = (lambda same: same) if held is None else \
-            (lambda same: same | held.to(same.device))
-        if self.bank_ is None:
-            store = self._store
-            row_bytes = store.z.shape[1] * torch.finfo(store.compute_dtype).bits // 8
-            per = max(1, SEARCH_BYTES // (q * row_bytes))
-            sampled: list[Boundaries | None] = [
-                b for k in range(0, len(prepared), per) for b in self._sample_many(
-                    [(z0, cls, away(same), index, q)
-                     for index, z0, cls, same, q in prepared[k:k + per]])]
-        else:
-            sampled = [None] * len(prepared)
-        return [self._region(*self._candidates(*seed, sampled=b), seed[2], seed[3], seed[0],
-                             self.delta, held=held, min_purity=level.min_purity,
-                             close=level.close)
-                for seed, b in zip(prepared, sampled, strict=True)]
