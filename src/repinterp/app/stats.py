@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..core.contract import interval
 from ..core.metrics import wilson_interval
 from ..core.region import Region
 from ..core.summary import Summary
@@ -48,12 +49,8 @@ def contract_stats(regions: Sequence[Region]) -> list[RegionStats] | None:
     references (:attr:`Region.holdout`), or ``None`` when the regions have none."""
     if not regions or any(r.holdout is None for r in regions):
         return None
-    out = []
-    for r in regions:
-        n, k = r.holdout or (0, 0)
-        out.append(RegionStats(inside=n, purity=k / n if n else None,
-                               interval=wilson_interval(k, n) if n else None))
-    return out
+    return [RegionStats(inside=n, purity=r.holdout_purity, interval=interval(r))
+            for r in regions for n in [(r.holdout or (0, 0))[0]]]
 
 
 def heldout_stats(regions: Sequence[Region], features: torch.Tensor,

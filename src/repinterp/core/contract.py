@@ -1,19 +1,24 @@
 """Purity by contract: regions whose purity is measured on references they were not
 grown on, and tightened until it meets a target.
 
-``summarize(target_purity=t)``: a seeded share ``holdout`` of the references is held
-out (:func:`holdout_mask`). Each region is grown on the rest alone: held-out references
-are no boundary's target, the greedy does not count them, and no seed is drawn from them.
-Then its purity is measured on the held-out references inside it
-(:attr:`~repinterp.core.region.Region.holdout`). A region whose held-out purity is below
-``t`` (:func:`holds`) is grown again from the same seed one :class:`Level` tighter (more
-candidate boundaries, a stricter purity stop: :data:`LEVELS`); a seed whose region meets
-``t`` at no level is given up, and its images stay outside any region unless a later
-seed's region covers them (:func:`tightened`). A departure from the paper, whose only
-stop is the fixed ``delta`` rule on every reference (``target_purity=None``).
+``summarize(target_purity=t)``: each reference is held out with probability ``holdout``
+(a hash of its index and the seed: :func:`holdout_mask`). Each region is grown on the
+rest alone: held-out references are no boundary's target, the greedy does not count
+them, and no seed is drawn from them. Then its purity is measured on the held-out
+references inside it (:attr:`~repinterp.core.region.Region.holdout`). A region whose
+held-out purity is below ``t`` (:func:`holds`) is grown again from the same seed one
+:class:`Level` tighter (more candidate boundaries, a stricter purity stop; every level
+*closes* the region, adding each candidate that excludes none of its counted members:
+:data:`LEVELS`); a seed whose region meets ``t`` at no level is given up, and its images
+stay outside any region unless a later seed's region covers them (:func:`tightened`). A
+departure from the paper, whose only stop is the fixed ``delta`` rule on every
+reference (``target_purity=None``).
 
-The ladder and the rule were chosen on the development half of the model zoo and
-reported on the held-out half (``docs/purity-contract.md``).
+The ladder, the closing step and the rule were chosen on the development half of the
+model zoo and are reported on its held-out half (``docs/purity-contract.md``). The check
+is only as strong as the held-out references inside a region: with tens of them, and
+the first level that passes kept, it is optimistic for models with many small regions
+(measured there).
 """
 from __future__ import annotations
 
