@@ -544,6 +544,12 @@ def test_notebook_views_are_self_contained_html(net, images):
     summary = it.summarize(coverage=0.5, max_regions=2)
     table = summary._repr_html_()
     assert table.count("<tr>") == 1 + len(summary.classes)
+    first = summary.regions[0]                      # the contract's count shown too
+    shown = "no held-out reference inside" if first.holdout_purity is None else \
+        f"{100 * first.holdout_purity:.1f}% of {first.holdout[0]}"
+    assert f"<th style='text-align:left'>held-out purity</th><td>{shown}</td>" in \
+        first._repr_html_()
+    assert "held-out purity" not in facts               # an explanation has none
     view = show(region, images, it.heatmap, top=4)
     markup = view._repr_html_()
     assert markup.count("<img ") == min(4, region.size)          # the seed is rank 1

@@ -140,6 +140,10 @@ class Region:
                     str(i) for i in self.members[:10].tolist()) or "none")]
         if self.logic is not None:
             rows.insert(1, ("logic", self.logic))
+        if self.holdout is not None:
+            rows.insert(4, ("held-out purity", "no held-out reference inside"
+                            if self.holdout_purity is None else
+                            f"{100 * self.holdout_purity:.1f}% of {self.holdout[0]}"))
         cells = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
                         f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows)
         return f"<table><caption>Region</caption>{cells}</table>"
