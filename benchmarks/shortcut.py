@@ -2,7 +2,14 @@
 wrong reason? After dcbench's correlation slices (Eyuboglu et al., ICLR 2022).
 
     python -m benchmarks.shortcut --out docs [--settings all] [--seeds 0,1,2]
-        [--references 10000] [--report out/shortcut]
+        [--references 10000] [--report out/shortcut] [--target-purity none]
+
+``--settings all`` (or ``dev``): the development settings, into ``shortcut.json`` and
+``shortcut-results.md``; ``--settings heldout``: the held-out settings
+(:data:`repinterp.demo.shortcut.HELDOUT_SETTINGS`: digits, a mark that flips other
+classes, a small faint mark, a large mark, two marks in one class, a checkerboard
+texture), into ``shortcut-heldout.json`` and ``shortcut-heldout.md``. ``--target-purity``
+other than the library default adds ``-nopurity`` (or ``-purityX``) to the file names.
 
 For each setting of :data:`repinterp.demo.shortcut.SETTINGS` (a mark pasted on 90% of the
 training images of one class and 2% of the others, a background texture, a mark at a
@@ -57,7 +64,14 @@ from benchmarks import harness
 from repinterp import RepresentativeInterpreter
 from repinterp.app.stats import heldout_stats, report_order, summary_dict
 from repinterp.demo.models import DEMO_LAYERS
-from repinterp.demo.shortcut import SETTINGS, load_shortcut_model, shortcut_split
+from repinterp.demo.shortcut import (
+    DEV_SETTINGS,
+    HELDOUT_SETTINGS,
+    load_shortcut_model,
+    marks_of,
+    shortcut_split,
+    which_mark,
+)
 from repinterp.metrics import auroc, heat_share, precision_at_k
 
 KS = (10, 25, 100)
@@ -65,6 +79,12 @@ KS = (10, 25, 100)
 FOUND = 0.9
 #: candidates a user looks at (Domino returns 5 slices)
 FIRST = 5
+#: ``target_purity`` not given: the library's default
+DEFAULT = object()
+#: ``--settings``: the named groups, and the files each writes
+GROUPS = {"all": (DEV_SETTINGS, "shortcut.json", "shortcut-results.md"),
+          "dev": (DEV_SETTINGS, "shortcut.json", "shortcut-results.md"),
+          "heldout": (HELDOUT_SETTINGS, "shortcut-heldout.json", "shortcut-heldout.md")}
 
 
 def scores(score: torch.Tensor, in_slice: torch.Tensor) -> dict:
@@ -103,12 +123,25 @@ def logic_scores(regions: list, feats: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
+HELDOUT_INTRO = """The held-out settings (`repinterp.demo.shortcut.HELDOUT_SETTINGS`) were
+fixed before any of them was run; the method (library defaults) and the benchmark's choices
+(200 boundaries, coverage 0.9, 6 regions per logic, the report's order) are those chosen on
+the development settings (docs/shortcut.md), unchanged. Where a setting plants two marks,
+each is a slice of its own (`setting [shape]`), scored against the same regions and fits:
+the class's first region can hold at most one of them, so the second is found further on
+(its slice position)."""
+
+
+def run_setting(setting, references: int, seed: int, progress: bool,
+                target_purity: object = DEFAULT) -> list[dict]:
+    """One setting and seed: one result per slice (two where the setting plants two
+    marks, named ``setting [mark]``; the same regions and fits, scored against each)."""
     from sklearn.cluster import KMeans
 
     from benchmarks.domino_mixture import DominoSlicer
     from benchmarks.protocol import own_cam
 
+    purity = {} if target_purity is DEFAULT else {"target_purity": target_purity}
     model, meta = load_shortcut_model(setting, progress=progress)
     x, labels, marked_train, _ = shortcut_split(setting, "train", seed=seed)
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:references]
@@ -122,12 +155,12 @@ def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
     test_logits = interp.predict_features(test_feats, logits=True)
     test_pred = test_logits.argmax(1)
     pop = (test_pred == c).nonzero()[:, 0]            # the evaluated images
-    feats, in_slice = test_feats[pop], marked[pop]
+    feats = test_feats[pop]
     fit_s = time.perf_counter() - start
-    rows: dict[str, dict] = {}
     # --- RI: regions in the order the report shows them ----------------------------
     t0 = time.perf_counter()
-    summary = interp.summarize(coverage=0.9, max_regions=6, separate_logics=True)
+    summary = interp.summarize(coverage=0.9, max_regions=6, separate_logics=True,
+                               **purity)
     summarize_s = time.perf_counter() - t0
     stats = heldout_stats(summary.regions, test_feats, test_pred)
     top_heat = [interp.reference_heatmap(r, r.members[:8]) if r.size else torch.zeros(0)
@@ -136,20 +169,7 @@ def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
     order = report_order(data)                       # region numbers, 1-based
     of_c = [(pos + 1, summary.regions[n - 1]) for pos, n in enumerate(order)
             if summary.regions[n - 1].predicted_class == c]
-    scored = [(pos, r, scores(r.slice_scores(feats), in_slice)) for pos, r in of_c]
-    found = next(((pos, r, sc) for pos, r, sc in scored if sc["p@25"] >= FOUND), None)
-    first5 = best([dict(sc, size=r.size) for _, r, sc in scored[:FIRST]])
-    rows["RI, separate logics: first region"] = dict(scored[0][2], size=scored[0][1].size)
-    rows[f"RI, separate logics: best of first {FIRST}"] = first5
-    logics = sorted({r.logic for _, r, _ in scored})
-    rows["RI, separate logics: best logic"] = best([dict(scores(logic_scores(
-        [r for _, r, _ in scored if r.logic == j], feats), in_slice), logic=j)
-        for j in logics])
-    slice_region = found[1] if found else max(scored, key=lambda t: t[2]["p@25"])[1]
-    default = interp.summarize(coverage=0.9, max_regions=6, classes=[c])
-    rows[f"RI, default summary: best of first {FIRST}"] = best(
-        [dict(scores(r.slice_scores(feats), in_slice), size=r.size)
-         for r in default.regions[:FIRST]])
+    default = interp.summarize(coverage=0.9, max_regions=6, classes=[c], **purity)
     # --- Domino: its mixture on the same features, labels and predictions ----------
     probs = interp.predict_features(interp.features_, logits=True).double().softmax(1)
     slicer = DominoSlicer(n_slices=FIRST, random_state=seed).fit(
@@ -158,50 +178,87 @@ def run_setting(setting, references: int, seed: int, progress: bool) -> dict:
     member = slicer.predict_proba(feats.double().numpy(),
                                   (test_labels[pop] == c).numpy().astype(int),
                                   test_logits[pop].double().softmax(1)[:, c].numpy())
-    rows[f"Domino (error-aware mixture): best of {FIRST} slices"] = best(
-        [scores(torch.from_numpy(member[:, j]), in_slice) for j in range(FIRST)])
     # --- k-means on the reference features of the class -----------------------------
     ref_c = interp.features_[(interp.predictions_ == c).nonzero()[:, 0]].numpy()
-    cands = []
+    dists = []
     for k in range(2, 9):
         km = KMeans(k, n_init=4, random_state=seed).fit(ref_c)
-        d = torch.from_numpy(km.transform(feats.numpy())).double()
-        cands += [dict(scores(-d[:, j], in_slice), k=k) for j in range(k)]
-    rows[f"k-means, k = {FIRST}: best cluster"] = best([r for r in cands if r["k"] == FIRST])
-    rows["k-means, k = 2..8: best of 35 clusters (oracle)"] = best(cands)
-    # --- Euclidean neighbours of the marked reference of the class with the largest margin
-    mine = (interp.predictions_ == c) & ref_marked
-    seed_ref = int(torch.where(mine, interp.margins_, -torch.inf).argmax())
-    dist = torch.cdist(interp.features_[seed_ref][None], feats)[0].double()
-    rows["Euclidean neighbours of a marked seed"] = scores(-dist, in_slice)
-    # --- heat on the mark: slice images among the slice region's top 25 -------------
-    top = torch.sort(-slice_region.slice_scores(feats), stable=True).indices[:25]
-    on = top[in_slice[top]]
-    images, on_masks = xt[pop[on]], masks[pop[on]]
+        dists.append((k, torch.from_numpy(km.transform(feats.numpy())).double()))
     layer = model.get_submodule(DEMO_LAYERS["vgg"])
-    heat = {"RI region heat map": interp.heatmap(slice_region, images),
-            "Grad-CAM++, each image's own": own_cam("Grad-CAM++", model, layer, images, c)}
-    mass = {k: float(np.nanmean(heat_share(v, on_masks).numpy())) if len(images) else None
-            for k, v in heat.items()}
-    area = float(masks[pop][in_slice].double().mean()) if bool(in_slice.any()) else None
-    return {"setting": setting.name, "class": c, "model": {k: meta[k] for k in (
-        "clean_test_accuracy", "marked_test_accuracy", "marked_others_to_class")},
-        "evaluated": len(pop), "slice": int(in_slice.sum()),
-        "slice_share": float(in_slice.double().mean()), "rows": rows,
-        "slice_position": found[0] if found else None,
-        "slice_region_size": slice_region.size,
-        "regions_before_class": of_c[0][0] - 1, "regions_in_report": len(order),
-        "class_regions": len(of_c), "flagged": sum(1 for cd in data["classes"]
-                                                   for rd in cd["regions"] if rd["flags"]),
-        # what the report order is made of, to recompute a position under another rule
-        "order_inputs": [{k: rd.get(k) for k in ("region", "flags", "label_disagreements",
-                                                  "heldout_purity")} | {
-            "class": cd["class"], "p@25": next((sc["p@25"] for pos, r, sc in scored
-                                                if r is summary.regions[rd["region"] - 1]),
-                                               None)}
-            for cd in data["classes"] for rd in cd["regions"]],
-        "fit_seconds": round(fit_s, 1), "summarize_seconds": round(summarize_s, 1),
-        "mark_area_share": area, "heat_on_mark": mass, "heat_images": len(images)}
+    marks = marks_of(setting)
+    which = which_mark(setting, masks) if len(marks) > 1 else marked.long() - 1
+    ref_which = (which_mark(setting, shortcut_split(setting, "train", seed=seed).masks[idx])
+                 if len(marks) > 1 else ref_marked.long() - 1)
+    if len(marks) > 1 and progress:
+        print(f"{setting.name}: marks per reference {torch.bincount(ref_which + 1).tolist()}")
+    results = []
+    for j, mark in enumerate(marks):
+        in_slice = which[pop] == j
+        rows: dict[str, dict] = {}
+        scored = [(pos, r, scores(r.slice_scores(feats), in_slice)) for pos, r in of_c]
+        found = next(((pos, r, sc) for pos, r, sc in scored if sc["p@25"] >= FOUND), None)
+        first5 = best([dict(sc, size=r.size) for _, r, sc in scored[:FIRST]])
+        rows["RI, separate logics: first region"] = dict(scored[0][2], size=scored[0][1].size)
+        rows[f"RI, separate logics: best of first {FIRST}"] = first5
+        logics = sorted({r.logic for _, r, _ in scored})
+        rows["RI, separate logics: best logic"] = best([dict(scores(logic_scores(
+            [r for _, r, _ in scored if r.logic == lg], feats), in_slice), logic=lg)
+            for lg in logics])
+        slice_region = found[1] if found else max(scored, key=lambda t: t[2]["p@25"])[1]
+        rows[f"RI, default summary: best of first {FIRST}"] = best(
+            [dict(scores(r.slice_scores(feats), in_slice), size=r.size)
+             for r in default.regions[:FIRST]])
+        rows[f"Domino (error-aware mixture): best of {FIRST} slices"] = best(
+            [scores(torch.from_numpy(member[:, i]), in_slice) for i in range(FIRST)])
+        cands = [dict(scores(-d[:, i], in_slice), k=k) for k, d in dists for i in range(k)]
+        rows[f"k-means, k = {FIRST}: best cluster"] = best(
+            [r for r in cands if r["k"] == FIRST])
+        rows["k-means, k = 2..8: best of 35 clusters (oracle)"] = best(cands)
+        # --- Euclidean neighbours of the marked reference of the class, largest margin
+        mine = (interp.predictions_ == c) & (ref_which == j)
+        seed_ref = int(torch.where(mine, interp.margins_, -torch.inf).argmax())
+        dist = torch.cdist(interp.features_[seed_ref][None], feats)[0].double()
+        rows["Euclidean neighbours of a marked seed"] = scores(-dist, in_slice)
+        # --- heat on the mark: slice images among the slice region's top 25 ---------
+        top = torch.sort(-slice_region.slice_scores(feats), stable=True).indices[:25]
+        on = top[in_slice[top]]
+        images, on_masks = xt[pop[on]], masks[pop[on]]
+        heat = {"RI region heat map": interp.heatmap(slice_region, images),
+                "Grad-CAM++, each image's own": own_cam("Grad-CAM++", model, layer, images,
+                                                        c)}
+        mass = {k: float(np.nanmean(heat_share(v, on_masks).numpy())) if len(images)
+                else None for k, v in heat.items()}
+        area = (float(masks[pop][in_slice].double().mean()) if bool(in_slice.any())
+                else None)
+        name = setting.name if len(marks) == 1 else f"{setting.name} [{mark.shape}]"
+        model_meta = {k: meta[k] for k in ("clean_test_accuracy", "marked_test_accuracy",
+                                           "marked_others_to_class")}
+        if len(marks) > 1:
+            model_meta["marked_others_to_class"] = meta[
+                "marked_others_to_class_per_mark"][j]
+        results.append({
+            "setting": name, "class": c, "model": model_meta,
+            "evaluated": len(pop), "slice": int(in_slice.sum()),
+            "slice_share": float(in_slice.double().mean()), "rows": rows,
+            "slice_position": found[0] if found else None,
+            "slice_region_size": slice_region.size,
+            "regions_before_class": of_c[0][0] - 1, "regions_in_report": len(order),
+            "class_regions": len(of_c),
+            "flagged": sum(1 for cd in data["classes"] for rd in cd["regions"]
+                           if rd["flags"]),
+            # what the report order is made of, to recompute a position under another rule
+            "order_inputs": [{k: rd.get(k) for k in (
+                "region", "flags", "label_disagreements", "heldout_purity")} | {
+                "class": cd["class"], "p@25": next((sc["p@25"] for pos, r, sc in scored
+                                                    if r is summary.regions[rd["region"] - 1]),
+                                                   None)}
+                for cd in data["classes"] for rd in cd["regions"]],
+            "references": len(idx),
+            "fit_seconds": round(fit_s, 1), "summarize_seconds": round(summarize_s, 1),
+            "mark_area_share": area, "heat_on_mark": mass, "heat_images": len(images)})
+        if target_purity is not DEFAULT:
+            results[-1]["target_purity"] = target_purity
+    return results
 
 
 def write_debug_report(setting, references: int, seed: int, out: Path,
@@ -271,18 +328,28 @@ def overview(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def markdown(results: list[dict]) -> str:
+def markdown(results: list[dict], heldout: bool = False,
+             target_purity: object = DEFAULT) -> str:
     """Per setting: every method's means over the seeds and its p@25 on each seed, where
     the slice region sits in the report, the heat on the mark, and the model's
     figures."""
     seeds = sorted({r["seed"] for r in results})
-    lines = ["# Planted-shortcut benchmark", "",
-             f"Generated by `python -m benchmarks.shortcut --seeds "
+    refs = sorted({r.get("references_asked", 10000) for r in results})
+    extra = ("" if not heldout else " --settings heldout") + (
+        f" --references {','.join(map(str, refs))}" if refs != [10000] else "") + (
+        "" if target_purity is DEFAULT else f" --target-purity {target_purity}")
+    title = "Planted-shortcut benchmark" + (": held-out settings" if heldout else "")
+    purity = ("summarize's purity contract at the library default" if target_purity
+              is DEFAULT else f"summarize with target_purity={target_purity}")
+    lines = [f"# {title}", "",
+             f"Generated by `python -m benchmarks.shortcut{extra} --seeds "
              f"{','.join(map(str, seeds))}`: means over {len(seeds)} seeds (the reference "
-             "draw, the random marks and the interpreter's seed; one model per setting). "
-             "Precision@k over exactly k of the evaluated images (dcbench); every "
-             "method ranks all of them (see docs/shortcut.md).", "",
-             "p@25 of each method, mean over the seeds:", "", overview(results), ""]
+             "draw, the random marks and the interpreter's seed; one model per setting), "
+             f"{purity}. Precision@k over exactly k of the evaluated images (dcbench); every "
+             "method ranks all of them (see docs/shortcut.md).", ""]
+    if heldout:
+        lines += [HELDOUT_INTRO, ""]
+    lines += ["p@25 of each method, mean over the seeds:", "", overview(results), ""]
     for name in dict.fromkeys(r["setting"] for r in results):
         runs = [r for r in results if r["setting"] == name]
         m, first = runs[0]["model"], runs[0]
@@ -324,36 +391,64 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _write(a, json_name: str, md_name: str, results: list[dict], heldout: bool) -> None:
+    names = [s.name for s in DEV_SETTINGS + HELDOUT_SETTINGS]
+    results.sort(key=lambda r: (names.index(r["setting"].split(" [")[0]), r["seed"]))
+    harness.write_results(a.out, json_name, results, md_name,
+                          markdown(results, heldout=heldout, target_purity=a.target_purity))
+
+
+def _purity(v: str) -> object:
+    return None if v.lower() == "none" else float(v)
+
+
 def main() -> None:
     p = harness.parser(__doc__)
-    p.add_argument("--settings", default="all", help="comma-separated names, or all")
+    p.add_argument("--settings", default="all",
+                   help="all or dev (the development settings), heldout (the held-out "
+                   "ones), or comma-separated names of either")
     p.add_argument("--references", type=int, default=10000)
     p.add_argument("--seeds", default="0,1,2", type=harness.ints, help="comma-separated seeds")
+    p.add_argument("--target-purity", default=DEFAULT, type=_purity,
+                   help="summarize's purity contract (none: off); default: the library's")
     harness.add_out(p)
     harness.add_quiet(p)
     p.add_argument("--resume", action="store_true",
-                   help="keep the runs already in --out/shortcut.json, run the rest")
+                   help="keep the runs already in the results file under --out, run the rest")
     p.add_argument("--report", default=None, help="also write the debugging report of "
                    "the first setting here (and, with --out, a screenshot into --out)")
     a = p.parse_args()
-    chosen = [s for s in SETTINGS if a.settings == "all" or s.name in a.settings.split(",")]
+    torch.set_num_threads(1)
+    if a.settings in GROUPS:
+        chosen, json_name, md_name = GROUPS[a.settings]
+    else:
+        names = a.settings.split(",")
+        chosen = [s for s in DEV_SETTINGS + HELDOUT_SETTINGS if s.name in names]
+        heldout = any(s in HELDOUT_SETTINGS for s in chosen)
+        _, json_name, md_name = GROUPS["heldout" if heldout else "dev"]
+    heldout = any(s in HELDOUT_SETTINGS for s in chosen)
+    if a.target_purity is not DEFAULT:
+        tag = "nopurity" if a.target_purity is None else f"purity{a.target_purity:g}"
+        json_name, md_name = (n.replace(".", f"-{tag}.", 1) for n in (json_name, md_name))
     seeds = a.seeds
     results = []
     if a.resume and a.out:
-        results = harness.read_results(Path(a.out) / "shortcut.json", [])
-    done = {(r["setting"], r["seed"]) for r in results}
+        results = harness.read_results(Path(a.out) / json_name, [])
+    done = {(r["setting"].split(" [")[0], r["seed"]) for r in results}
     for s in chosen:
         for seed in seeds:
             if (s.name, seed) in done:
                 continue
-            r = dict(run_setting(s, a.references, seed, not a.quiet), seed=seed)
-            harness.emit({"setting": r["setting"], "seed": seed, "rows": {
-                k: {m: v[m] for m in ("p@25", "auroc")} for k, v in r["rows"].items()},
-                "heat_on_mark": r["heat_on_mark"]})
-            results.append(r)
+            for r in run_setting(s, a.references, seed, not a.quiet, a.target_purity):
+                r = dict(r, seed=seed, references_asked=a.references)
+                harness.emit({"setting": r["setting"], "seed": seed, "rows": {
+                    k: {m: v[m] for m in ("p@25", "auroc")} for k, v in r["rows"].items()},
+                    "heat_on_mark": r["heat_on_mark"]})
+                results.append(r)
             if a.out:                                   # after every run: nothing lost
-                harness.write_results(a.out, "shortcut.json", results,
-                                      "shortcut-results.md", markdown(results))
+                _write(a, json_name, md_name, results, heldout)
+    if a.out and results:                     # --resume with nothing left: the tables
+        _write(a, json_name, md_name, results, heldout)
     if a.report:
         shot = Path(a.out) / "shortcut-report.png" if a.out else None
         harness.emit(write_debug_report(chosen[0], a.references, seeds[0], Path(a.report),

@@ -115,3 +115,68 @@ def test_a_logic_ranks_its_regions_members_first_then_the_nearest_outside():
     # A's members 5 (dist 1), 9 (3); B's -5 (1), -9 (3); the rest: 3.5 violates A by
     # 0.5 (dist 2.5), -3 violates B (dist 3), 0 violates both (A: dist 6, B: 6)
     assert got == [1, 3, 2, 6, 5, 4, 0]
+
+
+def test_heldout_settings_keep_the_development_ones_and_their_cache_key():
+    """The held-out settings' new fields change nothing where they keep their defaults:
+    a development setting's record (the model cache's key) has the old fields only."""
+    from repinterp.demo.shortcut import DEV_SETTINGS, HELDOUT_SETTINGS, setting_record
+    assert DEV_SETTINGS is SETTINGS and len(HELDOUT_SETTINGS) >= 6
+    assert not {s.name for s in HELDOUT_SETTINGS} & {s.name for s in SETTINGS}
+    old = {"name", "cls", "shape", "size", "row", "col", "p_class", "p_other", "p_eval",
+           "position", "label_noise"}
+    assert all(set(setting_record(s)) == old for s in SETTINGS)
+    assert all(s.level == (0.5 if s.shape == "stripes" else 1.0) for s in SETTINGS)
+    two = next(s for s in HELDOUT_SETTINGS if s.also)
+    assert setting_record(two)["also"][0]["shape"] == "ring"       # JSON-shaped
+    with pytest.raises(UserError, match="contrast"):
+        MarkSetting("t", cls=0, contrast=2.0)
+    with pytest.raises(UserError, match="dataset"):
+        MarkSetting("t", cls=0, dataset="mnist")
+
+
+def test_checker_texture_and_contrast_by_hand():
+    s = MarkSetting("t", cls=0, shape="checker")
+    m = mark_mask(s)
+    assert m[0, 0] and m[1, 1] and not m[0, 2] and not m[2, 0] and m[2, 2]
+    assert int(m.sum()) == 28 * 28 // 2
+    x = torch.zeros(2, 1, 28, 28)                         # raw 0: all background
+    out = paste_mark(x, s, torch.tensor([True, False]), normalized=False)
+    assert bool((out[0, 0][m] == 0.5).all()) and bool((out[0, 0][~m] == 0).all())
+    faint = MarkSetting("t", cls=0, size=3, contrast=0.5)
+    out = paste_mark(x, faint, torch.tensor([True, True]), normalized=False)
+    assert float(out.sum()) == 2 * 9 * 0.5
+
+
+@pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST not installed")
+def test_flips_and_two_marks():
+    """flip_other: that share of the other classes' training images carry the mark and
+    the class's label; also: each marked image carries one of the marks, told apart by
+    which_mark."""
+    from repinterp.demo.data import load_fashion_mnist
+    from repinterp.demo.shortcut import HELDOUT_SETTINGS, which_mark
+    by_name = {s.name: s for s in HELDOUT_SETTINGS}
+    flip = by_name["cross-flips-others-trouser"]
+    _, y_true = load_fashion_mnist("train")
+    _, y, marked, _ = shortcut_split(flip, "train", train_marks=True)
+    moved = (y != y_true)
+    assert bool((y[moved] == flip.cls).all()) and bool(marked[moved].all())
+    assert 0.015 < float(moved[y_true != flip.cls].float().mean()) < 0.025
+    two = by_name["two-marks-pullover"]
+    x, _, marked, masks = shortcut_split(two, "test")
+    w = which_mark(two, masks)
+    assert torch.equal(w >= 0, marked)
+    share = float((w[marked] == 1).float().mean())
+    assert 0.45 < share < 0.55
+    assert torch.equal(masks[w == 0][0], mark_mask(two))
+    assert torch.equal(masks[w == 1][0], mark_mask(two.also[0]))
+
+
+def test_digits_setting_is_28px_and_split_as_the_zoo():
+    pytest.importorskip("sklearn")
+    from repinterp.demo.shortcut import HELDOUT_SETTINGS
+    d = next(s for s in HELDOUT_SETTINGS if s.dataset == "digits")
+    tr, te = shortcut_split(d, "train", train_marks=True), shortcut_split(d, "test")
+    assert tr.images.shape == (1200, 1, 28, 28) and te.images.shape == (597, 1, 28, 28)
+    raw = tr.images * FASHION_STD + FASHION_MEAN
+    assert float(raw.min()) > -1e-5 and float(raw.max()) < 1 + 1e-5
