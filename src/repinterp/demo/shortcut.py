@@ -241,7 +241,8 @@ def which_mark(setting: MarkSetting, masks: torch.Tensor) -> torch.Tensor:
     marks = marks_of(setting)
     out = torch.where(masks.flatten(1).any(1), 0, -1)
     for j, m in enumerate(marks[1:], 1):
-        out[(masks & mark_mask(m, masks.shape[1:])).flatten(1).any(1)] = j
+        size = (int(masks.shape[1]), int(masks.shape[2]))
+        out[(masks & mark_mask(m, size)).flatten(1).any(1)] = j
     return out
 
 
