@@ -1,13 +1,17 @@
 """What the fit cache saves: a second ``repinterp explain --image`` on an unchanged folder
-against the first one and against a bare forward pass of the same images.
+against the first one and against a bare forward pass of the same images; and what a
+whole ``repinterp summarize`` costs against that forward, with and without the purity
+contract.
 
 A torchvision resnet18 (random weights, 3 classes, saved as a state dict) and 240
 generated 224x224 JPEG images in 3 class folders; timed in one run, each a whole
 command in a fresh process, as a user runs it: ``repinterp --version`` (start-up), a
 bare forward of the 240 images (a script that loads the model and the images and runs
 them through it in batches of 32), ``repinterp explain --image`` with an empty cache
-(the first, which fits and saves) and again (the second, which restores): ``--rounds``
-rounds of the four, interleaved, each figure the fastest of its rounds. Then once: the
+(the first, which fits and saves) and again (the second, which restores), and
+``repinterp summarize`` (report included; the cache off) with the default purity
+contract and with ``--target-purity none``: ``--rounds`` rounds of the six, interleaved,
+each figure the fastest of its rounds. Then once: the
 command with the cache switched off, and an instrumented second command that says
 where its time goes. Writes JSON to ``--out``.
 
@@ -178,19 +182,26 @@ def run(work: Path, a: argparse.Namespace) -> dict:
     cmd = repinterp_command()
     explain = ["explain", "--arch", "resnet18", "--weights", str(weights), "--num-classes",
                "3", "--data", str(data), "--image", str(query), "--quiet"]
+    summarize = ["summarize", "--arch", "resnet18", "--weights", str(weights),
+                 "--num-classes", "3", "--data", str(data), "--quiet", "--no-cache"]
     runs: dict[str, list[float]] = {k: [] for k in (
         "startup (repinterp --version)", "bare forward (load + forward, a script)",
-        "first explain (empty cache)", "second explain (cache hit)")}
+        "first explain (empty cache)", "second explain (cache hit)",
+        "summarize (purity contract)", "summarize --target-purity none")}
     for r in range(a.rounds):           # interleaved: a busy machine slows each alike
         cache = work / f"cache{r}"
         for name, argv in zip(runs, (
                 [*cmd, "--version"],
                 [sys.executable, "-c", FORWARD, str(data), str(weights)],
                 [*cmd, *explain, "--out", str(work / f"first{r}"), "--cache", str(cache)],
-                [*cmd, *explain, "--out", str(work / f"second{r}"), "--cache", str(cache)]),
-                strict=True):
-            seconds, said = timed_run(argv, env)
+                [*cmd, *explain, "--out", str(work / f"second{r}"), "--cache", str(cache)],
+                [*cmd, *summarize, "--out", str(work / f"summary{r}")],
+                [*cmd, *summarize, "--out", str(work / f"paper{r}"), "--target-purity",
+                 "none"]), strict=True):
+            seconds, output = timed_run(argv, env)
             runs[name].append(seconds)
+            if name == "second explain (cache hit)":
+                said = output
     nocache, _ = timed_run([*cmd, *explain, "--out", str(work / "plain"), "--no-cache"], env)
     _, phases = timed_run([sys.executable, "-c", PHASES, *explain, "--out",
                            str(work / "phases"), "--cache", str(work / "cache0")], env)
@@ -200,6 +211,8 @@ def run(work: Path, a: argparse.Namespace) -> dict:
     best["explain --no-cache (once)"] = nocache
     forward = best["bare forward (load + forward, a script)"]
     first, second = best["first explain (empty cache)"], best["second explain (cache hit)"]
+    contract, paper = (best["summarize (purity contract)"],
+                       best["summarize --target-purity none"])
     return {
         "command": "python -m benchmarks.fit_cache --out " + a.out,
         "setup": {"images": a.images, "size": a.size, "model": "torchvision resnet18, "
@@ -217,7 +230,10 @@ def run(work: Path, a: argparse.Namespace) -> dict:
         "ratios": {"second / first": round(second / first, 3),
                    "first / bare forward": round(first / forward, 3),
                    "second / bare forward": round(second / forward, 3),
-                   "no-cache / bare forward": round(nocache / forward, 3)},
+                   "no-cache / bare forward": round(nocache / forward, 3),
+                   "summarize / bare forward": round(contract / forward, 3),
+                   "summarize without the contract / bare forward": round(paper / forward,
+                                                                          3)},
         "cache_bytes": sum(p.stat().st_size for p in (work / "cache0").iterdir()),
         "same_report": same,
         "second_run_phases": {k: round(v, 3) for k, v in
