@@ -137,7 +137,17 @@ def test_folder_names_are_the_class_names_and_a_summary_keeps_them(files, capsys
                        r'([^<]*)</figcaption>', html)
     assert shown and all(c == name or (c.startswith("\u2026") and name.endswith(c[1:]))
                          for name, c in shown)
+    # no held-out folder: the purity contract's held-out references give the figures
+    assert "<b>Held-out purity</b>: the same on images that were not used to build" in html
+    assert "every region at least 99% pure on the references it was not grown on" in html
+    assert "No held-out images were given" not in html
+    code, _, err = cli(capsys, "summarize", "--model", files / "m.pt", "--data",
+                       files / "data", *BASE, "--target-purity", "none",
+                       "--out", tmp_path / "paper")
+    assert code == 0, err
+    html = (tmp_path / "paper" / "report.html").read_text()
     assert "No held-out images were given" in html and "held-out purity" not in html
+    assert "pure on the references it was not grown on" not in html
     # the saved names are reused where a new image is located; the query leads
     code, out, err = cli(capsys, "explain", "--model", files / "m.pt", "--data",
                          files / "data", "--normalize", "none", "--quiet", "--summary",

@@ -703,7 +703,7 @@ def test_summary_searches_every_class_at_once_with_the_regions_of_one_at_a_time(
     for a, b in zip(default.regions, [r for c in alone for r in c.regions], strict=True):
         assert torch.equal(a.members, b.members) and torch.equal(a.weights, b.weights)
     # searches cut into batches of at most 2 seeds' segment points: the same regions
-    import repinterp.core._summarize as module
+    import repinterp.core.boundaries as module
     monkeypatch.setattr(module, "SEARCH_BYTES", 2 * 12 * it.features_.shape[1] * 8)
     cut = it.summarize(coverage=0.9, max_regions=4, batch_seeds=True, target_purity=None)
     for a, b in zip(together.regions, cut.regions, strict=True):

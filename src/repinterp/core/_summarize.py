@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import defaults
+from . import boundaries, defaults
 from .boundaries import Boundaries, boundaries_at
 from .contract import LEVELS, PLAIN, Level, check_contract, contract_meta, holdout_mask, tightened
 from .errors import UserError
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
     from .store import FeatureStore
 
 __all__ = ["SummaryMixin"]
-
-#: at most this many bytes of segment points (``seeds x |Q| x D``) in one batched search
-SEARCH_BYTES = 1 << 30
 
 
 class SummaryMixin:
@@ -127,7 +124,7 @@ class SummaryMixin:
         if self.bank_ is None:
             store = self._store
             row_bytes = store.z.shape[1] * torch.finfo(store.compute_dtype).bits // 8
-            per = max(1, SEARCH_BYTES // (q * row_bytes))
+            per = max(1, boundaries.SEARCH_BYTES // (q * row_bytes))
             sampled: list[Boundaries | None] = [
                 b for k in range(0, len(prepared), per) for b in self._sample_many(
                     [(z0, cls, away(same), index, q)

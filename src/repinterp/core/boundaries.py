@@ -16,8 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Boundaries", "bisect_segments", "boundaries_at", "flip",
+__all__ = ["SEARCH_BYTES", "Boundaries", "bisect_segments", "boundaries_at", "flip",
            "orientation"]
+
+#: at most this many bytes of segment points (``seeds x |Q| x D``) in one batched search
+#: of several seeds (a summary's, :mod:`repinterp.core._summarize`)
+SEARCH_BYTES = 1 << 30
 
 
 @dataclass
