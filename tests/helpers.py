@@ -166,6 +166,21 @@ def descendants(root: int, table: dict[int, tuple[int, bytes]] | None = None) ->
     return out
 
 
+# --- a region index -------------------------------------------------------------------------
+def tiny_index(n: int = 700):
+    """A region index of ``n`` seeded images through :func:`nets.tiny_cnn` (float32, split
+    after ``"2"``, a bank of 96 boundaries from a pilot of 150): ``(index, worker,
+    images)``."""
+    from repinterp import RepresentativeInterpreter
+    from repinterp.core.index import IndexWorker, RegionIndex
+    model = tiny_cnn(0, dtype=torch.float32)
+    x = tiny_images(0, n).float()
+    pilot = RepresentativeInterpreter(model, "2", num_boundaries=8, progress=False).fit(x[:150])
+    bank = pilot.sample_bank(96, per_origin=8, seed=0)
+    worker = IndexWorker(model, "2", bank)
+    return RegionIndex(bank, worker.rows(x), tuple(worker.network.feature_shape)), worker, x
+
+
 # --- regions ------------------------------------------------------------------------------
 def same_region(a: Region, b: Region, where: str = "") -> None:
     """Every field of :class:`Region` (a field added later is compared too): tensors by

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import region, same_region
+from helpers import region, same_region, tiny_index
 from nets import tiny_cnn, tiny_images
 
 from repinterp import RepresentativeInterpreter, UserError
 from repinterp.core.contract import LEVELS, Level, holdout_mask, holds, tightened
 from repinterp.core.engine import greedy
 from repinterp.core.greedy import BitCounts, pack_columns, select_boundaries
-from repinterp.core.index import IndexWorker, RegionIndex
 from repinterp.core.sharded import ShardedIndex
 from repinterp.core.summary import Summary
 
@@ -169,12 +168,7 @@ def test_bad_contract_settings_are_refused(fitted, bad):
 
 @pytest.mark.slow
 def test_both_region_indexes_keep_the_same_contract():
-    model = tiny_cnn(0, dtype=torch.float32)
-    x = tiny_images(0, 700).float()
-    pilot = RepresentativeInterpreter(model, "2", num_boundaries=8, progress=False).fit(x[:150])
-    bank = pilot.sample_bank(96, per_origin=8, seed=0)
-    worker = IndexWorker(model, "2", bank)
-    ix = RegionIndex(bank, worker.rows(x), tuple(worker.network.feature_shape))
+    ix, _, _ = tiny_index(700)
     a = ix.summarize(max_regions=4, seed=1)
     held = holdout_mask(len(ix), 0.2, 1)
     assert a.regions and all(r.holdout is not None and holds(*r.holdout, 0.99)

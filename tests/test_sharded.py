@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TESTS, descendants, processes, same_region
+from helpers import TESTS, descendants, processes, same_region, tiny_index
 from nets import tiny_cnn, tiny_images
 
-from repinterp import RepresentativeInterpreter
-from repinterp.core.index import IndexWorker, RegionIndex
 from repinterp.core.sharded import ShardedIndex, local_groups
 
 
 @pytest.fixture(scope="module")
 def index():
-    model = tiny_cnn(0, dtype=torch.float32)
-    x = tiny_images(0, 700).float()
-    pilot = RepresentativeInterpreter(model, "2", num_boundaries=8, progress=False).fit(x[:150])
-    bank = pilot.sample_bank(96, per_origin=8, seed=0)
-    worker = IndexWorker(model, "2", bank)
-    rows = worker.rows(x)
-    return RegionIndex(bank, rows, tuple(worker.network.feature_shape)), worker, x
+    return tiny_index(700)
 
 
 def test_a_row_sent_to_the_driver_is_one_row(index):

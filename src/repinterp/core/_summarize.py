@@ -108,6 +108,11 @@ class SummaryMixin:
         return Bank(working, weights, biases, prefix=self._store.linear is not None,
                     approximate=bool(self._network.approximate))
 
+    def _level_q(self, level: Level) -> int | None:
+        """``|Q|`` at a tightening ``level`` (with shared sampling: at most the bank)."""
+        return level.candidates(self.num_boundaries,
+                                None if self.bank_ is None else len(self.bank_))
+
     def _explain_references(self, seeds: list[int], *, held: torch.Tensor | None = None,
                             level: Level = PLAIN) -> list[Region]:
         """:meth:`explain` of several reference indices, their boundary searches batched
@@ -115,16 +120,13 @@ class SummaryMixin:
         purity contract's ``held`` mask, the regions are grown without the held-out
         references (never a boundary's target, not counted by the greedy) at the
         tightening ``level`` (:mod:`repinterp.core.contract`)."""
-        q = int(self.num_boundaries) * level.boundaries
-        if self.bank_ is not None:
-            q = min(q, len(self.bank_))
-        prepared = [self._prepare(int(i), q) for i in seeds]
+        prepared = [self._prepare(int(i), self._level_q(level)) for i in seeds]
         away = (lambda same: same) if held is None else \
             (lambda same: same | held.to(same.device))
         if self.bank_ is None:
             store = self._store
             row_bytes = store.z.shape[1] * torch.finfo(store.compute_dtype).bits // 8
-            per = max(1, boundaries.SEARCH_BYTES // (q * row_bytes))
+            per = max(1, boundaries.SEARCH_BYTES // (prepared[0][4] * row_bytes))
             sampled: list[Boundaries | None] = [
                 b for k in range(0, len(prepared), per) for b in self._sample_many(
                     [(z0, cls, away(same), index, q)
@@ -171,12 +173,12 @@ class SummaryMixin:
         only on CUDA, and ``False`` always gives :meth:`explain`'s regions.
 
         ``target_purity`` (default 0.99): the purity contract
-        (:mod:`repinterp.core.contract`). A seeded share ``holdout`` of the references
-        (a fifth) is held out; every region is grown on the rest, then tightened until
-        the held-out references inside it are at least ``target_purity`` of its class,
-        or given up (``ladder``: the tightening levels, loosest first).
-        ``Region.holdout`` gives those counts, the summary's
-        :meth:`~repinterp.core.summary.Summary.contract` the pooled figure. ``None``:
+        (:mod:`repinterp.core.contract`). Each reference is held out with probability
+        ``holdout`` (a fifth), by a hash of its index and the seed; every region is
+        grown on the rest, then tightened until the held-out references inside it are at
+        least ``target_purity`` of its class, or given up (``ladder``: the tightening
+        levels, loosest first). ``Region.holdout`` gives those counts,
+        :attr:`~repinterp.core.summary.Summary.holdout_purity` the pooled figure. ``None``:
         no contract, the paper's rule on every reference (each region is then
         :meth:`explain` of its seed).
         """
@@ -309,10 +311,7 @@ class SummaryMixin:
         candidates plus the logic boundaries ``extra`` (side values ``extra_values``),
         every reference outside the group counted as other (``held``, ``level``: a
         purity contract's, as in :meth:`_explain_references`)."""
-        q = int(self.num_boundaries) * level.boundaries
-        if self.bank_ is not None:
-            q = min(q, len(self.bank_))
-        _, z0, cls, same, q = self._prepare(index, q)
+        _, z0, cls, same, q = self._prepare(index, self._level_q(level))
         b, values, _ = self._candidates(index, z0, cls, same if held is None
                                         else same | held.to(same.device), q)
         values = torch.cat([values, extra_values.to(values)], 1)

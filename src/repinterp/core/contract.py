@@ -47,6 +47,18 @@ class Level:
     min_purity: float | str | None
     close: bool = False
 
+    def candidates(self, q: int | None, bank: int | None = None) -> int | None:
+        """The candidates at this level for ``q`` at the loosest (``None``: a region
+        index's whole bank, at every level), at most ``bank`` (a shared bank's size)."""
+        if q is None:
+            return None
+        return int(q) * self.boundaries if bank is None else min(int(q) * self.boundaries,
+                                                                  bank)
+
+    def stop(self, default: float | str | None) -> float | str | None:
+        """The purity stop at this level: ``default`` where the level says ``"auto"``."""
+        return default if self.min_purity == "auto" else self.min_purity
+
 
 #: No contract: the interpreter's own settings, not closed (the paper's region).
 PLAIN = Level(1, "auto")

@@ -407,11 +407,9 @@ class RegionIndex:
             held = holdout_mask(len(self), holdout, seed)
 
             def grow(seeds: list[int], level: Level) -> list[Region]:
-                return [self.explain(i, num_boundaries=None if num_boundaries is None
-                                     else num_boundaries * level.boundaries,
-                                     min_purity=min_purity if level.min_purity == "auto"
-                                     else level.min_purity, held=held, close=level.close)
-                        for i in seeds]
+                return [self.explain(i, num_boundaries=level.candidates(num_boundaries),
+                                     min_purity=level.stop(min_purity), held=held,
+                                     close=level.close) for i in seeds]
             many = functools.partial(tightened, grow, target=target_purity,
                                      levels=tuple(ladder))
             out = peel(self.rows.predictions, self.rows.margins, None,

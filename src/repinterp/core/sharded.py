@@ -311,10 +311,8 @@ class ShardedIndex:
         contract = None if target_purity is None else (float(holdout), int(seed))
 
         def grow(seeds: list[int], level: Level) -> list[Region]:
-            return [self.explain(i, num_boundaries=None if num_boundaries is None
-                                 else num_boundaries * level.boundaries,
-                                 min_purity=min_purity if level.min_purity == "auto"
-                                 else level.min_purity, holdout=contract,
+            return [self.explain(i, num_boundaries=level.candidates(num_boundaries),
+                                 min_purity=level.stop(min_purity), holdout=contract,
                                  close=level.close) for i in seeds]
         counts = self.class_counts()
         wanted = [int(c) for c in np.nonzero(counts)[0]] if classes is None else list(classes)
