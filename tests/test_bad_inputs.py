@@ -346,6 +346,8 @@ def test_nan_in_the_head_is_named(images):
     (("--references", "0"), "--references must be at least 1"),
     (("--num-boundaries", "0"), "--num-boundaries must be at least 1"),
     (("--coverage", "1.5"), "--coverage must be in (0, 1]"),
+    (("--target-purity", "1.5"), "--target-purity must be in (0, 1], got 1.5"),
+    (("--target-purity", "0"), "--target-purity must be in (0, 1]"),
     (("--device", "cuda:7"), "device 'cuda:7'"),
     (("--device", "gpu-please"), "unknown device 'gpu-please'"),
     (("--layer", "4"), "not a feature map C x H x W"),

@@ -183,9 +183,9 @@ def _check_counts(a: argparse.Namespace) -> None:
     wait = getattr(a, "ray_wait", None)
     if wait is not None and not 0 < wait < 86400:
         raise UserError(f"--ray-wait must be in (0, 86400) seconds, got {wait}")
-    coverage = getattr(a, "coverage", None)
-    if coverage is not None and not 0 < coverage <= 1:
-        raise UserError(f"--coverage must be in (0, 1], got {coverage}")
+    for name in ("coverage", "target_purity"):          # shares, checked before any work
+        if (share := getattr(a, name, None)) is not None and not 0 < share <= 1:
+            raise UserError(f"--{name.replace('_', '-')} must be in (0, 1], got {share}")
 
 
 def _one_line(text: str, limit: int = 400) -> str:
