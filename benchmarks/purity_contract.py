@@ -30,24 +30,29 @@ import torch
 from benchmarks import harness, zoo
 from repinterp import RepresentativeInterpreter
 from repinterp.app.stats import heldout_figures
-from repinterp.core.contract import LEVELS, Level
+from repinterp.core.contract import EVERY, LEVELS, Level, contract_meta
 from repinterp.core.metrics import wilson_interval
 
 #: references per setting (at most; digits' test split has 597 images)
 REFERENCES = 5000
-#: other ladders tried on the development half (name: levels as boundaries:stop:close)
+#: other ladders tried on the development half (name: levels as boundaries:stop:close,
+#: close the most free candidates a level closes with, ``all`` for every one)
 LADDERS = {
     "base": "1:auto:0,2:auto:0,4:1.0:0",
-    "close1": "1:auto:1",
+    "close1": "1:auto:all",
+    "cap8": "1:auto:8,2:auto:8,4:1.0:8",
+    "cap16": "1:auto:16,2:auto:16,4:1.0:16",
+    "cap32": "1:auto:32,2:auto:32,4:1.0:32",
 }
 
 
 def ladder(text: str) -> tuple[Level, ...]:
-    """``"1:auto:1,2:1.0:1"`` -> the levels (boundaries, min_purity, close)."""
+    """``"1:auto:all,2:1.0:8"`` -> the levels (boundaries, min_purity, close)."""
     out = []
     for part in text.split(","):
         b, stop, close = part.split(":")
-        out.append(Level(int(b), stop if stop == "auto" else float(stop), close == "1"))
+        out.append(Level(int(b), stop if stop == "auto" else float(stop),
+                         EVERY if close == "all" else int(close)))
     return tuple(out)
 
 
@@ -90,6 +95,8 @@ def run(name: str, setting: str, configs: dict[str, tuple[Level, ...] | None],
                "share_in_a_region": round(fig["share_in_a_region"], 4),
                "contract_holdout_purity": None if summary.holdout_purity is None
                else round(summary.holdout_purity, 4),
+               "mean_boundaries": round(sum(r.num_boundaries for r in summary.regions)
+                                        / max(len(summary.regions), 1), 1),
                "tangent": bool(interp.approximate_), "seconds": round(seconds, 1)}
         harness.emit(row)
         rows.append(row)
@@ -126,9 +133,14 @@ def markdown(rows: list[dict]) -> str:
              "Configurations: `paper` = `target_purity=None` (every reference counted, "
              "the greedy's purity stop); `contract` = the default (`target_purity=0.99`, "
              "the ladder `1x closed, 2x closed, 4x closed with a strict stop`); on DEV "
-             "also `base` (the same ladder, not closed) and `close1` (one closed level). "
+             "also `base` (the same ladder, not closed), `close1` (one closed level) and "
+             "`cap8`, `cap16`, `cap32` (the ladder, each level closed with at most that "
+             "many free candidates, those nearest the seed: smaller regions to store). "
              "The ladder and the closing step were chosen on the DEV half; HELDOUT was "
-             "run once, after, and not tuned on. Settings: `unseen` = references and "
+             "run once, after, and not tuned on (its rows were recomputed with the same "
+             "ladder when the boundary counts were added). `boundaries`: the mean number "
+             "of boundaries per region (what a saved summary stores, one feature-sized "
+             "vector each). Settings: `unseen` = references and "
              "evaluation images are the halves of the test split (the images the "
              "contract is about: like the references, not trained on); `training` = "
              "references from the training split, the test split to evaluate.", ""]
@@ -141,8 +153,8 @@ def markdown(rows: list[dict]) -> str:
             continue
         lines += [f"## {split.upper()}", "",
                   "| model | setting | config | regions | pooled purity | 95% interval | "
-                  "share in a region | contract's held-out | s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "share in a region | contract's held-out | boundaries | s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in part:
             iv = "-" if r["interval"] is None else \
                 f"{100 * r['interval'][0]:.2f}-{100 * r['interval'][1]:.2f}%"
@@ -151,7 +163,7 @@ def markdown(rows: list[dict]) -> str:
                 f"{100 * r['contract_holdout_purity']:.2f}%"
             lines.append(f"| {r['model']} | {r['setting']} | {r['config']} | {r['regions']} "
                          f"| {pp} | {iv} | {100 * r['share_in_a_region']:.1f}% | {ch} | "
-                         f"{r['seconds']} |")
+                         f"{r.get('mean_boundaries', '-')} | {r['seconds']} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -163,6 +175,8 @@ def main() -> None:
     p.add_argument("--settings", type=harness.names, default=["unseen", "training"])
     p.add_argument("--ladders", action="store_true",
                    help="also the development ladders (LADDERS)")
+    p.add_argument("--configs", type=harness.names, default=None,
+                   help="only these configurations (paper, contract, LADDERS' names)")
     harness.add_seed(p)
     harness.add_out(p, help="a folder: purity-contract.json and .md there")
     a = p.parse_args()
@@ -170,6 +184,8 @@ def main() -> None:
     configs: dict[str, tuple[Level, ...] | None] = {"paper": None, "contract": LEVELS}
     if a.ladders:
         configs.update({k: ladder(v) for k, v in LADDERS.items()})
+    if a.configs:
+        configs = {k: ladder(LADDERS[k]) if k in LADDERS else configs[k] for k in a.configs}
     rows = [r for name in (a.only or zoo.names(a.split)) for setting in a.settings
             for r in run(name, setting, configs, a.seed)]
     if a.out:
@@ -179,8 +195,8 @@ def main() -> None:
         rows = [r for r in old if (r["model"], r["setting"], r["config"]) not in done] + rows
         rows.sort(key=lambda r: (r["split"] != "dev", r["model"], r["setting"], r["config"]))
         harness.write_results(a.out, "purity-contract.json",
-                              {"ladder": [[lv.boundaries, lv.min_purity, lv.close]
-                                          for lv in LEVELS], "rows": rows},
+                              {"ladder": contract_meta(1.0, 0.5, LEVELS)["ladder"],
+                               "rows": rows},
                               "purity-contract.md", markdown(rows))
 
 

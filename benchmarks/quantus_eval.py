@@ -16,7 +16,10 @@ demo models. Explanations:
 
 * **RI region heat map**: :class:`repinterp.metrics.QuantusExplainer` (``explain(x,
   target=y)`` of each image, its region's heat map; refitted on every model Quantus
-  hands it);
+  hands it); with the variant ``located`` (``--variants located``), an input whose
+  target is its prediction is drawn with the region of the references' summary it
+  falls in (``located=True``: how ``explain --summary`` explains a new image), so a
+  perturbed copy keeps the original's region where it stays inside;
 * **Grad-CAM, Grad-CAM++, Score-CAM** (``--cams``): pytorch-grad-cam on the demo split
   layer (the resnet18: ``layer4[-1]``, its region maps split at ``layer4.0``, the
   suggestion), each image's own map for its target.
@@ -145,13 +148,17 @@ def metrics(pixels: int):
 
 
 def variant(text: str) -> dict:
-    """``"METHOD[/GRID][/SAMPLING]"`` -> the interpreter's keywords (an empty part or
-    ``-``: the library's default)."""
+    """``"METHOD[/GRID][/SAMPLING][/located]"`` -> the explainer's keywords (an empty
+    part or ``-``: the library's default; ``located``: each input drawn with the region
+    of the references' summary it falls in, :class:`QuantusExplainer`'s ``located``)."""
     keys = ("heatmap_method", "heatmap_grid", "sampling")
     parts = text.split("/")
+    located = parts[-1] == "located"
+    parts = parts[:-1] if located else parts
     if len(parts) > len(keys):
-        raise ValueError(f"a variant is METHOD[/GRID][/SAMPLING], got {text!r}")
-    return {k: v for k, v in zip(keys, parts, strict=False) if v and v != "-"}
+        raise ValueError(f"a variant is METHOD[/GRID][/SAMPLING][/located], got {text!r}")
+    out: dict = {k: v for k, v in zip(keys, parts, strict=False) if v and v != "-"}
+    return {**out, "located": True} if located else out
 
 
 def label(settings: dict) -> str:
@@ -206,6 +213,8 @@ def run_model(name: str, n_images: int, num_boundaries: int,
                 out["fallbacks"] = dict(explain.fallbacks_)
             else:
                 out.setdefault("variant_fallbacks", {})[method] = dict(explain.fallbacks_)
+        if getattr(explain, "located", False):
+            out.setdefault("located", {})[method] = [explain.located_, explain.explained_]
         out["seconds"][method] = round(time.perf_counter() - t0, 1)
         print(name, method, {k: round(float(np.nanmean(v)), 4) for k, v in row.items()},
               out["seconds"][method], "s", flush=True)
@@ -285,6 +294,10 @@ def section(name: str, r: dict, level: str) -> list[str]:
                      f"maps), over every call of the run: {r['fallbacks']}")
     for what, counts in r.get("variant_fallbacks", {}).items():
         lines.append(f"- {what}: uniform maps {counts}")
+    for what, (located, explained) in r.get("located", {}).items():
+        lines.append(f"- {what}: {located} of the {explained} inputs it drew over the run "
+                     "(the images and every perturbed copy) fell in a region of the "
+                     "summary and were drawn with it; the others with their own region")
     lines.append("")
     return lines
 

@@ -62,18 +62,18 @@ def test_ignored_images_are_not_counted_but_are_members(seed):
     assert found.held == (int((inside & ignore).sum()), int((inside & ignore & same).sum()))
 
 
+def _closed(sides, same, ignore, close, nearness=None):
+    c = BitCounts(pack_columns(~sides), same, same,
+                  values=lambda r, k: torch.zeros(len(r), len(k)), ignore=ignore)
+    steps = greedy(c, None, close=close, nearness=nearness)
+    return steps.indices.tolist(), c.finish(steps.indices, torch.zeros(len(steps.indices)))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_closing_adds_every_candidate_that_excludes_no_counted_member(seed):
     sides, same, ignore = _instance(seed)
-
-    def run(close):
-        c = BitCounts(pack_columns(~sides), same, same,
-                      values=lambda r, k: torch.zeros(len(r), len(k)), ignore=ignore)
-        steps = greedy(c, None, close=close)
-        return steps.indices.tolist(), c.finish(steps.indices, torch.zeros(len(steps.indices)))
-
-    plain, before = run(False)
-    closed, after = run(True)
+    plain, before = _closed(sides, same, ignore, 0)
+    closed, after = _closed(sides, same, ignore, sides.shape[1])
     assert closed[:len(plain)] == plain
     members = set(after.members.tolist())
     counted_before = {i for i in before.members.tolist() if not ignore[i]}
@@ -81,6 +81,24 @@ def test_closing_adds_every_candidate_that_excludes_no_counted_member(seed):
     assert members <= set(before.members.tolist())
     for h in set(range(sides.shape[1])) - set(closed):      # brute force: none is free
         assert any(not sides[i, h] for i in counted_before)
+
+
+@pytest.mark.parametrize("seed", [1, 4, 5])
+def test_a_capped_closing_adds_the_free_candidates_nearest_the_seed(seed):
+    """With at most ``close`` candidates, the free ones of smallest nearness (the
+    seed's side value) are added, ties in index order: brute force over the free set."""
+    sides, same, ignore = _instance(seed, n=30, q=14)
+    near = torch.from_numpy(np.random.default_rng(seed).integers(0, 4, 14)).double()
+    plain, before = _closed(sides, same, ignore, 0)
+    counted = [i for i in before.members.tolist() if not ignore[i]]
+    free = [h for h in range(14) if h not in plain and all(sides[i, h] for i in counted)]
+    assert len(free) >= 2                          # instances where the order matters
+    by_nearness = sorted(free, key=lambda h: (float(near[h]), h))
+    for cap in (1, 2, len(free), 100):
+        closed, _ = _closed(sides, same, ignore, cap, near)
+        assert closed == plain + by_nearness[:cap]
+    with pytest.raises(TypeError):
+        _closed(sides, same, ignore, True)
 
 
 def test_tightened_takes_the_first_level_that_holds_and_gives_up_after_the_last():

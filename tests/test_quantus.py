@@ -51,3 +51,26 @@ def test_quantus_runs_its_metrics_on_the_region_heat_map(net, images):
             explain_func=explain, device="cpu")
     assert len(sparse) == 10 and all(0 <= s <= 1 for s in sparse)
     assert len(sens) == 10 and all(np.isfinite(sens))
+
+
+def test_a_located_explainer_draws_the_summary_region_an_input_falls_in(net, images):
+    explain = QuantusExplainer(images[:200], "2", located=True, num_boundaries=20)
+    x = images[200:230]
+    with torch.no_grad():
+        y = net(x).argmax(1).numpy()
+    a = explain(net, x.numpy(), y)
+    interp = explain.interpreter(net)
+    summary = interp.summarize()
+    feats = interp.features(x)
+    where = summary.locate_features(feats, interp.predict_features(feats)).tolist()
+    assert sum(k >= 0 for k in where) > 0
+    assert explain.located_ == sum(k >= 0 for k in where)
+    for i, k in enumerate(where):
+        region = summary.regions[k] if k >= 0 else interp.explain(x[i])
+        want = interp.heatmap(region, x[i:i + 1])[0]
+        np.testing.assert_array_equal(a[i, 0], want.float().numpy())
+    # a target other than the prediction: that input's own region against the target
+    other = (y + 1) % 3
+    b = explain(net, x[:1].numpy(), other[:1])
+    want = interp.heatmap(interp.explain(x[0], target=int(other[0])), x[:1])[0]
+    np.testing.assert_array_equal(b[0, 0], want.float().numpy())

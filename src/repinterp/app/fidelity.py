@@ -10,6 +10,8 @@ class, averaged over the percentiles. ``combined = (LeRF - MoRF) / 2``: higher i
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -63,6 +65,15 @@ class QuantusExplainer:
     the predicted class) and returns the heat maps ``[n, 1, H, W]`` (numpy, float32).
     ``interpreter_kwargs`` go to the interpreter (``num_boundaries``, ``seed``, ...).
 
+    ``located=True`` explains a new image as ``explain --summary`` does: the references
+    are summarised once per model (:meth:`~repinterp.RepresentativeInterpreter.summarize`,
+    the defaults), and an input whose target is its predicted class and that falls in a
+    region of the summary gets that region's heat map (:meth:`Summary.locate_features
+    <repinterp.core.summary.Summary.locate_features>`); any other input its own region's,
+    as without. A slightly perturbed input (MaxSensitivity's) then keeps the region of
+    the original where it stays inside it. ``located_`` counts the inputs located,
+    ``explained_`` every input drawn.
+
     A randomised model may predict no reference as the target (then the plain region,
     against every other class) or every reference as one class (then no region exists
     and the map is uniform, all ones: it says nothing, as Quantus refuses all-zero
@@ -71,12 +82,17 @@ class QuantusExplainer:
     each kind.
     """
 
-    def __init__(self, references: torch.Tensor, layer: str, **interpreter_kwargs):
+    def __init__(self, references: torch.Tensor, layer: str, *, located: bool = False,
+                 **interpreter_kwargs):
         self.references = references
         self.layer = layer
+        self.located = located
         self.interpreter_kwargs = {"progress": False, **interpreter_kwargs}
         self._cache: tuple[int, tuple, object] | None = None
+        self._summary: tuple[Any, Any] | None = None
         self.fallbacks_ = {"target_not_predicted": 0, "one_class": 0, "zero_map": 0}
+        self.located_ = 0
+        self.explained_ = 0
 
     def interpreter(self, model: nn.Module):
         """The interpreter fitted on ``model`` as it is now (refitted when ``model`` or
@@ -90,21 +106,39 @@ class QuantusExplainer:
             self._cache = (*key, interp.fit(self.references))
         return self._cache[2]
 
+    def _regions(self, interp, x: torch.Tensor, t: np.ndarray) -> list:
+        """Per input, the summary region it falls in when located (else ``None``)."""
+        if not self.located:
+            return [None] * len(x)
+        if self._summary is None or self._summary[0] is not interp:
+            self._summary = (interp, interp.summarize())
+        summary = self._summary[1]
+        feats = interp.features(x)
+        preds = interp.predict_features(feats)
+        where = summary.locate_features(feats, preds).tolist()
+        return [summary.regions[k] if k >= 0 and int(p) == int(c) else None
+                for k, p, c in zip(where, preds.tolist(), t.tolist(), strict=True)]
+
     def __call__(self, model: nn.Module, inputs: np.ndarray, targets: np.ndarray,
                  **_: object) -> np.ndarray:
         interp = self.interpreter(model)
         x = torch.as_tensor(np.asarray(inputs), dtype=self.references.dtype)
         t = np.asarray(targets).reshape(-1)
         predicted = set(interp.predictions_.tolist())
+        found = self._regions(interp, x, t) if len(predicted) >= 2 else [None] * len(x)
         maps = []
-        for img, c in zip(x, t, strict=True):
+        for img, c, region in zip(x, t, found, strict=True):
             if len(predicted) < 2:
                 self.fallbacks_["one_class"] += 1
                 maps.append(torch.ones(x.shape[-2:]))
                 continue
             target = int(c) if int(c) in predicted else None
             self.fallbacks_["target_not_predicted"] += target is None
-            heat = interp.heatmap(interp.explain(img, target=target), img[None])[0]
+            self.located_ += region is not None
+            self.explained_ += 1
+            if region is None:
+                region = interp.explain(img, target=target)
+            heat = interp.heatmap(region, img[None])[0]
             if not bool((heat > 0).any()):
                 self.fallbacks_["zero_map"] += 1
                 heat = torch.ones_like(heat)

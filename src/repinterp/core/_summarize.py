@@ -71,7 +71,7 @@ class SummaryMixin:
         def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                     cls: int, same: torch.Tensor, index: int | None, delta: int | None,
                     logic: int | None = None, *, held: torch.Tensor | None = None,
-                    min_purity: float | str | None = "auto", close: bool = False
+                    min_purity: float | str | None = "auto", close: int = 0
                     ) -> Region: ...
 
     # --- a bank of boundaries for a region index -----------------------------------

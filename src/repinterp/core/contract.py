@@ -32,20 +32,21 @@ from .errors import UserError
 from .metrics import wilson_interval
 from .region import Region
 
-__all__ = ["LEVELS", "PLAIN", "Level", "check_contract", "contract_meta", "holdout_mask", "holds",
-           "interval", "tightened"]
+__all__ = ["EVERY", "LEVELS", "PLAIN", "Level", "check_contract", "contract_meta",
+           "holdout_mask", "holds", "interval", "tightened"]
 
 
 @dataclass(frozen=True)
 class Level:
     """One rung of the tightening ladder: ``boundaries`` times the interpreter's ``|Q|``
     candidates (with shared sampling: at most the bank's), the greedy's purity stop
-    ``min_purity`` (``"auto"``: the interpreter's own) and whether the greedy closes the
-    region (``close``: :func:`repinterp.core.engine.greedy`)."""
+    ``min_purity`` (``"auto"``: the interpreter's own) and how many free candidates the
+    greedy closes the region with at most, nearest the seed first (``close``; 0: none;
+    :func:`repinterp.core.engine.greedy`)."""
 
     boundaries: int
     min_purity: float | str | None
-    close: bool = False
+    close: int = 0
 
     def candidates(self, q: int | None, bank: int | None = None) -> int | None:
         """The candidates at this level for ``q`` at the loosest (``None``: a region
@@ -60,14 +61,19 @@ class Level:
         return default if self.min_purity == "auto" else self.min_purity
 
 
+#: ``Level.close`` for a region closed with every free candidate (the tightest cell).
+#: Fewer (the nearest the seed) keep a summary smaller but were less pure on the
+#: development half of the zoo (``docs/purity-contract.md``).
+EVERY = 1 << 62
+
 #: No contract: the interpreter's own settings, not closed (the paper's region).
 PLAIN = Level(1, "auto")
 
 #: The ladder, loosest first, every level closed: the interpreter's settings, then twice
 #: the candidates, then four times the candidates with no other-class reference allowed
 #: to stop early.
-LEVELS: tuple[Level, ...] = (Level(1, "auto", True), Level(2, "auto", True),
-                             Level(4, 1.0, True))
+LEVELS: tuple[Level, ...] = (Level(1, "auto", EVERY), Level(2, "auto", EVERY),
+                             Level(4, 1.0, EVERY))
 
 
 def check_contract(target_purity: float | None, holdout: float,
@@ -93,7 +99,8 @@ def contract_meta(target_purity: float | None, holdout: float,
     """The contract's settings as a summary's meta records them."""
     on = target_purity is not None
     return {"target_purity": target_purity, "holdout": float(holdout) if on else None,
-            "ladder": [[lv.boundaries, lv.min_purity, lv.close] for lv in ladder]
+            "ladder": [[lv.boundaries, lv.min_purity, "all" if lv.close >= EVERY
+                        else lv.close] for lv in ladder]
             if on else None}
 
 

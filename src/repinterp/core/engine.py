@@ -100,8 +100,8 @@ class Steps:
 
 
 def greedy(counts: Counts, delta: int | None = None, *, min_purity: float | None = None,
-           prune: bool = True, close: bool = False, eps1: float = EPS1,
-           eps2: float = EPS2, stacklevel: int = 2) -> Steps:
+           prune: bool = True, close: int = 0, nearness: torch.Tensor | None = None,
+           eps1: float = EPS1, eps2: float = EPS2, stacklevel: int = 2) -> Steps:
     """The SCSC greedy (METHOD §2) over a counts backend.
 
     Adds the candidate with the smallest ``(new_same + eps1) / (new_diff + eps2)`` among
@@ -111,11 +111,15 @@ def greedy(counts: Counts, delta: int | None = None, *, min_purity: float | None
     ``min_purity`` (departure from the paper), until the covered images are that share
     of the kept ones; then, with ``prune``, drops in selection order each candidate that
     alone excludes no image (one pass suffices: removing a redundant candidate never
-    makes a kept one redundant); then, with ``close`` (departure from the paper), adds
-    every other candidate that excludes none of the images still counted and covered:
-    the region becomes the tightest cell of the candidates that holds them, and only
-    images it was not grown on (ignored by the counts) can leave it.
+    makes a kept one redundant); then, with ``close > 0`` (departure from the paper),
+    adds up to ``close`` other candidates that exclude none of the images still counted
+    and covered, those of smallest ``nearness`` first (``[Q]``, the seed's side values:
+    the boundaries nearest the seed; default: index order, ties too): with ``close >= Q``
+    the region becomes the tightest cell of the candidates that holds them. Only images
+    it was not grown on (ignored by the counts) can leave it.
     """
+    if isinstance(close, bool) or int(close) < 0:
+        raise TypeError(f"close is a number of candidates >= 0, got {close!r}")
     min_delta, _ = counts.start()
     delta = resolve_delta(delta, min_delta, stacklevel + 1)
     ratio = None if min_purity is None else (1 - min_purity) / min_purity
@@ -139,10 +143,14 @@ def greedy(counts: Counts, delta: int | None = None, *, min_purity: float | None
     if close:
         tally = counts.counts()
         taken = set(kept)
-        for h in np.flatnonzero((tally.new_same + tally.new_diff) == 0).tolist():
-            if h not in taken:
-                counts.step(h)
-                kept.append(h)
+        free = np.array([h for h in np.flatnonzero((tally.new_same + tally.new_diff) == 0)
+                         .tolist() if h not in taken], dtype=np.int64)
+        if nearness is not None and len(free):
+            near = nearness.detach().cpu().double().numpy()[free]
+            free = free[np.argsort(near, kind="stable")]
+        for h in free[:int(close)].tolist():
+            counts.step(h)
+            kept.append(h)
     return Steps(torch.tensor(kept, dtype=torch.long), int(delta), int(min_delta))
 
 
@@ -150,21 +158,22 @@ def region(counts: Counts, seed_values: torch.Tensor,
            boundaries: Callable[[torch.Tensor], Boundaries], cls: int, *,
            seed_index: int | None, delta: int | None, min_purity: float | None,
            feature_shape: tuple[int, ...], approximate: bool = False,
-           logic: int | None = None, close: bool = False, stacklevel: int = 2) -> Region:
+           logic: int | None = None, close: int = 0, stacklevel: int = 2) -> Region:
     """The region of a seed of class ``cls``: the only place a :class:`Region` is made.
 
     ``seed_values`` ``[Q]``: the seed's oriented side values of its candidates (``>= 0``
     up to float16 rounding); ``boundaries(columns)``: those candidates in flattened
     feature space, oriented. The greedy (:func:`greedy`, ``delta``, ``min_purity``) picks
     the boundaries; members are ranked by ``Dist = sum_h |v_h(x') - v_h(x)|`` over them
-    (stable: ties keep index order); the purity is the share of members predicted as
-    ``cls``; the region's ``delta`` is what it allows in the end (the purity stop may end
-    the greedy with more other images inside than ``delta``); its ``holdout``: the
-    members the counts ignored and how many of them are of ``cls``
+    (stable: ties keep index order); ``close``: at most that many free candidates
+    closing it, nearest the seed first (:func:`greedy`); the purity is the share of
+    members predicted as ``cls``; the region's ``delta`` is what it allows in the end
+    (the purity stop may end the greedy with more other images inside than ``delta``);
+    its ``holdout``: the members the counts ignored and how many of them are of ``cls``
     (:mod:`repinterp.core.contract`).
     """
     steps = greedy(counts, delta, min_purity=min_purity, close=close,
-                   stacklevel=stacklevel + 1)
+                   nearness=seed_values, stacklevel=stacklevel + 1)
     pick = steps.indices
     origin = seed_values[pick.to(seed_values.device)]
     found = counts.finish(pick, origin)
@@ -229,7 +238,7 @@ def make_region(c: Candidates, predictions: torch.Tensor, cls: int, same: torch.
                 seed_index: int | None, delta: int | None, min_purity: float | None,
                 feature_shape: tuple[int, ...], approximate: bool = False,
                 logic: int | None = None, ignore: torch.Tensor | None = None,
-                close: bool = False, stacklevel: int = 2) -> Region:
+                close: int = 0, stacklevel: int = 2) -> Region:
     """:func:`region` on the bitset backend of :class:`Candidates`: ``same`` marks the
     references the region keeps (the seed's class, or its logic's group),
     ``predictions`` of every reference give the purity, ``ignore`` marks references

@@ -312,7 +312,7 @@ class RegionIndex:
     def explain(self, seed: int | IndexRows, *, delta: int | None = None,
                 num_boundaries: int | None = None,
                 min_purity: float | str | None = "auto",
-                held: torch.Tensor | None = None, close: bool = False) -> Region:
+                held: torch.Tensor | None = None, close: int = 0) -> Region:
         """The region of an indexed image (its row number) or of an outside image (its
         :class:`IndexRows`, from :meth:`IndexWorker.rows`).
 

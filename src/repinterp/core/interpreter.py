@@ -346,7 +346,7 @@ class RepresentativeInterpreter(StateMixin, SummaryMixin, ImagesMixin):
     def _region(self, b: Boundaries, values: torch.Tensor, seed_values: torch.Tensor,
                 cls: int, same: torch.Tensor, index: int | None, delta: int | None,
                 logic: int | None = None, *, held: torch.Tensor | None = None,
-                min_purity: float | str | None = "auto", close: bool = False) -> Region:
+                min_purity: float | str | None = "auto", close: int = 0) -> Region:
         """The region engine (:func:`~repinterp.core.engine.make_region`) on the
         candidates ``b`` (feature space) with the side ``values`` ``[N, Q]`` of every
         reference and ``seed_values`` ``[Q]``. ``same`` marks the references the region

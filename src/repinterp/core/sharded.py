@@ -271,7 +271,7 @@ class ShardedIndex:
     def explain(self, seed: int | IndexRows, *, delta: int | None = None,
                 num_boundaries: int | None = None,
                 min_purity: float | str | None = "auto",
-                holdout: tuple[float, int] | None = None, close: bool = False) -> Region:
+                holdout: tuple[float, int] | None = None, close: int = 0) -> Region:
         """As :meth:`RegionIndex.explain`: the engine over :class:`GroupCounts`."""
         index, row = seed_row(seed, self.n, lambda i: next(
             r for r in self.call("row", i) if r is not None))
