@@ -64,6 +64,56 @@ def test_flat_folder_npy_npz_idx_and_single_file(tmp_path):
     torch.testing.assert_close(one.images[0], flat.images[3])
 
 
+@pytest.mark.parametrize("kind", ["npy", "npz", "compressed"])
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_an_array_source_keeps_its_raw_rows_and_scales_what_it_reads(tmp_path, kind, dtype):
+    """An array file is held in its own type (an .npy, or an array np.savez stored
+    uncompressed, read in place row by row; a compressed one read), and any rows read
+    are exactly those rows of the whole file decoded at once (scaled, converted to three
+    channels, resized): a large array is not copied to float32 in memory."""
+    from repinterp.app.formats import RowFile
+    from repinterp.app.loading import ImageSource, _finish, decode_file
+    g = np.random.default_rng(0)
+    a = g.integers(0, 256, (40, 12, 10), dtype=np.uint8)
+    a = a if dtype == "uint8" else (a / 255).astype(np.float32)
+    path = tmp_path / ("x.npy" if kind == "npy" else "x.npz")
+    {"npy": np.save, "npz": np.savez, "compressed": np.savez_compressed}[kind](path, a)
+    src = ImageSource(str(path), channels=3, size=(16, 14))
+    raw, rule = src._raw_array()
+    assert raw.dtype == a.dtype and raw.shape == (40, 1, 12, 10)
+    assert isinstance(raw, RowFile) == (kind != "compressed")
+    whole = _finish(torch.nn.functional.interpolate(
+        torch.from_numpy(np.repeat(decode_file(path), 3, axis=1)), size=(16, 14),
+        mode="bilinear", align_corners=False, antialias=True).numpy(), 3, None)
+    for start, end in ((0, 40), (5, 9), (39, 40)):
+        got, items, names = src.read(start, end)
+        assert items == list(range(start, end)) and names[0] == f"{path.name}[{start}]"
+        torch.testing.assert_close(got, whole[start:end], rtol=0, atol=0)
+    some, _, _ = src._gather([7, 2, 30])
+    assert torch.equal(_finish(some, 3, None), whole[[7, 2, 30]])
+
+
+@pytest.mark.parametrize("layout", ["NHW", "NHWC", "NCHW"])
+def test_a_row_file_reads_the_rows_numpy_reads(tmp_path, layout):
+    """Rows read in place (slices, scattered and repeated indices, negative ones, runs)
+    are numpy's rows of the same file, laid out as [N, C, H, W]."""
+    from repinterp.app.formats import RowFile, read_file
+    shape = {"NHW": (30, 5, 6), "NHWC": (30, 5, 6, 3), "NCHW": (30, 3, 5, 6)}[layout]
+    a = np.random.default_rng(1).random(shape).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    rows = read_file(tmp_path / "a.npy")
+    assert isinstance(rows, RowFile) and len(rows) == 30 and rows.ndim == 4
+    want = a[:, None] if layout == "NHW" else a.transpose(0, 3, 1, 2) \
+        if layout == "NHWC" else a
+    for idx in (slice(None), slice(3, 9), slice(0, 30, 4), [5, 6, 7, 2, 2, 29, -1], [],
+                np.array([0])):
+        np.testing.assert_array_equal(rows[idx], want[idx])
+    with pytest.raises(IndexError):
+        rows[[30]]
+    np.save(tmp_path / "one.npy", a.reshape(30, -1)[:5])    # one image: read whole
+    assert not isinstance(read_file(tmp_path / "one.npy"), RowFile)
+
+
 def test_channels_resize_and_default_normalisation(gray_folder):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

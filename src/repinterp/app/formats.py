@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import math
 import os
 import re
 import stat
@@ -121,10 +122,83 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 _CHANNELS = (1, 3, 4)
 
 
-def _layout(arr: np.ndarray, single: bool) -> np.ndarray:
+class RowFile:
+    """The rows (first axis) of a C-order array stored as raw bytes in a file at
+    ``offset`` (an ``.npy``, or a member ``np.savez`` stored uncompressed), read with
+    ``os.pread`` when indexed: never mapped into the process, so its resident set does
+    not grow with the rows read however scattered they are (the page cache holds them,
+    as for any read). ``rows[a:b]`` and ``rows[[i, j, ...]]`` give the rows as an
+    array; ``laid`` is a function applied to every block read (the layout's
+    transpose)."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype,
+                 laid: Any = None):
+        self.path, self.offset, self.file_shape = path, int(offset), tuple(shape)
+        self.dtype, self.laid = np.dtype(dtype), laid
+        self.row_bytes = self.dtype.itemsize * math.prod(self.file_shape[1:])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of all the rows as read (laid out)."""
+        if self.laid is None:
+            return self.file_shape
+        one = self.laid(np.zeros((1, *self.file_shape[1:]), self.dtype)).shape
+        return (self.file_shape[0], *one[1:])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.file_shape)
+
+    def __len__(self) -> int:
+        return self.file_shape[0]
+
+    def with_layout(self, laid: Any) -> RowFile:
+        return RowFile(self.path, self.offset, self.file_shape, self.dtype, laid)
+
+    def _run(self, fd: int, start: int, stop: int) -> np.ndarray:
+        n = max(stop - start, 0)
+        data = os.pread(fd, n * self.row_bytes, self.offset + start * self.row_bytes)
+        if len(data) != n * self.row_bytes:
+            raise UnreadableFile("it is shorter than its header says", "numpy file")
+        return np.frombuffer(data, self.dtype).reshape(n, *self.file_shape[1:])
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        n = self.file_shape[0]
+        with open(self.path, "rb") as f:
+            fd = f.fileno()
+            if isinstance(rows, slice):
+                start, stop, step = rows.indices(n)
+                block = self._run(fd, start, stop)[::step] if step > 0 else \
+                    np.asarray([self._run(fd, i, i + 1)[0] for i in range(start, stop, step)],
+                               self.dtype).reshape(-1, *self.file_shape[1:])
+            else:
+                idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+                if len(idx) and (idx.min() < -n or idx.max() >= n):
+                    raise IndexError(f"row index out of range for {n} rows")
+                idx = np.where(idx < 0, idx + n, idx)
+                cut = np.flatnonzero(np.diff(idx) != 1) + 1   # runs of consecutive rows
+                parts = [self._run(fd, int(r[0]), int(r[-1]) + 1)
+                         for r in np.split(idx, cut) if len(r)]
+                block = np.concatenate(parts) if parts else \
+                    np.empty((0, *self.file_shape[1:]), self.dtype)
+        return block if self.laid is None else self.laid(block)
+
+
+def _layout(arr: np.ndarray | RowFile, single: bool) -> np.ndarray | RowFile:
     """``arr`` as ``[N, C, H, W]``: ``[H, W]`` is one gray image, ``[H, W, C]`` one image
     (``C`` of 1, 3, 4), ``[N, H, W]`` N gray images (``[C, H, W]`` one image where the
-    file must hold one, ``single``), ``[N, C, H, W]`` or ``[N, H, W, C]`` N images."""
+    file must hold one, ``single``), ``[N, C, H, W]`` or ``[N, H, W, C]`` N images. A
+    :class:`RowFile` of N images stays one, laid out block by block as it is read."""
+    if isinstance(arr, RowFile):
+        many = arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in _CHANNELS
+                                 and not (single and arr.shape[0] in _CHANNELS))
+        if not many:
+            return _layout(arr[:], single)           # one image: small, read whole
+        return arr.with_layout(lambda block: _layout(block, single))
     if arr.ndim == 2:
         return arr[None, None]
     if arr.ndim == 3:
@@ -242,12 +316,15 @@ def _pillow_file(path: Path) -> np.ndarray:
     return (arr[..., None] if arr.ndim == 2 else arr).transpose(2, 0, 1)[None]
 
 
-def _numpy_file(path: Path, array: str | None) -> np.ndarray:
+def _numpy_file(path: Path, array: str | None) -> np.ndarray | RowFile:
     """The array of a ``.npy`` file, or of an ``.npz`` file: its only array, the one
     named ``array``, else the one named ``images``; several others are refused by name."""
     import zipfile
     bad = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
+        rows = _npy_rows(path) if path.suffix.lower() == ".npy" else None
+        if rows is not None:
+            return rows                          # its rows are read when used
         data = np.load(path, allow_pickle=False)
     except bad as exc:
         raise UnreadableFile(first_line(exc), "numpy file") from exc
@@ -266,17 +343,76 @@ def _numpy_file(path: Path, array: str | None) -> np.ndarray:
                             api="array=NAME")
         key = array or (keys[0] if len(keys) == 1 else "images")
         try:
-            return data[key]
+            rows = _stored_member(path, key)
+            return data[key] if rows is None else rows
         except bad as exc:
             raise UnreadableFile(first_line(exc), "numpy file") from exc
+
+
+def _header_rows(path: Path, f: Any, start: int, size: int | None) -> RowFile | None:
+    """A :class:`RowFile` of the ``.npy`` bytes at ``start`` of the open file ``f``
+    (``size``: how many bytes they take, checked when known), or ``None`` where its rows
+    cannot be read in place (Fortran order, objects, one value, another header)."""
+    from numpy.lib import format as npy
+    headers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+    f.seek(start)
+    header = headers.get(npy.read_magic(f))
+    if header is None:
+        return None
+    shape, fortran, dtype = header(f)
+    offset = f.tell()
+    if fortran or dtype.hasobject or not shape:
+        return None
+    if size is not None and offset - start + dtype.itemsize * math.prod(shape) != size:
+        return None
+    return RowFile(path, offset, shape, dtype)
+
+
+def _npy_rows(path: Path) -> RowFile | None:
+    """An ``.npy`` file's rows, read in place (:func:`_header_rows`); ``None``: read it
+    with numpy (which says what is wrong with a bad one)."""
+    try:
+        with open(path, "rb") as f:
+            rows = _header_rows(path, f, 0, None)
+            if rows is None or path.stat().st_size < rows.offset + rows.size * \
+                    rows.dtype.itemsize:
+                return None
+            return rows
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _stored_member(path: Path, key: str) -> RowFile | None:
+    """The rows of the array ``key`` of an ``.npz``, read in place where ``np.savez``
+    stored it uncompressed (its ``.npy`` bytes lie in the file as they are), else
+    ``None`` (a compressed member is read whole instead)."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        try:
+            info = z.getinfo(f"{key}.npy")
+        except KeyError:
+            return None
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)                      # the member's local header
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        return _header_rows(path, f, info.header_offset + 30 + name_len + extra_len,
+                            info.file_size)
 
 
 def _is_idx(name: str) -> bool:
     return "ubyte" in name or re.search(r"idx\d", name) is not None
 
 
-def read_file(path: Path, *, array: str | None = None, single: bool = False) -> np.ndarray:
-    """The images of one file as ``[N, C, H, W]`` in their own type, unscaled (see
+def read_file(path: Path, *, array: str | None = None, single: bool = False
+              ) -> np.ndarray | RowFile:
+    """The images of one file as ``[N, C, H, W]`` in their own type, unscaled (an
+    ``.npy``, or an array ``np.savez`` stored uncompressed, of several images as a
+    :class:`RowFile`, its rows read when indexed; see
     :func:`repinterp.app.loading.decode_file` for the layouts, ``array`` and ``single``).
     A file that is not an image is refused with :class:`UnreadableFile` (without its
     path: the decoder names it)."""

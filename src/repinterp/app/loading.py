@@ -21,16 +21,26 @@ Each format's reader is in :mod:`repinterp.app.formats`; models are in
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..core.errors import UserError
-from .formats import UnreadableFile, checked_path, idx_images_in, image_files, read_file
+from .formats import (
+    RowFile,
+    UnreadableFile,
+    checked_path,
+    idx_images_in,
+    image_files,
+    read_file,
+)
 
 __all__ = ["ImageSet", "ImageSource", "NORMALIZATIONS", "decode_file", "load_images",
            "parse_normalize", "parse_pixel_range"]
@@ -117,51 +127,87 @@ def _suggested_range(lo: float, hi: float) -> str:
     return ""
 
 
-def _scale(arr: np.ndarray, source: str,
-           pixel_range: tuple[float, float] | str | None) -> np.ndarray:
-    """Pixel values as float32 by the module's pixel rule: ``(v - LO) / (HI - LO)`` with
-    ``(LO, HI)`` the stated ``pixel_range`` or the range of the values' type (``uint8``
-    0..255, ``uint16`` 0..65535, ``bool`` and floats 0..1); unchanged with ``"raw"``.
+def _pixel_rule(arr: np.ndarray | RowFile, source: str,
+                pixel_range: tuple[float, float] | str | None) -> tuple[float, float] | None:
+    """The module's pixel rule for ``arr`` (checked on all of it, in its own type):
+    ``(LO, HI)``, the stated ``pixel_range`` or the range of the values' type (``uint8``
+    0..255, ``uint16`` 0..65535, ``bool`` and floats 0..1), or ``None`` for ``"raw"``.
     Refused: no numbers (unreadable), NaN or infinite values, values outside the range,
     and a type whose range is unknown (other integer types) without ``pixel_range``."""
     if arr.dtype == object or arr.size == 0:
         raise UnreadableFile("it holds no image array", "image array")
     if arr.dtype.kind not in "buif":
         raise UnreadableFile(f"it holds {arr.dtype} values, not numbers", "image array")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not all(np.isfinite(b).all() for b in _blocks(arr)):
         raise UserError(f"{source} contains NaN or infinite values")
     if isinstance(pixel_range, str):                        # "raw": the model's input
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        return None
     native = {"b": (0, 1), "f": (0, 1)}.get(arr.dtype.kind) or {
         np.dtype(np.uint8): (0, 255), np.dtype(np.uint16): (0, 65535)}.get(arr.dtype)
     if pixel_range is not None or native is None or arr.dtype.kind == "f":
-        vmin, vmax = arr.min().item(), arr.max().item()
+        vmin = min(b.min().item() for b in _blocks(arr))
+        vmax = max(b.max().item() for b in _blocks(arr))
     if pixel_range is not None:
         lo, hi = pixel_range
         if vmin < lo or vmax > hi:
             raise UserError(f"{source} has pixel values in [{vmin:g}, {vmax:g}], outside the "
                             f"stated pixel range ({lo:g}, {hi:g})")
-    elif native is not None:
-        lo, hi = native
-        if arr.dtype.kind == "f" and (vmin < 0 or vmax > 1):
-            raise UserError(
-                f"{source} holds {arr.dtype} pixels in [{vmin:g}, {vmax:g}], not in [0, 1]: "
-                "state their range with {pixel_range}" f"{_suggested_range(vmin, vmax)}, "
-                "or {raw} for values that already are the model's input",
-                params={"pixel_range": "pixel_range=(LO, HI)",
-                        "raw": "pixel_range='raw'"})
-    else:
+        return lo, hi
+    if native is None:
         raise UserError(
             f"{source} holds {arr.dtype} pixels ({vmin}..{vmax}), a type whose range is not "
             "known: state it with {pixel_range}" f"{_suggested_range(vmin, vmax)}",
             params={"pixel_range": "pixel_range=(LO, HI)",
-                        "raw": "pixel_range='raw'"})
+                    "raw": "pixel_range='raw'"})
+    if arr.dtype.kind == "f" and (vmin < 0 or vmax > 1):
+        raise UserError(
+            f"{source} holds {arr.dtype} pixels in [{vmin:g}, {vmax:g}], not in [0, 1]: "
+            "state their range with {pixel_range}" f"{_suggested_range(vmin, vmax)}, "
+            "or {raw} for values that already are the model's input",
+            params={"pixel_range": "pixel_range=(LO, HI)",
+                    "raw": "pixel_range='raw'"})
+    return native
+
+
+def _blocks(arr: Any, nbytes: int = 1 << 26) -> Iterator[np.ndarray]:
+    """``arr`` (an array, or a :class:`~repinterp.app.formats.RowFile`) a block of rows
+    at a time, about ``nbytes`` each: checked without a copy of all of it."""
+    step = max(1, nbytes // max(1, arr.dtype.itemsize * math.prod(arr.shape[1:])))
+    for start in range(0, len(arr), step):
+        yield np.asarray(arr[start:start + step])
+
+
+def _apply_rule(arr: np.ndarray, rule: tuple[float, float] | None) -> np.ndarray:
+    """``(v - LO) / (HI - LO)`` as float32 (``rule`` from :func:`_pixel_rule`; ``None``:
+    the values unchanged). Element by element: any rows of an array give the rows of
+    the whole array's result."""
+    if rule is None:
+        return np.ascontiguousarray(arr, dtype=np.float32)
+    lo, hi = rule
     out = arr.astype(np.float32)
     if lo:
         out -= np.float32(lo)
     if hi - lo != 1:
         out /= np.float32(hi - lo)
     return out
+
+
+def read_raw(path: str | os.PathLike, *, pixel_range: tuple[float, float] | str | None = None,
+             array: str | None = None, single: bool = False
+             ) -> tuple[np.ndarray | RowFile, tuple[float, float] | None]:
+    """The images of one file as ``[N, C, H, W]`` in their own type (an ``.npy`` file,
+    or an array ``np.savez`` stored uncompressed, as a
+    :class:`~repinterp.app.formats.RowFile`: rows read when indexed), and the pixel rule
+    that scales them (checked on all of them, a block at a time): :func:`decode_file`
+    scales all the rows; a source holding many images scales only the rows it reads."""
+    path = Path(path)
+    try:
+        raw = read_file(path, array=array, single=single)
+        return raw, _pixel_rule(raw, str(path), pixel_range)
+    except UnreadableFile as exc:
+        if exc.path is not None:
+            raise
+        raise UnreadableFile(exc.reason, exc.what, path) from exc
 
 
 def decode_file(path: str | os.PathLike, *,
@@ -177,13 +223,8 @@ def decode_file(path: str | os.PathLike, *,
     and ``[C, H, W]`` is read as one. Raises ``UserError`` for values the rule cannot
     scale; a file that is not an image (not a regular file, unreadable, not numbers) is
     refused with :class:`UnreadableFile`, a ``UserError`` too."""
-    path = Path(path)
-    try:
-        return _scale(read_file(path, array=array, single=single), str(path), pixel_range)
-    except UnreadableFile as exc:
-        if exc.path is not None:
-            raise
-        raise UnreadableFile(exc.reason, exc.what, path) from exc
+    raw, rule = read_raw(path, pixel_range=pixel_range, array=array, single=single)
+    return _apply_rule(np.asarray(raw[:]), rule)
 
 
 def _to_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
@@ -306,7 +347,7 @@ class ImageSource:
         self.pixel_range = _checked_range(self.pixel_range)
         root = checked_path(self.path)
         root = idx_images_in(root) or root
-        self._array: np.ndarray | None = None
+        self._raw: tuple[np.ndarray | RowFile, tuple[float, float] | None] | None = None
         self._files: list[Path] | None
         if root.is_dir():
             self._files = image_files(root)
@@ -315,22 +356,29 @@ class ImageSource:
             self._root = root
         else:
             self._files, self._root = None, root
-            self._count = len(self._load_array())
+            self._count = len(self._raw_array()[0])
 
     @property
     def root(self) -> Path:
         """The folder or the file read (an MNIST-style folder's images file)."""
         return self._root
 
-    def _load_array(self) -> np.ndarray:
-        if self._array is None:
-            arr = decode_file(self._root, pixel_range=self.pixel_range, array=self.array)
-            self._array = _resize(_to_channels(arr, self.channels), self.size)
-        return self._array
+    def _raw_array(self) -> tuple[np.ndarray | RowFile, tuple[float, float] | None]:
+        """An array file's images in their own type (read in place where the file
+        allows: :func:`read_raw`) and their pixel rule: rows are read, scaled, converted
+        and resized when asked for, so a source holds at most its raw array (a
+        compressed one), never every image as float32."""
+        if self._raw is None:
+            self._raw = read_raw(self._root, pixel_range=self.pixel_range, array=self.array)
+        return self._raw
+
+    def _rows(self, rows: slice | list[int]) -> np.ndarray:
+        raw, rule = self._raw_array()
+        return _resize(_to_channels(_apply_rule(raw[rows], rule), self.channels), self.size)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_array"] = None             # each process reads the array itself
+        state["_raw"] = None               # each process reads the array itself
         return state
 
     def __len__(self) -> int:
@@ -366,10 +414,12 @@ class ImageSource:
         with ``strict``)."""
         if self._files is None:
             found = list(items)[:limit]
-            whole = self._load_array()
+            if not found:
+                return None, [], []
             run = len(found) and found[-1] - found[0] == len(found) - 1 and (
                 len(found) == 1 or bool((np.diff(found) == 1).all()))
-            return (whole[found[0]:found[-1] + 1] if run else whole[found]), found, []
+            return (self._rows(slice(found[0], found[-1] + 1) if run else found), found,
+                    [])
         arrays: list[np.ndarray] = []
         found = []
         skipped: list[str] = []
