@@ -72,7 +72,12 @@ def test_an_array_source_keeps_its_raw_rows_and_scales_what_it_reads(tmp_path, k
     are exactly those rows of the whole file decoded at once (scaled, converted to three
     channels, resized): a large array is not copied to float32 in memory."""
     from repinterp.app.formats import RowFile
-    from repinterp.app.loading import ImageSource, _finish, decode_file
+    from repinterp.app.loading import ImageSource, decode_file, parse_normalize
+
+    def finish(arr):                              # the default normalisation, by hand
+        mean, std = (np.asarray(v, np.float32)[None, :, None, None]
+                     for v in parse_normalize(None, 3))
+        return torch.from_numpy(((arr - mean) / std).astype(np.float32))
     g = np.random.default_rng(0)
     a = g.integers(0, 256, (40, 12, 10), dtype=np.uint8)
     a = a if dtype == "uint8" else (a / 255).astype(np.float32)
@@ -82,15 +87,15 @@ def test_an_array_source_keeps_its_raw_rows_and_scales_what_it_reads(tmp_path, k
     raw, rule = src._raw_array()
     assert raw.dtype == a.dtype and raw.shape == (40, 1, 12, 10)
     assert isinstance(raw, RowFile) == (kind != "compressed")
-    whole = _finish(torch.nn.functional.interpolate(
+    whole = finish(torch.nn.functional.interpolate(
         torch.from_numpy(np.repeat(decode_file(path), 3, axis=1)), size=(16, 14),
-        mode="bilinear", align_corners=False, antialias=True).numpy(), 3, None)
+        mode="bilinear", align_corners=False, antialias=True).numpy())
     for start, end in ((0, 40), (5, 9), (39, 40)):
         got, items, names = src.read(start, end)
         assert items == list(range(start, end)) and names[0] == f"{path.name}[{start}]"
         torch.testing.assert_close(got, whole[start:end], rtol=0, atol=0)
     some, _, _ = src._gather([7, 2, 30])
-    assert torch.equal(_finish(some, 3, None), whole[[7, 2, 30]])
+    assert torch.equal(finish(some), whole[[7, 2, 30]])
 
 
 @pytest.mark.parametrize("layout", ["NHW", "NHWC", "NCHW"])

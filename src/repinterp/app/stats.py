@@ -195,15 +195,16 @@ def summary_dict(summary: Summary, class_names: Sequence[str] | None = None,
     number_of = iter(numbers) if numbers is not None else iter(
         range(1, len(summary.regions) + 1))
     classes: list[dict[str, Any]] = []
+    size = 1 + max((int(r.members.max()) for r in summary.regions if r.size), default=-1)
     for cs in summary.classes:
         regions: list[dict[str, Any]] = []
-        seen: set[int] = set()
+        seen = torch.zeros(size, dtype=torch.bool)     # one byte per image, not a set
         for region in cs.regions:
             number = next(number_of)
             st = next(per_region) if per_region is not None else None
-            every = region.members.tolist()
-            adds = len(set(every) - seen)
-            seen.update(every)
+            inside = region.members.cpu()
+            adds = len(torch.unique(inside[~seen[inside]]))
+            seen[inside] = True
             members = region.members[:top].tolist()
             rd = {
                 "region": number, "logic": region.logic,
